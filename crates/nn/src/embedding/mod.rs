@@ -1,0 +1,73 @@
+//! Embedding tables with sparse, row-wise updates.
+//!
+//! Candle's autograd turns the gradient of an `index_select` on a table into a dense tensor as
+//! large as the whole table. Tables here never put their storage behind autograd: a training
+//! lookup gathers the batch's unique rows into a small leaf [`Var`](candle_core::Var), the model
+//! back-propagates into it, and [`EmbeddingTable::apply_gradients`] updates only those rows with
+//! row-wise optimizer state. The cost of a step is proportional to the rows a batch touches, never
+//! to the vocabulary.
+
+use std::any::Any;
+use std::collections::HashMap;
+
+use candle_core::backprop::GradStore;
+use candle_core::{Result, Tensor};
+
+/// Named tensors, as written to and read from a safetensors file.
+pub type TensorMap = HashMap<String, Tensor>;
+
+/// A table that maps IDs to vectors and updates itself from the gradients of its lookups.
+///
+/// A model never knows which implementation it holds: full, hashed, QR, frequency-hybrid (this
+/// crate) or clustered (`embedding-cel`).
+pub trait EmbeddingTable: Send {
+    /// Short name of the implementation: `full`, `hashed`, `qr`, `frequency`, `cel`, ...
+    fn kind(&self) -> &'static str;
+
+    /// Width of every vector.
+    fn dim(&self) -> usize;
+
+    /// Number of IDs of the field (vocabulary size, the out-of-vocabulary index 0 included).
+    /// IDs at or above it are looked up by the table's documented unknown-ID rule.
+    fn vocab(&self) -> usize;
+
+    /// The vectors of `ids`, as a `[ids.len(), dim]` tensor.
+    ///
+    /// With `train == true` the result is differentiable: it is computed from a fresh leaf
+    /// variable holding the rows this lookup touches, which the table keeps until
+    /// [`apply_gradients`](Self::apply_gradients). Several training lookups may happen before one
+    /// update (e.g. the target item and the items of a behaviour sequence).
+    fn lookup(&mut self, ids: &[u32], train: bool) -> Result<Tensor>;
+
+    /// Updates the rows touched by every training lookup since the last call, reading their
+    /// gradients from `grads`, then forgets those lookups. Rows that were not looked up do not
+    /// change (no decay, no optimizer-state change).
+    fn apply_gradients(&mut self, grads: &GradStore) -> Result<()>;
+
+    /// Forgets pending training lookups without updating anything.
+    fn clear_pending(&mut self);
+
+    /// Number of trainable floats.
+    fn num_params(&self) -> usize;
+
+    /// Bytes needed to serve the table: parameters plus any ID-to-row map (e.g. CEL's
+    /// assignment array). Optimizer state is not included.
+    fn bytes(&self) -> usize;
+
+    /// Called once after every training step, after `apply_gradients` (CEL splits and
+    /// reassigns here). The default does nothing.
+    fn end_step(&mut self, _step: u64) -> Result<()> {
+        Ok(())
+    }
+
+    /// Writes parameters and optimizer state into `out` under names starting with `prefix`,
+    /// and returns the non-tensor state (JSON) needed to restore the table exactly.
+    fn save(&self, prefix: &str, out: &mut TensorMap) -> Result<serde_json::Value>;
+
+    /// Restores what [`save`](Self::save) wrote. Shapes, dtypes and metadata are checked; a
+    /// mismatch is an error naming the tensor, never a panic.
+    fn load(&mut self, prefix: &str, tensors: &TensorMap, meta: &serde_json::Value) -> Result<()>;
+
+    /// For introspection of a concrete type (e.g. CEL's cluster tree).
+    fn as_any(&self) -> &dyn Any;
+}

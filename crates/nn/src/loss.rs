@@ -1,0 +1,174 @@
+//! Losses that are numerically stable and differentiable everywhere candle needs them to be.
+//!
+//! Labels equal to `NaN` mean "no label for this task" and are left out of the mean.
+
+use candle_core::{D, Device, Result, Tensor};
+use rec_data::{Batch, Schema, TaskKind};
+
+/// Mean binary cross-entropy of `logits` against 0/1 `labels`, optionally weighted.
+///
+/// Uses the stable form `max(x, 0) - x*y + log(1 + exp(-|x|))`, which stays finite for any
+/// logit (candle's `binary_cross_entropy_with_logit` overflows for large logits).
+pub fn bce_with_logits(
+    logits: &Tensor,
+    labels: &Tensor,
+    weights: Option<&Tensor>,
+) -> Result<Tensor> {
+    let per = bce_with_logits_per_sample(logits, labels)?;
+    weighted_mean(&per, weights)
+}
+
+/// Per-sample binary cross-entropy (stable form), same shape as `logits`.
+pub fn bce_with_logits_per_sample(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    let relu = logits.relu()?;
+    let softplus_neg_abs = (logits.abs()?.neg()?.exp()? + 1.0)?.log()?;
+    (relu - (logits * labels)?)? + softplus_neg_abs
+}
+
+/// Mean squared error, optionally weighted.
+pub fn mse(pred: &Tensor, target: &Tensor, weights: Option<&Tensor>) -> Result<Tensor> {
+    let per = (pred - target)?.sqr()?;
+    weighted_mean(&per, weights)
+}
+
+/// Mean softmax cross-entropy of `[n, k]` logits against class indices (`[n]` u32).
+pub fn softmax_cross_entropy(
+    logits: &Tensor,
+    classes: &Tensor,
+    weights: Option<&Tensor>,
+) -> Result<Tensor> {
+    let max = logits.max_keepdim(D::Minus1)?.detach();
+    let shifted = logits.broadcast_sub(&max)?;
+    let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
+    let picked = shifted.gather(&classes.unsqueeze(1)?, 1)?;
+    let per = (lse - picked)?.squeeze(1)?;
+    weighted_mean(&per, weights)
+}
+
+fn weighted_mean(per: &Tensor, weights: Option<&Tensor>) -> Result<Tensor> {
+    match weights {
+        None => per.mean_all(),
+        Some(w) => {
+            let total = w.sum_all()?;
+            (per * w)?.sum_all()?.broadcast_div(&total)
+        }
+    }
+}
+
+/// Weights that drop unlabelled (`NaN`) samples of one task and apply the batch's sample
+/// weights; `None` when every sample counts once. Also returns the labels with `NaN` replaced
+/// by 0 and the number of labelled samples.
+pub fn label_weights(
+    labels: &[f32],
+    sample_weights: Option<&[f32]>,
+) -> (Vec<f32>, Option<Vec<f32>>, usize) {
+    let clean: Vec<f32> = labels
+        .iter()
+        .map(|&y| if y.is_nan() { 0.0 } else { y })
+        .collect();
+    let any_missing = labels.iter().any(|y| y.is_nan());
+    let labelled = labels.iter().filter(|y| !y.is_nan()).count();
+    let weights = if any_missing || sample_weights.is_some() {
+        Some(
+            labels
+                .iter()
+                .enumerate()
+                .map(|(i, y)| {
+                    if y.is_nan() {
+                        0.0
+                    } else {
+                        sample_weights.map_or(1.0, |w| w[i])
+                    }
+                })
+                .collect(),
+        )
+    } else {
+        None
+    };
+    (clean, weights, labelled)
+}
+
+/// Sum over the schema's tasks of each task's mean loss on its labelled samples: BCE for
+/// binary tasks, squared error for regression, softmax cross-entropy for multi-class.
+/// A task with no labelled sample in the batch contributes nothing.
+pub fn task_loss(schema: &Schema, batch: &Batch, outputs: &[Tensor]) -> Result<Tensor> {
+    if outputs.len() != schema.tasks.len() {
+        candle_core::bail!(
+            "model returned {} outputs for {} tasks",
+            outputs.len(),
+            schema.tasks.len()
+        );
+    }
+    let device: &Device = outputs.first().map(|o| o.device()).unwrap_or(&Device::Cpu);
+    let mut total = Tensor::zeros((), candle_core::DType::F32, device)?;
+    for (t, (task, out)) in schema.tasks.iter().zip(outputs).enumerate() {
+        let (clean, weights, labelled) = label_weights(&batch.labels[t], batch.weights.as_deref());
+        if labelled == 0 {
+            continue;
+        }
+        let n = clean.len();
+        let w = weights
+            .map(|w| Tensor::from_vec(w, n, device))
+            .transpose()?;
+        let l = match task.kind {
+            TaskKind::Binary => {
+                let y = Tensor::from_vec(clean, n, device)?;
+                bce_with_logits(out, &y, w.as_ref())?
+            }
+            TaskKind::Regression => {
+                let y = Tensor::from_vec(clean, n, device)?;
+                mse(out, &y, w.as_ref())?
+            }
+            TaskKind::Multiclass { .. } => {
+                let y: Vec<u32> = clean.iter().map(|&c| c as u32).collect();
+                let y = Tensor::from_vec(y, n, device)?;
+                softmax_cross_entropy(out, &y, w.as_ref())?
+            }
+        };
+        total = (total + l)?;
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bce_is_finite_for_huge_logits_and_matches_reference() -> Result<()> {
+        let d = Device::Cpu;
+        let x = Tensor::new(&[1000f32, -1000.0, 0.5, -2.0], &d)?;
+        let y = Tensor::new(&[0f32, 1.0, 1.0, 0.0], &d)?;
+        let per = bce_with_logits_per_sample(&x, &y)?.to_vec1::<f32>()?;
+        assert!((per[0] - 1000.0).abs() < 1e-3 && (per[1] - 1000.0).abs() < 1e-3);
+        let r = |x: f32, y: f32| {
+            -(y * (1.0 / (1.0 + (-x).exp())).ln()
+                + (1.0 - y) * (1.0 - 1.0 / (1.0 + (-x).exp())).ln())
+        };
+        assert!((per[2] - r(0.5, 1.0)).abs() < 1e-6);
+        assert!((per[3] - r(-2.0, 0.0)).abs() < 1e-6);
+        Ok(())
+    }
+
+    #[test]
+    fn softmax_ce_matches_reference() -> Result<()> {
+        let d = Device::Cpu;
+        let x = Tensor::new(&[[1f32, 2.0, 3.0], [0.0, 0.0, 10.0]], &d)?;
+        let c = Tensor::new(&[0u32, 2], &d)?;
+        let l = softmax_cross_entropy(&x, &c, None)?.to_scalar::<f32>()?;
+        let a = -(1f32.exp() / (1f32.exp() + 2f32.exp() + 3f32.exp())).ln();
+        let b = -(10f32.exp() / (2.0 + 10f32.exp())).ln();
+        assert!((l - (a + b) / 2.0).abs() < 1e-5);
+        Ok(())
+    }
+
+    #[test]
+    fn nan_labels_are_left_out() {
+        let (clean, w, n) = label_weights(&[1.0, f32::NAN, 0.0], None);
+        assert_eq!(clean, vec![1.0, 0.0, 0.0]);
+        assert_eq!(w, Some(vec![1.0, 0.0, 1.0]));
+        assert_eq!(n, 2);
+        let (_, w, _) = label_weights(&[1.0, 0.0], None);
+        assert_eq!(w, None);
+    }
+}

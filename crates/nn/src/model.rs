@@ -1,0 +1,78 @@
+//! The `Model` trait: the only thing the trainer knows about a model.
+
+use candle_core::{Device, Result, Tensor, Var};
+use rand_chacha::ChaCha8Rng;
+use rec_data::{Batch, Schema};
+
+use crate::embedding::EmbeddingTable;
+
+/// Per-call context of a forward pass.
+pub struct Ctx {
+    /// Training mode: dropout active, table lookups differentiable.
+    pub train: bool,
+    /// Global training step (number of optimizer updates so far).
+    pub step: u64,
+    /// Seeded source of randomness for dropout and sampling. Part of the checkpoint.
+    pub rng: ChaCha8Rng,
+}
+
+impl Ctx {
+    /// A context for training (`train == true`) or evaluation.
+    pub fn new(train: bool, step: u64, rng: ChaCha8Rng) -> Self {
+        Self { train, step, rng }
+    }
+
+    /// An evaluation context (no randomness is used in evaluation).
+    pub fn eval() -> Self {
+        use rand::SeedableRng;
+        Self::new(false, 0, ChaCha8Rng::seed_from_u64(0))
+    }
+}
+
+/// A recommender model: per-task outputs for a batch, its loss, and its parameters.
+///
+/// Dense parameters are candle [`Var`]s updated by a dense optimizer; embedding tables update
+/// themselves sparsely (see [`EmbeddingTable`]).
+pub trait Model: Send {
+    /// Name shown in logs and reports, e.g. `deepfm`.
+    fn name(&self) -> String;
+
+    /// The schema the model was built for (its tasks define the outputs).
+    fn schema(&self) -> &Schema;
+
+    /// Device of the dense parameters.
+    fn device(&self) -> &Device;
+
+    /// One output per schema task, in schema order: `[n]` logits for binary tasks, `[n]`
+    /// predictions for regression tasks, `[n, classes]` logits for multi-class tasks.
+    fn forward(&mut self, batch: &Batch, ctx: &mut Ctx) -> Result<Vec<Tensor>>;
+
+    /// The training loss for `outputs` of `forward` on `batch`: by default the sum of the task
+    /// losses (see [`crate::loss::task_loss`]) plus [`regularization`](Self::regularization).
+    fn loss(&mut self, batch: &Batch, outputs: &[Tensor]) -> Result<Tensor> {
+        let total = crate::loss::task_loss(self.schema(), batch, outputs)?;
+        match self.regularization()? {
+            Some(r) => total + r,
+            None => Ok(total),
+        }
+    }
+
+    /// Extra loss terms of the model (e.g. L2 on the tensors of this step). Default none.
+    fn regularization(&mut self) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
+
+    /// Dense trainable variables, with stable names, sorted by name.
+    fn dense_vars(&self) -> Vec<(String, Var)>;
+
+    /// The embedding tables, with stable names, sorted by name.
+    fn tables(&self) -> Vec<(String, &dyn EmbeddingTable)>;
+
+    /// The embedding tables, mutable, in the same order as [`tables`](Self::tables).
+    fn tables_mut(&mut self) -> Vec<(String, &mut dyn EmbeddingTable)>;
+
+    /// Called after every optimizer step (e.g. NMF clips its factors here). Default nothing.
+    fn after_step(&mut self, _step: u64) -> Result<()> {
+        Ok(())
+    }
+}
