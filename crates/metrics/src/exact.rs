@@ -3,78 +3,144 @@
 
 /// The exact sum of a multiset of finite `f64` values, rounded once at the end.
 ///
-/// Shewchuk's algorithm ("Adaptive precision floating-point arithmetic", 1997), as used by
-/// Python's `math.fsum`: the running sum is kept exactly as a short list of non-overlapping
-/// partials; [`value`](Self::value) rounds the exact sum correctly to the nearest `f64`. Since
-/// the result is a function of the exact sum only, it does not depend on the order in which the
-/// values were added or on how they were split among merged accumulators. This is what makes
-/// every streaming accumulator of this crate give bit-identical results for any chunking.
+/// A fixed-point "superaccumulator" (in the spirit of Neal, "Fast exact summation using small and
+/// large superaccumulators", 2015): every finite `f64` is an integer multiple of 2^-1074, so the
+/// running sum is kept exactly as a 2144-bit integer in 67 signed 32-bit-digit chunks (each held
+/// in an `i64`, carries propagated lazily). An addition touches three chunks: O(1), no branches
+/// on the data. [`value`](Self::value) rounds the exact sum correctly (to nearest, ties to even).
+/// Since the result is a function of the exact sum only, it does not depend on the order in
+/// which values were added or on how they were split among merged accumulators: this is what
+/// makes every streaming accumulator of this crate bit-identical for any chunking.
 ///
-/// Values must be finite (callers validate inputs); sums must stay below `f64::MAX`.
-#[derive(Debug, Clone, Default)]
+/// Values must be finite (callers validate inputs); the final sum must be below `f64::MAX`
+/// (intermediate sums may exceed it).
+#[derive(Debug, Clone)]
 pub(crate) struct ExactSum {
-    partials: Vec<f64>,
+    /// Chunk i holds digit i (bits 32i..32i+32 of the sum in units of 2^-1074); digits may
+    /// temporarily leave [0, 2^32) until `normalize` propagates carries.
+    chunks: [i64; CHUNKS],
+    /// Additions since the last normalization (each moves a chunk by less than 2^32).
+    pending: u32,
+}
+
+const CHUNKS: usize = 67;
+/// Normalize before a chunk could overflow: |chunk| < (pending + 1) 2^32 must stay below 2^63.
+const MAX_PENDING: u32 = 1 << 30;
+
+impl Default for ExactSum {
+    fn default() -> Self {
+        Self {
+            chunks: [0; CHUNKS],
+            pending: 0,
+        }
+    }
 }
 
 impl ExactSum {
     /// Adds one finite value.
     #[inline]
-    pub(crate) fn add(&mut self, mut x: f64) {
+    pub(crate) fn add(&mut self, x: f64) {
         debug_assert!(x.is_finite());
-        let mut i = 0;
-        for j in 0..self.partials.len() {
-            let mut y = self.partials[j];
-            if x.abs() < y.abs() {
-                std::mem::swap(&mut x, &mut y);
-            }
-            let hi = x + y;
-            let lo = y - (hi - x);
-            if lo != 0.0 {
-                self.partials[i] = lo;
-                i += 1;
-            }
-            x = hi;
+        let bits = x.to_bits();
+        let exp = ((bits >> 52) & 0x7ff) as usize;
+        let frac = bits & ((1 << 52) - 1);
+        // x = m 2^(shift - 1074) with an integer m < 2^53.
+        let (m, shift) = if exp == 0 {
+            (frac, 0)
+        } else {
+            (frac | (1 << 52), exp - 1)
+        };
+        let (idx, off) = (shift / 32, shift % 32);
+        let v = (m as u128) << off; // < 2^84: three 32-bit digits
+        let d0 = (v & 0xffff_ffff) as i64;
+        let d1 = ((v >> 32) & 0xffff_ffff) as i64;
+        let d2 = (v >> 64) as i64;
+        let c = &mut self.chunks[idx..idx + 3];
+        if bits >> 63 == 0 {
+            c[0] += d0;
+            c[1] += d1;
+            c[2] += d2;
+        } else {
+            c[0] -= d0;
+            c[1] -= d1;
+            c[2] -= d2;
         }
-        self.partials.truncate(i);
-        self.partials.push(x);
+        self.pending += 1;
+        if self.pending >= MAX_PENDING {
+            self.normalize();
+        }
+    }
+
+    /// Propagates carries: every chunk but the last in [0, 2^32), the last holding the sign.
+    /// This form is unique for a given sum.
+    fn normalize(&mut self) {
+        for i in 0..CHUNKS - 1 {
+            let carry = self.chunks[i] >> 32; // floor division by 2^32
+            self.chunks[i] -= carry << 32;
+            self.chunks[i + 1] += carry;
+        }
+        self.pending = 0;
     }
 
     /// Adds everything `other` holds.
     pub(crate) fn merge(&mut self, other: &ExactSum) {
-        for &p in &other.partials {
-            self.add(p);
+        let mut o = other.clone();
+        o.normalize();
+        self.normalize();
+        for (a, b) in self.chunks.iter_mut().zip(o.chunks) {
+            *a += b;
         }
+        self.pending = 2; // every chunk is now below 2 * 2^32 in magnitude
     }
 
-    /// The exact sum, correctly rounded (ties to even).
+    /// The exact sum, correctly rounded to the nearest `f64` (ties to even).
     pub(crate) fn value(&self) -> f64 {
-        let p = &self.partials;
-        let Some(mut n) = p.len().checked_sub(1) else {
+        let mut s = self.clone();
+        s.normalize();
+        let negative = s.chunks[CHUNKS - 1] < 0;
+        if negative {
+            for c in s.chunks.iter_mut() {
+                *c = -*c;
+            }
+            s.normalize();
+        }
+        let Some(h) = s.chunks.iter().rposition(|&c| c != 0) else {
             return 0.0;
         };
-        let mut hi = p[n];
-        let mut lo = 0.0;
-        // Add the partials from the largest down until the sum becomes inexact.
-        while n > 0 {
-            let x = hi;
-            n -= 1;
-            let y = p[n];
-            hi = x + y;
-            lo = y - (hi - x);
-            if lo != 0.0 {
-                break;
+        // The top three digits as one integer w, so the sum is w 2^(32 base - 1074) plus the
+        // digits below `base` (summarized by `sticky`).
+        let base = h.saturating_sub(2);
+        let w = (base..=h).fold(0u128, |w, i| {
+            w | ((s.chunks[i] as u128) << (32 * (i - base)))
+        });
+        let sticky = s.chunks[..base].iter().any(|&c| c != 0);
+        let top_bit = 127 - w.leading_zeros() as usize;
+        let (mut mant, mut e) = (w, 32 * base as i64 - 1074);
+        if top_bit > 52 {
+            let cut = top_bit - 52;
+            let rest = w & ((1u128 << cut) - 1);
+            let half = 1u128 << (cut - 1);
+            mant = w >> cut;
+            e += cut as i64;
+            if rest > half || (rest == half && (sticky || mant & 1 == 1)) {
+                mant += 1; // may reach 2^53: still exact in f64
             }
         }
-        // Rounding `hi + lo` sent the sum halfway between two floats only if the remaining
-        // partials push it further in the same direction: then round the other way.
-        if n > 0 && ((lo < 0.0 && p[n - 1] < 0.0) || (lo > 0.0 && p[n - 1] > 0.0)) {
-            let y = lo * 2.0;
-            let x = hi + y;
-            if y == x - hi {
-                hi = x;
-            }
-        }
-        hi
+        // mant <= 2^53 is exact; scaling by a power of two is exact here (the result is either
+        // normal, or a subnormal integer multiple of 2^-1074).
+        let v = mant as f64 * pow2(e);
+        if negative { -v } else { v }
+    }
+}
+
+/// 2^e for -1074 <= e <= 1023 (subnormal powers included), infinity above.
+fn pow2(e: i64) -> f64 {
+    if e > 1023 {
+        f64::INFINITY
+    } else if e >= -1022 {
+        f64::from_bits(((e + 1023) as u64) << 52)
+    } else {
+        f64::from_bits(1u64 << (e + 1074))
     }
 }
 
@@ -191,6 +257,86 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Reference: Shewchuk's exact partials with Python `math.fsum`'s final rounding (an
+    /// independent, well-known correctly rounded summation).
+    fn fsum(xs: &[f64]) -> f64 {
+        let mut partials: Vec<f64> = Vec::new();
+        for &x0 in xs {
+            let mut x = x0;
+            let mut i = 0;
+            for j in 0..partials.len() {
+                let mut y = partials[j];
+                if x.abs() < y.abs() {
+                    std::mem::swap(&mut x, &mut y);
+                }
+                let hi = x + y;
+                let lo = y - (hi - x);
+                if lo != 0.0 {
+                    partials[i] = lo;
+                    i += 1;
+                }
+                x = hi;
+            }
+            partials.truncate(i);
+            partials.push(x);
+        }
+        let p = &partials;
+        let Some(mut n) = p.len().checked_sub(1) else {
+            return 0.0;
+        };
+        let (mut hi, mut lo) = (p[n], 0.0);
+        while n > 0 {
+            let x = hi;
+            n -= 1;
+            hi = x + p[n];
+            lo = p[n] - (hi - x);
+            if lo != 0.0 {
+                break;
+            }
+        }
+        if n > 0 && ((lo < 0.0 && p[n - 1] < 0.0) || (lo > 0.0 && p[n - 1] > 0.0)) {
+            let y = lo * 2.0;
+            let x = hi + y;
+            if y == x - hi {
+                hi = x;
+            }
+        }
+        hi
+    }
+
+    fn exact(xs: &[f64]) -> f64 {
+        let mut s = ExactSum::default();
+        xs.iter().for_each(|&x| s.add(x));
+        s.value()
+    }
+
+    #[test]
+    fn extremes() {
+        let tiny = f64::from_bits(1); // 2^-1074
+        assert_eq!(exact(&[tiny, tiny]), 2.0 * tiny);
+        assert_eq!(exact(&[tiny, -tiny]), 0.0);
+        assert_eq!(exact(&[-tiny]), -tiny);
+        assert_eq!(exact(&[f64::MAX, f64::MAX, -f64::MAX]), f64::MAX);
+        assert_eq!(exact(&[-3.5, 1.25]), -2.25);
+        assert_eq!(exact(&[f64::MIN_POSITIVE, -tiny]), f64::MIN_POSITIVE - tiny);
+        // Far apart magnitudes: the sticky digits decide the rounding.
+        assert_eq!(exact(&[1.0, 2f64.powi(-53), tiny]), 1.0 + 2f64.powi(-52));
+        assert_eq!(exact(&[1.0, 2f64.powi(-53), -tiny]), 1.0);
+    }
+
+    #[test]
+    fn many_additions_normalize_without_overflow() {
+        // Start just below the normalization threshold so that it triggers mid-way.
+        let mut s = ExactSum {
+            pending: MAX_PENDING - 3,
+            ..Default::default()
+        };
+        for _ in 0..10 {
+            s.add(f64::MAX / 16.0);
+        }
+        assert_eq!(s.value(), f64::MAX / 16.0 * 10.0);
+    }
+
     #[test]
     fn exact_sum_cancels_exactly() {
         let mut s = ExactSum::default();
@@ -261,6 +407,22 @@ mod tests {
             b.merge(&a);
             prop_assert_eq!(fwd.value().to_bits(), rev.value().to_bits());
             prop_assert_eq!(fwd.value().to_bits(), b.value().to_bits());
+        }
+
+        #[test]
+        fn exact_sum_is_correctly_rounded(
+            xs in prop::collection::vec(
+                prop_oneof![
+                    any::<f64>().prop_filter("finite", |x| x.is_finite()).prop_map(|x| x / 64.0),
+                    -1.0f64..1.0,
+                    (-1e-300f64..1e-300),
+                    (0u64..1 << 52).prop_map(|b| f64::from_bits(b) * if b % 2 == 0 { 1.0 } else { -1.0 }),
+                ],
+                0..40),
+        ) {
+            let got = exact(&xs);
+            let want = fsum(&xs) + 0.0; // fsum may return -0.0; the sum of nothing is +0.0 here
+            prop_assert_eq!(got.to_bits(), want.to_bits(), "{} vs {}", got, want);
         }
 
         #[test]

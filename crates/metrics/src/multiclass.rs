@@ -267,7 +267,8 @@ mod tests {
 
     #[test]
     fn absent_classes_are_left_out_of_the_mean() {
-        // 4 classes, class 3 never occurs; class 2 is only predicted.
+        // 4 classes, class 3 never occurs; class 2 is only predicted. scikit-learn
+        // (zero_division=0) gives the same: precision 0.6667, recall 0.5556.
         let s = one_hot(&[0, 1, 2, 1], 4);
         let y = [0.0f32, 1.0, 1.0, 1.0];
         // precision: class0 1/1, class1 2/2, class2 0/1 -> mean over 3 classes.
