@@ -163,14 +163,14 @@ impl ConfusionMatrix {
     }
 
     /// Adds the counts of `other`. Errors when the class counts differ.
-    pub fn merge(&mut self, other: &ConfusionMatrix) -> Result<()> {
+    pub fn merge(&mut self, other: ConfusionMatrix) -> Result<()> {
         if other.classes != self.classes {
             return Err(MetricError::InvalidArgument(format!(
                 "cannot merge confusion matrices of {} and {} classes",
                 self.classes, other.classes
             )));
         }
-        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+        for (a, b) in self.counts.iter_mut().zip(other.counts) {
             *a += b;
         }
         Ok(())

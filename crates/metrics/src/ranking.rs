@@ -285,7 +285,7 @@ impl RankingAccumulator {
     }
 
     /// Adds everything `other` holds. Errors when the cut-offs differ.
-    pub fn merge(&mut self, other: &RankingAccumulator) -> Result<()> {
+    pub fn merge(&mut self, other: RankingAccumulator) -> Result<()> {
         if other.k != self.k {
             return Err(MetricError::InvalidArgument(format!(
                 "cannot merge ranking metrics at k = {} and k = {}",

@@ -214,7 +214,7 @@ proptest! {
         for p in chunks(n, &cuts) {
             let mut m = ConfusionMatrix::new(k).unwrap();
             m.push(&scores[p.start * k..p.end * k], &labels[p]).unwrap();
-            merged.merge(&m).unwrap();
+            merged.merge(m).unwrap();
         }
         let mut whole = ConfusionMatrix::new(k).unwrap();
         whole.push(&scores, &labels).unwrap();
@@ -328,7 +328,7 @@ proptest! {
             let part = Queries::with_offsets(&scores[a..b], &relevant[a..b], &local).unwrap();
             let mut acc = RankingAccumulator::new(k).unwrap();
             acc.push(&part).unwrap();
-            merged.merge(&acc).unwrap();
+            merged.merge(acc).unwrap();
         }
         prop_assert_eq!(merged.finish().unwrap(), whole);
     }
