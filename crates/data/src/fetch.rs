@@ -95,6 +95,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     tmp.write_all(bytes)
         .and_then(|_| tmp.as_file().sync_all())
         .map_err(|e| DataError::io(tmp.path(), e))?;
+    // Temporary files are created private (0600); the result is an ordinary data file.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(fs::Permissions::from_mode(0o644))
+            .map_err(|e| DataError::io(tmp.path(), e))?;
+    }
     tmp.persist(path)
         .map_err(|e| DataError::io(path, e.error))?;
     Ok(())

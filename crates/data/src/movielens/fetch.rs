@@ -57,6 +57,9 @@ const ZIP_FILE: &str = "ml-100k.zip";
 const ZIP_DIR: &str = "ml-100k/";
 const MANIFEST: &str = "grouplens.sha256";
 
+/// File names and their SHA-256 digests (lower-case hex).
+pub type FileDigests = Vec<(String, String)>;
+
 /// The directory of ml-100k under the data root.
 pub fn dataset_dir(root: &Path) -> PathBuf {
     root.join("ml-100k")
@@ -121,13 +124,13 @@ pub struct FetchReport {
     /// Sources tried before the one that worked, with the reason each failed.
     pub skipped: Vec<String>,
     /// The files and their verified SHA-256 digests.
-    pub verified: Vec<(String, String)>,
+    pub verified: FileDigests,
 }
 
 /// A verified copy of ml-100k in `dir`, if there is one: its layout and its files' digests.
 /// GroupLens files are checked against the manifest written when their zip was verified;
 /// atomic files against the pinned digests.
-pub fn find_verified(dir: &Path) -> Result<Option<(Layout, Vec<(String, String)>)>> {
+pub fn find_verified(dir: &Path) -> Result<Option<(Layout, FileDigests)>> {
     if let Some(manifest) = read_manifest(dir)? {
         let mut ok = true;
         let mut digests = Vec::new();
@@ -162,7 +165,7 @@ pub fn find_verified(dir: &Path) -> Result<Option<(Layout, Vec<(String, String)>
     Ok(Some((Layout::Atomic, digests)))
 }
 
-fn read_manifest(dir: &Path) -> Result<Option<Vec<(String, String)>>> {
+fn read_manifest(dir: &Path) -> Result<Option<FileDigests>> {
     let p = dir.join(MANIFEST);
     if !p.is_file() {
         return Ok(None);
@@ -259,7 +262,7 @@ pub(crate) fn install_grouplens_zip(
     zip: &Path,
     expected_sha256: &str,
     dir: &Path,
-) -> Result<Vec<(String, String)>> {
+) -> Result<FileDigests> {
     let actual = sha256_file(zip)?;
     if actual != expected_sha256 {
         return Err(DataError::Checksum {
@@ -286,7 +289,7 @@ pub(crate) fn install_grouplens_zip(
 
 /// Reads the three atomic files out of the RecBole wheel, verifies them against the pinned
 /// digests and writes them into `dir`. Nothing is written unless all three verify.
-pub(crate) fn install_wheel(wheel: &Path, dir: &Path) -> Result<Vec<(String, String)>> {
+pub(crate) fn install_wheel(wheel: &Path, dir: &Path) -> Result<FileDigests> {
     let members: Vec<String> = RECBOLE_SHA256
         .iter()
         .map(|(n, _)| format!("{WHEEL_DIR}{n}"))

@@ -42,8 +42,8 @@ use std::path::Path;
 
 pub use cache::{CACHE_FILE, CACHE_VERSION};
 pub use fetch::{
-    FetchOptions, FetchReport, GROUPLENS_URL, GROUPLENS_ZIP_SHA256, LoadReport, Obtained,
-    RECBOLE_REQUIREMENT, RECBOLE_SHA256, dataset_dir, fetch, find_verified, load,
+    FetchOptions, FetchReport, FileDigests, GROUPLENS_URL, GROUPLENS_ZIP_SHA256, LoadReport,
+    Obtained, RECBOLE_REQUIREMENT, RECBOLE_SHA256, dataset_dir, fetch, find_verified, load,
 };
 pub use protocols::{
     AGE_BAND_EDGES, AGE_BAND_NAMES, COLD_K, COLD_USER_SHARE, DEFAULT_SEED, LIKE_THRESHOLD,
@@ -400,7 +400,7 @@ pub(crate) mod testutil {
     use super::*;
     use rand::{Rng, SeedableRng};
 
-    /// 40 users with 12..40 ratings each over 120 items, timestamps with ties.
+    /// 40 users with 12..40 ratings each over 300 items, timestamps with ties.
     pub fn tiny(seed: u64) -> MovieLens100k {
         let mut g = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let occupations = ["artist", "doctor", "student", "writer"];
@@ -417,7 +417,7 @@ pub(crate) mod testutil {
                 zip: format!("{:05}", g.random_range(0..99999)),
             })
             .collect();
-        let items: Vec<Item> = (1..=120)
+        let items: Vec<Item> = (1..=300)
             .map(|id| Item {
                 id,
                 title: format!("Movie {id}"),
@@ -435,7 +435,7 @@ pub(crate) mod testutil {
                 let i = if g.random_bool(0.4) {
                     g.random_range(1..=30)
                 } else {
-                    g.random_range(1..=120)
+                    g.random_range(1..=300)
                 };
                 if seen.insert(i) {
                     if g.random_bool(0.7) {
@@ -453,3 +453,6 @@ pub(crate) mod testutil {
         MovieLens100k::assemble(users, items, raw).unwrap()
     }
 }
+
+#[cfg(test)]
+mod protocol_tests;
