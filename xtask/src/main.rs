@@ -32,3 +32,27 @@ fn main() -> anyhow::Result<()> {
         Command::Data(cmd) => data::run(cmd),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed_and_parses_the_data_commands() {
+        Cli::command().debug_assert();
+        let cli =
+            Cli::try_parse_from(["xtask", "data", "stats", "ml-100k", "--json", "--seed", "7"])
+                .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Data(data::DataCommand::Stats {
+                seed: 7,
+                json: true,
+                ..
+            })
+        ));
+        assert!(Cli::try_parse_from(["xtask", "data", "fetch", "ml-1m"]).is_err());
+        assert!(Cli::try_parse_from(["xtask"]).is_err());
+    }
+}

@@ -6,7 +6,7 @@ use std::ops::Range;
 use rand::Rng;
 use rand::seq::SliceRandom;
 
-use crate::batch::Batch;
+use crate::batch::{Batch, Slice};
 use crate::split::ItemTable;
 
 /// Samples, for a user, items the user has not interacted with.
@@ -151,6 +151,56 @@ impl RankingSet {
             .collect();
         table.candidates(batch, &rows, &self.items[cases.start * w..cases.end * w])
     }
+}
+
+/// `batch` followed by `k` negative rows per row: row `r`'s user and context with an item the
+/// user never interacted with (from `sampler`, indexed by the batch's user IDs) in the item-side
+/// fields of `table`. Negative rows have label 0 for the binary task `task` and `NaN` (no label)
+/// for every other task; they are `false` in every slice. Users with fewer than `k` unrated
+/// items get fewer negatives. The negatives depend only on `rng`'s state.
+///
+/// Fails when the schema has no user field or no task `task`.
+pub fn with_negatives(
+    batch: &Batch,
+    table: &ItemTable,
+    sampler: &NegativeSampler,
+    task: &str,
+    k: usize,
+    rng: &mut impl Rng,
+) -> Result<Batch, String> {
+    let users = batch.users().ok_or("the batch has no user field")?;
+    let t = batch
+        .schema
+        .task_index(task)
+        .ok_or_else(|| format!("the batch has no task `{task}`"))?;
+    let mut rows = Vec::with_capacity(batch.len() * k);
+    let mut items = Vec::with_capacity(batch.len() * k);
+    for (r, &u) in users.iter().enumerate() {
+        let u = u as usize;
+        let neg = if u < sampler.num_users() {
+            sampler.sample(u, k, rng)
+        } else {
+            Vec::new()
+        };
+        rows.extend(std::iter::repeat_n(r, neg.len()));
+        items.extend(neg);
+    }
+    let mut neg = table.candidates(batch, &rows, &items);
+    neg.labels[t].fill(0.0);
+    let mut out = batch.clone();
+    for (c, n) in out.columns.iter_mut().zip(&neg.columns) {
+        c.extend(n)?;
+    }
+    for (l, n) in out.labels.iter_mut().zip(&neg.labels) {
+        l.extend_from_slice(n);
+    }
+    if let Some(w) = &mut out.weights {
+        w.extend(std::iter::repeat_n(1.0, rows.len()));
+    }
+    for Slice { mask, .. } in &mut out.slices {
+        mask.extend(std::iter::repeat_n(false, rows.len()));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -470,6 +470,17 @@ mod tests {
         assert!(rep.from_cache, "{:?}", rep.cache_note);
         assert_eq!(a, b);
         assert_eq!(a, MovieLens100k::read_grouplens(&fixtures).unwrap());
+        // A corrupt cache is never trusted: it is rebuilt from the files.
+        let cache = dir.join(CACHE_FILE);
+        let mut bytes = fs::read(&cache).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x01;
+        fs::write(&cache, &bytes).unwrap();
+        let (c, rep) = load(root.path(), None).unwrap();
+        assert!(!rep.from_cache);
+        assert!(rep.cache_note.unwrap().contains("checksum"));
+        assert_eq!(c, a);
+        assert!(load(root.path(), None).unwrap().1.from_cache);
         let mut edited = d.clone();
         edited.extend_from_slice(b"1\t1\t5\t900000000\n");
         fs::write(dir.join("u.data"), edited).unwrap();

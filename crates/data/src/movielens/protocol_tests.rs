@@ -343,3 +343,80 @@ fn seq_is_seeded_only_where_it_samples() {
     assert!(same_batch(&a.train, &c.train));
     assert!(same_batch(&a.test, &c.test));
 }
+
+#[test]
+fn training_negatives_for_next_item() {
+    use crate::ranking::with_negatives;
+    let ds = tiny(6);
+    let s = ds.protocol(Protocol::Seq, 3).unwrap();
+    let e = s.seq.as_ref().unwrap();
+    let table = s.items.as_ref().unwrap();
+    let batch = s.train.range(0, 50);
+    let k = 4;
+    let out = with_negatives(
+        &batch,
+        table,
+        &e.sampler,
+        "next_item",
+        k,
+        &mut crate::iter::rng(1, 2),
+    )
+    .unwrap();
+    out.validate().unwrap();
+    assert_eq!(out.len(), batch.len() * (1 + k));
+    let again = with_negatives(
+        &batch,
+        table,
+        &e.sampler,
+        "next_item",
+        k,
+        &mut crate::iter::rng(1, 2),
+    )
+    .unwrap();
+    assert!(same_batch(&out, &again));
+    let other = with_negatives(
+        &batch,
+        table,
+        &e.sampler,
+        "next_item",
+        k,
+        &mut crate::iter::rng(1, 3),
+    )
+    .unwrap();
+    assert!(!same_batch(&out, &other));
+
+    let n = batch.len();
+    let next = out.label("next_item").unwrap();
+    let like = out.label("like").unwrap();
+    assert!(next[..n].iter().all(|&x| x == 1.0) && next[n..].iter().all(|&x| x == 0.0));
+    assert!(like[n..].iter().all(|x| x.is_nan()));
+    assert_eq!(&like[..n], batch.label("like").unwrap());
+    let off = ds.user_offsets();
+    let users = out.ids("user_id").unwrap();
+    let items = out.ids("item_id").unwrap();
+    for r in n..out.len() {
+        let u = users[r] as usize - 1;
+        let rated: HashSet<u32> = (off[u]..off[u + 1])
+            .map(|x| ds.ratings.item[x] + 1)
+            .collect();
+        assert!(!rated.contains(&items[r]));
+        // The negative row keeps its source row's history.
+        let src = (r - n) / k;
+        assert_eq!(users[r], users[src]);
+        assert_eq!(
+            out.column("hist_item_id").unwrap().ragged_row(r),
+            batch.column("hist_item_id").unwrap().ragged_row(src)
+        );
+    }
+    assert!(
+        with_negatives(
+            &batch,
+            table,
+            &e.sampler,
+            "nope",
+            1,
+            &mut crate::iter::rng(0, 0)
+        )
+        .is_err()
+    );
+}

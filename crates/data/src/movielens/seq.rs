@@ -19,8 +19,9 @@
 //!
 //! Tasks:
 //! - `like` (binary): the target's rating >= 4;
-//! - `next_item` (binary): 1 for every observed target. Negatives are made on the fly by the
-//!   trainer with [`SeqExtras::sampler`] and [`crate::split::ItemTable::candidates`] (label 0);
+//! - `next_item` (binary): 1 for every observed target. Training negatives are made on the fly
+//!   by [`crate::ranking::with_negatives`] with [`SeqExtras::sampler`] (label 0, other tasks
+//!   `NaN`, fresh negatives each epoch from the trainer's seeded RNG);
 //!   validation and test rank the target against [`NUM_NEGATIVES`] fixed sampled items
 //!   ([`SeqExtras::ranking_valid`], [`SeqExtras::ranking_test`]);
 //! - `popularity` (multiclass, [`POPULARITY_BINS`]): the popularity level of the target, i.e.
@@ -101,7 +102,8 @@ pub struct SeqExtras {
     pub ranking_valid: RankingSet,
     /// Next-item ranking cases over the test batch (one per row).
     pub ranking_test: RankingSet,
-    /// Items each user rated anywhere in the data set; samples training negatives.
+    /// Items each user rated anywhere in the data set, indexed by `user_id` index; samples
+    /// training negatives (see [`crate::ranking::with_negatives`]).
     pub sampler: NegativeSampler,
     /// The transfer task's user attributes.
     pub users: UserAttributes,
@@ -163,8 +165,12 @@ impl MovieLens100k {
         let (train_b, valid_b, test_b) = (build(&train), build(&valid), build(&test));
 
         let item_vocab = enc.size("item_id");
-        let interacted = (0..self.num_users())
-            .map(|u| (off[u]..off[u + 1]).map(|x| r.item[x] + 1).collect())
+        // Indexed by `user_id` index: row 0 is the (empty) out-of-vocabulary user.
+        let interacted = std::iter::once(Vec::new())
+            .chain(
+                (0..self.num_users())
+                    .map(|u| (off[u]..off[u + 1]).map(|x| r.item[x] + 1).collect()),
+            )
             .collect();
         let sampler = NegativeSampler::new(interacted, item_vocab);
         let ranking = |samples: &[Sample], stream: u64| {
@@ -173,7 +179,7 @@ impl MovieLens100k {
                 let u = r.user[s.target] as usize;
                 items.push(r.item[s.target] + 1);
                 let mut g = rng(mix_seed(seed, stream), u as u64);
-                let neg = sampler.sample(u, NUM_NEGATIVES, &mut g);
+                let neg = sampler.sample(u + 1, NUM_NEGATIVES, &mut g);
                 if neg.len() < NUM_NEGATIVES {
                     return Err(DataError::Invalid(format!(
                         "user {} has rated all but {} items; P-SEQ needs {NUM_NEGATIVES} unrated",
