@@ -4,8 +4,11 @@
 #![warn(missing_docs)]
 
 pub mod embedding;
+pub mod init;
+pub mod io;
 pub mod loss;
 pub mod model;
+pub mod optim;
 
 pub use embedding::{EmbeddingTable, TensorMap};
 pub use model::{Ctx, Model};

@@ -65,6 +65,13 @@ pub trait Model: Send {
     /// Dense trainable variables, with stable names, sorted by name.
     fn dense_vars(&self) -> Vec<(String, Var)>;
 
+    /// Non-trainable tensors that are part of the model's state (e.g. BatchNorm running
+    /// statistics), with stable names, sorted by name. Saved with the model, never optimized.
+    /// Default none.
+    fn buffers(&self) -> Vec<(String, Var)> {
+        Vec::new()
+    }
+
     /// The embedding tables, with stable names, sorted by name.
     fn tables(&self) -> Vec<(String, &dyn EmbeddingTable)>;
 
