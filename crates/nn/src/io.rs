@@ -140,7 +140,7 @@ pub fn checksum(tensors: &TensorMap) -> Result<u64> {
         h.update(name.as_bytes());
         h.update(format!("{:?}{:?}", t.dtype(), t.dims()).as_bytes());
         let t = t.to_device(&Device::Cpu)?;
-        h.update(&(&t).data());
+        h.update(&t.data());
     }
     Ok(h.finish())
 }

@@ -4,8 +4,10 @@
 #![warn(missing_docs)]
 
 pub mod embedding;
+pub mod gradcheck;
 pub mod init;
 pub mod io;
+pub mod layers;
 pub mod loss;
 pub mod model;
 pub mod optim;

@@ -160,3 +160,6 @@ pub fn check_meta(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
