@@ -4,8 +4,15 @@
 #![warn(missing_docs)]
 
 pub mod embedding;
+pub mod features;
+pub mod gradcheck;
+pub mod init;
+pub mod io;
+pub mod layers;
 pub mod loss;
 pub mod model;
+pub mod models;
+pub mod optim;
 
 pub use embedding::{EmbeddingTable, TensorMap};
-pub use model::{Ctx, Model};
+pub use model::{Ctx, Model, predict, train_step};

@@ -171,4 +171,42 @@ mod tests {
         let (_, w, _) = label_weights(&[1.0, 0.0], None);
         assert_eq!(w, None);
     }
+
+    #[test]
+    fn losses_pass_finite_difference_checks() -> Result<()> {
+        use crate::gradcheck::{GradCheck, check_gradients, random_var};
+        let d = Device::Cpu;
+        let x = random_var(&[6], candle_core::DType::F64, 4.0, 1)?;
+        let y = Tensor::new(&[0f64, 1.0, 1.0, 0.0, 1.0, 0.0], &d)?;
+        let w = Tensor::new(&[0.5f64, 1.0, 2.0, 0.0, 1.0, 3.0], &d)?;
+        let p = vec![("x".to_string(), x.clone())];
+        let cfg = GradCheck::default();
+        check_gradients(&p, || bce_with_logits(x.as_tensor(), &y, None), &cfg)?;
+        check_gradients(&p, || bce_with_logits(x.as_tensor(), &y, Some(&w)), &cfg)?;
+        check_gradients(&p, || mse(x.as_tensor(), &y, Some(&w)), &cfg)?;
+        let z = random_var(&[4, 3], candle_core::DType::F64, 3.0, 2)?;
+        let c = Tensor::new(&[2u32, 0, 1, 1], &d)?;
+        let wz = Tensor::new(&[1f64, 0.0, 2.0, 0.5], &d)?;
+        let p = vec![("z".to_string(), z.clone())];
+        check_gradients(&p, || softmax_cross_entropy(z.as_tensor(), &c, None), &cfg)?;
+        check_gradients(
+            &p,
+            || softmax_cross_entropy(z.as_tensor(), &c, Some(&wz)),
+            &cfg,
+        )?;
+        Ok(())
+    }
+
+    #[test]
+    fn bce_gradient_is_finite_for_huge_logits() -> Result<()> {
+        let d = Device::Cpu;
+        let x = candle_core::Var::from_slice(&[1000f32, -1000.0, 80.0], 3, &d)?;
+        let y = Tensor::new(&[0f32, 1.0, 1.0], &d)?;
+        let g = bce_with_logits(x.as_tensor(), &y, None)?.backward()?;
+        let g = g.get(x.as_tensor()).unwrap().to_vec1::<f32>()?;
+        // d/dx = (sigmoid(x) - y) / n.
+        assert!((g[0] - 1.0 / 3.0).abs() < 1e-6 && (g[1] + 1.0 / 3.0).abs() < 1e-6);
+        assert!(g[2].abs() < 1e-6);
+        Ok(())
+    }
 }

@@ -65,6 +65,13 @@ pub trait Model: Send {
     /// Dense trainable variables, with stable names, sorted by name.
     fn dense_vars(&self) -> Vec<(String, Var)>;
 
+    /// Non-trainable tensors that are part of the model's state (e.g. BatchNorm running
+    /// statistics), with stable names, sorted by name. Saved with the model, never optimized.
+    /// Default none.
+    fn buffers(&self) -> Vec<(String, Var)> {
+        Vec::new()
+    }
+
     /// The embedding tables, with stable names, sorted by name.
     fn tables(&self) -> Vec<(String, &dyn EmbeddingTable)>;
 
@@ -75,4 +82,77 @@ pub trait Model: Send {
     fn after_step(&mut self, _step: u64) -> Result<()> {
         Ok(())
     }
+}
+
+/// One training step: forward in training mode, [`Model::loss`], backward, the dense
+/// optimizer's step, every table's sparse update and [`EmbeddingTable::end_step`], then
+/// [`Model::after_step`]. Increments `ctx.step` and returns the loss.
+///
+/// On an error before the updates, pending table lookups are dropped so the next step starts
+/// clean.
+pub fn train_step(
+    model: &mut dyn Model,
+    opt: &mut crate::optim::DenseOptimizer,
+    batch: &Batch,
+    ctx: &mut Ctx,
+) -> Result<f32> {
+    ctx.train = true;
+    let grads = (|| {
+        let out = model.forward(batch, ctx)?;
+        let loss = model.loss(batch, &out)?;
+        let value = loss.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?;
+        if !value.is_finite() {
+            candle_core::bail!("the loss is {value} at step {}", ctx.step);
+        }
+        Ok((loss.backward()?, value))
+    })();
+    let (grads, value) = match grads {
+        Ok(g) => g,
+        Err(e) => {
+            for (_, t) in model.tables_mut() {
+                t.clear_pending();
+            }
+            return Err(e);
+        }
+    };
+    opt.step(&grads)?;
+    for (_, t) in model.tables_mut() {
+        t.apply_gradients(&grads)?;
+    }
+    ctx.step += 1;
+    for (_, t) in model.tables_mut() {
+        t.end_step(ctx.step)?;
+    }
+    model.after_step(ctx.step)?;
+    Ok(value)
+}
+
+/// Predictions of `model` on `batch`, one vector per schema task: probabilities (sigmoid) for
+/// binary tasks, values for regression tasks, and for multi-class tasks the softmax rows,
+/// flattened (`n * classes` values, sample after sample).
+pub fn predict(model: &mut dyn Model, batch: &Batch) -> Result<Vec<Vec<f32>>> {
+    use rec_data::TaskKind;
+    let kinds: Vec<TaskKind> = model.schema().tasks.iter().map(|t| t.kind).collect();
+    let outs = model.forward(batch, &mut Ctx::eval())?;
+    if outs.len() != kinds.len() {
+        candle_core::bail!(
+            "model returned {} outputs for {} tasks",
+            outs.len(),
+            kinds.len()
+        );
+    }
+    kinds
+        .iter()
+        .zip(outs)
+        .map(|(k, o)| {
+            let o = o.to_dtype(candle_core::DType::F32)?;
+            match k {
+                TaskKind::Binary => candle_nn::ops::sigmoid(&o)?.flatten_all()?.to_vec1::<f32>(),
+                TaskKind::Regression => o.flatten_all()?.to_vec1::<f32>(),
+                TaskKind::Multiclass { .. } => crate::layers::softmax(&o, 1)?
+                    .flatten_all()?
+                    .to_vec1::<f32>(),
+            }
+        })
+        .collect()
 }

@@ -6,12 +6,39 @@
 //! back-propagates into it, and [`EmbeddingTable::apply_gradients`] updates only those rows with
 //! row-wise optimizer state. The cost of a step is proportional to the rows a batch touches, never
 //! to the vocabulary.
+//!
+//! Tables live in host memory, like a parameter server; only the small per-batch leaves are
+//! created on the model's device (see [`rows`] for the design). Implementations here:
+//! [`FullTable`], [`HashedTable`], [`QrTable`], [`FrequencyTable`]; the clustered table of
+//! `embedding-cel` builds on the public [`rows::SparseRows`] machinery. A model receives its
+//! tables from a [`TableFactory`] and never knows which kind it holds; [`TableSet`] builds the
+//! tables of a set of schema fields (sharing tables between fields that share a vocabulary) and
+//! [`pooling`] turns multi-hot and sequence fields into vectors.
 
 use std::any::Any;
 use std::collections::HashMap;
 
 use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::init::Init;
+use crate::optim::OptimizerConfig;
+
+pub mod factory;
+pub mod frequency;
+pub mod full;
+pub mod hashed;
+pub mod pooling;
+pub mod qr;
+pub mod rows;
+
+pub use factory::{DefaultTableFactory, TableConfig, TableFactory, TableSet, TablesConfig};
+pub use frequency::FrequencyTable;
+pub use full::FullTable;
+pub use hashed::HashedTable;
+pub use pooling::Pooling;
+pub use qr::QrTable;
 
 /// Named tensors, as written to and read from a safetensors file.
 pub type TensorMap = HashMap<String, Tensor>;
@@ -54,6 +81,17 @@ pub trait EmbeddingTable: Send {
     /// assignment array). Optimizer state is not included.
     fn bytes(&self) -> usize;
 
+    /// Clamps every trainable value into `[min, max]` (e.g. NMF's non-negativity, called from
+    /// the model's `after_step`). Implementations may visit only the rows changed since the
+    /// previous call (the first call visits every row), so a per-step clamp costs what the step
+    /// touched. The default returns an error: a table that cannot honour it says so.
+    fn clamp_params(&mut self, _min: f32, _max: f32) -> Result<()> {
+        candle_core::bail!(
+            "the `{}` table does not support clamping its values",
+            self.kind()
+        )
+    }
+
     /// Called once after every training step, after `apply_gradients` (CEL splits and
     /// reassigns here). The default does nothing.
     fn end_step(&mut self, _step: u64) -> Result<()> {
@@ -71,3 +109,57 @@ pub trait EmbeddingTable: Send {
     /// For introspection of a concrete type (e.g. CEL's cluster tree).
     fn as_any(&self) -> &dyn Any;
 }
+
+/// How a built-in table initialises and updates its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableOptions {
+    /// Initial values (default `{ kind = "normal", mean = 0, std = 0.05 }`).
+    #[serde(default = "default_table_init")]
+    pub init: Init,
+    /// Row-wise optimizer (default `{ kind = "adam", lr = 0.001 }`, lazy per-row Adam).
+    #[serde(default = "default_table_optimizer")]
+    pub optimizer: OptimizerConfig,
+}
+
+fn default_table_init() -> Init {
+    Init::Normal {
+        mean: 0.0,
+        std: 0.05,
+    }
+}
+
+fn default_table_optimizer() -> OptimizerConfig {
+    OptimizerConfig::adam(1e-3)
+}
+
+impl Default for TableOptions {
+    fn default() -> Self {
+        Self {
+            init: default_table_init(),
+            optimizer: default_table_optimizer(),
+        }
+    }
+}
+
+impl TableOptions {
+    /// Options with the given initialiser and optimizer.
+    pub fn new(init: Init, optimizer: OptimizerConfig) -> Self {
+        Self { init, optimizer }
+    }
+}
+
+/// Checks the saved metadata `meta` of the table at `prefix` against `expected` key/value pairs.
+pub fn check_meta(
+    meta: &serde_json::Value,
+    prefix: &str,
+    expected: &[(&str, serde_json::Value)],
+) -> Result<()> {
+    for (k, v) in expected {
+        crate::io::expect_meta(meta, k, v, prefix)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

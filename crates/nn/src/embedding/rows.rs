@@ -1,0 +1,810 @@
+//! The reusable machinery of every sparse table: rows in host memory, per-row optimizer state,
+//! and the gather → leaf → update cycle.
+//!
+//! # Design: tables live in host memory, the dense network on its device
+//! Like a parameter server, a [`SparseRows`] keeps its rows (and their optimizer state) in a
+//! host `Vec<f32>`, whatever device the model runs on. A training lookup
+//! 1. deduplicates the requested rows on the host ([`dedup`]),
+//! 2. copies the unique rows into a small leaf [`Var`] of shape `[unique, dim]` created on the
+//!    model's device,
+//! 3. returns `leaf.index_select(inverse)`: autograd's gradient for the lookup is then the
+//!    `[unique, dim]` gradient of the leaf, never a tensor as large as the table.
+//!
+//! After backward, [`SparseRows::take_gradients`] reads the gradients of every pending leaf,
+//! merges them by row ([`RowGrads`]), and [`SparseRows::update`] applies the row-wise optimizer
+//! to those rows only. Between the two, a caller may transform the gradients (CEL averages the
+//! gradient of a cluster row over its members: [`RowGrads::average`]).
+//!
+//! The cost of a step is proportional to the rows the batch touches, not to the table size.
+//! Rows that are not touched do not change at all: no decay, no optimizer-state change (Adam is
+//! "lazy": each row counts its own updates for bias correction).
+//!
+//! ```
+//! use candle_core::Device;
+//! use rec_nn::embedding::rows::SparseRows;
+//! use rec_nn::init::{named_rng, Init};
+//! use rec_nn::optim::OptimizerConfig;
+//! # fn main() -> candle_core::Result<()> {
+//! let mut rng = named_rng(0, "demo");
+//! let mut rows = SparseRows::new(1000, 4, Init::Normal { mean: 0.0, std: 0.1 }, &mut rng,
+//!     OptimizerConfig::sgd(0.1), &Device::Cpu)?;
+//! let before = rows.row(7).to_vec();
+//! let e = rows.lookup(&[7, 7, 3], true)?;          // [3, 4], differentiable
+//! let grads = e.sum_all()?.backward()?;
+//! let g = rows.take_gradients(&grads)?;            // rows 7 and 3, merged
+//! assert_eq!(g.rows, vec![7, 3]);
+//! assert_eq!(g.counts, vec![2, 1]);
+//! rows.update(&g)?;
+//! assert!((rows.row(7)[0] - (before[0] - 0.1 * 2.0)).abs() < 1e-6);
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Device, Result, Tensor, Var};
+use rand::Rng;
+
+use crate::embedding::TensorMap;
+use crate::init::Init;
+use crate::io::{meta_usize, take_tensor};
+use crate::optim::{OptimizerConfig, update_row};
+
+/// A multiplicative hasher for `u32` keys (Fibonacci hashing): row deduplication runs on every
+/// lookup, and SipHash would cost more than the gather itself.
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.0 = (i as u64 ^ self.0).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// A `HashMap` keyed by row or ID numbers.
+pub type IdMap<V> = HashMap<u32, V, BuildHasherDefault<IdHasher>>;
+
+/// The unique values of a list, in order of first occurrence, with the position of every
+/// element among them and how often each occurs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dedup {
+    /// Distinct values, in order of first occurrence.
+    pub unique: Vec<u32>,
+    /// For every input element, its index in `unique`.
+    pub inverse: Vec<u32>,
+    /// For every unique value, how many input elements equal it.
+    pub counts: Vec<u32>,
+}
+
+/// Deduplicates `ids` (see [`Dedup`]).
+pub fn dedup(ids: &[u32]) -> Dedup {
+    let mut pos: IdMap<u32> = IdMap::with_capacity_and_hasher(ids.len(), Default::default());
+    let mut unique = Vec::with_capacity(ids.len());
+    let mut counts = Vec::with_capacity(ids.len());
+    let inverse = ids
+        .iter()
+        .map(|&id| {
+            let next = unique.len() as u32;
+            let p = *pos.entry(id).or_insert(next);
+            if p == next {
+                unique.push(id);
+                counts.push(0);
+            }
+            counts[p as usize] += 1;
+            p
+        })
+        .collect();
+    Dedup {
+        unique,
+        inverse,
+        counts,
+    }
+}
+
+/// Gradients of the rows touched since the last update, merged by row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowGrads {
+    /// Width of a row.
+    pub dim: usize,
+    /// Distinct rows, in order of first lookup.
+    pub rows: Vec<u32>,
+    /// `rows.len() * dim` gradient values, row after row.
+    pub grads: Vec<f32>,
+    /// For every row, how many looked-up positions it served (summed over lookups).
+    pub counts: Vec<u32>,
+}
+
+impl RowGrads {
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// True when no row has a gradient.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Gradient of the `i`-th row of the list.
+    pub fn grad(&self, i: usize) -> &[f32] {
+        &self.grads[i * self.dim..(i + 1) * self.dim]
+    }
+
+    /// Mutable gradient of the `i`-th row of the list.
+    pub fn grad_mut(&mut self, i: usize) -> &mut [f32] {
+        &mut self.grads[i * self.dim..(i + 1) * self.dim]
+    }
+
+    /// Divides every row's gradient by its count: the mean of the gradients of the positions a
+    /// shared row served, instead of their sum (CEL's gradient averaging).
+    pub fn average(&mut self) {
+        for i in 0..self.rows.len() {
+            let c = self.counts[i].max(1) as f32;
+            self.grad_mut(i).iter_mut().for_each(|g| *g /= c);
+        }
+    }
+}
+
+struct Pending {
+    rows: Vec<u32>,
+    counts: Vec<u32>,
+    leaf: Var,
+}
+
+/// Rows of floats in host memory with row-wise optimizer state and sparse, lazy updates.
+/// See the [module documentation](self).
+pub struct SparseRows {
+    rows: usize,
+    dim: usize,
+    weights: Vec<f32>,
+    config: OptimizerConfig,
+    /// `config.slots()` vectors of `rows * dim` values (AdaGrad accumulator, Adam moments).
+    slots: Vec<Vec<f32>>,
+    /// Per-row update counts (Adam's bias correction); empty for other optimizers.
+    steps: Vec<u32>,
+    pending: Vec<Pending>,
+    device: Device,
+    /// Rows updated since the last [`clamp`](Self::clamp); `None` until the first clamp.
+    touched: Option<Vec<u32>>,
+}
+
+impl SparseRows {
+    /// `rows` rows of width `dim`, filled by `init` from `rng` (row after row), with optimizer
+    /// `config`; lookups return tensors on `device`.
+    pub fn new(
+        rows: usize,
+        dim: usize,
+        init: Init,
+        rng: &mut impl Rng,
+        config: OptimizerConfig,
+        device: &Device,
+    ) -> Result<Self> {
+        let shape = candle_core::Shape::from((rows, dim));
+        let weights = match init {
+            // Avoid a detour through f64 for the common constant cases of huge tables.
+            Init::Zeros => vec![0.0; rows * dim],
+            Init::Ones => vec![1.0; rows * dim],
+            Init::Const { value } => vec![value as f32; rows * dim],
+            _ => sample_f32(&init, &shape, rng)?,
+        };
+        Self::from_weights(rows, dim, weights, config, device)
+    }
+
+    /// Rows with the given values (`rows * dim`, row after row) and fresh optimizer state.
+    pub fn from_weights(
+        rows: usize,
+        dim: usize,
+        weights: Vec<f32>,
+        config: OptimizerConfig,
+        device: &Device,
+    ) -> Result<Self> {
+        config.validate()?;
+        if dim == 0 {
+            candle_core::bail!("embedding rows need a positive dimension");
+        }
+        if rows > u32::MAX as usize {
+            candle_core::bail!("{rows} rows do not fit u32 row numbers");
+        }
+        if weights.len() != rows * dim {
+            candle_core::bail!(
+                "{} values given for {rows} rows of width {dim}",
+                weights.len()
+            );
+        }
+        let init = config.slot_init() as f32;
+        let slots = (0..config.slots())
+            .map(|_| vec![init; rows * dim])
+            .collect();
+        let steps = if config.slots() == 2 {
+            vec![0; rows]
+        } else {
+            Vec::new()
+        };
+        Ok(Self {
+            rows,
+            dim,
+            weights,
+            config,
+            slots,
+            steps,
+            pending: Vec::new(),
+            device: device.clone(),
+            touched: None,
+        })
+    }
+
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Width of a row.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Device of the tensors that lookups return.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The optimizer configuration.
+    pub fn config(&self) -> &OptimizerConfig {
+        &self.config
+    }
+
+    /// Changes the learning rate (for schedules).
+    pub fn set_lr(&mut self, lr: f64) {
+        self.config.set_lr(lr)
+    }
+
+    /// All values, row after row.
+    pub fn weights(&self) -> &[f32] {
+        &self.weights
+    }
+
+    /// All values, mutable (optimizer state is not touched).
+    pub fn weights_mut(&mut self) -> &mut [f32] {
+        &mut self.weights
+    }
+
+    /// Row `r`. Panics if `r` is out of range (use [`gather`](Self::gather) for checked access).
+    pub fn row(&self, r: usize) -> &[f32] {
+        &self.weights[r * self.dim..(r + 1) * self.dim]
+    }
+
+    /// Mutable row `r`. Panics if `r` is out of range.
+    pub fn row_mut(&mut self, r: usize) -> &mut [f32] {
+        &mut self.weights[r * self.dim..(r + 1) * self.dim]
+    }
+
+    /// Update count of row `r` (Adam only; 0 otherwise).
+    pub fn row_steps(&self, r: usize) -> u32 {
+        self.steps.get(r).copied().unwrap_or(0)
+    }
+
+    /// Optimizer state slot `slot` of row `r` (AdaGrad: 0 = accumulator; Adam: 0 = m, 1 = v).
+    pub fn row_state(&self, slot: usize, r: usize) -> &[f32] {
+        &self.slots[slot][r * self.dim..(r + 1) * self.dim]
+    }
+
+    /// Appends a row with `values` and fresh optimizer state; returns its number. (CEL creates
+    /// a cluster row as a copy of its parent this way.)
+    pub fn push_row(&mut self, values: &[f32]) -> Result<u32> {
+        if values.len() != self.dim {
+            candle_core::bail!(
+                "row of width {} pushed into rows of width {}",
+                values.len(),
+                self.dim
+            );
+        }
+        if self.rows >= u32::MAX as usize {
+            candle_core::bail!("too many rows");
+        }
+        self.weights.extend_from_slice(values);
+        let init = self.config.slot_init() as f32;
+        for s in &mut self.slots {
+            s.extend(std::iter::repeat_n(init, self.dim));
+        }
+        if !self.steps.is_empty() || self.config.slots() == 2 {
+            self.steps.push(0);
+        }
+        self.rows += 1;
+        Ok(self.rows as u32 - 1)
+    }
+
+    /// Copies `rows` into a host vector (`rows.len() * dim`), checking every row number.
+    pub fn gather(&self, rows: &[u32]) -> Result<Vec<f32>> {
+        let mut out = Vec::with_capacity(rows.len() * self.dim);
+        for &r in rows {
+            let r = r as usize;
+            if r >= self.rows {
+                candle_core::bail!("row {r} requested from a table of {} rows", self.rows);
+            }
+            out.extend_from_slice(&self.weights[r * self.dim..(r + 1) * self.dim]);
+        }
+        Ok(out)
+    }
+
+    /// The rows `rows` as a `[rows.len(), dim]` tensor on the device. With `train`, the result
+    /// is differentiable through a pending leaf (see the module documentation).
+    pub fn lookup(&mut self, rows: &[u32], train: bool) -> Result<Tensor> {
+        if !train {
+            let v = self.gather(rows)?;
+            return Tensor::from_vec(v, (rows.len(), self.dim), &self.device);
+        }
+        let d = dedup(rows);
+        let v = self.gather(&d.unique)?;
+        let leaf = Var::from_vec(v, (d.unique.len(), self.dim), &self.device)?;
+        let n = d.inverse.len();
+        let inverse = Tensor::from_vec(d.inverse, n, &self.device)?;
+        let out = leaf.as_tensor().index_select(&inverse, 0)?;
+        self.pending.push(Pending {
+            rows: d.unique,
+            counts: d.counts,
+            leaf,
+        });
+        Ok(out)
+    }
+
+    /// True when training lookups wait for an update.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// The leaves of the pending training lookups with their rows, in lookup order (for tables
+    /// that need per-lookup gradients, e.g. to collect per-entity statistics).
+    pub fn pending_leaves(&self) -> Vec<(&[u32], &Var)> {
+        self.pending
+            .iter()
+            .map(|p| (p.rows.as_slice(), &p.leaf))
+            .collect()
+    }
+
+    /// Reads the gradients of every pending lookup from `grads`, merges them by row and forgets
+    /// the lookups. Lookups whose result did not reach the loss have no gradient and are skipped.
+    pub fn take_gradients(&mut self, grads: &GradStore) -> Result<RowGrads> {
+        let pending = std::mem::take(&mut self.pending);
+        let dim = self.dim;
+        let mut out = RowGrads {
+            dim,
+            rows: Vec::new(),
+            grads: Vec::new(),
+            counts: Vec::new(),
+        };
+        if pending.len() == 1 {
+            // The common case: rows are already unique.
+            let p = pending.into_iter().next().expect("one pending lookup");
+            if let Some(g) = grads.get(p.leaf.as_tensor()) {
+                out.grads = host_f32(g)?;
+                out.rows = p.rows;
+                out.counts = p.counts;
+            }
+            return Ok(out);
+        }
+        let mut pos: IdMap<usize> = IdMap::default();
+        for p in pending {
+            let Some(g) = grads.get(p.leaf.as_tensor()) else {
+                continue;
+            };
+            let g = host_f32(g)?;
+            for (i, (&r, &c)) in p.rows.iter().zip(&p.counts).enumerate() {
+                let gi = &g[i * dim..(i + 1) * dim];
+                match pos.get(&r) {
+                    Some(&k) => {
+                        out.counts[k] += c;
+                        out.grads[k * dim..(k + 1) * dim]
+                            .iter_mut()
+                            .zip(gi)
+                            .for_each(|(a, b)| *a += b);
+                    }
+                    None => {
+                        pos.insert(r, out.rows.len());
+                        out.rows.push(r);
+                        out.counts.push(c);
+                        out.grads.extend_from_slice(gi);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Applies one optimizer update to every row of `g` (rows must be distinct and in range).
+    pub fn update(&mut self, g: &RowGrads) -> Result<()> {
+        if g.dim != self.dim || g.grads.len() != g.rows.len() * self.dim {
+            candle_core::bail!(
+                "row gradients of width {} ({} values for {} rows) for rows of width {}",
+                g.dim,
+                g.grads.len(),
+                g.rows.len(),
+                self.dim
+            );
+        }
+        if let Some(&r) = g.rows.iter().find(|&&r| r as usize >= self.rows) {
+            candle_core::bail!("gradient for row {r} of a table of {} rows", self.rows);
+        }
+        let dim = self.dim;
+        for (i, &r) in g.rows.iter().enumerate() {
+            let r = r as usize;
+            let span = r * dim..(r + 1) * dim;
+            let step = match self.steps.get_mut(r) {
+                Some(s) => {
+                    *s += 1;
+                    *s
+                }
+                None => 1,
+            };
+            let mut state: Vec<&mut [f32]> = self
+                .slots
+                .iter_mut()
+                .map(|s| &mut s[span.clone()])
+                .collect();
+            update_row(
+                &self.config,
+                &mut self.weights[span.clone()],
+                g.grad(i),
+                &mut state,
+                step,
+            );
+        }
+        if let Some(t) = &mut self.touched {
+            t.extend_from_slice(&g.rows);
+        }
+        Ok(())
+    }
+
+    /// [`take_gradients`](Self::take_gradients) followed by [`update`](Self::update).
+    pub fn apply_gradients(&mut self, grads: &GradStore) -> Result<()> {
+        let g = self.take_gradients(grads)?;
+        self.update(&g)
+    }
+
+    /// Forgets pending lookups without updating anything.
+    pub fn clear_pending(&mut self) {
+        self.pending.clear();
+    }
+
+    /// Clamps values into `[min, max]`: every row on the first call, then only the rows updated
+    /// since the previous call (so a per-step clamp costs what the step touched).
+    pub fn clamp(&mut self, min: f32, max: f32) {
+        match self.touched.take() {
+            None => self.weights.iter_mut().for_each(|w| *w = w.clamp(min, max)),
+            Some(rows) => {
+                for r in rows {
+                    self.row_mut(r as usize)
+                        .iter_mut()
+                        .for_each(|w| *w = w.clamp(min, max));
+                }
+            }
+        }
+        self.touched = Some(Vec::new());
+    }
+
+    /// Number of trainable floats.
+    pub fn num_params(&self) -> usize {
+        self.rows * self.dim
+    }
+
+    /// Bytes of the parameters (optimizer state excluded).
+    pub fn bytes(&self) -> usize {
+        self.num_params() * std::mem::size_of::<f32>()
+    }
+
+    /// Writes `{prefix}weight` (`[rows, dim]` f32), the optimizer slots `{prefix}{slot}`
+    /// (`acc`, or `m` and `v`) and, for Adam, `{prefix}steps` (`[rows]` u32). Returns the
+    /// metadata (`rows`, `dim`, `optimizer`).
+    pub fn save(&self, prefix: &str, out: &mut TensorMap) -> Result<serde_json::Value> {
+        let cpu = Device::Cpu;
+        let shape = (self.rows, self.dim);
+        out.insert(
+            format!("{prefix}weight"),
+            Tensor::from_slice(&self.weights, shape, &cpu)?,
+        );
+        for (name, s) in self.config.slot_names().iter().zip(&self.slots) {
+            out.insert(
+                format!("{prefix}{name}"),
+                Tensor::from_slice(s, shape, &cpu)?,
+            );
+        }
+        if !self.steps.is_empty() {
+            out.insert(
+                format!("{prefix}steps"),
+                Tensor::from_slice(&self.steps, self.rows, &cpu)?,
+            );
+        }
+        Ok(serde_json::json!({
+            "rows": self.rows,
+            "dim": self.dim,
+            "optimizer": self.config.kind(),
+        }))
+    }
+
+    /// Restores what [`save`](Self::save) wrote. The width and optimizer kind must match, and
+    /// the row count too when `expected_rows` is given (tables whose row count is fixed by their
+    /// construction); hyperparameters stay those of the current configuration. Pending lookups
+    /// are dropped.
+    pub fn load(
+        &mut self,
+        prefix: &str,
+        tensors: &TensorMap,
+        meta: &serde_json::Value,
+        expected_rows: Option<usize>,
+    ) -> Result<()> {
+        let rows = meta_usize(meta, "rows", prefix)?;
+        let dim = meta_usize(meta, "dim", prefix)?;
+        if dim != self.dim {
+            candle_core::bail!(
+                "`{prefix}`: saved rows have width {dim}, expected {}",
+                self.dim
+            );
+        }
+        if let Some(e) = expected_rows
+            && e != rows
+        {
+            candle_core::bail!("`{prefix}`: saved table has {rows} rows, expected {e}");
+        }
+        let opt = meta.get("optimizer").and_then(|o| o.as_str()).unwrap_or("");
+        if opt != self.config.kind() {
+            candle_core::bail!(
+                "`{prefix}`: saved with optimizer `{opt}`, this table uses `{}`",
+                self.config.kind()
+            );
+        }
+        let get = |name: &str| -> Result<Vec<f32>> {
+            take_tensor(
+                tensors,
+                &format!("{prefix}{name}"),
+                &[rows, dim],
+                DType::F32,
+            )?
+            .flatten_all()?
+            .to_vec1::<f32>()
+        };
+        let weights = get("weight")?;
+        let slots = self
+            .config
+            .slot_names()
+            .iter()
+            .map(|n| get(n))
+            .collect::<Result<Vec<_>>>()?;
+        let steps = if self.config.slots() == 2 {
+            take_tensor(tensors, &format!("{prefix}steps"), &[rows], DType::U32)?
+                .to_vec1::<u32>()?
+        } else {
+            Vec::new()
+        };
+        self.rows = rows;
+        self.weights = weights;
+        self.slots = slots;
+        self.steps = steps;
+        self.pending.clear();
+        self.touched = None;
+        Ok(())
+    }
+}
+
+/// Samples `init` over `shape` as f32 values.
+pub(crate) fn sample_f32(
+    init: &Init,
+    shape: &candle_core::Shape,
+    rng: &mut impl Rng,
+) -> Result<Vec<f32>> {
+    Ok(init
+        .sample(shape, rng)?
+        .into_iter()
+        .map(|x| x as f32)
+        .collect())
+}
+
+/// A tensor's values as a host `Vec<f32>` (any device, any float dtype).
+pub fn host_f32(t: &Tensor) -> Result<Vec<f32>> {
+    t.to_device(&Device::Cpu)?
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::init::named_rng;
+    use proptest::prelude::*;
+
+    fn store(rows: usize, dim: usize, cfg: OptimizerConfig) -> SparseRows {
+        let mut rng = named_rng(5, "t");
+        SparseRows::new(
+            rows,
+            dim,
+            Init::Normal {
+                mean: 0.0,
+                std: 1.0,
+            },
+            &mut rng,
+            cfg,
+            &Device::Cpu,
+        )
+        .unwrap()
+    }
+
+    proptest! {
+        #[test]
+        fn dedup_reconstructs_and_counts(ids in proptest::collection::vec(0u32..20, 0..60)) {
+            let d = dedup(&ids);
+            let back: Vec<u32> = d.inverse.iter().map(|&i| d.unique[i as usize]).collect();
+            prop_assert_eq!(&back, &ids);
+            let mut u = d.unique.clone();
+            u.sort();
+            u.dedup();
+            prop_assert_eq!(u.len(), d.unique.len());
+            for (k, &x) in d.unique.iter().enumerate() {
+                prop_assert_eq!(d.counts[k] as usize, ids.iter().filter(|&&y| y == x).count());
+            }
+        }
+    }
+
+    #[test]
+    fn lookups_are_rows_and_gradients_merge_by_row() -> Result<()> {
+        let mut s = store(10, 3, OptimizerConfig::sgd(1.0));
+        let w0 = s.weights().to_vec();
+        let a = s.lookup(&[2, 5, 2], true)?;
+        let b = s.lookup(&[5, 9], true)?;
+        assert_eq!(a.to_vec2::<f32>()?[1], w0[15..18].to_vec());
+        // loss = 1*sum(a) + 2*sum(b): row 2 gets 2, row 5 gets 1 + 2, row 9 gets 2.
+        let loss = (a.sum_all()? + b.sum_all()?.affine(2.0, 0.0)?)?;
+        let g = s.take_gradients(&loss.backward()?)?;
+        assert_eq!(g.rows, vec![2, 5, 9]);
+        assert_eq!(g.counts, vec![2, 2, 1]);
+        assert_eq!(g.grad(0), &[2.0; 3]);
+        assert_eq!(g.grad(1), &[3.0; 3]);
+        s.update(&g)?;
+        for r in 0..10 {
+            let expect = match r {
+                2 | 9 => 2.0,
+                5 => 3.0,
+                _ => 0.0,
+            };
+            for k in 0..3 {
+                assert!((s.row(r)[k] - (w0[r * 3 + k] - expect)).abs() < 1e-6);
+            }
+        }
+        assert!(!s.has_pending());
+        Ok(())
+    }
+
+    #[test]
+    fn lazy_adam_counts_steps_per_row_and_leaves_others_alone() -> Result<()> {
+        let mut s = store(6, 2, OptimizerConfig::adam(0.1));
+        let w0 = s.weights().to_vec();
+        for step in 0..3 {
+            let ids: &[u32] = if step == 1 { &[1, 4] } else { &[1] };
+            let e = s.lookup(ids, true)?;
+            let grads = e.sum_all()?.backward()?;
+            s.apply_gradients(&grads)?;
+        }
+        assert_eq!(s.row_steps(1), 3);
+        assert_eq!(s.row_steps(4), 1);
+        assert_eq!(s.row_steps(0), 0);
+        // Constant gradient 1: bias-corrected Adam moves by lr per update.
+        assert!((s.row(1)[0] - (w0[2] - 0.3)).abs() < 1e-4);
+        assert!((s.row(4)[1] - (w0[9] - 0.1)).abs() < 1e-4);
+        for r in [0usize, 2, 3, 5] {
+            assert_eq!(s.row(r), &w0[r * 2..r * 2 + 2]);
+            assert_eq!(s.row_state(0, r), &[0.0, 0.0]);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_transform_hook_can_average() -> Result<()> {
+        let mut s = store(4, 2, OptimizerConfig::sgd(1.0));
+        let w0 = s.weights().to_vec();
+        let e = s.lookup(&[3, 3, 3, 0], true)?;
+        let mut g = s.take_gradients(&e.sum_all()?.backward()?)?;
+        g.average();
+        s.update(&g)?;
+        assert!((s.row(3)[0] - (w0[6] - 1.0)).abs() < 1e-6);
+        Ok(())
+    }
+
+    #[test]
+    fn unused_lookups_and_cleared_lookups_change_nothing() -> Result<()> {
+        let mut s = store(4, 2, OptimizerConfig::adagrad(0.5));
+        let w0 = s.weights().to_vec();
+        let used = s.lookup(&[1], true)?;
+        let _unused = s.lookup(&[2], true)?;
+        s.apply_gradients(&used.sum_all()?.backward()?)?;
+        assert_eq!(s.row(2), &w0[4..6]);
+        assert_ne!(s.row(1), &w0[2..4]);
+        let e = s.lookup(&[3], true)?;
+        let grads = e.sum_all()?.backward()?;
+        s.clear_pending();
+        s.apply_gradients(&grads)?;
+        assert_eq!(s.row(3), &w0[6..8]);
+        Ok(())
+    }
+
+    #[test]
+    fn out_of_range_rows_are_errors() {
+        let mut s = store(4, 2, OptimizerConfig::sgd(1.0));
+        assert!(s.lookup(&[4], true).is_err());
+        assert!(s.lookup(&[7], false).is_err());
+        let g = RowGrads {
+            dim: 2,
+            rows: vec![9],
+            grads: vec![0.0; 2],
+            counts: vec![1],
+        };
+        assert!(s.update(&g).is_err());
+    }
+
+    #[test]
+    fn clamp_visits_everything_once_then_only_touched_rows() -> Result<()> {
+        let mut s = store(50, 2, OptimizerConfig::sgd(1.0));
+        s.clamp(0.0, f32::INFINITY);
+        assert!(s.weights().iter().all(|&w| w >= 0.0));
+        let e = s.lookup(&[7], true)?;
+        s.apply_gradients(&e.sum_all()?.affine(100.0, 0.0)?.backward()?)?;
+        assert!(s.row(7).iter().all(|&w| w < 0.0));
+        // Rows not touched are not visited: make one negative behind the store's back.
+        s.row_mut(8)[0] = -1.0;
+        s.clamp(0.0, f32::INFINITY);
+        assert_eq!(s.row(7), &[0.0, 0.0]);
+        assert_eq!(s.row(8)[0], -1.0);
+        Ok(())
+    }
+
+    #[test]
+    fn save_load_round_trip_and_mismatches() -> Result<()> {
+        let mut s = store(5, 3, OptimizerConfig::adam(0.1));
+        let e = s.lookup(&[1, 2], true)?;
+        s.apply_gradients(&e.sum_all()?.backward()?)?;
+        let mut map = TensorMap::new();
+        let meta = s.save("t.", &mut map)?;
+        let mut r = store(5, 3, OptimizerConfig::adam(0.1));
+        r.load("t.", &map, &meta, Some(5))?;
+        assert_eq!(r.weights(), s.weights());
+        assert_eq!(r.row_steps(2), 1);
+        assert_eq!(r.row_state(1, 2), s.row_state(1, 2));
+        assert!(r.load("t.", &map, &meta, Some(6)).is_err());
+        let mut sgd = store(5, 3, OptimizerConfig::sgd(0.1));
+        assert!(sgd.load("t.", &map, &meta, Some(5)).is_err());
+        let mut bad = map.clone();
+        bad.insert(
+            "t.weight".into(),
+            Tensor::zeros((5, 2), DType::F32, &Device::Cpu)?,
+        );
+        assert!(r.load("t.", &bad, &meta, Some(5)).is_err());
+        let mut bad = map.clone();
+        bad.insert(
+            "t.m".into(),
+            Tensor::zeros((5, 3), DType::F64, &Device::Cpu)?,
+        );
+        assert!(r.load("t.", &bad, &meta, Some(5)).is_err());
+        let mut bad = map;
+        bad.remove("t.steps");
+        assert!(r.load("t.", &bad, &meta, Some(5)).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn push_row_adds_fresh_state() -> Result<()> {
+        let mut s = store(2, 2, OptimizerConfig::adam(0.1));
+        let r = s.push_row(&[0.5, 0.5])?;
+        assert_eq!(r, 2);
+        let e = s.lookup(&[2], true)?;
+        s.apply_gradients(&e.sum_all()?.backward()?)?;
+        assert_eq!(s.row_steps(2), 1);
+        assert!(s.push_row(&[1.0]).is_err());
+        Ok(())
+    }
+}

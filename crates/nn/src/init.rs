@@ -1,0 +1,309 @@
+//! Seeded initialisation and a small store of named variables.
+//!
+//! Candle's CPU random generator cannot be seeded, so `candle_nn::Init` and `VarBuilder` over a
+//! `VarMap` cannot give reproducible weights. [`VarStore`] replaces them: every variable is
+//! created under a unique name with values drawn from a ChaCha8 stream derived from
+//! `(store seed, name)`. A variable's initial value therefore depends only on the seed and its
+//! name, not on the order in which layers are built, and the store lists variables sorted by
+//! name (a deterministic order for optimizers and checkpoints).
+//!
+//! ```
+//! use candle_core::Device;
+//! use rec_nn::init::{Init, VarStore};
+//! let mut a = VarStore::new(7, &Device::Cpu);
+//! let mut b = VarStore::new(7, &Device::Cpu);
+//! let wa = a.var("w", (3, 2), Init::XavierUniform).unwrap();
+//! b.var("other", 4, Init::Zeros).unwrap();
+//! let wb = b.var("w", (3, 2), Init::XavierUniform).unwrap();
+//! assert_eq!(wa.as_tensor().to_vec2::<f32>().unwrap(), wb.as_tensor().to_vec2::<f32>().unwrap());
+//! ```
+
+use std::collections::BTreeMap;
+
+use candle_core::{DType, Device, Result, Shape, Tensor, Var};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal, Uniform};
+use serde::{Deserialize, Serialize};
+
+/// How to fill a new tensor. Fan-in/fan-out follow the `[out, in, ...]` layout of
+/// [`crate::layers::Linear`]: for a 2-D shape `[out, in]`, `fan_in = in`, `fan_out = out`; a 1-D
+/// shape uses its length for both.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Init {
+    /// All zeros.
+    Zeros,
+    /// All ones.
+    Ones,
+    /// Every value equal to `value`.
+    Const {
+        /// The value.
+        value: f64,
+    },
+    /// Uniform on `[lo, hi)`.
+    Uniform {
+        /// Lower bound.
+        lo: f64,
+        /// Upper bound.
+        hi: f64,
+    },
+    /// Normal with mean `mean` and standard deviation `std`.
+    Normal {
+        /// Mean.
+        mean: f64,
+        /// Standard deviation.
+        std: f64,
+    },
+    /// Glorot/Xavier uniform: `U(-a, a)`, `a = sqrt(6 / (fan_in + fan_out))`.
+    XavierUniform,
+    /// Glorot/Xavier normal: `N(0, 2 / (fan_in + fan_out))`.
+    XavierNormal,
+    /// He/Kaiming uniform for ReLU: `U(-a, a)`, `a = sqrt(6 / fan_in)`.
+    HeUniform,
+    /// He/Kaiming normal for ReLU: `N(0, 2 / fan_in)`.
+    HeNormal,
+}
+
+impl Init {
+    /// Draws `shape.elem_count()` values from `rng`.
+    pub fn sample(&self, shape: &Shape, rng: &mut impl Rng) -> Result<Vec<f64>> {
+        let n = shape.elem_count();
+        let dims = shape.dims();
+        let (fan_in, fan_out) = match dims {
+            [] => (1, 1),
+            [d] => (*d, *d),
+            [out, rest @ ..] => (rest.iter().product::<usize>(), *out),
+        };
+        let (fan_in, fan_out) = (fan_in.max(1) as f64, fan_out.max(1) as f64);
+        let uniform = |rng: &mut dyn rand::RngCore, lo: f64, hi: f64| -> Result<Vec<f64>> {
+            if lo == hi {
+                return Ok(vec![lo; n]);
+            }
+            let u = Uniform::new(lo, hi)
+                .map_err(|e| candle_core::Error::Msg(format!("uniform({lo}, {hi}): {e}")))?;
+            Ok((0..n).map(|_| u.sample(rng)).collect())
+        };
+        let normal = |rng: &mut dyn rand::RngCore, mean: f64, std: f64| -> Result<Vec<f64>> {
+            let d = Normal::new(mean, std)
+                .map_err(|e| candle_core::Error::Msg(format!("normal({mean}, {std}): {e}")))?;
+            Ok((0..n).map(|_| d.sample(rng)).collect())
+        };
+        match *self {
+            Init::Zeros => Ok(vec![0.0; n]),
+            Init::Ones => Ok(vec![1.0; n]),
+            Init::Const { value } => Ok(vec![value; n]),
+            Init::Uniform { lo, hi } => uniform(rng, lo, hi),
+            Init::Normal { mean, std } => normal(rng, mean, std),
+            Init::XavierUniform => {
+                let a = (6.0 / (fan_in + fan_out)).sqrt();
+                uniform(rng, -a, a)
+            }
+            Init::XavierNormal => normal(rng, 0.0, (2.0 / (fan_in + fan_out)).sqrt()),
+            Init::HeUniform => {
+                let a = (6.0 / fan_in).sqrt();
+                uniform(rng, -a, a)
+            }
+            Init::HeNormal => normal(rng, 0.0, (2.0 / fan_in).sqrt()),
+        }
+    }
+
+    /// A tensor of `shape` filled from `rng`.
+    pub fn tensor(
+        &self,
+        shape: impl Into<Shape>,
+        dtype: DType,
+        device: &Device,
+        rng: &mut impl Rng,
+    ) -> Result<Tensor> {
+        let shape = shape.into();
+        let v = self.sample(&shape, rng)?;
+        Tensor::from_vec(v, shape, &Device::Cpu)?
+            .to_dtype(dtype)?
+            .to_device(device)
+    }
+}
+
+/// A 64-bit hash of a name (FNV-1a), stable across runs and platforms.
+pub fn name_hash(name: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Mixes two 64-bit values into a well-spread seed (SplitMix64 finaliser).
+pub fn mix64(a: u64, b: u64) -> u64 {
+    let mut z = a ^ b.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The ChaCha8 stream for `name` under `seed`.
+pub fn named_rng(seed: u64, name: &str) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(mix64(seed, name_hash(name)))
+}
+
+/// Named trainable variables and non-trainable buffers (e.g. BatchNorm running statistics),
+/// created deterministically from a seed and kept sorted by name.
+#[derive(Clone)]
+pub struct VarStore {
+    vars: BTreeMap<String, Var>,
+    buffers: BTreeMap<String, Var>,
+    device: Device,
+    dtype: DType,
+    seed: u64,
+}
+
+impl VarStore {
+    /// An empty `f32` store on `device`.
+    pub fn new(seed: u64, device: &Device) -> Self {
+        Self::with_dtype(seed, device, DType::F32)
+    }
+
+    /// An empty store whose variables have `dtype` (`F64` is handy for gradient checks).
+    pub fn with_dtype(seed: u64, device: &Device, dtype: DType) -> Self {
+        Self {
+            vars: BTreeMap::new(),
+            buffers: BTreeMap::new(),
+            device: device.clone(),
+            dtype,
+            seed,
+        }
+    }
+
+    /// Device of the variables.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Dtype of the variables.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The seed.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// The seeded random stream reserved for `name` (e.g. for a table built next to the
+    /// variables). Independent of every variable's stream as long as the names differ.
+    pub fn rng(&self, name: &str) -> ChaCha8Rng {
+        named_rng(self.seed, name)
+    }
+
+    /// Creates the trainable variable `name`. A name can be created only once.
+    pub fn var(&mut self, name: &str, shape: impl Into<Shape>, init: Init) -> Result<Var> {
+        let v = self.make(name, shape.into(), init)?;
+        self.vars.insert(name.to_string(), v.clone());
+        Ok(v)
+    }
+
+    /// Creates the non-trainable buffer `name` (saved with the model, never optimized).
+    pub fn buffer(&mut self, name: &str, shape: impl Into<Shape>, init: Init) -> Result<Var> {
+        let v = self.make(name, shape.into(), init)?;
+        self.buffers.insert(name.to_string(), v.clone());
+        Ok(v)
+    }
+
+    fn make(&mut self, name: &str, shape: Shape, init: Init) -> Result<Var> {
+        if name.is_empty() {
+            candle_core::bail!("variable names cannot be empty");
+        }
+        if self.vars.contains_key(name) || self.buffers.contains_key(name) {
+            candle_core::bail!("variable `{name}` created twice");
+        }
+        let mut rng = self.rng(name);
+        let t = init.tensor(shape, self.dtype, &self.device, &mut rng)?;
+        Var::from_tensor(&t)
+    }
+
+    /// Trainable variables, sorted by name.
+    pub fn vars(&self) -> Vec<(String, Var)> {
+        self.vars
+            .iter()
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Buffers, sorted by name.
+    pub fn buffers(&self) -> Vec<(String, Var)> {
+        self.buffers
+            .iter()
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect()
+    }
+
+    /// The trainable variable `name`, if any.
+    pub fn get(&self, name: &str) -> Option<&Var> {
+        self.vars.get(name)
+    }
+
+    /// Number of trainable floats.
+    pub fn num_params(&self) -> usize {
+        self.vars.values().map(|v| v.elem_count()).sum()
+    }
+}
+
+/// `prefix.name`, or `name` when the prefix is empty.
+pub fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_seed_same_numbers_and_order_independent() -> Result<()> {
+        let d = Device::Cpu;
+        let mut a = VarStore::new(1, &d);
+        let x = a.var("x", (4, 3), Init::HeNormal)?;
+        let y = a.var("y", 5, Init::Uniform { lo: -1.0, hi: 1.0 })?;
+        let mut b = VarStore::new(1, &d);
+        let y2 = b.var("y", 5, Init::Uniform { lo: -1.0, hi: 1.0 })?;
+        let x2 = b.var("x", (4, 3), Init::HeNormal)?;
+        assert_eq!(
+            x.as_tensor().to_vec2::<f32>()?,
+            x2.as_tensor().to_vec2::<f32>()?
+        );
+        assert_eq!(
+            y.as_tensor().to_vec1::<f32>()?,
+            y2.as_tensor().to_vec1::<f32>()?
+        );
+        let mut c = VarStore::new(2, &d);
+        let x3 = c.var("x", (4, 3), Init::HeNormal)?;
+        assert_ne!(
+            x.as_tensor().to_vec2::<f32>()?,
+            x3.as_tensor().to_vec2::<f32>()?
+        );
+        assert!(a.var("x", 1, Init::Zeros).is_err());
+        let names: Vec<String> = a.vars().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, vec!["x", "y"]);
+        Ok(())
+    }
+
+    #[test]
+    fn scales_match_their_formulas() -> Result<()> {
+        let mut rng = named_rng(3, "t");
+        let shape = Shape::from((200, 300));
+        let v = Init::XavierUniform.sample(&shape, &mut rng)?;
+        let a = (6.0f64 / 500.0).sqrt();
+        assert!(v.iter().all(|x| x.abs() <= a));
+        let var = v.iter().map(|x| x * x).sum::<f64>() / v.len() as f64;
+        assert!((var - a * a / 3.0).abs() < 0.05 * a * a / 3.0);
+        let v = Init::HeNormal.sample(&shape, &mut rng)?;
+        let var = v.iter().map(|x| x * x).sum::<f64>() / v.len() as f64;
+        assert!((var - 2.0 / 300.0).abs() < 0.05 * 2.0 / 300.0);
+        Ok(())
+    }
+}

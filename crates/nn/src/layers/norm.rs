@@ -1,0 +1,162 @@
+//! Layer and batch normalization from differentiable ops (candle's fused `LayerNorm` path has
+//! no backward pass).
+
+use candle_core::{D, Result, Tensor, Var};
+
+use crate::init::{Init, VarStore, join};
+
+/// Normalizes the last dimension to zero mean and unit variance, then scales and shifts:
+/// `gamma * (x - mean) / sqrt(var + eps) + beta` (biased variance, `eps = 1e-5`).
+#[derive(Clone)]
+pub struct LayerNorm {
+    gamma: Var,
+    beta: Var,
+    eps: f64,
+}
+
+impl LayerNorm {
+    /// Variables `{prefix}.gamma` (ones) and `{prefix}.beta` (zeros) of width `dim`.
+    pub fn new(vs: &mut VarStore, prefix: &str, dim: usize) -> Result<Self> {
+        Ok(Self {
+            gamma: vs.var(&join(prefix, "gamma"), dim, Init::Ones)?,
+            beta: vs.var(&join(prefix, "beta"), dim, Init::Zeros)?,
+            eps: 1e-5,
+        })
+    }
+
+    /// Normalizes `x: [..., dim]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let xc = x.broadcast_sub(&mean)?;
+        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+        let xhat = xc.broadcast_div(&var.affine(1.0, self.eps)?.sqrt()?)?;
+        xhat.broadcast_mul(self.gamma.as_tensor())?
+            .broadcast_add(self.beta.as_tensor())
+    }
+}
+
+/// Batch normalization over every dimension but the last (Ioffe & Szegedy 2015).
+///
+/// Training uses the batch's mean and biased variance and updates the running statistics
+/// `running = (1 - momentum) * running + momentum * batch` (unbiased variance, momentum 0.1);
+/// evaluation uses the running statistics. These are buffers (`{prefix}.running_mean`,
+/// `{prefix}.running_var`): saved with the model, never optimized.
+#[derive(Clone)]
+pub struct BatchNorm {
+    gamma: Var,
+    beta: Var,
+    running_mean: Var,
+    running_var: Var,
+    momentum: f64,
+    eps: f64,
+}
+
+impl BatchNorm {
+    /// Variables `{prefix}.gamma`, `{prefix}.beta` and buffers for width `dim`.
+    pub fn new(vs: &mut VarStore, prefix: &str, dim: usize) -> Result<Self> {
+        Ok(Self {
+            gamma: vs.var(&join(prefix, "gamma"), dim, Init::Ones)?,
+            beta: vs.var(&join(prefix, "beta"), dim, Init::Zeros)?,
+            running_mean: vs.buffer(&join(prefix, "running_mean"), dim, Init::Zeros)?,
+            running_var: vs.buffer(&join(prefix, "running_var"), dim, Init::Ones)?,
+            momentum: 0.1,
+            eps: 1e-5,
+        })
+    }
+
+    /// The running mean and variance.
+    pub fn running_stats(&self) -> (&Var, &Var) {
+        (&self.running_mean, &self.running_var)
+    }
+
+    /// Normalizes `x: [..., dim]`; with `train`, from batch statistics (and updates the
+    /// running ones).
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let dim = *dims
+            .last()
+            .ok_or_else(|| candle_core::Error::Msg("batch norm applied to a scalar".into()))?;
+        let x2 = x.reshape(((), dim))?;
+        let (mean, var) = if train {
+            let n = x2.dim(0)?;
+            let mean = x2.mean_keepdim(0)?;
+            let var = x2.broadcast_sub(&mean)?.sqr()?.mean_keepdim(0)?;
+            let unbiased = if n > 1 {
+                n as f64 / (n - 1) as f64
+            } else {
+                1.0
+            };
+            let m = self.momentum;
+            let rm = (self.running_mean.as_tensor().affine(1.0 - m, 0.0)?
+                + mean.detach().squeeze(0)?.affine(m, 0.0)?)?;
+            let rv = (self.running_var.as_tensor().affine(1.0 - m, 0.0)?
+                + var.detach().squeeze(0)?.affine(m * unbiased, 0.0)?)?;
+            self.running_mean.set(&rm)?;
+            self.running_var.set(&rv)?;
+            (mean, var)
+        } else {
+            (
+                self.running_mean.as_tensor().unsqueeze(0)?,
+                self.running_var.as_tensor().unsqueeze(0)?,
+            )
+        };
+        let xhat = x2
+            .broadcast_sub(&mean)?
+            .broadcast_div(&var.affine(1.0, self.eps)?.sqrt()?)?;
+        xhat.broadcast_mul(self.gamma.as_tensor())?
+            .broadcast_add(self.beta.as_tensor())?
+            .reshape(dims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gradcheck::weighted_sum;
+    use crate::layers::test_util::{check_layer, input, store};
+
+    #[test]
+    fn layer_norm_normalizes_and_has_gradients() -> Result<()> {
+        let mut vs = store();
+        let ln = LayerNorm::new(&mut vs, "ln", 5)?;
+        let x = input(&[3, 5], 1)?;
+        let y = ln
+            .forward(&x.as_tensor().affine(4.0, 2.0)?)?
+            .to_vec2::<f64>()?;
+        for row in y {
+            let m = row.iter().sum::<f64>() / 5.0;
+            let v = row.iter().map(|a| (a - m) * (a - m)).sum::<f64>() / 5.0;
+            assert!(m.abs() < 1e-9 && (v - 1.0).abs() < 1e-3);
+        }
+        let x3 = input(&[2, 3, 5], 2)?;
+        check_layer(&vs, &[("x", &x3)], || {
+            weighted_sum(&ln.forward(x3.as_tensor())?, 3)
+        })
+    }
+
+    #[test]
+    fn batch_norm_trains_on_batch_stats_and_evaluates_on_running_stats() -> Result<()> {
+        let mut vs = store();
+        let bn = BatchNorm::new(&mut vs, "bn", 3)?;
+        let x = input(&[16, 3], 4)?;
+        let shifted = x.as_tensor().affine(2.0, 5.0)?;
+        let y = bn.forward(&shifted, true)?;
+        let col_mean = y.mean_keepdim(0)?.flatten_all()?.to_vec1::<f64>()?;
+        assert!(col_mean.iter().all(|m| m.abs() < 1e-9));
+        // Running mean moved 10% of the way to the batch mean.
+        let bm = shifted.mean_keepdim(0)?.flatten_all()?.to_vec1::<f64>()?;
+        let rm = bn.running_stats().0.as_tensor().to_vec1::<f64>()?;
+        for (a, b) in rm.iter().zip(&bm) {
+            assert!((a - 0.1 * b).abs() < 1e-12);
+        }
+        // Evaluation is a fixed affine map per column given the running statistics.
+        let e1 = bn.forward(&shifted, false)?.to_vec2::<f64>()?;
+        let rv = bn.running_stats().1.as_tensor().to_vec1::<f64>()?;
+        let s = shifted.to_vec2::<f64>()?;
+        assert!((e1[0][1] - (s[0][1] - rm[1]) / (rv[1] + 1e-5).sqrt()).abs() < 1e-9);
+        check_layer(&vs, &[("x", &x)], || {
+            weighted_sum(&bn.forward(x.as_tensor(), true)?, 1)
+        })?;
+        Ok(())
+    }
+}

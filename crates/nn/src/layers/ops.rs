@@ -1,0 +1,181 @@
+//! Differentiable building blocks: softmax, masked softmax, seeded dropout, and a cheap way to
+//! cut a tracked tensor into time steps.
+
+use candle_core::{D, Device, Result, Tensor};
+use rand::Rng;
+
+use crate::model::Ctx;
+
+/// Softmax over `dim`, from differentiable ops (candle's `softmax_last_dim` has no backward).
+/// The row maximum is subtracted first (and treated as a constant) for stability.
+pub fn softmax<Dm: candle_core::shape::Dim + Copy>(x: &Tensor, dim: Dm) -> Result<Tensor> {
+    let m = x.max_keepdim(dim)?.detach();
+    let e = x.broadcast_sub(&m)?.exp()?;
+    e.broadcast_div(&e.sum_keepdim(dim)?)
+}
+
+/// Softmax over the last dimension restricted to positions where `mask` (same shape and dtype,
+/// 1 = valid, 0 = padding) is 1. Padding gets weight exactly 0 whatever its score, so padded
+/// positions never change the result; a row without valid positions gets all zeros.
+pub fn masked_softmax(x: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    // Scores at padding are replaced by a very negative constant before taking the max.
+    let neg = (mask.affine(1.0, -1.0)? * 1e9)?;
+    let s = ((x * mask)? + neg)?;
+    let m = s.max_keepdim(D::Minus1)?.detach();
+    let e = (s.broadcast_sub(&m)?.exp()? * mask)?;
+    let z = e.sum_keepdim(D::Minus1)?.affine(1.0, 1e-30)?;
+    e.broadcast_div(&z)
+}
+
+/// Inverted dropout with a mask drawn from `ctx.rng` (candle's own dropout draws from an
+/// unseedable generator). Identity when `ctx.train` is false or `p == 0`.
+pub fn dropout(x: &Tensor, p: f64, ctx: &mut Ctx) -> Result<Tensor> {
+    if !ctx.train || p <= 0.0 {
+        return Ok(x.clone());
+    }
+    if p >= 1.0 {
+        return x.zeros_like();
+    }
+    let keep = 1.0 / (1.0 - p);
+    let mask: Vec<f32> = (0..x.elem_count())
+        .map(|_| {
+            if ctx.rng.random::<f64>() >= p {
+                keep as f32
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let mask = Tensor::from_vec(mask, x.shape(), &Device::Cpu)?
+        .to_dtype(x.dtype())?
+        .to_device(x.device())?;
+    x * mask
+}
+
+/// Cuts `x` (`[T, ...]`) into its `T` slices along dimension 0.
+///
+/// Candle's backward of `narrow` pads the slice's gradient to the full input shape, so taking
+/// `T` slices directly costs `O(T * size(x))` in backward. Halving recursively costs
+/// `O(size(x) * log T)` instead: each level of the tree pads only to its parent's size. The LSTM
+/// uses this to read its precomputed input projections step by step.
+pub fn split_steps(x: &Tensor) -> Result<Vec<Tensor>> {
+    fn rec(x: &Tensor, out: &mut Vec<Tensor>) -> Result<()> {
+        let t = x.dim(0)?;
+        if t == 1 {
+            out.push(x.squeeze(0)?);
+            return Ok(());
+        }
+        let h = t / 2;
+        rec(&x.narrow(0, 0, h)?, out)?;
+        rec(&x.narrow(0, h, t - h)?, out)
+    }
+    let mut out = Vec::with_capacity(x.dim(0)?);
+    if x.dim(0)? > 0 {
+        rec(x, &mut out)?;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gradcheck::{GradCheck, check_gradients, random_var, weighted_sum};
+    use candle_core::DType;
+    use rand::SeedableRng;
+
+    #[test]
+    fn softmax_matches_reference_and_has_gradients() -> Result<()> {
+        let x = random_var(&[3, 5], DType::F64, 3.0, 1)?;
+        let s = softmax(x.as_tensor(), D::Minus1)?.to_vec2::<f64>()?;
+        let xv = x.as_tensor().to_vec2::<f64>()?;
+        for (r, row) in xv.iter().enumerate() {
+            let z: f64 = row.iter().map(|v| v.exp()).sum();
+            for c in 0..5 {
+                assert!((s[r][c] - row[c].exp() / z).abs() < 1e-12);
+            }
+        }
+        let p = vec![("x".to_string(), x.clone())];
+        check_gradients(
+            &p,
+            || weighted_sum(&softmax(x.as_tensor(), 1)?, 2),
+            &GradCheck::default(),
+        )?;
+        check_gradients(
+            &p,
+            || weighted_sum(&softmax(x.as_tensor(), 0)?, 2),
+            &GradCheck::default(),
+        )?;
+        Ok(())
+    }
+
+    #[test]
+    fn masked_softmax_ignores_padding_and_has_gradients() -> Result<()> {
+        let d = Device::Cpu;
+        let x = random_var(&[2, 4], DType::F64, 2.0, 3)?;
+        let mask = Tensor::new(&[[1f64, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]], &d)?;
+        let w = masked_softmax(x.as_tensor(), &mask)?.to_vec2::<f64>()?;
+        let xv = x.as_tensor().to_vec2::<f64>()?;
+        let z = xv[0][0].exp() + xv[0][1].exp();
+        assert!((w[0][0] - xv[0][0].exp() / z).abs() < 1e-12);
+        assert_eq!((w[0][2], w[0][3]), (0.0, 0.0));
+        assert_eq!(w[1], vec![0.0; 4]);
+        // Huge scores at padding change nothing.
+        let big = Tensor::new(&[[0f64, 0.0, 1e6, -1e6], [0.0, 0.0, 0.0, 0.0]], &d)?;
+        let w2 = masked_softmax(&(x.as_tensor() + big)?, &mask)?.to_vec2::<f64>()?;
+        assert!((w2[0][0] - w[0][0]).abs() < 1e-12);
+        let p = vec![("x".to_string(), x.clone())];
+        check_gradients(
+            &p,
+            || weighted_sum(&masked_softmax(x.as_tensor(), &mask)?, 4),
+            &GradCheck::default(),
+        )?;
+        Ok(())
+    }
+
+    #[test]
+    fn dropout_is_seeded_scaled_and_off_in_eval() -> Result<()> {
+        let x = Tensor::ones((100, 100), DType::F32, &Device::Cpu)?;
+        let run = |seed| -> Result<Vec<f32>> {
+            let mut ctx = Ctx::new(true, 0, rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+            dropout(&x, 0.3, &mut ctx)?.flatten_all()?.to_vec1::<f32>()
+        };
+        let (a, b, c) = (run(1)?, run(1)?, run(2)?);
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        let kept = a.iter().filter(|&&v| v > 0.0).count() as f64 / 1e4;
+        assert!((kept - 0.7).abs() < 0.03, "kept {kept}");
+        assert!(a.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.7).abs() < 1e-5));
+        let mut eval = Ctx::eval();
+        assert_eq!(
+            dropout(&x, 0.3, &mut eval)?.sum_all()?.to_scalar::<f32>()?,
+            1e4
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn split_steps_gives_every_slice_and_gradient() -> Result<()> {
+        for t in [1usize, 2, 5, 8] {
+            let x = random_var(&[t, 3], DType::F64, 1.0, t as u64)?;
+            let steps = split_steps(x.as_tensor())?;
+            assert_eq!(steps.len(), t);
+            for (i, s) in steps.iter().enumerate() {
+                assert_eq!(s.to_vec1::<f64>()?, x.as_tensor().get(i)?.to_vec1::<f64>()?);
+            }
+            let p = vec![("x".to_string(), x.clone())];
+            check_gradients(
+                &p,
+                || {
+                    let s = split_steps(x.as_tensor())?;
+                    let mut acc = s[0].sqr()?;
+                    for (i, si) in s.iter().enumerate().skip(1) {
+                        acc = (acc + si.affine(i as f64, 0.0)?)?;
+                    }
+                    weighted_sum(&acc, 1)
+                },
+                &GradCheck::default(),
+            )?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,731 @@
+//! Optimizers. One configuration type, [`OptimizerConfig`], drives two engines:
+//! [`DenseOptimizer`] for the dense candle [`Var`]s of a model (tensor ops, any device), and the
+//! row-wise engine of [`crate::embedding::rows`] for embedding rows (host memory, lazy updates).
+//!
+//! The dense engine keeps its parameters sorted by name (candle's `VarMap::all_vars` comes from a
+//! `HashMap`, whose order is not stable), so its state serializes and restores deterministically.
+//!
+//! Update rules, with gradient `g`, parameter `w`, learning rate `lr`, weight decay `wd`:
+//! - `sgd`: `w -= lr * (g + wd * w)`.
+//! - `adagrad`: `g' = g + wd * w`; `acc += g'^2`; `w -= lr * g' / (sqrt(acc) + eps)`.
+//! - `adam` (L2 coupled into the gradient): `g' = g + wd * w`; `m = b1 m + (1 - b1) g'`;
+//!   `v = b2 v + (1 - b2) g'^2`; `w -= lr * m_hat / (sqrt(v_hat) + eps)` with bias-corrected
+//!   `m_hat = m / (1 - b1^t)`, `v_hat = v / (1 - b2^t)`.
+//! - `adamw` (decoupled decay, Loshchilov & Hutter): `w -= lr * wd * w`, then Adam on `g`.
+
+use candle_core::backprop::GradStore;
+use candle_core::{Result, Tensor, Var};
+use serde::{Deserialize, Serialize};
+
+use crate::embedding::TensorMap;
+use crate::io::take_tensor;
+
+fn d_eps() -> f64 {
+    1e-8
+}
+fn d_adagrad_eps() -> f64 {
+    1e-10
+}
+fn d_beta1() -> f64 {
+    0.9
+}
+fn d_beta2() -> f64 {
+    0.999
+}
+fn d_adamw_wd() -> f64 {
+    0.01
+}
+
+/// Which optimizer, with its hyperparameters. Serialized with a `kind` tag, e.g.
+/// `{ kind = "adam", lr = 0.001 }` in TOML; omitted fields take the documented defaults and
+/// unknown fields are rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum OptimizerConfig {
+    /// Plain stochastic gradient descent (no momentum).
+    Sgd {
+        /// Learning rate.
+        lr: f64,
+        /// L2 coefficient added to the gradient (default 0).
+        #[serde(default)]
+        weight_decay: f64,
+    },
+    /// AdaGrad (Duchi et al. 2011), the optimizer of the DUPN paper.
+    Adagrad {
+        /// Learning rate.
+        lr: f64,
+        /// Added to the root of the accumulator (default 1e-10).
+        #[serde(default = "d_adagrad_eps")]
+        eps: f64,
+        /// Starting value of the squared-gradient accumulator (default 0; TensorFlow uses 0.1).
+        #[serde(default)]
+        initial_accumulator: f64,
+        /// L2 coefficient added to the gradient (default 0).
+        #[serde(default)]
+        weight_decay: f64,
+    },
+    /// Adam (Kingma & Ba 2015) with L2 regularization coupled into the gradient.
+    Adam {
+        /// Learning rate.
+        lr: f64,
+        /// First-moment decay (default 0.9).
+        #[serde(default = "d_beta1")]
+        beta1: f64,
+        /// Second-moment decay (default 0.999).
+        #[serde(default = "d_beta2")]
+        beta2: f64,
+        /// Added to the root of the second moment (default 1e-8).
+        #[serde(default = "d_eps")]
+        eps: f64,
+        /// L2 coefficient added to the gradient (default 0).
+        #[serde(default)]
+        weight_decay: f64,
+    },
+    /// AdamW: Adam with decoupled weight decay.
+    #[serde(rename = "adamw")]
+    AdamW {
+        /// Learning rate.
+        lr: f64,
+        /// First-moment decay (default 0.9).
+        #[serde(default = "d_beta1")]
+        beta1: f64,
+        /// Second-moment decay (default 0.999).
+        #[serde(default = "d_beta2")]
+        beta2: f64,
+        /// Added to the root of the second moment (default 1e-8).
+        #[serde(default = "d_eps")]
+        eps: f64,
+        /// Decoupled decay coefficient (default 0.01, as in candle and PyTorch).
+        #[serde(default = "d_adamw_wd")]
+        weight_decay: f64,
+    },
+}
+
+impl OptimizerConfig {
+    /// SGD with learning rate `lr` and no weight decay.
+    pub fn sgd(lr: f64) -> Self {
+        Self::Sgd {
+            lr,
+            weight_decay: 0.0,
+        }
+    }
+
+    /// AdaGrad with learning rate `lr` and the documented defaults.
+    pub fn adagrad(lr: f64) -> Self {
+        Self::Adagrad {
+            lr,
+            eps: d_adagrad_eps(),
+            initial_accumulator: 0.0,
+            weight_decay: 0.0,
+        }
+    }
+
+    /// Adam with learning rate `lr` and the documented defaults (no L2).
+    pub fn adam(lr: f64) -> Self {
+        Self::Adam {
+            lr,
+            beta1: d_beta1(),
+            beta2: d_beta2(),
+            eps: d_eps(),
+            weight_decay: 0.0,
+        }
+    }
+
+    /// AdamW with learning rate `lr` and the documented defaults (decay 0.01).
+    pub fn adamw(lr: f64) -> Self {
+        Self::AdamW {
+            lr,
+            beta1: d_beta1(),
+            beta2: d_beta2(),
+            eps: d_eps(),
+            weight_decay: d_adamw_wd(),
+        }
+    }
+
+    /// The same optimizer with weight decay `wd`.
+    pub fn with_weight_decay(mut self, wd: f64) -> Self {
+        match &mut self {
+            Self::Sgd { weight_decay, .. }
+            | Self::Adagrad { weight_decay, .. }
+            | Self::Adam { weight_decay, .. }
+            | Self::AdamW { weight_decay, .. } => *weight_decay = wd,
+        }
+        self
+    }
+
+    /// Short name: `sgd`, `adagrad`, `adam` or `adamw`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Sgd { .. } => "sgd",
+            Self::Adagrad { .. } => "adagrad",
+            Self::Adam { .. } => "adam",
+            Self::AdamW { .. } => "adamw",
+        }
+    }
+
+    /// The learning rate.
+    pub fn lr(&self) -> f64 {
+        match *self {
+            Self::Sgd { lr, .. }
+            | Self::Adagrad { lr, .. }
+            | Self::Adam { lr, .. }
+            | Self::AdamW { lr, .. } => lr,
+        }
+    }
+
+    /// Changes the learning rate (for schedules).
+    pub fn set_lr(&mut self, new_lr: f64) {
+        match self {
+            Self::Sgd { lr, .. }
+            | Self::Adagrad { lr, .. }
+            | Self::Adam { lr, .. }
+            | Self::AdamW { lr, .. } => *lr = new_lr,
+        }
+    }
+
+    /// Number of per-value state slots: 0 for SGD, 1 for AdaGrad, 2 for Adam(W).
+    pub fn slots(&self) -> usize {
+        match self {
+            Self::Sgd { .. } => 0,
+            Self::Adagrad { .. } => 1,
+            Self::Adam { .. } | Self::AdamW { .. } => 2,
+        }
+    }
+
+    /// Names of the state slots, used in checkpoints.
+    pub fn slot_names(&self) -> &'static [&'static str] {
+        match self {
+            Self::Sgd { .. } => &[],
+            Self::Adagrad { .. } => &["acc"],
+            Self::Adam { .. } | Self::AdamW { .. } => &["m", "v"],
+        }
+    }
+
+    /// Initial value of every state slot.
+    pub(crate) fn slot_init(&self) -> f64 {
+        match *self {
+            Self::Adagrad {
+                initial_accumulator,
+                ..
+            } => initial_accumulator,
+            _ => 0.0,
+        }
+    }
+
+    /// Checks that the hyperparameters are usable (finite, positive learning rate, betas in
+    /// `[0, 1)`, non-negative eps and decay).
+    pub fn validate(&self) -> Result<()> {
+        let lr = self.lr();
+        if !(lr.is_finite() && lr > 0.0) {
+            candle_core::bail!("optimizer {}: lr must be positive, got {lr}", self.kind());
+        }
+        let (wd, eps, betas) = match *self {
+            Self::Sgd { weight_decay, .. } => (weight_decay, 0.0, None),
+            Self::Adagrad {
+                weight_decay,
+                eps,
+                initial_accumulator,
+                ..
+            } => {
+                if !(initial_accumulator >= 0.0 && initial_accumulator.is_finite()) {
+                    candle_core::bail!(
+                        "optimizer adagrad: initial_accumulator must be >= 0, got {initial_accumulator}"
+                    );
+                }
+                (weight_decay, eps, None)
+            }
+            Self::Adam {
+                weight_decay,
+                eps,
+                beta1,
+                beta2,
+                ..
+            }
+            | Self::AdamW {
+                weight_decay,
+                eps,
+                beta1,
+                beta2,
+                ..
+            } => (weight_decay, eps, Some((beta1, beta2))),
+        };
+        if !(wd >= 0.0 && wd.is_finite()) {
+            candle_core::bail!(
+                "optimizer {}: weight_decay must be >= 0, got {wd}",
+                self.kind()
+            );
+        }
+        if !(eps >= 0.0 && eps.is_finite()) {
+            candle_core::bail!("optimizer {}: eps must be >= 0, got {eps}", self.kind());
+        }
+        if let Some((b1, b2)) = betas {
+            for (n, b) in [("beta1", b1), ("beta2", b2)] {
+                if !(0.0..1.0).contains(&b) {
+                    candle_core::bail!("optimizer {}: {n} must be in [0, 1), got {b}", self.kind());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An optimizer over named dense variables, kept sorted by name.
+///
+/// Variables without a gradient in a step are left alone (their state does not change).
+/// Adam's bias correction uses the number of [`step`](Self::step) calls.
+pub struct DenseOptimizer {
+    config: OptimizerConfig,
+    params: Vec<(String, Var)>,
+    /// `state[i][s]`: slot `s` of parameter `i`.
+    state: Vec<Vec<Tensor>>,
+    steps: u64,
+}
+
+impl DenseOptimizer {
+    /// An optimizer for `params` (any order; sorted by name here). Duplicate names are an error.
+    pub fn new(config: OptimizerConfig, mut params: Vec<(String, Var)>) -> Result<Self> {
+        config.validate()?;
+        params.sort_by(|a, b| a.0.cmp(&b.0));
+        if let Some(w) = params.windows(2).find(|w| w[0].0 == w[1].0) {
+            candle_core::bail!("dense optimizer: variable `{}` given twice", w[0].0);
+        }
+        let mut state = Vec::with_capacity(params.len());
+        for (_, v) in &params {
+            let mut slots = Vec::with_capacity(config.slots());
+            for _ in 0..config.slots() {
+                slots.push(v.as_tensor().ones_like()?.affine(config.slot_init(), 0.0)?);
+            }
+            state.push(slots);
+        }
+        Ok(Self {
+            config,
+            params,
+            state,
+            steps: 0,
+        })
+    }
+
+    /// The configuration (with the current learning rate).
+    pub fn config(&self) -> &OptimizerConfig {
+        &self.config
+    }
+
+    /// Current learning rate.
+    pub fn lr(&self) -> f64 {
+        self.config.lr()
+    }
+
+    /// Changes the learning rate (for schedules).
+    pub fn set_lr(&mut self, lr: f64) {
+        self.config.set_lr(lr)
+    }
+
+    /// Number of completed steps.
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// Names of the parameters, in update (name) order.
+    pub fn names(&self) -> Vec<&str> {
+        self.params.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    /// One update of every parameter that has a gradient in `grads`.
+    pub fn step(&mut self, grads: &GradStore) -> Result<()> {
+        self.steps += 1;
+        let t = self.steps as i32;
+        for ((_, var), slots) in self.params.iter().zip(self.state.iter_mut()) {
+            let Some(g) = grads.get(var.as_tensor()) else {
+                continue;
+            };
+            let w = var.as_tensor();
+            let g = g.to_dtype(w.dtype())?;
+            match self.config {
+                OptimizerConfig::Sgd { lr, weight_decay } => {
+                    let g = add_decay(&g, w, weight_decay)?;
+                    var.set(&(w - g.affine(lr, 0.0)?)?)?;
+                }
+                OptimizerConfig::Adagrad {
+                    lr,
+                    eps,
+                    weight_decay,
+                    ..
+                } => {
+                    let g = add_decay(&g, w, weight_decay)?;
+                    let acc = (&slots[0] + g.sqr()?)?;
+                    let denom = acc.sqrt()?.affine(1.0, eps)?;
+                    var.set(&(w - (g / denom)?.affine(lr, 0.0)?)?)?;
+                    slots[0] = acc;
+                }
+                OptimizerConfig::Adam {
+                    lr,
+                    beta1,
+                    beta2,
+                    eps,
+                    weight_decay,
+                } => {
+                    let g = add_decay(&g, w, weight_decay)?;
+                    let upd = adam_moments(slots, &g, beta1, beta2, eps, t)?;
+                    var.set(&(w - upd.affine(lr, 0.0)?)?)?;
+                }
+                OptimizerConfig::AdamW {
+                    lr,
+                    beta1,
+                    beta2,
+                    eps,
+                    weight_decay,
+                } => {
+                    let decayed = w.affine(1.0 - lr * weight_decay, 0.0)?;
+                    let upd = adam_moments(slots, &g, beta1, beta2, eps, t)?;
+                    var.set(&(decayed - upd.affine(lr, 0.0)?)?)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Backward pass of `loss` followed by [`step`](Self::step).
+    pub fn backward_step(&mut self, loss: &Tensor) -> Result<GradStore> {
+        let grads = loss.backward()?;
+        self.step(&grads)?;
+        Ok(grads)
+    }
+
+    /// Writes the state slots as `{prefix}{param}.{slot}` tensors and returns the JSON
+    /// metadata (kind, step count, parameter names).
+    pub fn save_state(&self, prefix: &str, out: &mut TensorMap) -> Result<serde_json::Value> {
+        let names = self.config.slot_names();
+        for ((n, _), slots) in self.params.iter().zip(&self.state) {
+            for (s, t) in names.iter().zip(slots) {
+                out.insert(format!("{prefix}{n}.{s}"), t.clone());
+            }
+        }
+        Ok(serde_json::json!({
+            "kind": self.config.kind(),
+            "steps": self.steps,
+            "params": self.params.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
+        }))
+    }
+
+    /// Restores what [`save_state`](Self::save_state) wrote. The optimizer kind and the
+    /// parameter names must match; hyperparameters are those of the current configuration.
+    pub fn load_state(
+        &mut self,
+        prefix: &str,
+        tensors: &TensorMap,
+        meta: &serde_json::Value,
+    ) -> Result<()> {
+        let kind = meta.get("kind").and_then(|k| k.as_str()).unwrap_or("");
+        if kind != self.config.kind() {
+            candle_core::bail!(
+                "optimizer state was saved by `{kind}`, this optimizer is `{}`",
+                self.config.kind()
+            );
+        }
+        let names: Vec<String> = meta
+            .get("params")
+            .and_then(|p| serde_json::from_value(p.clone()).ok())
+            .ok_or_else(|| candle_core::Error::Msg("optimizer state: no `params` list".into()))?;
+        let mine: Vec<&str> = self.names();
+        if names != mine {
+            candle_core::bail!(
+                "optimizer state holds parameters {names:?}, this optimizer has {mine:?}"
+            );
+        }
+        let steps = meta
+            .get("steps")
+            .and_then(|s| s.as_u64())
+            .ok_or_else(|| candle_core::Error::Msg("optimizer state: no `steps`".into()))?;
+        let slot_names = self.config.slot_names();
+        let mut new_state = Vec::with_capacity(self.params.len());
+        for (n, v) in &self.params {
+            let mut slots = Vec::new();
+            for s in slot_names {
+                let t = take_tensor(tensors, &format!("{prefix}{n}.{s}"), v.dims(), v.dtype())?;
+                slots.push(t.to_device(v.device())?);
+            }
+            new_state.push(slots);
+        }
+        self.state = new_state;
+        self.steps = steps;
+        Ok(())
+    }
+}
+
+fn add_decay(g: &Tensor, w: &Tensor, wd: f64) -> Result<Tensor> {
+    if wd == 0.0 {
+        Ok(g.clone())
+    } else {
+        g + w.affine(wd, 0.0)?
+    }
+}
+
+/// Updates Adam's moments in `slots` and returns `m_hat / (sqrt(v_hat) + eps)`.
+fn adam_moments(
+    slots: &mut [Tensor],
+    g: &Tensor,
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    t: i32,
+) -> Result<Tensor> {
+    let m = (slots[0].affine(beta1, 0.0)? + g.affine(1.0 - beta1, 0.0)?)?;
+    let v = (slots[1].affine(beta2, 0.0)? + g.sqr()?.affine(1.0 - beta2, 0.0)?)?;
+    let m_hat = m.affine(1.0 / (1.0 - beta1.powi(t)), 0.0)?;
+    let v_hat = v.affine(1.0 / (1.0 - beta2.powi(t)), 0.0)?;
+    let upd = (m_hat / v_hat.sqrt()?.affine(1.0, eps)?)?;
+    slots[0] = m;
+    slots[1] = v;
+    Ok(upd)
+}
+
+/// The f32 arithmetic of one row-wise update, shared by every sparse table. `state` holds
+/// `config.slots()` slices of the row's length; `step` is the row's update count after this
+/// update (used by Adam's bias correction).
+pub(crate) fn update_row(
+    config: &OptimizerConfig,
+    w: &mut [f32],
+    g: &[f32],
+    state: &mut [&mut [f32]],
+    step: u32,
+) {
+    match *config {
+        OptimizerConfig::Sgd { lr, weight_decay } => {
+            let (lr, wd) = (lr as f32, weight_decay as f32);
+            for (w, &g) in w.iter_mut().zip(g) {
+                *w -= lr * (g + wd * *w);
+            }
+        }
+        OptimizerConfig::Adagrad {
+            lr,
+            eps,
+            weight_decay,
+            ..
+        } => {
+            let (lr, wd, eps) = (lr as f32, weight_decay as f32, eps as f32);
+            let acc = &mut *state[0];
+            for ((w, &g), a) in w.iter_mut().zip(g).zip(acc.iter_mut()) {
+                let g = g + wd * *w;
+                *a += g * g;
+                *w -= lr * g / (a.sqrt() + eps);
+            }
+        }
+        OptimizerConfig::Adam {
+            lr,
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+        }
+        | OptimizerConfig::AdamW {
+            lr,
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+        } => {
+            let decoupled = matches!(config, OptimizerConfig::AdamW { .. });
+            let c1 = (1.0 / (1.0 - beta1.powi(step as i32))) as f32;
+            let c2 = (1.0 / (1.0 - beta2.powi(step as i32))) as f32;
+            let (lr, wd, eps, b1, b2) = (
+                lr as f32,
+                weight_decay as f32,
+                eps as f32,
+                beta1 as f32,
+                beta2 as f32,
+            );
+            let [m, v] = state else {
+                unreachable!("adam keeps two state slots")
+            };
+            for (((w, &g), m), v) in w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                let g = if decoupled {
+                    *w -= lr * wd * *w;
+                    g
+                } else {
+                    g + wd * *w
+                };
+                *m = b1 * *m + (1.0 - b1) * g;
+                *v = b2 * *v + (1.0 - b2) * g * g;
+                *w -= lr * (*m * c1) / ((*v * c2).sqrt() + eps);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn one_param(v: &[f32]) -> Var {
+        Var::from_slice(v, v.len(), &Device::Cpu).unwrap()
+    }
+
+    /// Runs two steps of `config` on `loss = sum(c * w)` (gradient `c`) and returns `w`.
+    fn run(config: OptimizerConfig, w0: &[f32], c: &[f32], steps: usize) -> Vec<f32> {
+        let w = one_param(w0);
+        let mut opt = DenseOptimizer::new(config, vec![("w".into(), w.clone())]).unwrap();
+        let c = Tensor::new(c, &Device::Cpu).unwrap();
+        for _ in 0..steps {
+            let loss = (w.as_tensor() * &c).unwrap().sum_all().unwrap();
+            opt.backward_step(&loss).unwrap();
+        }
+        w.as_tensor().to_vec1().unwrap()
+    }
+
+    /// The same rule applied through the row engine.
+    fn run_rows(config: OptimizerConfig, w0: &[f32], c: &[f32], steps: usize) -> Vec<f32> {
+        let mut w = w0.to_vec();
+        let mut slots: Vec<Vec<f32>> = (0..config.slots())
+            .map(|_| vec![config.slot_init() as f32; w.len()])
+            .collect();
+        for t in 1..=steps {
+            let mut refs: Vec<&mut [f32]> = slots.iter_mut().map(|s| s.as_mut_slice()).collect();
+            update_row(&config, &mut w, c, &mut refs, t as u32);
+        }
+        w
+    }
+
+    fn close(a: &[f32], b: &[f32]) {
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() < 1e-5, "{a:?} vs {b:?}");
+        }
+    }
+
+    #[test]
+    fn reference_values_of_each_rule() {
+        let (w0, c) = ([1.0f32, -2.0], [0.5f32, -1.0]);
+        // SGD with L2: w - lr (c + wd w).
+        let got = run(OptimizerConfig::sgd(0.1).with_weight_decay(0.5), &w0, &c, 1);
+        close(&got, &[1.0 - 0.1 * (0.5 + 0.5), -2.0 - 0.1 * (-1.0 - 1.0)]);
+        // AdaGrad, one step: w - lr g / |g|.
+        let got = run(OptimizerConfig::adagrad(0.1), &w0, &c, 1);
+        close(&got, &[0.9, -1.9]);
+        // AdaGrad two steps with constant g: second step lr g / (sqrt(2) |g|).
+        let got = run(OptimizerConfig::adagrad(0.1), &w0, &c, 2);
+        let s = 0.1 / 2f32.sqrt();
+        close(&got, &[0.9 - s, -1.9 + s]);
+        // Adam with constant gradient moves by lr * sign(g) per step (bias-corrected).
+        let got = run(OptimizerConfig::adam(0.01), &w0, &c, 3);
+        close(&got, &[1.0 - 0.03, -2.0 + 0.03]);
+        // AdamW: decay first, then the Adam step.
+        let got = run(
+            OptimizerConfig::adamw(0.01).with_weight_decay(0.1),
+            &w0,
+            &c,
+            1,
+        );
+        close(
+            &got,
+            &[1.0 * (1.0 - 0.001) - 0.01, -2.0 * (1.0 - 0.001) + 0.01],
+        );
+    }
+
+    #[test]
+    fn dense_and_row_engines_agree() {
+        let (w0, c) = ([0.3f32, -0.7, 1.5], [0.2f32, -0.4, 0.9]);
+        for cfg in [
+            OptimizerConfig::sgd(0.1).with_weight_decay(0.01),
+            OptimizerConfig::adagrad(0.1).with_weight_decay(0.01),
+            OptimizerConfig::Adagrad {
+                lr: 0.1,
+                eps: 1e-10,
+                initial_accumulator: 0.1,
+                weight_decay: 0.0,
+            },
+            OptimizerConfig::adam(0.05).with_weight_decay(0.01),
+            OptimizerConfig::adamw(0.05).with_weight_decay(0.1),
+        ] {
+            close(&run(cfg, &w0, &c, 4), &run_rows(cfg, &w0, &c, 4));
+        }
+    }
+
+    #[test]
+    fn params_are_sorted_and_state_round_trips() -> Result<()> {
+        let d = Device::Cpu;
+        let a = Var::from_slice(&[1f32, 2.0], 2, &d)?;
+        let b = Var::from_slice(&[3f32], 1, &d)?;
+        let cfg = OptimizerConfig::adam(0.1);
+        let mut opt =
+            DenseOptimizer::new(cfg, vec![("z".into(), b.clone()), ("a".into(), a.clone())])?;
+        assert_eq!(opt.names(), vec!["a", "z"]);
+        let loss = |a: &Var, b: &Var| -> Result<Tensor> {
+            (a.as_tensor().sqr()?.sum_all()? + b.as_tensor().sum_all()?)?.affine(1.0, 0.0)
+        };
+        opt.backward_step(&loss(&a, &b)?)?;
+        let mut map = TensorMap::new();
+        let meta = opt.save_state("opt.", &mut map)?;
+        assert!(map.contains_key("opt.a.m") && map.contains_key("opt.z.v"));
+        // Continue the original run and a restored copy side by side.
+        let (a2, b2) = (
+            Var::from_tensor(&a.as_tensor().copy()?)?,
+            Var::from_tensor(&b.as_tensor().copy()?)?,
+        );
+        let mut opt2 = DenseOptimizer::new(
+            cfg,
+            vec![("a".into(), a2.clone()), ("z".into(), b2.clone())],
+        )?;
+        opt2.load_state("opt.", &map, &meta)?;
+        assert_eq!(opt2.steps(), 1);
+        for _ in 0..2 {
+            opt.backward_step(&loss(&a, &b)?)?;
+            opt2.backward_step(&loss(&a2, &b2)?)?;
+        }
+        assert_eq!(
+            a.as_tensor().to_vec1::<f32>()?,
+            a2.as_tensor().to_vec1::<f32>()?
+        );
+        assert_eq!(
+            b.as_tensor().to_vec1::<f32>()?,
+            b2.as_tensor().to_vec1::<f32>()?
+        );
+        // Mismatches are errors.
+        let mut wrong = DenseOptimizer::new(OptimizerConfig::sgd(0.1), vec![("a".into(), a2)])?;
+        assert!(wrong.load_state("opt.", &map, &meta).is_err());
+        let mut fewer = DenseOptimizer::new(cfg, vec![("a".into(), b2)])?;
+        assert!(fewer.load_state("opt.", &map, &meta).is_err());
+        map.remove("opt.a.v");
+        assert!(opt2.load_state("opt.", &map, &meta).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn config_parses_with_defaults_and_rejects_unknown_fields() {
+        let c: OptimizerConfig = serde_json::from_str(r#"{"kind":"adam","lr":0.01}"#).unwrap();
+        assert_eq!(c, OptimizerConfig::adam(0.01));
+        let c: OptimizerConfig = serde_json::from_str(r#"{"kind":"adamw","lr":0.01}"#).unwrap();
+        assert_eq!(c, OptimizerConfig::adamw(0.01));
+        assert!(
+            serde_json::from_str::<OptimizerConfig>(r#"{"kind":"sgd","lr":1,"mom":0.9}"#).is_err()
+        );
+        assert!(OptimizerConfig::sgd(-1.0).validate().is_err());
+        assert!(
+            OptimizerConfig::Adam {
+                lr: 0.1,
+                beta1: 1.0,
+                beta2: 0.9,
+                eps: 0.0,
+                weight_decay: 0.0
+            }
+            .validate()
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn variables_without_gradient_keep_their_state() -> Result<()> {
+        let d = Device::Cpu;
+        let a = Var::from_slice(&[1f32], 1, &d)?;
+        let b = Var::from_slice(&[1f32], 1, &d)?;
+        let mut opt = DenseOptimizer::new(
+            OptimizerConfig::adam(0.1),
+            vec![("a".into(), a.clone()), ("b".into(), b.clone())],
+        )?;
+        opt.backward_step(&a.as_tensor().sum_all()?)?;
+        assert_eq!(b.as_tensor().to_vec1::<f32>()?, vec![1.0]);
+        let mut map = TensorMap::new();
+        opt.save_state("", &mut map)?;
+        assert_eq!(map["b.m"].to_vec1::<f32>()?, vec![0.0]);
+        Ok(())
+    }
+}
