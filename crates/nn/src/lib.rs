@@ -13,6 +13,7 @@ pub mod loss;
 pub mod model;
 pub mod models;
 pub mod optim;
+pub mod sys;
 
 pub use embedding::{EmbeddingTable, TensorMap};
 pub use model::{Ctx, Model, predict, train_step};
