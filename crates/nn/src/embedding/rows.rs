@@ -638,6 +638,7 @@ impl SparseRows {
         };
         let stride = self.stride;
         let mut data = vec![0f32; rows * stride];
+        crate::sys::advise_huge_pages(&mut data);
         for (r, block) in data.chunks_exact_mut(stride).enumerate() {
             for (k, part) in parts.iter().enumerate() {
                 block[k * dim..(k + 1) * dim].copy_from_slice(&part[r * dim..(r + 1) * dim]);
