@@ -749,6 +749,18 @@ mod tests {
     }
 
     #[test]
+    fn autograd_sees_only_the_unique_rows() -> Result<()> {
+        let mut s = store(100_000, 8, OptimizerConfig::sgd(0.1));
+        let e = s.lookup(&[5, 99_999, 5], true)?;
+        let grads = e.sum_all()?.backward()?;
+        let leaves = s.pending_leaves();
+        assert_eq!(leaves.len(), 1);
+        assert_eq!(leaves[0].0, &[5, 99_999]);
+        assert_eq!(grads.get(leaves[0].1.as_tensor()).unwrap().dims(), &[2, 8]);
+        Ok(())
+    }
+
+    #[test]
     fn lazy_adam_counts_steps_per_row_and_leaves_others_alone() -> Result<()> {
         let mut s = store(6, 2, OptimizerConfig::adam(0.1));
         let w0 = s.weights();
