@@ -209,18 +209,17 @@ struct Pending {
 /// See the [module documentation](self).
 ///
 /// Memory layout: each row's values and its optimizer state are stored next to each other
-/// (`[w | acc]` for AdaGrad, `[w | m | v]` for Adam), so an update reads one contiguous block
-/// per row. On large tables rows are far apart in memory and this layout makes an update cost
+/// (`[w | acc]` for AdaGrad, `[w | m | v | step count]` for Adam), so an update reads one
+/// contiguous block per row. On large tables rows are far apart in memory and this layout makes an update cost
 /// one memory stream per row instead of one per array.
 pub struct SparseRows {
     rows: usize,
     dim: usize,
-    /// Floats per row: `dim * (1 + slots)`.
+    /// Floats per row: `dim * (1 + slots)`, plus one for Adam's update count (stored as the
+    /// bits of a `u32`).
     stride: usize,
     data: Vec<f32>,
     config: OptimizerConfig,
-    /// Per-row update counts (Adam's bias correction); empty for other optimizers.
-    steps: Vec<u32>,
     pending: Vec<Pending>,
     device: Device,
     /// Rows updated since the last [`clamp`](Self::clamp); `None` until the first clamp.
@@ -280,7 +279,8 @@ impl SparseRows {
         if rows > u32::MAX as usize {
             candle_core::bail!("{rows} rows do not fit u32 row numbers");
         }
-        let stride = dim * (1 + config.slots());
+        let counted = usize::from(config.slots() == 2);
+        let stride = dim * (1 + config.slots()) + counted;
         // A zeroed allocation: pages are committed when first written, as huge pages where
         // the system allows (see `crate::sys`).
         let mut data = vec![0f32; rows * stride];
@@ -288,20 +288,14 @@ impl SparseRows {
         let init = config.slot_init() as f32;
         if init != 0.0 {
             data.chunks_exact_mut(stride)
-                .for_each(|row| row[dim..].fill(init));
+                .for_each(|row| row[dim..stride - counted].fill(init));
         }
-        let steps = if config.slots() == 2 {
-            vec![0; rows]
-        } else {
-            Vec::new()
-        };
         Ok(Self {
             rows,
             dim,
             stride,
             data,
             config,
-            steps,
             pending: Vec::new(),
             device: device.clone(),
             touched: None,
@@ -370,7 +364,16 @@ impl SparseRows {
 
     /// Update count of row `r` (Adam only; 0 otherwise).
     pub fn row_steps(&self, r: usize) -> u32 {
-        self.steps.get(r).copied().unwrap_or(0)
+        if self.counted() {
+            self.data[(r + 1) * self.stride - 1].to_bits()
+        } else {
+            0
+        }
+    }
+
+    /// True when rows carry an update count (Adam).
+    fn counted(&self) -> bool {
+        self.config.slots() == 2
     }
 
     /// Optimizer state slot `slot` of row `r` (AdaGrad: 0 = accumulator; Adam: 0 = m, 1 = v).
@@ -394,10 +397,10 @@ impl SparseRows {
         }
         self.data.extend_from_slice(values);
         let init = self.config.slot_init() as f32;
-        self.data
-            .extend(std::iter::repeat_n(init, self.stride - self.dim));
-        if self.config.slots() == 2 {
-            self.steps.push(0);
+        let state = self.dim * self.config.slots();
+        self.data.extend(std::iter::repeat_n(init, state));
+        if self.counted() {
+            self.data.push(f32::from_bits(0));
         }
         self.rows += 1;
         Ok(self.rows as u32 - 1)
@@ -503,23 +506,19 @@ impl SparseRows {
         prefetch_rows(&self.data, &g.rows, stride, stride);
         for (i, &r) in g.rows.iter().enumerate() {
             let r = r as usize;
-            let step = match self.steps.get_mut(r) {
-                Some(s) => {
-                    *s += 1;
-                    *s
-                }
-                None => 1,
-            };
             let block = &mut self.data[r * stride..(r + 1) * stride];
             let (w, state) = block.split_at_mut(dim);
             let grad = g.grad(i);
-            if state.len() > dim {
-                let (m, v) = state.split_at_mut(dim);
-                update_row(&self.config, w, grad, &mut [m, v], step);
-            } else if state.is_empty() {
-                update_row(&self.config, w, grad, &mut [], step);
-            } else {
-                update_row(&self.config, w, grad, &mut [state], step);
+            match self.config.slots() {
+                0 => update_row(&self.config, w, grad, &mut [], 1),
+                1 => update_row(&self.config, w, grad, &mut [state], 1),
+                _ => {
+                    let (m, rest) = state.split_at_mut(dim);
+                    let (v, count) = rest.split_at_mut(dim);
+                    let step = count[0].to_bits() + 1;
+                    count[0] = f32::from_bits(step);
+                    update_row(&self.config, w, grad, &mut [m, v], step);
+                }
             }
         }
         if let Some(t) = &mut self.touched {
@@ -575,10 +574,11 @@ impl SparseRows {
                 Tensor::from_vec(self.slot_values(k), shape, &cpu)?,
             );
         }
-        if !self.steps.is_empty() {
+        if self.counted() {
+            let steps: Vec<u32> = (0..self.rows).map(|r| self.row_steps(r)).collect();
             out.insert(
                 format!("{prefix}steps"),
-                Tensor::from_slice(&self.steps, self.rows, &cpu)?,
+                Tensor::from_vec(steps, self.rows, &cpu)?,
             );
         }
         Ok(serde_json::json!({
@@ -643,10 +643,12 @@ impl SparseRows {
             for (k, part) in parts.iter().enumerate() {
                 block[k * dim..(k + 1) * dim].copy_from_slice(&part[r * dim..(r + 1) * dim]);
             }
+            if let Some(&n) = steps.get(r) {
+                block[stride - 1] = f32::from_bits(n);
+            }
         }
         self.rows = rows;
         self.data = data;
-        self.steps = steps;
         self.pending.clear();
         self.touched = None;
         Ok(())
