@@ -346,29 +346,21 @@ mod tests {
         for (name, v) in vs.vars() {
             assert!(grads.get(v.as_tensor()).is_some(), "{name}");
         }
-        let before: Vec<Vec<f32>> = fe
+        let weights = |t: &dyn EmbeddingTable| -> Result<Vec<f32>> {
+            let mut m = crate::TensorMap::new();
+            t.save("", &mut m)?;
+            crate::embedding::rows::host_f32(&m["weight"])
+        };
+        let before = fe
             .tables()
-            .iter()
-            .map(|(_, t)| {
-                crate::embedding::rows::host_f32(&{
-                    let mut m = crate::TensorMap::new();
-                    t.save("", &mut m).unwrap();
-                    m["weight"].clone()
-                })
-                .unwrap()
-            })
-            .collect();
+            .into_iter()
+            .map(|(_, t)| weights(t))
+            .collect::<Result<Vec<_>>>()?;
         for (_, t) in fe.tables_mut() {
             t.apply_gradients(&grads)?;
         }
-        for ((name, t), b) in fe.tables().iter().zip(before) {
-            let mut m = crate::TensorMap::new();
-            t.save("", &mut m)?;
-            assert_ne!(
-                crate::embedding::rows::host_f32(&m["weight"])?,
-                b,
-                "{name} did not move"
-            );
+        for ((name, t), b) in fe.tables().into_iter().zip(before) {
+            assert_ne!(weights(t)?, b, "{name} did not move");
         }
         Ok(())
     }

@@ -68,43 +68,63 @@ pub enum Init {
 impl Init {
     /// Draws `shape.elem_count()` values from `rng`.
     pub fn sample(&self, shape: &Shape, rng: &mut impl Rng) -> Result<Vec<f64>> {
-        let n = shape.elem_count();
-        let dims = shape.dims();
-        let (fan_in, fan_out) = match dims {
+        self.sample_map(shape, rng, |x| x)
+    }
+
+    /// Draws `shape.elem_count()` values from `rng` as `f32` (the same stream as
+    /// [`sample`](Self::sample), rounded; no `f64` buffer, which matters for huge tables).
+    pub fn sample_f32(&self, shape: &Shape, rng: &mut impl Rng) -> Result<Vec<f32>> {
+        self.sample_map(shape, rng, |x| x as f32)
+    }
+
+    fn sample_map<T>(
+        &self,
+        shape: &Shape,
+        rng: &mut impl Rng,
+        f: impl Fn(f64) -> T,
+    ) -> Result<Vec<T>> {
+        let (fan_in, fan_out) = match shape.dims() {
             [] => (1, 1),
             [d] => (*d, *d),
             [out, rest @ ..] => (rest.iter().product::<usize>(), *out),
         };
+        let s = self.sampler(fan_in, fan_out)?;
+        Ok((0..shape.elem_count()).map(|_| f(s.draw(rng))).collect())
+    }
+
+    /// The distribution of this initialiser for a tensor with the given fan-in and fan-out,
+    /// to draw values one by one (e.g. straight into a larger buffer).
+    pub fn sampler(&self, fan_in: usize, fan_out: usize) -> Result<Sampler> {
         let (fan_in, fan_out) = (fan_in.max(1) as f64, fan_out.max(1) as f64);
-        let uniform = |rng: &mut dyn rand::RngCore, lo: f64, hi: f64| -> Result<Vec<f64>> {
+        let uniform = |lo: f64, hi: f64| -> Result<Sampler> {
             if lo == hi {
-                return Ok(vec![lo; n]);
+                return Ok(Sampler::Const(lo));
             }
-            let u = Uniform::new(lo, hi)
-                .map_err(|e| candle_core::Error::Msg(format!("uniform({lo}, {hi}): {e}")))?;
-            Ok((0..n).map(|_| u.sample(rng)).collect())
+            Uniform::new(lo, hi)
+                .map(Sampler::Uniform)
+                .map_err(|e| candle_core::Error::Msg(format!("uniform({lo}, {hi}): {e}")))
         };
-        let normal = |rng: &mut dyn rand::RngCore, mean: f64, std: f64| -> Result<Vec<f64>> {
-            let d = Normal::new(mean, std)
-                .map_err(|e| candle_core::Error::Msg(format!("normal({mean}, {std}): {e}")))?;
-            Ok((0..n).map(|_| d.sample(rng)).collect())
+        let normal = |mean: f64, std: f64| -> Result<Sampler> {
+            Normal::new(mean, std)
+                .map(Sampler::Normal)
+                .map_err(|e| candle_core::Error::Msg(format!("normal({mean}, {std}): {e}")))
         };
         match *self {
-            Init::Zeros => Ok(vec![0.0; n]),
-            Init::Ones => Ok(vec![1.0; n]),
-            Init::Const { value } => Ok(vec![value; n]),
-            Init::Uniform { lo, hi } => uniform(rng, lo, hi),
-            Init::Normal { mean, std } => normal(rng, mean, std),
+            Init::Zeros => Ok(Sampler::Const(0.0)),
+            Init::Ones => Ok(Sampler::Const(1.0)),
+            Init::Const { value } => Ok(Sampler::Const(value)),
+            Init::Uniform { lo, hi } => uniform(lo, hi),
+            Init::Normal { mean, std } => normal(mean, std),
             Init::XavierUniform => {
                 let a = (6.0 / (fan_in + fan_out)).sqrt();
-                uniform(rng, -a, a)
+                uniform(-a, a)
             }
-            Init::XavierNormal => normal(rng, 0.0, (2.0 / (fan_in + fan_out)).sqrt()),
+            Init::XavierNormal => normal(0.0, (2.0 / (fan_in + fan_out)).sqrt()),
             Init::HeUniform => {
                 let a = (6.0 / fan_in).sqrt();
-                uniform(rng, -a, a)
+                uniform(-a, a)
             }
-            Init::HeNormal => normal(rng, 0.0, (2.0 / fan_in).sqrt()),
+            Init::HeNormal => normal(0.0, (2.0 / fan_in).sqrt()),
         }
     }
 
@@ -121,6 +141,28 @@ impl Init {
         Tensor::from_vec(v, shape, &Device::Cpu)?
             .to_dtype(dtype)?
             .to_device(device)
+    }
+}
+
+/// A distribution to draw initial values from (see [`Init::sampler`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Sampler {
+    /// Always the same value (draws nothing from the generator).
+    Const(f64),
+    /// Uniform.
+    Uniform(Uniform<f64>),
+    /// Normal.
+    Normal(Normal<f64>),
+}
+
+impl Sampler {
+    /// One value.
+    pub fn draw(&self, rng: &mut (impl Rng + ?Sized)) -> f64 {
+        match self {
+            Sampler::Const(v) => *v,
+            Sampler::Uniform(u) => u.sample(rng),
+            Sampler::Normal(n) => n.sample(rng),
+        }
     }
 }
 

@@ -537,16 +537,19 @@ pub(crate) fn update_row(
             let [m, v] = state else {
                 unreachable!("adam keeps two state slots")
             };
-            for (((w, &g), m), v) in w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-                let g = if decoupled {
-                    *w -= lr * wd * *w;
-                    g
-                } else {
-                    g + wd * *w
-                };
-                *m = b1 * *m + (1.0 - b1) * g;
-                *v = b2 * *v + (1.0 - b2) * g * g;
-                *w -= lr * (*m * c1) / ((*v * c2).sqrt() + eps);
+            // One branch-free loop for both decay styles, so the compiler vectorizes it.
+            let (decay, l2) = if decoupled {
+                (1.0 - lr * wd, 0.0)
+            } else {
+                (1.0, wd)
+            };
+            let n = w.len();
+            let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
+            for i in 0..n {
+                let gi = g[i] + l2 * w[i];
+                m[i] = b1 * m[i] + (1.0 - b1) * gi;
+                v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
+                w[i] = decay * w[i] - lr * (m[i] * c1) / ((v[i] * c2).sqrt() + eps);
             }
         }
     }

@@ -19,6 +19,13 @@
 //! Rows that are not touched do not change at all: no decay, no optimizer-state change (Adam is
 //! "lazy": each row counts its own updates for bias correction).
 //!
+//! A table whose rows are shared by many IDs and that needs per-ID gradients (CEL's clusters)
+//! can skip [`SparseRows::lookup`] and do the same steps itself: [`dedup`] the IDs, copy their
+//! rows with [`SparseRows::gather`] into its own leaf (one row per distinct ID), and after
+//! backward turn the per-ID gradients into per-row ones with [`RowGrads::merge`] (then, e.g.,
+//! [`RowGrads::average`]) before [`SparseRows::update`]. New rows come from
+//! [`SparseRows::push_row`] with fresh optimizer state.
+//!
 //! ```
 //! use candle_core::Device;
 //! use rec_nn::embedding::rows::SparseRows;
@@ -47,7 +54,7 @@ use candle_core::{DType, Device, Result, Tensor, Var};
 use rand::Rng;
 
 use crate::embedding::TensorMap;
-use crate::init::Init;
+use crate::init::{Init, Sampler};
 use crate::io::{meta_usize, take_tensor};
 use crate::optim::{OptimizerConfig, update_row};
 
@@ -124,6 +131,44 @@ pub struct RowGrads {
 }
 
 impl RowGrads {
+    /// Merges per-item gradients into per-row gradients: item `k` (gradient
+    /// `grads[k * dim..(k + 1) * dim]`, serving `counts[k]` positions) belongs to row `rows[k]`;
+    /// items of the same row are summed, in order of first appearance. A clustered table uses
+    /// this to turn per-entity gradients into per-cluster-row gradients.
+    pub fn merge(dim: usize, rows: &[u32], grads: &[f32], counts: &[u32]) -> Result<Self> {
+        if grads.len() != rows.len() * dim || counts.len() != rows.len() {
+            candle_core::bail!(
+                "{} rows with {} gradient values and {} counts (width {dim})",
+                rows.len(),
+                grads.len(),
+                counts.len()
+            );
+        }
+        let mut out = RowGrads {
+            dim,
+            rows: Vec::new(),
+            grads: Vec::new(),
+            counts: Vec::new(),
+        };
+        let mut pos: IdMap<usize> = IdMap::default();
+        for (k, &r) in rows.iter().enumerate() {
+            let g = &grads[k * dim..(k + 1) * dim];
+            match pos.get(&r) {
+                Some(&i) => {
+                    out.counts[i] += counts[k];
+                    out.grad_mut(i).iter_mut().zip(g).for_each(|(a, b)| *a += b);
+                }
+                None => {
+                    pos.insert(r, out.rows.len());
+                    out.rows.push(r);
+                    out.counts.push(counts[k]);
+                    out.grads.extend_from_slice(g);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Number of rows.
     pub fn len(&self) -> usize {
         self.rows.len()
@@ -162,15 +207,19 @@ struct Pending {
 
 /// Rows of floats in host memory with row-wise optimizer state and sparse, lazy updates.
 /// See the [module documentation](self).
+///
+/// Memory layout: each row's values and its optimizer state are stored next to each other
+/// (`[w | acc]` for AdaGrad, `[w | m | v | step count]` for Adam), so an update reads one
+/// contiguous block per row. On large tables rows are far apart in memory and this layout makes an update cost
+/// one memory stream per row instead of one per array.
 pub struct SparseRows {
     rows: usize,
     dim: usize,
-    weights: Vec<f32>,
+    /// Floats per row: `dim * (1 + slots)`, plus one for Adam's update count (stored as the
+    /// bits of a `u32`).
+    stride: usize,
+    data: Vec<f32>,
     config: OptimizerConfig,
-    /// `config.slots()` vectors of `rows * dim` values (AdaGrad accumulator, Adam moments).
-    slots: Vec<Vec<f32>>,
-    /// Per-row update counts (Adam's bias correction); empty for other optimizers.
-    steps: Vec<u32>,
     pending: Vec<Pending>,
     device: Device,
     /// Rows updated since the last [`clamp`](Self::clamp); `None` until the first clamp.
@@ -178,8 +227,8 @@ pub struct SparseRows {
 }
 
 impl SparseRows {
-    /// `rows` rows of width `dim`, filled by `init` from `rng` (row after row), with optimizer
-    /// `config`; lookups return tensors on `device`.
+    /// `rows` rows of width `dim`, filled by `init` from `rng` (row after row, as for a
+    /// `[rows, dim]` tensor), with optimizer `config`; lookups return tensors on `device`.
     pub fn new(
         rows: usize,
         dim: usize,
@@ -188,15 +237,16 @@ impl SparseRows {
         config: OptimizerConfig,
         device: &Device,
     ) -> Result<Self> {
-        let shape = candle_core::Shape::from((rows, dim));
-        let weights = match init {
-            // Avoid a detour through f64 for the common constant cases of huge tables.
-            Init::Zeros => vec![0.0; rows * dim],
-            Init::Ones => vec![1.0; rows * dim],
-            Init::Const { value } => vec![value as f32; rows * dim],
-            _ => sample_f32(&init, &shape, rng)?,
-        };
-        Self::from_weights(rows, dim, weights, config, device)
+        let mut s = Self::empty(rows, dim, config, device)?;
+        let sampler = init.sampler(dim, rows)?;
+        if !matches!(sampler, Sampler::Const(v) if v == 0.0) {
+            for r in 0..rows {
+                for w in s.row_mut(r) {
+                    *w = sampler.draw(rng) as f32;
+                }
+            }
+        }
+        Ok(s)
     }
 
     /// Rows with the given values (`rows * dim`, row after row) and fresh optimizer state.
@@ -207,6 +257,21 @@ impl SparseRows {
         config: OptimizerConfig,
         device: &Device,
     ) -> Result<Self> {
+        if weights.len() != rows * dim {
+            candle_core::bail!(
+                "{} values given for {rows} rows of width {dim}",
+                weights.len()
+            );
+        }
+        let mut s = Self::empty(rows, dim, config, device)?;
+        for (r, w) in weights.chunks_exact(dim.max(1)).enumerate() {
+            s.row_mut(r).copy_from_slice(w);
+        }
+        Ok(s)
+    }
+
+    /// Zero rows with fresh optimizer state.
+    fn empty(rows: usize, dim: usize, config: OptimizerConfig, device: &Device) -> Result<Self> {
         config.validate()?;
         if dim == 0 {
             candle_core::bail!("embedding rows need a positive dimension");
@@ -214,28 +279,23 @@ impl SparseRows {
         if rows > u32::MAX as usize {
             candle_core::bail!("{rows} rows do not fit u32 row numbers");
         }
-        if weights.len() != rows * dim {
-            candle_core::bail!(
-                "{} values given for {rows} rows of width {dim}",
-                weights.len()
-            );
-        }
+        let counted = usize::from(config.slots() == 2);
+        let stride = dim * (1 + config.slots()) + counted;
+        // A zeroed allocation: pages are committed when first written, as huge pages where
+        // the system allows (see `crate::sys`).
+        let mut data = vec![0f32; rows * stride];
+        crate::sys::advise_huge_pages(&mut data);
         let init = config.slot_init() as f32;
-        let slots = (0..config.slots())
-            .map(|_| vec![init; rows * dim])
-            .collect();
-        let steps = if config.slots() == 2 {
-            vec![0; rows]
-        } else {
-            Vec::new()
-        };
+        if init != 0.0 {
+            data.chunks_exact_mut(stride)
+                .for_each(|row| row[dim..stride - counted].fill(init));
+        }
         Ok(Self {
             rows,
             dim,
-            weights,
+            stride,
+            data,
             config,
-            slots,
-            steps,
             pending: Vec::new(),
             device: device.clone(),
             touched: None,
@@ -267,34 +327,59 @@ impl SparseRows {
         self.config.set_lr(lr)
     }
 
-    /// All values, row after row.
-    pub fn weights(&self) -> &[f32] {
-        &self.weights
+    /// A copy of all values, row after row (`rows * dim`).
+    pub fn weights(&self) -> Vec<f32> {
+        self.slot_values(0)
     }
 
-    /// All values, mutable (optimizer state is not touched).
-    pub fn weights_mut(&mut self) -> &mut [f32] {
-        &mut self.weights
+    /// Values of slot `k` of every row (0: the weights, then the optimizer state).
+    fn slot_values(&self, k: usize) -> Vec<f32> {
+        let (d, st) = (self.dim, self.stride);
+        let mut out = Vec::with_capacity(self.rows * d);
+        for row in self.data.chunks_exact(st) {
+            out.extend_from_slice(&row[k * d..(k + 1) * d]);
+        }
+        out
     }
 
     /// Row `r`. Panics if `r` is out of range (use [`gather`](Self::gather) for checked access).
     pub fn row(&self, r: usize) -> &[f32] {
-        &self.weights[r * self.dim..(r + 1) * self.dim]
+        let b = r * self.stride;
+        &self.data[b..b + self.dim]
     }
 
-    /// Mutable row `r`. Panics if `r` is out of range.
+    /// Mutable row `r` (optimizer state is not touched). Panics if `r` is out of range.
     pub fn row_mut(&mut self, r: usize) -> &mut [f32] {
-        &mut self.weights[r * self.dim..(r + 1) * self.dim]
+        let b = r * self.stride;
+        &mut self.data[b..b + self.dim]
+    }
+
+    /// Applies `f` to every row (e.g. to rescale or project a whole table).
+    pub fn for_each_row_mut(&mut self, mut f: impl FnMut(usize, &mut [f32])) {
+        let d = self.dim;
+        for (r, row) in self.data.chunks_exact_mut(self.stride).enumerate() {
+            f(r, &mut row[..d]);
+        }
     }
 
     /// Update count of row `r` (Adam only; 0 otherwise).
     pub fn row_steps(&self, r: usize) -> u32 {
-        self.steps.get(r).copied().unwrap_or(0)
+        if self.counted() {
+            self.data[(r + 1) * self.stride - 1].to_bits()
+        } else {
+            0
+        }
+    }
+
+    /// True when rows carry an update count (Adam).
+    fn counted(&self) -> bool {
+        self.config.slots() == 2
     }
 
     /// Optimizer state slot `slot` of row `r` (AdaGrad: 0 = accumulator; Adam: 0 = m, 1 = v).
     pub fn row_state(&self, slot: usize, r: usize) -> &[f32] {
-        &self.slots[slot][r * self.dim..(r + 1) * self.dim]
+        let b = r * self.stride + (slot + 1) * self.dim;
+        &self.data[b..b + self.dim]
     }
 
     /// Appends a row with `values` and fresh optimizer state; returns its number. (CEL creates
@@ -310,13 +395,12 @@ impl SparseRows {
         if self.rows >= u32::MAX as usize {
             candle_core::bail!("too many rows");
         }
-        self.weights.extend_from_slice(values);
+        self.data.extend_from_slice(values);
         let init = self.config.slot_init() as f32;
-        for s in &mut self.slots {
-            s.extend(std::iter::repeat_n(init, self.dim));
-        }
-        if !self.steps.is_empty() || self.config.slots() == 2 {
-            self.steps.push(0);
+        let state = self.dim * self.config.slots();
+        self.data.extend(std::iter::repeat_n(init, state));
+        if self.counted() {
+            self.data.push(f32::from_bits(0));
         }
         self.rows += 1;
         Ok(self.rows as u32 - 1)
@@ -324,13 +408,13 @@ impl SparseRows {
 
     /// Copies `rows` into a host vector (`rows.len() * dim`), checking every row number.
     pub fn gather(&self, rows: &[u32]) -> Result<Vec<f32>> {
+        if let Some(&r) = rows.iter().find(|&&r| r as usize >= self.rows) {
+            candle_core::bail!("row {r} requested from a table of {} rows", self.rows);
+        }
+        prefetch_rows(&self.data, rows, self.stride, self.dim);
         let mut out = Vec::with_capacity(rows.len() * self.dim);
         for &r in rows {
-            let r = r as usize;
-            if r >= self.rows {
-                candle_core::bail!("row {r} requested from a table of {} rows", self.rows);
-            }
-            out.extend_from_slice(&self.weights[r * self.dim..(r + 1) * self.dim]);
+            out.extend_from_slice(self.row(r as usize));
         }
         Ok(out)
     }
@@ -375,48 +459,33 @@ impl SparseRows {
     pub fn take_gradients(&mut self, grads: &GradStore) -> Result<RowGrads> {
         let pending = std::mem::take(&mut self.pending);
         let dim = self.dim;
-        let mut out = RowGrads {
-            dim,
-            rows: Vec::new(),
-            grads: Vec::new(),
-            counts: Vec::new(),
-        };
         if pending.len() == 1 {
             // The common case: rows are already unique.
             let p = pending.into_iter().next().expect("one pending lookup");
-            if let Some(g) = grads.get(p.leaf.as_tensor()) {
-                out.grads = host_f32(g)?;
-                out.rows = p.rows;
-                out.counts = p.counts;
-            }
-            return Ok(out);
+            return Ok(match grads.get(p.leaf.as_tensor()) {
+                Some(g) => RowGrads {
+                    dim,
+                    grads: host_f32(g)?,
+                    rows: p.rows,
+                    counts: p.counts,
+                },
+                None => RowGrads {
+                    dim,
+                    rows: Vec::new(),
+                    grads: Vec::new(),
+                    counts: Vec::new(),
+                },
+            });
         }
-        let mut pos: IdMap<usize> = IdMap::default();
+        let (mut rows, mut all, mut counts) = (Vec::new(), Vec::new(), Vec::new());
         for p in pending {
-            let Some(g) = grads.get(p.leaf.as_tensor()) else {
-                continue;
-            };
-            let g = host_f32(g)?;
-            for (i, (&r, &c)) in p.rows.iter().zip(&p.counts).enumerate() {
-                let gi = &g[i * dim..(i + 1) * dim];
-                match pos.get(&r) {
-                    Some(&k) => {
-                        out.counts[k] += c;
-                        out.grads[k * dim..(k + 1) * dim]
-                            .iter_mut()
-                            .zip(gi)
-                            .for_each(|(a, b)| *a += b);
-                    }
-                    None => {
-                        pos.insert(r, out.rows.len());
-                        out.rows.push(r);
-                        out.counts.push(c);
-                        out.grads.extend_from_slice(gi);
-                    }
-                }
+            if let Some(g) = grads.get(p.leaf.as_tensor()) {
+                all.extend(host_f32(g)?);
+                rows.extend_from_slice(&p.rows);
+                counts.extend_from_slice(&p.counts);
             }
         }
-        Ok(out)
+        RowGrads::merge(dim, &rows, &all, &counts)
     }
 
     /// Applies one optimizer update to every row of `g` (rows must be distinct and in range).
@@ -433,29 +502,24 @@ impl SparseRows {
         if let Some(&r) = g.rows.iter().find(|&&r| r as usize >= self.rows) {
             candle_core::bail!("gradient for row {r} of a table of {} rows", self.rows);
         }
-        let dim = self.dim;
+        let (dim, stride) = (self.dim, self.stride);
+        prefetch_rows(&self.data, &g.rows, stride, stride);
         for (i, &r) in g.rows.iter().enumerate() {
             let r = r as usize;
-            let span = r * dim..(r + 1) * dim;
-            let step = match self.steps.get_mut(r) {
-                Some(s) => {
-                    *s += 1;
-                    *s
+            let block = &mut self.data[r * stride..(r + 1) * stride];
+            let (w, state) = block.split_at_mut(dim);
+            let grad = g.grad(i);
+            match self.config.slots() {
+                0 => update_row(&self.config, w, grad, &mut [], 1),
+                1 => update_row(&self.config, w, grad, &mut [state], 1),
+                _ => {
+                    let (m, rest) = state.split_at_mut(dim);
+                    let (v, count) = rest.split_at_mut(dim);
+                    let step = count[0].to_bits() + 1;
+                    count[0] = f32::from_bits(step);
+                    update_row(&self.config, w, grad, &mut [m, v], step);
                 }
-                None => 1,
-            };
-            let mut state: Vec<&mut [f32]> = self
-                .slots
-                .iter_mut()
-                .map(|s| &mut s[span.clone()])
-                .collect();
-            update_row(
-                &self.config,
-                &mut self.weights[span.clone()],
-                g.grad(i),
-                &mut state,
-                step,
-            );
+            }
         }
         if let Some(t) = &mut self.touched {
             t.extend_from_slice(&g.rows);
@@ -477,15 +541,12 @@ impl SparseRows {
     /// Clamps values into `[min, max]`: every row on the first call, then only the rows updated
     /// since the previous call (so a per-step clamp costs what the step touched).
     pub fn clamp(&mut self, min: f32, max: f32) {
+        let clamp = |w: &mut [f32]| w.iter_mut().for_each(|w| *w = w.clamp(min, max));
         match self.touched.take() {
-            None => self.weights.iter_mut().for_each(|w| *w = w.clamp(min, max)),
-            Some(rows) => {
-                for r in rows {
-                    self.row_mut(r as usize)
-                        .iter_mut()
-                        .for_each(|w| *w = w.clamp(min, max));
-                }
-            }
+            None => self.for_each_row_mut(|_, w| clamp(w)),
+            Some(rows) => rows
+                .into_iter()
+                .for_each(|r| clamp(self.row_mut(r as usize))),
         }
         self.touched = Some(Vec::new());
     }
@@ -506,20 +567,18 @@ impl SparseRows {
     pub fn save(&self, prefix: &str, out: &mut TensorMap) -> Result<serde_json::Value> {
         let cpu = Device::Cpu;
         let shape = (self.rows, self.dim);
-        out.insert(
-            format!("{prefix}weight"),
-            Tensor::from_slice(&self.weights, shape, &cpu)?,
-        );
-        for (name, s) in self.config.slot_names().iter().zip(&self.slots) {
+        let names = std::iter::once("weight").chain(self.config.slot_names().iter().copied());
+        for (k, name) in names.enumerate() {
             out.insert(
                 format!("{prefix}{name}"),
-                Tensor::from_slice(s, shape, &cpu)?,
+                Tensor::from_vec(self.slot_values(k), shape, &cpu)?,
             );
         }
-        if !self.steps.is_empty() {
+        if self.counted() {
+            let steps: Vec<u32> = (0..self.rows).map(|r| self.row_steps(r)).collect();
             out.insert(
                 format!("{prefix}steps"),
-                Tensor::from_slice(&self.steps, self.rows, &cpu)?,
+                Tensor::from_vec(steps, self.rows, &cpu)?,
             );
         }
         Ok(serde_json::json!({
@@ -532,7 +591,7 @@ impl SparseRows {
     /// Restores what [`save`](Self::save) wrote. The width and optimizer kind must match, and
     /// the row count too when `expected_rows` is given (tables whose row count is fixed by their
     /// construction); hyperparameters stay those of the current configuration. Pending lookups
-    /// are dropped.
+    /// are dropped. Nothing changes when an error is returned.
     pub fn load(
         &mut self,
         prefix: &str,
@@ -560,22 +619,16 @@ impl SparseRows {
                 self.config.kind()
             );
         }
-        let get = |name: &str| -> Result<Vec<f32>> {
-            take_tensor(
-                tensors,
-                &format!("{prefix}{name}"),
-                &[rows, dim],
-                DType::F32,
-            )?
-            .flatten_all()?
-            .to_vec1::<f32>()
-        };
-        let weights = get("weight")?;
-        let slots = self
-            .config
-            .slot_names()
+        let names: Vec<&str> = std::iter::once("weight")
+            .chain(self.config.slot_names().iter().copied())
+            .collect();
+        let parts = names
             .iter()
-            .map(|n| get(n))
+            .map(|n| {
+                take_tensor(tensors, &format!("{prefix}{n}"), &[rows, dim], DType::F32)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()
+            })
             .collect::<Result<Vec<_>>>()?;
         let steps = if self.config.slots() == 2 {
             take_tensor(tensors, &format!("{prefix}steps"), &[rows], DType::U32)?
@@ -583,27 +636,43 @@ impl SparseRows {
         } else {
             Vec::new()
         };
+        let stride = self.stride;
+        let mut data = vec![0f32; rows * stride];
+        crate::sys::advise_huge_pages(&mut data);
+        for (r, block) in data.chunks_exact_mut(stride).enumerate() {
+            for (k, part) in parts.iter().enumerate() {
+                block[k * dim..(k + 1) * dim].copy_from_slice(&part[r * dim..(r + 1) * dim]);
+            }
+            if let Some(&n) = steps.get(r) {
+                block[stride - 1] = f32::from_bits(n);
+            }
+        }
         self.rows = rows;
-        self.weights = weights;
-        self.slots = slots;
-        self.steps = steps;
+        self.data = data;
         self.pending.clear();
         self.touched = None;
         Ok(())
     }
 }
 
-/// Samples `init` over `shape` as f32 values.
-pub(crate) fn sample_f32(
-    init: &Init,
-    shape: &candle_core::Shape,
-    rng: &mut impl Rng,
-) -> Result<Vec<f32>> {
-    Ok(init
-        .sample(shape, rng)?
-        .into_iter()
-        .map(|x| x as f32)
-        .collect())
+/// Touches one value per 64-byte cache line of the first `len` values of each row's block, so
+/// the memory loads of all rows are in flight together; the copy or update that follows then
+/// finds the rows in cache. On large tables this overlaps what would otherwise be one memory
+/// latency per row (a portable software prefetch: plain loads, no `unsafe`).
+fn prefetch_rows(data: &[f32], rows: &[u32], stride: usize, len: usize) {
+    const LINE: usize = 16;
+    let mut acc = [0u32; 4];
+    for (k, &r) in rows.iter().enumerate() {
+        let b = r as usize * stride;
+        if let Some(block) = data.get(b..b + len) {
+            let mut x = 0u32;
+            for v in block.iter().step_by(LINE) {
+                x |= v.to_bits();
+            }
+            acc[k % 4] |= x;
+        }
+    }
+    std::hint::black_box(acc);
 }
 
 /// A tensor's values as a host `Vec<f32>` (any device, any float dtype).
@@ -655,7 +724,7 @@ mod tests {
     #[test]
     fn lookups_are_rows_and_gradients_merge_by_row() -> Result<()> {
         let mut s = store(10, 3, OptimizerConfig::sgd(1.0));
-        let w0 = s.weights().to_vec();
+        let w0 = s.weights();
         let a = s.lookup(&[2, 5, 2], true)?;
         let b = s.lookup(&[5, 9], true)?;
         assert_eq!(a.to_vec2::<f32>()?[1], w0[15..18].to_vec());
@@ -682,9 +751,21 @@ mod tests {
     }
 
     #[test]
+    fn autograd_sees_only_the_unique_rows() -> Result<()> {
+        let mut s = store(100_000, 8, OptimizerConfig::sgd(0.1));
+        let e = s.lookup(&[5, 99_999, 5], true)?;
+        let grads = e.sum_all()?.backward()?;
+        let leaves = s.pending_leaves();
+        assert_eq!(leaves.len(), 1);
+        assert_eq!(leaves[0].0, &[5, 99_999]);
+        assert_eq!(grads.get(leaves[0].1.as_tensor()).unwrap().dims(), &[2, 8]);
+        Ok(())
+    }
+
+    #[test]
     fn lazy_adam_counts_steps_per_row_and_leaves_others_alone() -> Result<()> {
         let mut s = store(6, 2, OptimizerConfig::adam(0.1));
-        let w0 = s.weights().to_vec();
+        let w0 = s.weights();
         for step in 0..3 {
             let ids: &[u32] = if step == 1 { &[1, 4] } else { &[1] };
             let e = s.lookup(ids, true)?;
@@ -707,7 +788,7 @@ mod tests {
     #[test]
     fn a_transform_hook_can_average() -> Result<()> {
         let mut s = store(4, 2, OptimizerConfig::sgd(1.0));
-        let w0 = s.weights().to_vec();
+        let w0 = s.weights();
         let e = s.lookup(&[3, 3, 3, 0], true)?;
         let mut g = s.take_gradients(&e.sum_all()?.backward()?)?;
         g.average();
@@ -719,7 +800,7 @@ mod tests {
     #[test]
     fn unused_lookups_and_cleared_lookups_change_nothing() -> Result<()> {
         let mut s = store(4, 2, OptimizerConfig::adagrad(0.5));
-        let w0 = s.weights().to_vec();
+        let w0 = s.weights();
         let used = s.lookup(&[1], true)?;
         let _unused = s.lookup(&[2], true)?;
         s.apply_gradients(&used.sum_all()?.backward()?)?;
@@ -730,6 +811,29 @@ mod tests {
         s.clear_pending();
         s.apply_gradients(&grads)?;
         assert_eq!(s.row(3), &w0[6..8]);
+        Ok(())
+    }
+
+    #[test]
+    fn merge_sums_items_of_the_same_row() -> Result<()> {
+        let g = RowGrads::merge(2, &[4, 1, 4], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[1, 2, 3])?;
+        assert_eq!(g.rows, vec![4, 1]);
+        assert_eq!(g.grads, vec![6.0, 8.0, 3.0, 4.0]);
+        assert_eq!(g.counts, vec![4, 2]);
+        assert!(RowGrads::merge(2, &[4], &[1.0], &[1]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn empty_lookups_work() -> Result<()> {
+        let mut s = store(4, 2, OptimizerConfig::adam(0.1));
+        let w0 = s.weights();
+        assert_eq!(s.lookup(&[], false)?.dims(), &[0, 2]);
+        let e = s.lookup(&[], true)?;
+        assert_eq!(e.dims(), &[0, 2]);
+        let x = s.lookup(&[1], true)?;
+        s.apply_gradients(&(x.sum_all()? + e.sum_all()?)?.backward()?)?;
+        assert_eq!(s.row(0), &w0[..2]);
         Ok(())
     }
 

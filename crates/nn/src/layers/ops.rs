@@ -18,9 +18,11 @@ pub fn softmax<Dm: candle_core::shape::Dim + Copy>(x: &Tensor, dim: Dm) -> Resul
 /// 1 = valid, 0 = padding) is 1. Padding gets weight exactly 0 whatever its score, so padded
 /// positions never change the result; a row without valid positions gets all zeros.
 pub fn masked_softmax(x: &Tensor, mask: &Tensor) -> Result<Tensor> {
-    // Scores at padding are replaced by a very negative constant before taking the max.
-    let neg = (mask.affine(1.0, -1.0)? * 1e9)?;
-    let s = ((x * mask)? + neg)?;
+    // Scores at padding are replaced by a very negative constant before taking the max
+    // (`where_cond`, so even an infinite or NaN score at padding cannot leak through).
+    let keep = mask.ne(0.0)?;
+    let neg = x.ones_like()?.affine(-1e9, 0.0)?;
+    let s = keep.where_cond(x, &neg)?;
     let m = s.max_keepdim(D::Minus1)?.detach();
     let e = (s.broadcast_sub(&m)?.exp()? * mask)?;
     let z = e.sum_keepdim(D::Minus1)?.affine(1.0, 1e-30)?;
@@ -119,10 +121,15 @@ mod tests {
         assert!((w[0][0] - xv[0][0].exp() / z).abs() < 1e-12);
         assert_eq!((w[0][2], w[0][3]), (0.0, 0.0));
         assert_eq!(w[1], vec![0.0; 4]);
-        // Huge scores at padding change nothing.
-        let big = Tensor::new(&[[0f64, 0.0, 1e6, -1e6], [0.0, 0.0, 0.0, 0.0]], &d)?;
+        // Huge, infinite or undefined scores at padding change nothing.
+        let big = Tensor::new(
+            &[[0f64, 0.0, f64::INFINITY, f64::NAN], [0.0, 1e6, 0.0, 0.0]],
+            &d,
+        )?;
         let w2 = masked_softmax(&(x.as_tensor() + big)?, &mask)?.to_vec2::<f64>()?;
         assert!((w2[0][0] - w[0][0]).abs() < 1e-12);
+        assert_eq!(w2[0][2..], [0.0, 0.0]);
+        assert_eq!(w2[1], vec![0.0; 4]);
         let p = vec![("x".to_string(), x.clone())];
         check_gradients(
             &p,

@@ -2,7 +2,7 @@
 //!
 //! Every model is built from a [`Schema`], a hyperparameter struct (serde, documented defaults,
 //! unknown fields rejected), a [`TableFactory`](crate::embedding::TableFactory), a device and a
-//! seed. A model composes the shared layers ([`FeatureEmbedding`](crate::features::FeatureEmbedding),
+//! seed. A model composes the shared layers ([`FeatureEmbedding`],
 //! [`Mlp`](crate::layers::Mlp), [`fm_interaction`](crate::layers::fm_interaction)); its file
 //! holds only what is specific to it. It never knows which table kind it holds.
 //!
