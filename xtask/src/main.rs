@@ -6,6 +6,7 @@
 use clap::{Parser, Subcommand};
 
 mod data;
+mod train;
 
 /// Project automation for rec-rs.
 #[derive(Parser)]
@@ -25,12 +26,37 @@ enum Command {
     /// Data sets: fetch them, print their statistics and protocol sizes.
     #[command(subcommand)]
     Data(data::DataCommand),
+    /// Train a model (with no argument: the quickstart on MovieLens-100k).
+    Train(train::TrainArgs),
+    /// Evaluate a checkpoint on the validation and test splits of its configuration.
+    Eval(train::EvalArgs),
 }
 
 fn main() -> anyhow::Result<()> {
+    // Keep freed step tensors in the process instead of returning them to the OS every step
+    // (about 10x faster small training steps with glibc; see rec_nn::sys).
+    rec_nn::sys::tune_malloc();
+    init_logging();
     match Cli::parse().command {
         Command::Data(cmd) => data::run(cmd),
+        Command::Train(args) => train::run(args),
+        Command::Eval(args) => train::eval(args),
     }
+}
+
+/// Logs go to stderr; `RUST_LOG` overrides the default level (`info` for this project).
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new("warn,rec_trainer=info,rec_data=info,rec_nn=info,embedding_cel=info,scenario_saml=info,user_dupn=info")
+    });
+    use std::io::IsTerminal;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
 }
 
 #[cfg(test)]

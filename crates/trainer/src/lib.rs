@@ -1,2 +1,42 @@
-//! Training loop, configuration, checkpoints and reports. Not implemented yet: see the
-//! project's issue tracker.
+//! Training, evaluation, checkpoints and reports for any model that implements
+//! [`rec_nn::Model`].
+//!
+//! A run is described by a TOML [`Config`]; [`run`] loads the data, builds the model and its
+//! embedding tables, and calls [`fit`], which trains with a progress bar, evaluates on the
+//! validation split after every epoch, stops early, writes atomic checkpoints (and resumes from
+//! them), logs JSON lines and writes a report with plots into the run directory.
+//!
+//! ```no_run
+//! use rec_trainer::{Config, Start, run};
+//! let mut cfg = Config::new("deepfm", "ml-100k", "ctr");
+//! cfg.train.epochs = 3;
+//! let outcome = run(&cfg, Start::Fresh)?;
+//! println!("{}", outcome.test);
+//! # Ok::<(), anyhow::Error>(())
+//! ```
+#![warn(missing_docs)]
+
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod eval;
+pub mod experiment;
+pub mod plot;
+pub mod registry;
+pub mod report;
+pub mod train;
+
+pub use config::Config;
+pub use eval::{Evaluation, evaluate};
+pub use train::{Outcome, Start, fit};
+
+use anyhow::Result;
+use candle_core::Device;
+
+/// Loads the data of `cfg`, builds its model on the CPU, and trains it.
+pub fn run(cfg: &Config, start: Start) -> Result<Outcome> {
+    let split = data::load_split(&cfg.data)?;
+    let device = Device::Cpu;
+    let mut model = registry::build_model(cfg, &split.schema, &split.train, &device)?;
+    fit(model.as_mut(), &split, cfg, start)
+}

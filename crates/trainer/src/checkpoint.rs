@@ -1,0 +1,310 @@
+//! Checkpoints that are written atomically and verified before they are trusted.
+//!
+//! A checkpoint is a directory `<root>/<name>/` holding
+//! - `tensors.safetensors`: every tensor (model parameters, embedding rows, optimizer state);
+//! - `state.json`: everything else (step, epoch, RNG state, configuration, table metadata, ...);
+//! - `manifest.json`: the SHA-256 and size of the two files above.
+//!
+//! It is first written to `<root>/.tmp-<name>/`, flushed to disk, then renamed into place, and
+//! only then does the pointer file `<root>/latest` (or `best`) move to it, itself by
+//! write-then-rename. A crash at any moment leaves the previous checkpoint and pointer intact.
+//! Loading recomputes both digests and refuses a checkpoint that does not match its manifest,
+//! so a truncated or corrupted file is reported, never loaded. Only safetensors and JSON are
+//! read: nothing in a checkpoint can execute code.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use candle_core::Device;
+use rec_nn::TensorMap;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+const TENSORS: &str = "tensors.safetensors";
+const STATE: &str = "state.json";
+const MANIFEST: &str = "manifest.json";
+/// Version of the checkpoint layout; a checkpoint of another version is refused.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Manifest {
+    format_version: u32,
+    files: BTreeMap<String, FileEntry>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct FileEntry {
+    sha256: String,
+    bytes: u64,
+}
+
+fn sha256_file(path: &Path) -> Result<(String, u64)> {
+    let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let digest = Sha256::digest(&bytes);
+    Ok((hex(&digest), bytes.len() as u64))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes `contents` to `path` atomically: a temporary file in the same directory, flushed to
+/// disk, then renamed over `path`.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .context("atomic write needs a file name")?
+        .to_string_lossy();
+    let tmp = dir.join(format!(".tmp-{}-{name}", std::process::id()));
+    {
+        let mut f =
+            File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        f.write_all(contents)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        f.sync_all()
+            .with_context(|| format!("cannot flush {}", tmp.display()))?;
+    }
+    fs::rename(&tmp, path)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
+    sync_dir(dir);
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) {
+    // Persisting the directory entry is best effort: not every file system supports it.
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Writes a checkpoint called `name` under `root` and returns its directory.
+///
+/// Fails if a checkpoint of that name already exists: names are unique (e.g. by step).
+pub fn write(
+    root: &Path,
+    name: &str,
+    tensors: &TensorMap,
+    state: &serde_json::Value,
+) -> Result<PathBuf> {
+    fs::create_dir_all(root).with_context(|| format!("cannot create {}", root.display()))?;
+    let final_dir = root.join(name);
+    if final_dir.exists() {
+        bail!("checkpoint {} already exists", final_dir.display());
+    }
+    let tmp = root.join(format!(".tmp-{name}"));
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp)
+            .with_context(|| format!("cannot remove stale {}", tmp.display()))?;
+    }
+    fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let tensors_path = tmp.join(TENSORS);
+    candle_core::safetensors::save(tensors, &tensors_path)
+        .with_context(|| format!("cannot write {}", tensors_path.display()))?;
+    File::open(&tensors_path)?.sync_all()?;
+    let state_text = serde_json::to_vec_pretty(state)?;
+    write_atomic(&tmp.join(STATE), &state_text)?;
+    let mut files = BTreeMap::new();
+    for f in [TENSORS, STATE] {
+        let (sha256, bytes) = sha256_file(&tmp.join(f))?;
+        files.insert(f.to_string(), FileEntry { sha256, bytes });
+    }
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        files,
+    };
+    write_atomic(&tmp.join(MANIFEST), &serde_json::to_vec_pretty(&manifest)?)?;
+    sync_dir(&tmp);
+    fs::rename(&tmp, &final_dir)
+        .with_context(|| format!("cannot move checkpoint into {}", final_dir.display()))?;
+    sync_dir(root);
+    Ok(final_dir)
+}
+
+/// Points `<root>/<pointer>` (e.g. `latest`, `best`) at the checkpoint called `name`.
+pub fn set_pointer(root: &Path, pointer: &str, name: &str) -> Result<()> {
+    write_atomic(&root.join(pointer), format!("{name}\n").as_bytes())
+}
+
+/// The checkpoint directory that `<root>/<pointer>` names, if the pointer exists.
+pub fn resolve_pointer(root: &Path, pointer: &str) -> Result<Option<PathBuf>> {
+    let p = root.join(pointer);
+    if !p.exists() {
+        return Ok(None);
+    }
+    let name = fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
+    let name = name.trim();
+    if name.is_empty() || name.contains('/') || name.contains("..") {
+        bail!("{} holds an invalid checkpoint name {name:?}", p.display());
+    }
+    Ok(Some(root.join(name)))
+}
+
+/// Reads and verifies a checkpoint directory: the manifest's version, then each file's size and
+/// SHA-256, then the contents. Any mismatch is an error naming the file.
+pub fn read(dir: &Path, device: &Device) -> Result<(TensorMap, serde_json::Value)> {
+    let manifest_path = dir.join(MANIFEST);
+    let text = fs::read_to_string(&manifest_path).with_context(|| {
+        format!(
+            "{} is not a complete checkpoint (no readable {MANIFEST})",
+            dir.display()
+        )
+    })?;
+    let manifest: Manifest = serde_json::from_str(&text)
+        .with_context(|| format!("{} is corrupt", manifest_path.display()))?;
+    if manifest.format_version != FORMAT_VERSION {
+        bail!(
+            "{} has checkpoint format {}, this version reads format {FORMAT_VERSION}",
+            dir.display(),
+            manifest.format_version
+        );
+    }
+    for f in [TENSORS, STATE] {
+        let entry = manifest
+            .files
+            .get(f)
+            .with_context(|| format!("{} lists no {f}", manifest_path.display()))?;
+        let path = dir.join(f);
+        let (sha, bytes) = sha256_file(&path)?;
+        if bytes != entry.bytes {
+            bail!(
+                "checkpoint file {} has {bytes} bytes, its manifest says {}: truncated or altered; refusing to load it",
+                path.display(),
+                entry.bytes
+            );
+        }
+        if sha != entry.sha256 {
+            bail!(
+                "checkpoint file {} does not match its SHA-256 in the manifest: corrupted or altered; refusing to load it",
+                path.display()
+            );
+        }
+    }
+    let tensors = candle_core::safetensors::load(dir.join(TENSORS), device)
+        .with_context(|| format!("cannot read {}", dir.join(TENSORS).display()))?;
+    let state: serde_json::Value = serde_json::from_slice(&fs::read(dir.join(STATE))?)
+        .with_context(|| format!("{} is not valid JSON", dir.join(STATE).display()))?;
+    Ok((tensors, state))
+}
+
+/// Deletes checkpoints under `root` except the `keep` newest (by name order, which is step
+/// order for the names the trainer uses) and those named in `protect`.
+pub fn prune(root: &Path, keep: usize, protect: &[PathBuf]) -> Result<()> {
+    let mut names: Vec<PathBuf> = fs::read_dir(root)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("step-"))
+        })
+        .collect();
+    names.sort();
+    let n = names.len();
+    for p in names.into_iter().take(n.saturating_sub(keep)) {
+        if !protect.contains(&p) {
+            fs::remove_dir_all(&p).with_context(|| format!("cannot remove {}", p.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// The checkpoint name of a step: `step-000000001234`, so that name order is step order.
+pub fn step_name(step: u64) -> String {
+    format!("step-{step:012}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Tensor;
+
+    fn sample() -> (TensorMap, serde_json::Value) {
+        let mut m = TensorMap::new();
+        m.insert(
+            "w".into(),
+            Tensor::new(&[1f32, 2.0, 3.0], &Device::Cpu).unwrap(),
+        );
+        (m, serde_json::json!({"step": 7}))
+    }
+
+    #[test]
+    fn write_then_read_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let (m, s) = sample();
+        let p = write(dir.path(), &step_name(7), &m, &s).unwrap();
+        set_pointer(dir.path(), "latest", &step_name(7)).unwrap();
+        assert_eq!(resolve_pointer(dir.path(), "latest").unwrap().unwrap(), p);
+        let (m2, s2) = read(&p, &Device::Cpu).unwrap();
+        assert_eq!(s2, s);
+        assert_eq!(m2["w"].to_vec1::<f32>().unwrap(), vec![1.0, 2.0, 3.0]);
+        assert!(
+            write(dir.path(), &step_name(7), &m, &s).is_err(),
+            "names are unique"
+        );
+    }
+
+    #[test]
+    fn corrupted_or_truncated_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (m, s) = sample();
+        let p = write(dir.path(), "step-1", &m, &s).unwrap();
+        let t = p.join(TENSORS);
+        let mut bytes = fs::read(&t).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        fs::write(&t, &bytes).unwrap();
+        let e = read(&p, &Device::Cpu).unwrap_err().to_string();
+        assert!(e.contains("SHA-256"), "{e}");
+        bytes.truncate(bytes.len() / 2);
+        fs::write(&t, &bytes).unwrap();
+        let e = read(&p, &Device::Cpu).unwrap_err().to_string();
+        assert!(e.contains("truncated"), "{e}");
+        fs::remove_file(p.join(MANIFEST)).unwrap();
+        let e = read(&p, &Device::Cpu).unwrap_err().to_string();
+        assert!(e.contains("not a complete checkpoint"), "{e}");
+    }
+
+    #[test]
+    fn a_half_written_checkpoint_leaves_the_pointer_on_the_previous_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (m, s) = sample();
+        write(dir.path(), "step-1", &m, &s).unwrap();
+        set_pointer(dir.path(), "latest", "step-1").unwrap();
+        // A crash while writing step-2: only its temporary directory exists.
+        fs::create_dir_all(dir.path().join(".tmp-step-2")).unwrap();
+        fs::write(dir.path().join(".tmp-step-2").join(TENSORS), b"partial").unwrap();
+        let latest = resolve_pointer(dir.path(), "latest").unwrap().unwrap();
+        assert!(read(&latest, &Device::Cpu).is_ok());
+        // Writing step-2 again replaces the stale temporary directory.
+        write(dir.path(), "step-2", &m, &s).unwrap();
+        assert!(read(&dir.path().join("step-2"), &Device::Cpu).is_ok());
+    }
+
+    #[test]
+    fn prune_keeps_newest_and_protected() {
+        let dir = tempfile::tempdir().unwrap();
+        let (m, s) = sample();
+        for i in 1..=5 {
+            write(dir.path(), &step_name(i), &m, &s).unwrap();
+        }
+        let best = dir.path().join(step_name(1));
+        prune(dir.path(), 2, std::slice::from_ref(&best)).unwrap();
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, vec![step_name(1), step_name(4), step_name(5)]);
+    }
+
+    #[test]
+    fn pointer_with_path_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("latest"), "../../etc\n").unwrap();
+        assert!(resolve_pointer(dir.path(), "latest").is_err());
+    }
+}

@@ -1,0 +1,397 @@
+//! The TOML configuration of a training run.
+//!
+//! Every section and key has a documented default; unknown keys are rejected with the file,
+//! line and key named, so a typo never silently falls back to a default.
+//!
+//! ```toml
+//! [data]
+//! dataset = "ml-100k"    # ml-100k | synthetic | csv
+//! protocol = "ctr"       # ctr | rating | cold | ms | seq | ecom
+//! seed = 42
+//!
+//! [model]
+//! name = "deepfm"
+//! [model.params]         # model-specific hyperparameters (see each model's docs)
+//! embedding_dim = 16
+//!
+//! [embeddings.default]   # table used for every ID field unless overridden
+//! kind = "full"
+//! [embeddings.fields.item_id]
+//! kind = "hashed"
+//! rows = 200
+//!
+//! [optimizer.dense]
+//! kind = "adam"
+//! lr = 0.001
+//!
+//! [train]
+//! epochs = 20
+//! batch_size = 2048
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// A whole run: data, model, embeddings, optimizers, loop and output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Which data set and protocol (default: ml-100k, ctr, seed 42).
+    #[serde(default)]
+    pub data: DataConfig,
+    /// Which model, with its hyperparameters.
+    pub model: ModelConfig,
+    /// Which embedding table each ID field gets.
+    #[serde(default)]
+    pub embeddings: EmbeddingsConfig,
+    /// Optimizers of dense parameters and of embedding rows.
+    #[serde(default)]
+    pub optimizer: OptimizerConfig,
+    /// The training loop.
+    #[serde(default)]
+    pub train: TrainConfig,
+    /// Where results go.
+    #[serde(default)]
+    pub output: OutputConfig,
+}
+
+/// Data set and evaluation protocol.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// `ml-100k` (default), `synthetic` or `csv`.
+    #[serde(default = "default_dataset")]
+    pub dataset: String,
+    /// Protocol name: `ctr` (default), `rating`, `cold`, `ms`, `seq` (ml-100k); `ecom`, `ms`
+    /// (synthetic); ignored for `csv`.
+    #[serde(default = "default_protocol")]
+    pub protocol: String,
+    /// Seed of the split, the shuffling, the initialisation and dropout. Default 42.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Keep only these tasks of the protocol, in this order (e.g. `["like"]`). Default: all.
+    #[serde(default)]
+    pub tasks: Option<Vec<String>>,
+    /// Data-set-specific options (e.g. the synthetic preset, or the CSV path and its schema).
+    #[serde(default)]
+    pub options: toml::Table,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            dataset: default_dataset(),
+            protocol: default_protocol(),
+            seed: default_seed(),
+            tasks: None,
+            options: toml::Table::new(),
+        }
+    }
+}
+
+/// Model name and hyperparameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Registered model name, e.g. `deepfm` (see `cargo xtask train --help`).
+    pub name: String,
+    /// Model-specific hyperparameters; each model rejects keys it does not know.
+    #[serde(default)]
+    pub params: toml::Table,
+}
+
+/// Embedding table per ID field.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingsConfig {
+    /// Table for every field not listed in `fields`. Default `{ kind = "full" }`.
+    #[serde(default)]
+    pub default: Option<toml::Table>,
+    /// Per-field overrides, keyed by schema field name.
+    #[serde(default)]
+    pub fields: BTreeMap<String, toml::Table>,
+    /// Initial values of every table row. Default `{ kind = "normal", mean = 0, std = 0.05 }`.
+    #[serde(default)]
+    pub init: Option<rec_nn::init::Init>,
+}
+
+/// Optimizers, each `{ kind = "sgd" | "adagrad" | "adam" | "adamw", lr = ..., ... }` (see
+/// [`rec_nn::optim::OptimizerConfig`] for every key and default).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimizerConfig {
+    /// Optimizer of dense parameters. Default Adam, lr 0.001.
+    #[serde(default = "default_opt")]
+    pub dense: rec_nn::optim::OptimizerConfig,
+    /// Row-wise optimizer of embedding tables. Default Adam, lr 0.001.
+    #[serde(default = "default_opt")]
+    pub sparse: rec_nn::optim::OptimizerConfig,
+}
+
+impl Default for OptimizerConfig {
+    fn default() -> Self {
+        Self {
+            dense: default_opt(),
+            sparse: default_opt(),
+        }
+    }
+}
+
+fn default_opt() -> rec_nn::optim::OptimizerConfig {
+    rec_nn::optim::OptimizerConfig::adam(1e-3)
+}
+
+/// Which validation metric decides early stopping and the best checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EarlyStopping {
+    /// Metric name as it appears in the report, e.g. `auc`, `rmse`, `logloss`.
+    pub metric: String,
+    /// Task whose metric is watched. Default: the first task of the schema.
+    #[serde(default)]
+    pub task: Option<String>,
+    /// Epochs without improvement before stopping. Default 3.
+    #[serde(default = "default_patience")]
+    pub patience: usize,
+    /// `max` or `min`. Default: `min` for loss-like metrics (logloss, mse, rmse, mae), else `max`.
+    #[serde(default)]
+    pub mode: Option<String>,
+}
+
+impl EarlyStopping {
+    /// True when larger values of the watched metric are better.
+    pub fn maximize(&self) -> bool {
+        match self.mode.as_deref() {
+            Some("max") => true,
+            Some(_) => false,
+            None => !matches!(
+                self.metric.as_str(),
+                "logloss" | "mse" | "rmse" | "mae" | "loss"
+            ),
+        }
+    }
+}
+
+/// The training loop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Passes over the training set. Default 10.
+    #[serde(default = "default_epochs")]
+    pub epochs: usize,
+    /// Samples per training step. Default 2048.
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    /// Samples per evaluation batch. Default 16384.
+    #[serde(default = "default_eval_batch")]
+    pub eval_batch_size: usize,
+    /// Early stopping on a validation metric; `None` trains all epochs and keeps the last.
+    #[serde(default)]
+    pub early_stopping: Option<EarlyStopping>,
+    /// Also write a checkpoint every this many steps inside an epoch (one is always written at
+    /// the end of every epoch). Default: only at epoch ends.
+    #[serde(default)]
+    pub checkpoint_every_steps: Option<u64>,
+    /// Stop after this many steps (for quick runs and tests). Default: no limit.
+    #[serde(default)]
+    pub max_steps: Option<u64>,
+    /// Checkpoints to keep besides the best one. Default 2.
+    #[serde(default = "default_keep")]
+    pub keep_checkpoints: usize,
+    /// Show a progress bar on a terminal. Default true.
+    #[serde(default = "yes")]
+    pub progress: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: default_epochs(),
+            batch_size: default_batch(),
+            eval_batch_size: default_eval_batch(),
+            early_stopping: None,
+            checkpoint_every_steps: None,
+            max_steps: None,
+            keep_checkpoints: default_keep(),
+            progress: true,
+        }
+    }
+}
+
+/// Where the run writes its checkpoints, logs and report.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    /// Run directory. Default `runs/<model>-<dataset>-<protocol>-seed<seed>`.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+}
+
+fn default_dataset() -> String {
+    "ml-100k".into()
+}
+fn default_protocol() -> String {
+    "ctr".into()
+}
+fn default_seed() -> u64 {
+    42
+}
+fn default_patience() -> usize {
+    3
+}
+fn default_epochs() -> usize {
+    10
+}
+fn default_batch() -> usize {
+    2048
+}
+fn default_eval_batch() -> usize {
+    16384
+}
+fn default_keep() -> usize {
+    2
+}
+fn yes() -> bool {
+    true
+}
+
+impl Config {
+    /// Parses a configuration from TOML text; `origin` names the source in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Config> {
+        let cfg: Config = toml::from_str(text).map_err(|e| {
+            let pos = e
+                .span()
+                .map(|s| {
+                    let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
+                    format!(", line {line}")
+                })
+                .unwrap_or_default();
+            anyhow::anyhow!("invalid configuration {origin}{pos}: {}", e.message())
+        })?;
+        cfg.validate()
+            .with_context(|| format!("invalid configuration {origin}"))?;
+        Ok(cfg)
+    }
+
+    /// Reads and parses a TOML file.
+    pub fn from_file(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read configuration {}", path.display()))?;
+        Self::from_toml(&text, &path.display().to_string())
+    }
+
+    /// A configuration with every default, for `model` on `dataset`/`protocol`.
+    pub fn new(model: &str, dataset: &str, protocol: &str) -> Config {
+        Config {
+            data: DataConfig {
+                dataset: dataset.into(),
+                protocol: protocol.into(),
+                ..DataConfig::default()
+            },
+            model: ModelConfig {
+                name: model.into(),
+                params: toml::Table::new(),
+            },
+            embeddings: EmbeddingsConfig::default(),
+            optimizer: OptimizerConfig::default(),
+            train: TrainConfig::default(),
+            output: OutputConfig::default(),
+        }
+    }
+
+    /// Checks value ranges that serde cannot express.
+    pub fn validate(&self) -> Result<()> {
+        anyhow::ensure!(
+            self.train.batch_size > 0,
+            "train.batch_size must be positive"
+        );
+        anyhow::ensure!(
+            self.train.eval_batch_size > 0,
+            "train.eval_batch_size must be positive"
+        );
+        for (name, o) in [
+            ("optimizer.dense", &self.optimizer.dense),
+            ("optimizer.sparse", &self.optimizer.sparse),
+        ] {
+            o.validate().with_context(|| name.to_string())?;
+        }
+        if let Some(es) = &self.train.early_stopping {
+            anyhow::ensure!(
+                matches!(es.mode.as_deref(), None | Some("max") | Some("min")),
+                "train.early_stopping.mode must be `max` or `min`"
+            );
+        }
+        Ok(())
+    }
+
+    /// The run directory: `output.dir`, or `runs/<model>-<dataset>-<protocol>-seed<seed>`.
+    pub fn run_dir(&self) -> PathBuf {
+        self.output.dir.clone().unwrap_or_else(|| {
+            PathBuf::from("runs").join(format!(
+                "{}-{}-{}-seed{}",
+                self.model.name, self.data.dataset, self.data.protocol, self.data.seed
+            ))
+        })
+    }
+
+    /// The configuration as TOML text (saved in every run directory and checkpoint).
+    pub fn to_toml(&self) -> Result<String> {
+        Ok(toml::to_string(self)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let c = Config::from_toml("[model]\nname = \"deepfm\"\n", "test").unwrap();
+        assert_eq!(c.data.dataset, "ml-100k");
+        assert_eq!(c.data.protocol, "ctr");
+        assert_eq!(c.data.seed, 42);
+        assert_eq!(c.train.batch_size, 2048);
+        assert_eq!(c.optimizer.dense.kind(), "adam");
+        assert_eq!(c.run_dir(), PathBuf::from("runs/deepfm-ml-100k-ctr-seed42"));
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_line_and_name() {
+        let text = "[model]\nname = \"fm\"\n\n[train]\nepochs = 3\nbatchsize = 10\n";
+        let e = Config::from_toml(text, "run.toml").unwrap_err().to_string();
+        assert!(e.contains("run.toml"), "{e}");
+        assert!(e.contains("line 6"), "{e}");
+        assert!(e.contains("batchsize"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_is_rejected() {
+        let e = Config::from_toml("[model]\nname = \"fm\"\n[train]\nepochs = \"many\"\n", "x")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 4"), "{e}");
+        let e = Config::from_toml(
+            "[model]\nname = \"fm\"\n[optimizer.dense]\nkind = \"adamax\"\nlr = 0.1\n",
+            "x",
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("adamax"), "{e:#}");
+    }
+
+    #[test]
+    fn round_trips_through_toml() {
+        let mut c = Config::new("mf", "ml-100k", "rating");
+        c.train.early_stopping = Some(EarlyStopping {
+            metric: "rmse".into(),
+            task: None,
+            patience: 2,
+            mode: None,
+        });
+        let back = Config::from_toml(&c.to_toml().unwrap(), "round trip").unwrap();
+        assert_eq!(back, c);
+        assert!(!back.train.early_stopping.unwrap().maximize());
+    }
+}

@@ -1,0 +1,115 @@
+//! Evaluation of a model on a batch of samples, per task and per slice.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use rec_data::{Batch, TaskKind};
+use rec_metrics::Report;
+use rec_nn::Model;
+use serde::{Deserialize, Serialize};
+
+/// Metrics of every task: task name -> report (slice -> metrics).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    /// One report per task, keyed by task name.
+    pub tasks: BTreeMap<String, Report>,
+}
+
+impl Evaluation {
+    /// The value of `metric` on the `all` slice of `task` (the first task when `None`).
+    pub fn get(&self, task: Option<&str>, metric: &str) -> Option<f64> {
+        let report = match task {
+            Some(t) => self.tasks.get(t)?,
+            None => self.tasks.values().next()?,
+        };
+        report.get("all", metric)
+    }
+
+    /// The value of `metric` on slice `slice` of `task`.
+    pub fn get_slice(&self, task: &str, slice: &str, metric: &str) -> Option<f64> {
+        self.tasks.get(task)?.get(slice, metric)
+    }
+}
+
+impl std::fmt::Display for Evaluation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (task, report) in &self.tasks {
+            writeln!(f, "task `{task}`")?;
+            write!(f, "{report}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Predictions of `model` on every sample of `data`, per task (probabilities for binary tasks,
+/// values for regression, row-major class probabilities for multi-class), computed in chunks of
+/// `batch_size`.
+pub fn predict_all(
+    model: &mut dyn Model,
+    data: &Batch,
+    batch_size: usize,
+) -> Result<Vec<Vec<f32>>> {
+    let tasks = model.schema().tasks.len();
+    let mut out = vec![Vec::new(); tasks];
+    let mut start = 0;
+    while start < data.len() {
+        let end = (start + batch_size).min(data.len());
+        let chunk = data.range(start, end);
+        let preds = rec_nn::predict(model, &chunk)?;
+        for (o, p) in out.iter_mut().zip(preds) {
+            o.extend(p);
+        }
+        start = end;
+    }
+    Ok(out)
+}
+
+/// Evaluates `model` on `data`: for every task, the standard metrics on all samples that carry
+/// a label for it and on every named slice of the batch.
+pub fn evaluate(model: &mut dyn Model, data: &Batch, batch_size: usize) -> Result<Evaluation> {
+    let preds = predict_all(model, data, batch_size)?;
+    let schema = model.schema().clone();
+    let users = data.users().map(<[u32]>::to_vec);
+    let mut tasks = BTreeMap::new();
+    for (t, task) in schema.tasks.iter().enumerate() {
+        let labels = &data.labels[t];
+        // Keep only samples labelled for this task.
+        let keep: Vec<usize> = (0..labels.len()).filter(|&i| !labels[i].is_nan()).collect();
+        if keep.is_empty() {
+            continue;
+        }
+        let width = match task.kind {
+            TaskKind::Multiclass { classes } => classes,
+            _ => 1,
+        };
+        let all_kept = keep.len() == labels.len();
+        let y: Vec<f32> = keep.iter().map(|&i| labels[i]).collect();
+        let p: Vec<f32> = if all_kept {
+            preds[t].clone()
+        } else {
+            keep.iter()
+                .flat_map(|&i| preds[t][i * width..(i + 1) * width].iter().copied())
+                .collect()
+        };
+        let groups: Option<Vec<u32>> = users.as_ref().map(|u| keep.iter().map(|&i| u[i]).collect());
+        let slices: Vec<(String, Vec<bool>)> = data
+            .slices
+            .iter()
+            .map(|s| (s.name.clone(), keep.iter().map(|&i| s.mask[i]).collect()))
+            .collect();
+        let slice_refs: Vec<(&str, &[bool])> = slices
+            .iter()
+            .map(|(n, m)| (n.as_str(), m.as_slice()))
+            .collect();
+        let report = match task.kind {
+            TaskKind::Binary => Report::binary(&p, &y, groups.as_deref(), &slice_refs)?,
+            TaskKind::Regression => Report::regression(&p, &y, &slice_refs)?,
+            TaskKind::Multiclass { classes } => {
+                let cls: Vec<u32> = y.iter().map(|&c| c as u32).collect();
+                Report::multiclass(&p, classes, &cls, &slice_refs)?
+            }
+        };
+        tasks.insert(task.name.clone(), report);
+    }
+    Ok(Evaluation { tasks })
+}

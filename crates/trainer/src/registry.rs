@@ -1,0 +1,224 @@
+//! From a configuration to a model: the registry of model names and the embedding-table factory.
+
+use std::collections::HashMap;
+
+use anyhow::{Context, Result, bail};
+use candle_core::Device;
+use rec_data::{Batch, Column, FieldKind, Schema};
+use rec_nn::Model;
+use rec_nn::embedding::{
+    DefaultTableFactory, EmbeddingTable, TableConfig, TableOptions, TablesConfig,
+};
+use rec_nn::models::{DeepFm, Fm, Mf, NeuMf, Nmf, WideDeep};
+use serde::de::DeserializeOwned;
+
+use crate::config::Config;
+
+/// What a model builder receives.
+pub struct BuildContext<'a> {
+    /// Schema of the data.
+    pub schema: &'a Schema,
+    /// `[model.params]` of the configuration.
+    pub params: &'a toml::Table,
+    /// Builds the embedding table of a field as `[embeddings]` says.
+    pub factory: &'a mut rec_nn::embedding::TableFactory<'a>,
+    /// Device of the dense parameters.
+    pub device: &'a Device,
+    /// Seed of the run.
+    pub seed: u64,
+}
+
+/// Builds a model.
+pub type Builder = fn(&mut BuildContext<'_>) -> Result<Box<dyn Model>>;
+
+/// One registered model.
+pub struct Entry {
+    /// Name used in `[model] name`.
+    pub name: &'static str,
+    /// One line for `--help` and errors.
+    pub about: &'static str,
+    /// The builder.
+    pub build: Builder,
+}
+
+/// Parses `[model.params]` into a model's hyperparameter struct, naming the section in errors.
+pub fn params<T: DeserializeOwned>(ctx: &BuildContext<'_>, model: &str) -> Result<T> {
+    T::deserialize(toml::Value::Table(ctx.params.clone()))
+        .with_context(|| format!("invalid [model.params] for `{model}`"))
+}
+
+macro_rules! base {
+    ($name:literal, $about:literal, |$c:ident| $body:expr) => {
+        Entry {
+            name: $name,
+            about: $about,
+            build: |$c| Ok(Box::new($body?)),
+        }
+    };
+}
+
+/// Every model the trainer can build.
+pub fn models() -> Vec<Entry> {
+    vec![
+        base!("mf", "matrix factorisation with biases (rating)", |c| {
+            Mf::new(c.schema, &params(c, "mf")?, c.factory, c.device, c.seed)
+        }),
+        base!("nmf", "non-negative matrix factorisation (rating)", |c| {
+            Nmf::new(c.schema, &params(c, "nmf")?, c.factory, c.device, c.seed)
+        }),
+        base!(
+            "neumf",
+            "NeuMF: GMF + MLP (He et al. 2017)",
+            |c| NeuMf::new(c.schema, &params(c, "neumf")?, c.factory, c.device, c.seed)
+        ),
+        base!("fm", "factorisation machine (Rendle 2010)", |c| Fm::new(
+            c.schema,
+            &params(c, "fm")?,
+            c.factory,
+            c.device,
+            c.seed
+        )),
+        base!("deepfm", "DeepFM (Guo et al. 2017)", |c| DeepFm::new(
+            c.schema,
+            &params(c, "deepfm")?,
+            c.factory,
+            c.device,
+            c.seed
+        )),
+        base!("widedeep", "Wide & Deep (Cheng et al. 2016)", |c| {
+            WideDeep::new(
+                c.schema,
+                &params(c, "widedeep")?,
+                c.factory,
+                c.device,
+                c.seed,
+            )
+        }),
+    ]
+}
+
+/// Names of every registered model.
+pub fn model_names() -> Vec<&'static str> {
+    models().iter().map(|e| e.name).collect()
+}
+
+/// Train-set occurrence counts of every categorical, multi-hot and sequence field (frequency
+/// tables need them).
+pub fn id_counts(schema: &Schema, train: &Batch) -> HashMap<String, Vec<u64>> {
+    let mut out = HashMap::new();
+    for (f, col) in schema.fields.iter().zip(&train.columns) {
+        if matches!(f.kind, FieldKind::Dense { .. }) {
+            continue;
+        }
+        let mut counts = vec![0u64; f.vocab];
+        let ids: &[u32] = match col {
+            Column::Ids(v) => v,
+            Column::Ragged { values, .. } => values,
+            Column::Dense { .. } => continue,
+        };
+        for &i in ids {
+            if let Some(c) = counts.get_mut(i as usize) {
+                *c += 1;
+            }
+        }
+        out.insert(f.name.clone(), counts);
+    }
+    // A field that shares another's vocabulary adds its counts to the owner's.
+    for f in &schema.fields {
+        if let Some(owner) = &f.shares_vocab_with
+            && let Some(extra) = out.get(&f.name).cloned()
+            && let Some(own) = out.get_mut(owner)
+        {
+            for (a, b) in own.iter_mut().zip(extra) {
+                *a += b;
+            }
+        }
+    }
+    out
+}
+
+fn table_kind(t: &toml::Table) -> Result<&str> {
+    t.get("kind")
+        .and_then(toml::Value::as_str)
+        .context("an embedding table needs `kind` (full, hashed, qr, frequency)")
+}
+
+/// The built-in table configuration for the `[embeddings]` section, or an error naming the
+/// field whose table is unknown or malformed.
+pub fn tables_config(cfg: &Config) -> Result<TablesConfig> {
+    let parse = |t: &toml::Table, what: &str| -> Result<TableConfig> {
+        let kind = table_kind(t).with_context(|| format!("[embeddings] {what}"))?;
+        TableConfig::deserialize(toml::Value::Table(t.clone()))
+            .with_context(|| format!("[embeddings] {what}: invalid table `{kind}`"))
+    };
+    let default = match &cfg.embeddings.default {
+        Some(t) => parse(t, "default")?,
+        None => TableConfig::Full,
+    };
+    let mut fields = std::collections::BTreeMap::new();
+    for (name, t) in &cfg.embeddings.fields {
+        fields.insert(name.clone(), parse(t, &format!("fields.{name}"))?);
+    }
+    let mut options = TableOptions {
+        optimizer: cfg.optimizer.sparse,
+        ..TableOptions::default()
+    };
+    if let Some(init) = cfg.embeddings.init {
+        options.init = init;
+    }
+    Ok(TablesConfig {
+        default,
+        fields,
+        options,
+    })
+}
+
+use serde::Deserialize as _;
+
+/// Builds the model named in `cfg` for `schema`, with the tables `[embeddings]` asks for.
+pub fn build_model(
+    cfg: &Config,
+    schema: &Schema,
+    train: &Batch,
+    device: &Device,
+) -> Result<Box<dyn Model>> {
+    for name in cfg.embeddings.fields.keys() {
+        if schema.field(name).is_none() {
+            bail!(
+                "[embeddings.fields.{name}]: the data has no field `{name}` (fields: {})",
+                schema
+                    .fields
+                    .iter()
+                    .map(|f| f.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    let tables = tables_config(cfg)?;
+    let mut default = DefaultTableFactory::new(tables, cfg.data.seed, device)
+        .with_counts(id_counts(schema, train));
+    let mut factory =
+        |f: &rec_data::FieldSpec, dim: usize| -> candle_core::Result<Box<dyn EmbeddingTable>> {
+            default.build(f, dim)
+        };
+    let entries = models();
+    let entry = entries
+        .iter()
+        .find(|e| e.name == cfg.model.name)
+        .with_context(|| {
+            format!(
+                "unknown model `{}`; known models: {}",
+                cfg.model.name,
+                model_names().join(", ")
+            )
+        })?;
+    let mut ctx = BuildContext {
+        schema,
+        params: &cfg.model.params,
+        factory: &mut factory,
+        device,
+        seed: cfg.data.seed,
+    };
+    (entry.build)(&mut ctx).with_context(|| format!("building model `{}`", cfg.model.name))
+}

@@ -1,0 +1,486 @@
+//! The training loop: steps, evaluation, early stopping, checkpoints, resume, logs.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rec_data::{Batch, BatchIter, Split, mix_seed};
+use rec_nn::{Ctx, Model, TensorMap};
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint;
+use crate::config::Config;
+use crate::eval::{Evaluation, evaluate};
+use rec_nn::optim::DenseOptimizer;
+
+/// How a run starts.
+#[derive(Debug, Clone, Default)]
+pub enum Start {
+    /// From freshly initialised parameters (the default).
+    #[default]
+    Fresh,
+    /// Continue the interrupted run in the run directory from its `latest` checkpoint, exactly
+    /// where it stopped (epoch, batch, optimizer and RNG state).
+    Resume,
+    /// Start a new schedule from the parameters and optimizer state of a checkpoint (e.g.
+    /// yesterday's model fine-tuned on today's data).
+    WarmStart(PathBuf),
+}
+
+/// What one epoch (or the final test) produced; written as one JSON line to `log.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// Epoch number, from 1.
+    pub epoch: u64,
+    /// Optimizer steps so far.
+    pub step: u64,
+    /// Mean training loss over the epoch's steps.
+    pub train_loss: f64,
+    /// Validation metrics at the end of the epoch.
+    pub valid: Evaluation,
+    /// Value of the early-stopping metric, if configured.
+    pub watched: Option<f64>,
+    /// Training throughput over the epoch (samples per second; not compared across resumes).
+    pub samples_per_sec: f64,
+}
+
+/// Everything the loop needs to continue exactly where it stopped.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct LoopState {
+    step: u64,
+    /// Epochs fully completed.
+    epoch: u64,
+    /// Batches completed inside the current epoch.
+    batch_in_epoch: u64,
+    /// Sum and count of losses in the current epoch so far.
+    epoch_loss_sum: f64,
+    epoch_loss_count: u64,
+    rng: ChaCha8Rng,
+    best: Option<Best>,
+    bad_epochs: usize,
+    history: Vec<EpochRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Best {
+    value: f64,
+    epoch: u64,
+    checkpoint: String,
+}
+
+/// The result of a run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Outcome {
+    /// Run directory (checkpoints, log, report).
+    pub run_dir: PathBuf,
+    /// Test metrics of the kept checkpoint (best validation, or last without early stopping).
+    pub test: Evaluation,
+    /// Validation metrics of the kept checkpoint.
+    pub valid: Evaluation,
+    /// Per-epoch records.
+    pub history: Vec<EpochRecord>,
+    /// Epoch of the kept checkpoint.
+    pub best_epoch: u64,
+    /// Optimizer steps taken.
+    pub steps: u64,
+    /// True when early stopping ended the run.
+    pub stopped_early: bool,
+    /// Wall-clock seconds spent in training steps (evaluation excluded).
+    pub train_seconds: f64,
+    /// Training samples processed per second.
+    pub samples_per_sec: f64,
+}
+
+/// Every tensor of the model and (when given) of the dense optimizer, with their metadata.
+pub fn training_state(
+    model: &dyn Model,
+    opt: Option<&DenseOptimizer>,
+) -> Result<(TensorMap, serde_json::Value)> {
+    let (mut tensors, meta) = rec_nn::io::model_state(model)?;
+    let opt_meta = match opt {
+        Some(o) => o.save_state("optim/", &mut tensors)?,
+        None => serde_json::Value::Null,
+    };
+    Ok((
+        tensors,
+        serde_json::json!({ "model": meta, "optimizer": opt_meta }),
+    ))
+}
+
+/// Restores what [`training_state`] saved: the model, and the optimizer when given.
+pub fn load_training_state(
+    model: &mut dyn Model,
+    opt: Option<&mut DenseOptimizer>,
+    tensors: &TensorMap,
+    meta: &serde_json::Value,
+) -> Result<()> {
+    let model_tensors: TensorMap = tensors
+        .iter()
+        .filter(|(k, _)| !k.starts_with("optim/"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    rec_nn::io::load_model_state(model, &model_tensors, &meta["model"])?;
+    if let Some(o) = opt {
+        o.load_state("optim/", tensors, &meta["optimizer"])?;
+    }
+    Ok(())
+}
+
+/// Trains `model` on `split` as `cfg` says, writing checkpoints, `log.jsonl` and the report into
+/// the run directory, and returns the test metrics of the kept checkpoint.
+pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> Result<Outcome> {
+    let run_dir = cfg.run_dir();
+    let ckpt_root = run_dir.join("checkpoints");
+    prepare_run_dir(&run_dir, matches!(start, Start::Resume))?;
+    std::fs::write(run_dir.join("config.toml"), cfg.to_toml()?)
+        .with_context(|| format!("cannot write into {}", run_dir.display()))?;
+
+    let mut opt = DenseOptimizer::new(cfg.optimizer.dense, model.dense_vars())?;
+    let mut st = LoopState {
+        step: 0,
+        epoch: 0,
+        batch_in_epoch: 0,
+        epoch_loss_sum: 0.0,
+        epoch_loss_count: 0,
+        rng: ChaCha8Rng::seed_from_u64(mix_seed(cfg.data.seed, 0xD409)),
+        best: None,
+        bad_epochs: 0,
+        history: Vec::new(),
+    };
+    match &start {
+        Start::Fresh => {}
+        Start::Resume => {
+            let dir = checkpoint::resolve_pointer(&ckpt_root, "latest")?.with_context(|| {
+                format!(
+                    "nothing to resume: {} has no checkpoint (start the run without --resume)",
+                    ckpt_root.display()
+                )
+            })?;
+            let (tensors, state) = checkpoint::read(&dir, model.device())?;
+            load_training_state(model, Some(&mut opt), &tensors, &state["state"])?;
+            st = serde_json::from_value(state["loop"].clone())
+                .with_context(|| format!("{} has an unreadable loop state", dir.display()))?;
+            tracing::info!(checkpoint = %dir.display(), step = st.step, epoch = st.epoch, "resuming");
+        }
+        Start::WarmStart(dir) => {
+            let (tensors, state) = checkpoint::read(dir, model.device())?;
+            load_training_state(model, Some(&mut opt), &tensors, &state["state"])?;
+            tracing::info!(checkpoint = %dir.display(), "warm start");
+        }
+    }
+
+    let bs = cfg.train.batch_size;
+    let n_train = split.train.len();
+    anyhow::ensure!(n_train > 0, "the training split is empty");
+    let batches_per_epoch = n_train.div_ceil(bs) as u64;
+    let es = cfg.train.early_stopping.clone();
+    let mut train_seconds = 0.0;
+    let mut samples_done = 0u64;
+    let mut stopped_early = false;
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(run_dir.join("log.jsonl"))
+        .with_context(|| format!("cannot open {}", run_dir.join("log.jsonl").display()))?;
+
+    'epochs: while (st.epoch as usize) < cfg.train.epochs {
+        let epoch = st.epoch;
+        let bar = progress_bar(
+            cfg.train.progress,
+            batches_per_epoch,
+            epoch + 1,
+            cfg.train.epochs,
+        );
+        bar.set_position(st.batch_in_epoch);
+        let epoch_start = Instant::now();
+        let mut epoch_samples = 0u64;
+        let iter = BatchIter::new(&split.train, bs, cfg.data.seed, epoch, true)
+            .skip_batches(st.batch_in_epoch as usize);
+        for batch in iter {
+            if cfg.train.max_steps.is_some_and(|m| st.step >= m) {
+                break;
+            }
+            let t0 = Instant::now();
+            let loss = train_step(model, &mut opt, &batch, &mut st)?;
+            train_seconds += t0.elapsed().as_secs_f64();
+            samples_done += batch.len() as u64;
+            epoch_samples += batch.len() as u64;
+            st.epoch_loss_sum += loss as f64;
+            st.epoch_loss_count += 1;
+            st.batch_in_epoch += 1;
+            bar.inc(1);
+            if st.step.is_multiple_of(10) {
+                let sps = epoch_samples as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);
+                bar.set_message(format!(
+                    "loss {:.4}  {:.0} samples/s",
+                    st.epoch_loss_sum / st.epoch_loss_count as f64,
+                    sps
+                ));
+            }
+            if let Some(every) = cfg.train.checkpoint_every_steps
+                && st.step.is_multiple_of(every)
+                && st.batch_in_epoch < batches_per_epoch
+            {
+                save_checkpoint(model, &opt, &st, cfg, &ckpt_root)?;
+            }
+        }
+        bar.finish_and_clear();
+        if st.batch_in_epoch < batches_per_epoch {
+            // The step budget ran out inside the epoch: save the position and stop; a resumed
+            // run finishes the epoch.
+            save_checkpoint(model, &opt, &st, cfg, &ckpt_root)?;
+            break 'epochs;
+        }
+        let epoch_secs = epoch_start.elapsed().as_secs_f64();
+
+        // End of an epoch (or of the step budget): evaluate, log, checkpoint.
+        let valid = evaluate(model, &split.valid, cfg.train.eval_batch_size)?;
+        let watched = es
+            .as_ref()
+            .map(|e| {
+                valid.get(e.task.as_deref(), &e.metric).with_context(|| {
+                    format!(
+                        "early stopping watches `{}`, which the validation report does not contain",
+                        e.metric
+                    )
+                })
+            })
+            .transpose()?;
+        let record = EpochRecord {
+            epoch: epoch + 1,
+            step: st.step,
+            train_loss: st.epoch_loss_sum / st.epoch_loss_count.max(1) as f64,
+            valid: valid.clone(),
+            watched,
+            samples_per_sec: epoch_samples as f64 / epoch_secs.max(1e-9),
+        };
+        tracing::info!(
+            epoch = record.epoch,
+            step = record.step,
+            train_loss = record.train_loss,
+            watched = ?record.watched,
+            "epoch done"
+        );
+        writeln!(log, "{}", serde_json::to_string(&record)?)?;
+        st.history.push(record);
+        st.epoch += 1;
+        st.batch_in_epoch = 0;
+        st.epoch_loss_sum = 0.0;
+        st.epoch_loss_count = 0;
+
+        let improved = match (&es, watched, &st.best) {
+            (Some(_), Some(_), None) => true,
+            (Some(e), Some(v), Some(b)) => {
+                if e.maximize() {
+                    v > b.value
+                } else {
+                    v < b.value
+                }
+            }
+            _ => false,
+        };
+        if improved {
+            st.bad_epochs = 0;
+        } else if es.is_some() {
+            st.bad_epochs += 1;
+        }
+        let name = checkpoint::step_name(st.step);
+        if improved {
+            st.best = Some(Best {
+                value: watched.unwrap_or(f64::NAN),
+                epoch: st.epoch,
+                checkpoint: name.clone(),
+            });
+        }
+        save_checkpoint(model, &opt, &st, cfg, &ckpt_root)?;
+        if improved {
+            checkpoint::set_pointer(&ckpt_root, "best", &name)?;
+        }
+        let protect: Vec<PathBuf> = st
+            .best
+            .iter()
+            .map(|b| ckpt_root.join(&b.checkpoint))
+            .collect();
+        checkpoint::prune(&ckpt_root, cfg.train.keep_checkpoints.max(1), &protect)?;
+
+        if let Some(e) = &es
+            && st.bad_epochs >= e.patience
+        {
+            stopped_early = true;
+            tracing::info!(epoch = st.epoch, "early stopping");
+            break;
+        }
+    }
+
+    // Keep the best checkpoint (or the last one without early stopping) and test it.
+    let best_epoch = match &st.best {
+        Some(b) => {
+            let (tensors, state) =
+                checkpoint::read(&ckpt_root.join(&b.checkpoint), model.device())?;
+            load_training_state(model, None, &tensors, &state["state"])?;
+            b.epoch
+        }
+        None => st.epoch,
+    };
+    let valid = match st.history.get(best_epoch.saturating_sub(1) as usize) {
+        Some(r) => r.valid.clone(),
+        None => evaluate(model, &split.valid, cfg.train.eval_batch_size)?,
+    };
+    let test = evaluate(model, &split.test, cfg.train.eval_batch_size)?;
+    let outcome = Outcome {
+        run_dir: run_dir.clone(),
+        test,
+        valid,
+        history: st.history.clone(),
+        best_epoch,
+        steps: st.step,
+        stopped_early,
+        train_seconds,
+        samples_per_sec: samples_done as f64 / train_seconds.max(1e-9),
+    };
+    checkpoint::write_atomic(
+        &run_dir.join("results.json"),
+        serde_json::to_string_pretty(&outcome)?.as_bytes(),
+    )?;
+    crate::report::write(&run_dir, cfg, &outcome)?;
+    Ok(outcome)
+}
+
+/// One optimizer step ([`rec_nn::model::train_step`]); returns the loss. A failure (e.g. a
+/// non-finite loss) stops the run with the step, epoch and batch named, and with the task output
+/// or parameter that is not finite; nothing is updated or saved after it.
+fn train_step(
+    model: &mut dyn Model,
+    opt: &mut DenseOptimizer,
+    batch: &Batch,
+    st: &mut LoopState,
+) -> Result<f32> {
+    let rng = std::mem::replace(&mut st.rng, ChaCha8Rng::seed_from_u64(0));
+    let mut ctx = Ctx::new(true, st.step, rng);
+    let result = rec_nn::model::train_step(model, opt, batch, &mut ctx);
+    st.rng = ctx.rng;
+    match result {
+        Ok(v) => {
+            st.step = ctx.step;
+            Ok(v)
+        }
+        Err(e) => {
+            let mut culprit = String::new();
+            if let Ok(outputs) = model.forward(batch, &mut Ctx::eval()) {
+                for (t, out) in outputs.iter().enumerate() {
+                    if !all_finite(out).unwrap_or(true) {
+                        culprit = format!(
+                            "; the output of task `{}` is not finite",
+                            model.schema().tasks[t].name
+                        );
+                        break;
+                    }
+                }
+            }
+            if let Some(p) = non_finite_parameter(model)? {
+                culprit.push_str(&format!("; parameter `{p}` holds non-finite values"));
+            }
+            bail!(
+                "training stopped at step {}, epoch {}, batch {}: {e}{culprit}. The last good checkpoint is untouched.",
+                st.step,
+                st.epoch + 1,
+                st.batch_in_epoch
+            )
+        }
+    }
+}
+
+fn all_finite(t: &candle_core::Tensor) -> Result<bool> {
+    let s = t
+        .to_dtype(candle_core::DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    Ok(s.iter().all(|x| x.is_finite()))
+}
+
+/// The name of the first dense variable or embedding table holding a non-finite value.
+fn non_finite_parameter(model: &dyn Model) -> Result<Option<String>> {
+    for (name, var) in model.dense_vars() {
+        if !all_finite(var.as_tensor())? {
+            return Ok(Some(name));
+        }
+    }
+    for (name, table) in model.tables() {
+        let mut m = TensorMap::new();
+        table.save("", &mut m)?;
+        for (k, t) in m {
+            if !all_finite(&t)? {
+                return Ok(Some(format!("table {name} ({k})")));
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn save_checkpoint(
+    model: &dyn Model,
+    opt: &DenseOptimizer,
+    st: &LoopState,
+    cfg: &Config,
+    root: &Path,
+) -> Result<()> {
+    let (tensors, meta) = training_state(model, Some(opt))?;
+    let state = serde_json::json!({
+        "state": meta,
+        "loop": st,
+        "config": cfg.to_toml()?,
+    });
+    let name = checkpoint::step_name(st.step);
+    let dir = root.join(&name);
+    if dir.exists() {
+        // Same step already saved (e.g. a step-budget end right after a periodic save).
+        std::fs::remove_dir_all(&dir)?;
+    }
+    checkpoint::write(root, &name, &tensors, &state)?;
+    checkpoint::set_pointer(root, "latest", &name)
+}
+
+/// Creates the run directory and checks it is writable before any training starts. A fresh
+/// run refuses a directory that already holds checkpoints (resume it, or choose another).
+fn prepare_run_dir(run_dir: &Path, resume: bool) -> Result<()> {
+    std::fs::create_dir_all(run_dir)
+        .with_context(|| format!("cannot create run directory {}", run_dir.display()))?;
+    let probe = run_dir.join(".write-test");
+    std::fs::write(&probe, vec![0u8; 1 << 20]).with_context(|| {
+        format!(
+            "run directory {} is not writable or the disk is full",
+            run_dir.display()
+        )
+    })?;
+    std::fs::remove_file(&probe)?;
+    let ckpts = run_dir.join("checkpoints");
+    if !resume && ckpts.join("latest").exists() {
+        bail!(
+            "{} already holds a run; pass --resume to continue it, or choose another output directory",
+            run_dir.display()
+        );
+    }
+    if !resume {
+        let _ = std::fs::remove_file(run_dir.join("log.jsonl"));
+    }
+    Ok(())
+}
+
+fn progress_bar(enabled: bool, len: u64, epoch: u64, epochs: usize) -> ProgressBar {
+    if !enabled {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "epoch {epoch}/{epochs} [{{bar:30}}] {{pos}}/{{len}} {{msg}} ({{elapsed}}<{{eta}})"
+        ))
+        .expect("valid progress template")
+        .progress_chars("=> "),
+    );
+    bar
+}

@@ -1,0 +1,258 @@
+//! End-to-end tests of the training loop on a small planted data set built here (no files).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use candle_core::Device;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rec_data::{Batch, Column, FieldSpec, Schema, Slice, Split, TaskKind, TaskSpec};
+use rec_trainer::config::EarlyStopping;
+use rec_trainer::{Config, Start, fit, registry};
+
+/// Users and items with planted 4-d factors; like = (u . v + noise > 0).
+fn planted_split(seed: u64) -> Split {
+    let (users, items, n) = (60usize, 40usize, 6000usize);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let uf: Vec<[f32; 4]> = (0..users)
+        .map(|_| std::array::from_fn(|_| rng.random_range(-1.0..1.0)))
+        .collect();
+    let vf: Vec<[f32; 4]> = (0..items)
+        .map(|_| std::array::from_fn(|_| rng.random_range(-1.0..1.0)))
+        .collect();
+    let schema = Arc::new(Schema {
+        fields: vec![
+            FieldSpec::categorical("user_id", users + 1),
+            FieldSpec::categorical("item_id", items + 1),
+        ],
+        tasks: vec![TaskSpec::new("like", TaskKind::Binary)],
+        user_field: Some("user_id".into()),
+        item_field: Some("item_id".into()),
+        scenario_field: None,
+        num_scenarios: 1,
+    });
+    let mut u = Vec::new();
+    let mut i = Vec::new();
+    let mut y = Vec::new();
+    for _ in 0..n {
+        let a = rng.random_range(0..users);
+        let b = rng.random_range(0..items);
+        let s: f32 = (0..4).map(|k| uf[a][k] * vf[b][k]).sum::<f32>() + rng.random_range(-0.3..0.3);
+        u.push(a as u32 + 1);
+        i.push(b as u32 + 1);
+        y.push(if s > 0.0 { 1.0 } else { 0.0 });
+    }
+    let all = Batch {
+        schema: schema.clone(),
+        columns: vec![Column::Ids(u), Column::Ids(i)],
+        labels: vec![y],
+        weights: None,
+        slices: Vec::new(),
+    };
+    let mut test = all.range(5400, 6000);
+    let cold: Vec<bool> = test
+        .ids("user_id")
+        .unwrap()
+        .iter()
+        .map(|&u| u <= 10)
+        .collect();
+    test.slices.push(Slice {
+        name: "first_users".into(),
+        mask: cold,
+    });
+    Split {
+        name: "planted".into(),
+        seed,
+        schema,
+        train: all.range(0, 4800),
+        valid: all.range(4800, 5400),
+        test,
+        vocabs: BTreeMap::new(),
+        scenario_names: Vec::new(),
+        items: None,
+        seq: None,
+    }
+}
+
+fn config(dir: &std::path::Path, model: &str) -> Config {
+    let mut cfg = Config::new(model, "planted", "none");
+    cfg.train.epochs = 6;
+    cfg.train.batch_size = 256;
+    cfg.train.progress = false;
+    cfg.optimizer.dense = rec_nn::optim::OptimizerConfig::adam(0.01);
+    cfg.optimizer.sparse = rec_nn::optim::OptimizerConfig::adam(0.03);
+    cfg.train.early_stopping = Some(EarlyStopping {
+        metric: "auc".into(),
+        task: None,
+        patience: 2,
+        mode: None,
+    });
+    cfg.output.dir = Some(dir.to_path_buf());
+    cfg
+}
+
+fn train(cfg: &Config, split: &Split, start: Start) -> rec_trainer::Outcome {
+    let mut model = registry::build_model(cfg, &split.schema, &split.train, &Device::Cpu).unwrap();
+    fit(model.as_mut(), split, cfg, start).unwrap()
+}
+
+#[test]
+fn fm_learns_the_planted_preferences_and_writes_a_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let split = planted_split(1);
+    let cfg = config(dir.path(), "fm");
+    let out = train(&cfg, &split, Start::Fresh);
+    let auc = out.test.get(None, "auc").unwrap();
+    assert!(auc > 0.75, "test AUC {auc}");
+    assert!(out.test.get_slice("like", "first_users", "auc").is_some());
+    for f in [
+        "report.md",
+        "loss.png",
+        "valid.png",
+        "log.jsonl",
+        "results.json",
+        "config.toml",
+    ] {
+        assert!(dir.path().join(f).exists(), "{f} missing");
+    }
+    let log = std::fs::read_to_string(dir.path().join("log.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), out.history.len());
+    // The kept checkpoint is the best validation epoch.
+    let best = out
+        .history
+        .iter()
+        .map(|r| r.watched.unwrap())
+        .fold(f64::MIN, f64::max);
+    assert_eq!(
+        out.history[out.best_epoch as usize - 1].watched.unwrap(),
+        best
+    );
+}
+
+#[test]
+fn resumed_run_ends_with_exactly_the_same_metrics() {
+    let split = planted_split(2);
+    let a = tempfile::tempdir().unwrap();
+    let full = train(&config(a.path(), "deepfm"), &split, Start::Fresh);
+
+    let b = tempfile::tempdir().unwrap();
+    let mut first = config(b.path(), "deepfm");
+    first.train.epochs = 2;
+    train(&first, &split, Start::Fresh);
+    let resumed = train(&config(b.path(), "deepfm"), &split, Start::Resume);
+    assert_eq!(resumed.steps, full.steps);
+    assert_eq!(resumed.best_epoch, full.best_epoch);
+    assert_eq!(resumed.test, full.test);
+    let (h1, h2): (Vec<_>, Vec<_>) = (
+        full.history
+            .iter()
+            .map(|r| (r.epoch, r.train_loss, r.valid.clone()))
+            .collect(),
+        resumed
+            .history
+            .iter()
+            .map(|r| (r.epoch, r.train_loss, r.valid.clone()))
+            .collect(),
+    );
+    assert_eq!(h1, h2);
+}
+
+#[test]
+fn resume_inside_an_epoch_is_exact_too() {
+    let split = planted_split(3);
+    let a = tempfile::tempdir().unwrap();
+    let mut cfg = config(a.path(), "widedeep");
+    cfg.train.early_stopping = None;
+    cfg.train.epochs = 2;
+    let full = train(&cfg, &split, Start::Fresh);
+
+    let b = tempfile::tempdir().unwrap();
+    let mut part = cfg.clone();
+    part.output.dir = Some(b.path().to_path_buf());
+    part.train.checkpoint_every_steps = Some(5);
+    part.train.max_steps = Some(27);
+    train(&part, &split, Start::Fresh);
+    let mut rest = part.clone();
+    rest.train.max_steps = None;
+    let resumed = train(&rest, &split, Start::Resume);
+    assert_eq!(resumed.steps, full.steps);
+    assert_eq!(resumed.test, full.test);
+}
+
+#[test]
+fn a_fresh_run_refuses_a_used_directory_and_resume_needs_a_checkpoint() {
+    let split = planted_split(4);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), "fm");
+    cfg.train.epochs = 1;
+    let mut model = registry::build_model(&cfg, &split.schema, &split.train, &Device::Cpu).unwrap();
+    let e = fit(model.as_mut(), &split, &cfg, Start::Resume).unwrap_err();
+    assert!(e.to_string().contains("nothing to resume"), "{e}");
+    fit(model.as_mut(), &split, &cfg, Start::Fresh).unwrap();
+    let e = fit(model.as_mut(), &split, &cfg, Start::Fresh).unwrap_err();
+    assert!(e.to_string().contains("--resume"), "{e}");
+}
+
+#[test]
+fn non_finite_loss_stops_with_step_and_keeps_the_last_checkpoint() {
+    let mut split = planted_split(5);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), "fm");
+    cfg.train.early_stopping = None;
+    cfg.train.epochs = 1;
+    train(&cfg, &split, Start::Fresh);
+    let latest =
+        rec_trainer::checkpoint::resolve_pointer(&dir.path().join("checkpoints"), "latest")
+            .unwrap()
+            .unwrap();
+    // Poison one label of the next epoch's data: the loss becomes NaN at the step that sees it.
+    split.train.labels[0][100] = f32::INFINITY;
+    cfg.train.epochs = 2;
+    let mut model = registry::build_model(&cfg, &split.schema, &split.train, &Device::Cpu).unwrap();
+    let e = fit(model.as_mut(), &split, &cfg, Start::Resume).unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains("step") && msg.contains("epoch 2") && msg.contains("batch"),
+        "{msg}"
+    );
+    let still = rec_trainer::checkpoint::resolve_pointer(&dir.path().join("checkpoints"), "latest")
+        .unwrap()
+        .unwrap();
+    assert_eq!(still, latest);
+    assert!(rec_trainer::checkpoint::read(&still, &Device::Cpu).is_ok());
+}
+
+#[test]
+fn unknown_model_and_unknown_embedding_field_are_clear_errors() {
+    let split = planted_split(6);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "deepfmm");
+    let e = registry::build_model(&cfg, &split.schema, &split.train, &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("unknown model `deepfmm`") && e.contains("deepfm"),
+        "{e}"
+    );
+    let mut cfg = config(dir.path(), "fm");
+    cfg.embeddings
+        .fields
+        .insert("itemid".into(), toml::Table::new());
+    let e = registry::build_model(&cfg, &split.schema, &split.train, &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("itemid") && e.contains("item_id"), "{e}");
+    let mut cfg = config(dir.path(), "fm");
+    cfg.model
+        .params
+        .insert("dimm".into(), toml::Value::Integer(4));
+    let e = format!(
+        "{:#}",
+        registry::build_model(&cfg, &split.schema, &split.train, &Device::Cpu)
+            .err()
+            .unwrap()
+    );
+    assert!(e.contains("dimm"), "{e}");
+}

@@ -1,0 +1,248 @@
+//! `cargo xtask train` and `cargo xtask eval`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use rec_trainer::checkpoint;
+use rec_trainer::{Config, Start};
+
+/// Options of `cargo xtask train`.
+#[derive(Args, Debug, Default)]
+pub struct TrainArgs {
+    /// A TOML run configuration (see crates/trainer/src/config.rs and configs/). Flags below
+    /// override its values.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Model name (see `--list-models`).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Data set: ml-100k or csv.
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// Protocol: ctr, rating, cold, ms, seq.
+    #[arg(long)]
+    pub protocol: Option<String>,
+    /// Seed of the split, initialisation, shuffling and dropout.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Number of epochs.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Training batch size.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Run directory (default runs/<model>-<dataset>-<protocol>-seed<seed>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue the interrupted run in the run directory from its latest checkpoint.
+    #[arg(long, conflicts_with = "init_from")]
+    pub resume: bool,
+    /// Start from the parameters and optimizer state of this checkpoint directory (e.g. the
+    /// daily incremental update: yesterday's model, today's data).
+    #[arg(long)]
+    pub init_from: Option<PathBuf>,
+    /// Print the final test metrics as one JSON object on the last line.
+    #[arg(long)]
+    pub json: bool,
+    /// List the registered models and exit.
+    #[arg(long)]
+    pub list_models: bool,
+}
+
+impl TrainArgs {
+    fn is_quickstart(&self) -> bool {
+        self.config.is_none()
+            && self.model.is_none()
+            && self.dataset.is_none()
+            && self.protocol.is_none()
+    }
+}
+
+/// The configuration `cargo xtask train` runs with no argument: DeepFM with all features on
+/// MovieLens-100k P-CTR, early stopping on validation AUC.
+pub fn quickstart_config() -> Config {
+    let mut cfg = Config::new("deepfm", "ml-100k", "ctr");
+    cfg.train.epochs = 20;
+    cfg.train.batch_size = 2048;
+    cfg.train.early_stopping = Some(rec_trainer::config::EarlyStopping {
+        metric: "auc".into(),
+        task: None,
+        patience: 2,
+        mode: None,
+    });
+    cfg
+}
+
+fn build_config(args: &TrainArgs) -> Result<Config> {
+    let mut cfg = match &args.config {
+        Some(p) => Config::from_file(p)?,
+        None if args.is_quickstart() => quickstart_config(),
+        None => Config::new(
+            args.model
+                .as_deref()
+                .context("--model is required without --config")?,
+            args.dataset.as_deref().unwrap_or("ml-100k"),
+            args.protocol.as_deref().unwrap_or("ctr"),
+        ),
+    };
+    if let Some(m) = &args.model {
+        cfg.model.name = m.clone();
+    }
+    if let Some(d) = &args.dataset {
+        cfg.data.dataset = d.clone();
+    }
+    if let Some(p) = &args.protocol {
+        cfg.data.protocol = p.clone();
+    }
+    if let Some(s) = args.seed {
+        cfg.data.seed = s;
+    }
+    if let Some(e) = args.epochs {
+        cfg.train.epochs = e;
+    }
+    if let Some(b) = args.batch_size {
+        cfg.train.batch_size = b;
+    }
+    if let Some(o) = &args.out {
+        cfg.output.dir = Some(o.clone());
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// Runs `cargo xtask train`.
+pub fn run(args: TrainArgs) -> Result<()> {
+    if args.list_models {
+        for e in rec_trainer::registry::models() {
+            println!("{:<10} {}", e.name, e.about);
+        }
+        return Ok(());
+    }
+    let cfg = build_config(&args)?;
+    let start = if args.resume {
+        Start::Resume
+    } else if let Some(p) = &args.init_from {
+        Start::WarmStart(p.clone())
+    } else {
+        Start::Fresh
+    };
+    if args.is_quickstart() {
+        eprintln!(
+            "quickstart: {} on {} ({}), seed {}; see `cargo xtask train --help` for options",
+            cfg.model.name, cfg.data.dataset, cfg.data.protocol, cfg.data.seed
+        );
+    }
+    let outcome = rec_trainer::run(&cfg, start)?;
+    println!(
+        "\n{} on {} ({}): kept epoch {} of {} ({} steps, {:.0} samples/s)",
+        cfg.model.name,
+        cfg.data.dataset,
+        cfg.data.protocol,
+        outcome.best_epoch,
+        outcome.history.len(),
+        outcome.steps,
+        outcome.samples_per_sec
+    );
+    println!("test metrics:\n{}", outcome.test);
+    println!("report: {}", outcome.run_dir.join("report.md").display());
+    if args.json {
+        println!("{}", serde_json::to_string(&outcome.test)?);
+    }
+    Ok(())
+}
+
+/// Options of `cargo xtask eval`.
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// A checkpoint directory (e.g. runs/NAME/checkpoints/step-000000000120), or a run
+    /// directory, whose best (else latest) checkpoint is used.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Print the metrics as one JSON object on the last line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `cargo xtask eval`: rebuilds the model of a checkpoint and evaluates it on the
+/// validation and test splits of its configuration.
+pub fn eval(args: EvalArgs) -> Result<()> {
+    let dir = resolve_checkpoint(&args.checkpoint)?;
+    let device = candle_core::Device::Cpu;
+    let (tensors, state) = checkpoint::read(&dir, &device)?;
+    let cfg_text = state["config"]
+        .as_str()
+        .with_context(|| format!("{} holds no configuration", dir.display()))?;
+    let cfg = Config::from_toml(cfg_text, &format!("in {}", dir.display()))?;
+    let split = rec_trainer::data::load_split(&cfg.data)?;
+    let mut model = rec_trainer::registry::build_model(&cfg, &split.schema, &split.train, &device)?;
+    rec_trainer::train::load_training_state(model.as_mut(), None, &tensors, &state["state"])?;
+    let bs = cfg.train.eval_batch_size;
+    let valid = rec_trainer::evaluate(model.as_mut(), &split.valid, bs)?;
+    let test = rec_trainer::evaluate(model.as_mut(), &split.test, bs)?;
+    println!("checkpoint {}", dir.display());
+    println!("validation:\n{valid}");
+    println!("test:\n{test}");
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&serde_json::json!({ "valid": valid, "test": test }))?
+        );
+    }
+    Ok(())
+}
+
+fn resolve_checkpoint(p: &std::path::Path) -> Result<PathBuf> {
+    if p.join("manifest.json").exists() {
+        return Ok(p.to_path_buf());
+    }
+    let root = if p.join("checkpoints").is_dir() {
+        p.join("checkpoints")
+    } else {
+        p.to_path_buf()
+    };
+    for pointer in ["best", "latest"] {
+        if let Some(d) = checkpoint::resolve_pointer(&root, pointer)? {
+            return Ok(d);
+        }
+    }
+    anyhow::bail!(
+        "{} is neither a checkpoint nor a run directory with checkpoints",
+        p.display()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_config_and_quickstart_is_the_default() {
+        let q = build_config(&TrainArgs::default()).unwrap();
+        assert_eq!(q.model.name, "deepfm");
+        assert_eq!(q.data.protocol, "ctr");
+        let a = TrainArgs {
+            model: Some("mf".into()),
+            protocol: Some("rating".into()),
+            epochs: Some(3),
+            seed: Some(7),
+            ..Default::default()
+        };
+        let c = build_config(&a).unwrap();
+        assert_eq!(
+            (c.model.name.as_str(), c.data.protocol.as_str()),
+            ("mf", "rating")
+        );
+        assert_eq!((c.train.epochs, c.data.seed), (3, 7));
+        let bad = TrainArgs {
+            dataset: Some("ml-100k".into()),
+            ..Default::default()
+        };
+        assert!(
+            build_config(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("--model")
+        );
+    }
+}
