@@ -5,11 +5,14 @@
 //!
 //! - [`Schema`], [`Batch`]: what the columns mean, and the columns themselves.
 //! - [`BatchIter`]: seeded, shuffled mini-batches.
+//! - [`synth`]: synthetic e-commerce logs with planted ground truth (streaming, Parquet).
 #![warn(missing_docs)]
 
 pub mod batch;
 pub mod iter;
+pub mod parquet_io;
 pub mod schema;
+pub mod synth;
 #[cfg(feature = "candle")]
 pub mod tensors;
 
