@@ -52,6 +52,9 @@ pub struct Args {
     /// Generate without writing anything (measures the generator alone).
     #[arg(long)]
     pub dry_run: bool,
+    /// Print the resident memory after every chunk (shows that it does not grow with users).
+    #[arg(long)]
+    pub trace_memory: bool,
 }
 
 /// The configuration `args` describe.
@@ -79,12 +82,16 @@ pub fn config(args: &Args) -> Result<SynthConfig> {
     Ok(cfg)
 }
 
+/// A `/proc/self/status` field in KiB (Linux; `None` elsewhere).
+fn status_kb(field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// Peak resident set size of this process in bytes (Linux; `None` elsewhere).
 fn peak_rss() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    status_kb("VmHWM:").map(|kb| kb * 1024)
 }
 
 fn dir_bytes(dir: &std::path::Path) -> u64 {
@@ -132,6 +139,7 @@ pub fn run(args: Args) -> Result<()> {
         .progress_chars("=> "),
     );
     let t1 = Instant::now();
+    let mut chunk = 0u64;
     if args.dry_run {
         let (mut users, mut events) = (0u64, 0u64);
         for chunk in Generator::new(world).threads(threads) {
@@ -158,6 +166,16 @@ pub fn run(args: Args) -> Result<()> {
         cfg.chunk_users as u64,
         args.overwrite,
         |users, events| {
+            if args.trace_memory {
+                chunk += 1;
+                bar.suspend(|| {
+                    eprintln!(
+                        "chunk {chunk}: {users} users, {events} events, RSS {:.1} MiB, peak {:.1} MiB",
+                        status_kb("VmRSS:").unwrap_or(0) as f64 / 1024.0,
+                        status_kb("VmHWM:").unwrap_or(0) as f64 / 1024.0
+                    )
+                });
+            }
             bar.set_position(users);
             bar.set_message(format!("{events} events"));
         },

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use rec_data::synth::{
-    Chunk, CtrOptions, CtrTarget, DupnOptions, Generator, SynthConfig, SynthLog, World, behaviour,
-    generate_users, write_dataset,
+    Chunk, CtrOptions, CtrTarget, DupnOptions, Generator, SynthChunks, SynthConfig, SynthLog,
+    World, behaviour, concat, generate_users, write_dataset,
 };
 use rec_data::{Batch, Column};
 
@@ -107,7 +107,7 @@ fn a_user_is_the_same_user_whatever_the_number_of_users() {
 
 fn files(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
-    for sub in ["", "events"] {
+    for sub in ["", "events", "users"] {
         let mut names: Vec<_> = std::fs::read_dir(dir.join(sub))
             .unwrap()
             .flatten()
@@ -152,7 +152,7 @@ fn parquet_is_byte_identical_and_reads_back_to_the_same_batches() {
     let (fa, fb) = (files(&a), files(&b));
     assert_eq!(
         fa.len(),
-        8,
+        10,
         "{:?}",
         fa.iter().map(|f| &f.0).collect::<Vec<_>>()
     );
@@ -178,6 +178,25 @@ fn parquet_is_byte_identical_and_reads_back_to_the_same_batches() {
     );
     assert_batches_equal(&x.train.joint(), &y.train.joint());
     assert_batches_equal(&x.test.spp, &y.test.spp);
+
+    // Streaming chunk by chunk gives the same samples (the cold slices aside, which count
+    // items over the whole log).
+    let mut train = Vec::new();
+    let mut users = 0;
+    for part in SynthChunks::open(&a).unwrap() {
+        let part = part.unwrap();
+        assert!(part.users.len() <= 64);
+        users += part.users.len();
+        train.push(part.ctr_split(&opts).train);
+    }
+    assert_eq!(users, 150);
+    let streamed = concat(&train.iter().collect::<Vec<_>>());
+    let whole = generated.ctr_split(&opts).train;
+    assert_eq!(streamed.columns, whole.columns);
+    assert_eq!(
+        format!("{:?}", streamed.labels),
+        format!("{:?}", whole.labels)
+    );
 }
 
 #[test]
@@ -189,6 +208,20 @@ fn corrupt_files_are_errors_that_name_the_file() {
     std::fs::write(dir.join("events/part-00000.parquet"), b"garbage").unwrap();
     let e = SynthLog::read(&dir).unwrap_err().to_string();
     assert!(e.contains("part-00000.parquet"), "{e}");
+    // A users file of another chunk in the wrong place is caught.
+    std::fs::remove_dir_all(&dir).unwrap();
+    let world = Arc::new(World::new(&tiny(30)).unwrap());
+    write_dataset(world, &dir, 1, 10, false, |_, _| {}).unwrap();
+    std::fs::copy(
+        dir.join("users/part-00002.parquet"),
+        dir.join("users/part-00001.parquet"),
+    )
+    .unwrap();
+    let e = SynthLog::read(&dir).unwrap_err().to_string();
+    assert!(
+        e.contains("part-00001.parquet") && e.contains("expected 10"),
+        "{e}"
+    );
     std::fs::remove_file(dir.join("ground_truth.json")).unwrap();
     let e = SynthLog::read(&dir).unwrap_err().to_string();
     assert!(e.contains("ground_truth.json"), "{e}");

@@ -387,7 +387,6 @@ impl SynthConfig {
             shops: 50_000,
             tags: 5_000,
             icons: 2_000,
-            chunk_users: 32_768,
             latent: LatentConfig {
                 dim: 16,
                 item_clusters: 100,

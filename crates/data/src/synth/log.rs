@@ -16,8 +16,8 @@ use super::world::World;
 pub struct SynthLog {
     /// The planted truth (and the configuration).
     pub truth: Arc<GroundTruth>,
-    /// The item catalogue.
-    pub items: ItemTable,
+    /// The item catalogue (shared by the chunks of a dataset).
+    pub items: Arc<ItemTable>,
     /// All users, in ID order.
     pub users: UserTable,
     /// All events, user after user, in time order.
@@ -46,7 +46,7 @@ impl SynthLog {
     pub fn from_chunk(world: &World, chunk: Chunk) -> Self {
         Self {
             truth: Arc::new(world.ground_truth()),
-            items: world.items.clone(),
+            items: Arc::new(world.items.clone()),
             users: chunk.users,
             events: chunk.events,
         }

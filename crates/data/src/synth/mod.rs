@@ -47,7 +47,7 @@ pub use config::{
     RatingConfig, ScenarioConfig, SynthConfig, UserConfig, UtilityConfig,
 };
 pub use log::SynthLog;
-pub use parquet::{EventChunks, WriteSummary, read_items, write_dataset};
+pub use parquet::{SynthChunks, WriteSummary, read_items, write_dataset};
 pub use samples::{
     CtrOptions, CtrTarget, DUPN_JOINT_TASKS, DupnOptions, DupnSplit, DupnTasks, Split, concat,
     time_gap_bucket,

@@ -3,8 +3,8 @@
 //! ```text
 //! DIR/
 //!   items.parquet           one row per item (features and planted cluster)
-//!   users.parquet           one row per user (profile and planted truth), a row group per chunk
-//!   events/part-00000.parquet ...  one file per chunk of users: one row per impression
+//!   users/part-00000.parquet ...   per chunk of users: one row per user (profile and truth)
+//!   events/part-00000.parquet ...  per chunk of users: one row per impression
 //!   ground_truth.json       the planted truth (GroundTruth)
 //!   config.toml             the configuration used
 //!   manifest.json           counts and file list
@@ -33,7 +33,7 @@ use super::stream::Generator;
 use super::table::{Chunk, Events, ItemTable, Ragged, UserTable};
 use super::truth::GroundTruth;
 use super::world::World;
-use crate::parquet_io::{ParquetSink, Table, TableColumn, read_table, schema_of, write_atomic};
+use crate::parquet_io::{Table, TableColumn, read_table, schema_of, write_atomic};
 
 fn list_of<T: ArrowPrimitiveType>(r: &Ragged<T::Native>) -> ListArray {
     let field = Arc::new(Field::new("item", T::DATA_TYPE, false));
@@ -199,8 +199,9 @@ pub struct WriteSummary {
     pub chunks: u64,
     /// Users per chunk.
     pub chunk_users: u64,
-    /// Event files, relative to the dataset directory.
-    pub event_files: Vec<String>,
+    /// File names of the chunks, in user order: `users/NAME` and `events/NAME` hold the users
+    /// of the chunk and their events.
+    pub parts: Vec<String>,
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> SynthError + '_ {
@@ -248,31 +249,26 @@ pub fn write_dataset(
         chunk_users: chunk_users.max(1),
         ..Default::default()
     };
-    let users_path = tmp.join("users.parquet");
+    let users_dir = tmp.join("users");
+    std::fs::create_dir_all(&users_dir).map_err(io(&users_dir))?;
     let generator = Generator::new(world.clone())
         .chunk_users(chunk_users)
         .threads(threads);
     // Generate the next chunk while the current one is written: at most three chunks live.
     let result: Result<(), SynthError> = std::thread::scope(|scope| {
         let (tx, rx) = sync_channel::<Chunk>(1);
-        let producer = scope.spawn(move || {
+        scope.spawn(move || {
             for chunk in generator {
                 if tx.send(chunk).is_err() {
                     break;
                 }
             }
         });
-        let mut users_sink: Option<ParquetSink> = None;
         for chunk in rx {
+            let name = format!("part-{:05}.parquet", summary.chunks);
             let ub = users_batch(&chunk.users)?;
-            if users_sink.is_none() {
-                users_sink = Some(ParquetSink::create(&users_path, ub.schema()).map_err(pio)?);
-            }
-            users_sink
-                .as_mut()
-                .expect("created")
-                .write(&ub)
-                .map_err(pio)?;
+            crate::parquet_io::write_batch(&users_dir.join(&name), &ub).map_err(pio)?;
+            drop(ub);
             summary.chunks += 1;
             summary.users += chunk.users.len() as u64;
             summary.events += chunk.events.len() as u64;
@@ -280,18 +276,15 @@ pub fn write_dataset(
             for (acc, c) in summary.behaviours.iter_mut().zip(counts) {
                 *acc += c;
             }
-            drop(ub);
-            let name = format!("events/part-{:05}.parquet", summary.chunks - 1);
             let eb = events_batch(chunk.events)?;
-            crate::parquet_io::write_batch(&tmp.join(&name), &eb).map_err(pio)?;
-            summary.event_files.push(name);
+            crate::parquet_io::write_batch(&events_dir.join(&name), &eb).map_err(pio)?;
+            summary.parts.push(name);
             progress(summary.users, summary.events);
         }
-        producer.join().expect("the generator thread panicked");
-        match users_sink {
-            Some(s) => s.finish().map_err(pio),
-            None => Err(SynthError::Format("no users were generated".into())),
+        if summary.chunks == 0 {
+            return Err(SynthError::Format("no users were generated".into()));
         }
+        Ok(())
     });
     result?;
 
@@ -365,15 +358,14 @@ fn read_users(path: &Path, truth: &GroundTruth) -> Result<UserTable, SynthError>
     let t = read_table(path, None).map_err(pio)?;
     let mut u = UserTable::new(truth.dim);
     u.user = ints_as(&t, "user_id", c.users as i64 - 1)?;
-    if let Some(row) = u
-        .user
-        .iter()
-        .enumerate()
-        .position(|(r, &id)| id as usize != r)
-    {
+    if let Some(row) = (1..u.user.len()).find(|&r| u.user[r] != u.user[r - 1] + 1) {
         return Err(SynthError::format(
             path,
-            format!("row {row}: user_id {} out of order", u.user[row]),
+            format!(
+                "row {row}: user_id {} does not follow {}",
+                u.user[row],
+                u.user[row - 1]
+            ),
         ));
     }
     u.country = ints_as(&t, "country", truth.num_scenarios as i64 - 1)?;
@@ -429,25 +421,65 @@ fn read_events(path: &Path, truth: &GroundTruth) -> Result<Events, SynthError> {
     })
 }
 
-/// Streams the event files of a dataset directory, one chunk (file) at a time.
-pub struct EventChunks {
-    dir: PathBuf,
-    truth: Arc<GroundTruth>,
-    files: std::vec::IntoIter<String>,
+/// Finds the event rows of every user of `users` (events must be grouped by user in the same
+/// order and sorted by time within a user).
+fn attach_events(users: &mut UserTable, events: &Events, path: &Path) -> Result<(), SynthError> {
+    let mut offsets = Vec::with_capacity(users.len() + 1);
+    offsets.push(0usize);
+    let mut r = 0usize;
+    for &u in &users.user {
+        let start = r;
+        while r < events.len() && events.user[r] == u {
+            if r > start && events.ts[r] < events.ts[r - 1] {
+                return Err(SynthError::format(
+                    path,
+                    format!("row {r}: time goes backwards"),
+                ));
+            }
+            r += 1;
+        }
+        offsets.push(r);
+    }
+    if r != events.len() {
+        return Err(SynthError::format(
+            path,
+            format!(
+                "row {r}: user {} is out of order or not in this chunk",
+                events.user[r]
+            ),
+        ));
+    }
+    users.event_offsets = offsets;
+    Ok(())
 }
 
-impl EventChunks {
-    /// Opens the dataset at `dir` (reads its manifest and ground truth).
+/// Reads a dataset written by [`write_dataset`] one chunk at a time: every item is a
+/// [`SynthLog`] holding the users of one chunk (with the shared items and truth), which the
+/// sample builders accept like a whole log. Memory stays bounded by one chunk, so a trainer can
+/// stream batches from a 10^7-user dataset.
+pub struct SynthChunks {
+    dir: PathBuf,
+    truth: Arc<GroundTruth>,
+    items: Arc<ItemTable>,
+    parts: std::vec::IntoIter<String>,
+    next_user: u32,
+}
+
+impl SynthChunks {
+    /// Opens the dataset at `dir` (reads its manifest, ground truth and items).
     pub fn open(dir: &Path) -> Result<Self, SynthError> {
         let truth = Arc::new(GroundTruth::read_json(&dir.join("ground_truth.json"))?);
         let mpath = dir.join("manifest.json");
         let text = std::fs::read_to_string(&mpath).map_err(io(&mpath))?;
         let m: WriteSummary =
             serde_json::from_str(&text).map_err(|e| SynthError::format(&mpath, e))?;
+        let items = Arc::new(read_items(&dir.join("items.parquet"), &truth)?);
         Ok(Self {
             dir: dir.to_path_buf(),
             truth,
-            files: m.event_files.into_iter(),
+            items,
+            parts: m.parts.into_iter(),
+            next_user: 0,
         })
     }
 
@@ -455,62 +487,68 @@ impl EventChunks {
     pub fn truth(&self) -> &Arc<GroundTruth> {
         &self.truth
     }
+
+    fn read_part(&mut self, name: &str) -> Result<SynthLog, SynthError> {
+        let upath = self.dir.join("users").join(name);
+        let mut users = read_users(&upath, &self.truth)?;
+        if users.user.first().is_some_and(|&u| u != self.next_user) {
+            return Err(SynthError::format(
+                &upath,
+                format!(
+                    "starts at user {}, expected {}",
+                    users.user[0], self.next_user
+                ),
+            ));
+        }
+        self.next_user += users.len() as u32;
+        let epath = self.dir.join("events").join(name);
+        let events = read_events(&epath, &self.truth)?;
+        attach_events(&mut users, &events, &epath)?;
+        Ok(SynthLog {
+            truth: self.truth.clone(),
+            items: self.items.clone(),
+            users,
+            events,
+        })
+    }
 }
 
-impl Iterator for EventChunks {
-    type Item = Result<Events, SynthError>;
+impl Iterator for SynthChunks {
+    type Item = Result<SynthLog, SynthError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let f = self.files.next()?;
-        Some(read_events(&self.dir.join(f), &self.truth))
+        let name = self.parts.next()?;
+        Some(self.read_part(&name))
     }
 }
 
 impl SynthLog {
-    /// Reads a dataset written by [`write_dataset`] into memory, checking every ID against the
-    /// configuration and that events are sorted by user and time.
+    /// Reads a whole dataset written by [`write_dataset`] into memory, checking every ID against
+    /// the configuration and that events are sorted by user and time. See [`SynthChunks`] to
+    /// stream a large one.
     pub fn read(dir: &Path) -> Result<SynthLog, SynthError> {
-        let chunks = EventChunks::open(dir)?;
-        let truth = chunks.truth().clone();
-        let items = read_items(&dir.join("items.parquet"), &truth)?;
-        let upath = dir.join("users.parquet");
-        let mut users = read_users(&upath, &truth)?;
-        let mut events = Events::default();
-        for e in chunks {
-            events.extend(&e?);
+        let mut chunks = SynthChunks::open(dir)?;
+        let mut log = SynthLog {
+            truth: chunks.truth.clone(),
+            items: chunks.items.clone(),
+            users: UserTable::new(chunks.truth.dim),
+            events: Events::default(),
+        };
+        for part in chunks.by_ref() {
+            let part = part?;
+            log.users.extend(&part.users, log.events.len());
+            log.events.extend(&part.events);
         }
-        // Events are grouped by user in ID order and sorted by time within a user.
-        let n = users.len();
-        let mut offsets = Vec::with_capacity(n + 1);
-        offsets.push(0usize);
-        let mut r = 0usize;
-        for j in 0..n {
-            while r < events.len() && events.user[r] as usize == j {
-                if r > offsets[j] && events.ts[r] < events.ts[r - 1] {
-                    return Err(SynthError::format(
-                        dir,
-                        format!("event row {r}: time goes backwards"),
-                    ));
-                }
-                r += 1;
-            }
-            offsets.push(r);
-        }
-        if r != events.len() {
+        if log.users.len() as u64 != log.truth.config.users {
             return Err(SynthError::format(
                 dir,
                 format!(
-                    "event row {r}: user {} is out of order or unknown",
-                    events.user[r]
+                    "{} users in the files, {} configured",
+                    log.users.len(),
+                    log.truth.config.users
                 ),
             ));
         }
-        users.event_offsets = offsets;
-        Ok(SynthLog {
-            truth,
-            items,
-            users,
-            events,
-        })
+        Ok(log)
     }
 }

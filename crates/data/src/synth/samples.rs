@@ -149,6 +149,9 @@ impl DupnTasks {
     /// [`BatchIter`](crate::BatchIter)); weights are 1 where a stream has none.
     pub fn mixed(&self, tasks: &[&str]) -> Batch {
         let parts: Vec<&Batch> = tasks.iter().filter_map(|t| self.get(t)).collect();
+        if parts.is_empty() {
+            return Batch::empty(self.ctr.schema.clone());
+        }
         concat(&parts)
     }
 
@@ -160,6 +163,9 @@ impl DupnTasks {
 
 /// Concatenates batches of one schema; weights become 1 where a batch has none (and stay absent
 /// if no batch has any); slices are kept only when every batch has them.
+///
+/// # Panics
+/// If `parts` is empty (there is no schema to build on) or the batches have different schemas.
 pub fn concat(parts: &[&Batch]) -> Batch {
     let Some(first) = parts.first() else {
         panic!("concat needs at least one batch");

@@ -21,7 +21,7 @@ pub fn generate_users(world: &World, users: Range<u64>, threads: usize) -> Chunk
         return out;
     }
     let per = n.div_ceil(threads);
-    let parts: Vec<Chunk> = std::thread::scope(|scope| {
+    let mut parts: Vec<Chunk> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let a = users.start + t * per;
@@ -40,9 +40,12 @@ pub fn generate_users(world: &World, users: Range<u64>, threads: usize) -> Chunk
             .map(|h| h.join().expect("a generator thread panicked"))
             .collect()
     });
-    let mut out = Chunk::new(world.dim);
-    for p in &parts {
-        out.append(p);
+    // Grow the first part and free the others as they are appended: one chunk's worth of
+    // memory in flight, not two.
+    let mut rest = parts.split_off(1);
+    let mut out = parts.pop().expect("at least one part");
+    for p in rest.drain(..) {
+        out.append(&p);
     }
     out
 }
