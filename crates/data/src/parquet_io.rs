@@ -424,6 +424,12 @@ pub fn read_table(path: &Path, columns: Option<&[&str]>) -> Result<Table, Parque
         .iter()
         .map(|f| f.name().clone())
         .collect();
+    let file_types: Vec<DataType> = builder
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.data_type().clone())
+        .collect();
     let wanted: Vec<String> = match columns {
         Some(c) => c.iter().map(|s| s.to_string()).collect(),
         None => file_names.clone(),
@@ -452,7 +458,17 @@ pub fn read_table(path: &Path, columns: Option<&[&str]>) -> Result<Table, Parque
         columns: Vec::new(),
         rows: 0,
     };
-    let mut cols: Vec<Option<TableColumn>> = vec![None; wanted.len()];
+    // Typed empty columns from the file's schema, so an empty file still has typed columns.
+    let mut cols: Vec<Option<TableColumn>> = Vec::with_capacity(wanted.len());
+    for w in &wanted {
+        let idx = file_names
+            .iter()
+            .position(|n| n == w)
+            .expect("checked above");
+        let dt = file_types[idx].clone();
+        let empty = arrow_array::new_empty_array(&dt);
+        cols.push(Some(convert(path, w, &empty, 0)?));
+    }
     for batch in reader {
         let batch = batch.map_err(|e| perr(path, e))?;
         let schema = batch.schema();
@@ -468,11 +484,7 @@ pub fn read_table(path: &Path, columns: Option<&[&str]>) -> Result<Table, Parque
         }
         table.rows += batch.num_rows();
     }
-    // An empty file still has typed columns: read the schema's types from an empty conversion.
-    table.columns = cols
-        .into_iter()
-        .map(|c| c.unwrap_or(TableColumn::Int(Vec::new())))
-        .collect();
+    table.columns = cols.into_iter().map(|c| c.expect("typed above")).collect();
     Ok(table)
 }
 
@@ -544,6 +556,18 @@ mod tests {
         assert_eq!(p.names, vec!["x", "id"]);
         let e = read_table(&a, Some(&["nope"])).unwrap_err().to_string();
         assert!(e.contains("nope") && e.contains("a.parquet"), "{e}");
+    }
+
+    #[test]
+    fn an_empty_file_keeps_its_column_types() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("empty.parquet");
+        write_batch(&p, &sample().slice(0, 0)).unwrap();
+        let t = read_table(&p, None).unwrap();
+        assert_eq!(t.rows, 0);
+        assert_eq!(t.floats("x").unwrap(), &[] as &[f64]);
+        assert!(t.int_lists_in("terms", 3).unwrap().is_empty());
+        assert_eq!(t.column("name").unwrap(), &TableColumn::Text(vec![]));
     }
 
     #[test]

@@ -167,6 +167,7 @@ fn parquet_is_byte_identical_and_reads_back_to_the_same_batches() {
     let opts = CtrOptions {
         history: 5,
         target: CtrTarget::Both,
+        negative_rate: 0.5,
         ..CtrOptions::default()
     };
     let (x, y) = (read.ctr_split(&opts), generated.ctr_split(&opts));
@@ -197,6 +198,21 @@ fn parquet_is_byte_identical_and_reads_back_to_the_same_batches() {
         format!("{:?}", streamed.labels),
         format!("{:?}", whole.labels)
     );
+}
+
+#[test]
+fn chunks_of_users_without_events_read_back() {
+    let cfg = tiny(40);
+    let world = Arc::new(World::new(&cfg).unwrap());
+    let log = SynthLog::from_world(&world, 1);
+    let idle = (0..40)
+        .filter(|&j| log.users.events_of(j).is_empty())
+        .count();
+    assert!(idle > 0, "the tiny preset should have users without events");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    write_dataset(world, &dir, 1, 1, false, |_, _| {}).unwrap();
+    assert_eq!(SynthLog::read(&dir).unwrap(), log);
 }
 
 #[test]

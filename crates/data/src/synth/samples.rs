@@ -229,9 +229,11 @@ fn weekend(ts: i64) -> u32 {
     if weekday >= 5 { 2 } else { 1 }
 }
 
-/// A uniform number in [0, 1) from a seed and an index (for subsampling without a stream).
-fn unit(seed: u64, i: u64) -> f32 {
-    (mix_seed(seed, i) >> 40) as f32 / (1u64 << 24) as f32
+/// A uniform number in [0, 1) for subsampling event row `r`, keyed on the impression's identity
+/// (user, session, position), so a chunk and the whole log make the same choices.
+fn keep_unit(seed: u64, ev: &super::table::Events, r: usize) -> f32 {
+    let key = (u64::from(ev.session[r]) << 8) | u64::from(ev.position[r]);
+    (mix_seed(mix_seed(seed, u64::from(ev.user[r])), key) >> 40) as f32 / (1u64 << 24) as f32
 }
 
 /// Appends one sample's values, field by field.
@@ -429,7 +431,7 @@ impl SynthLog {
                 let clicked = ev.has(r, behaviour::CLICK);
                 if !clicked
                     && opts.negative_rate < 1.0
-                    && unit(opts.seed, r as u64) >= opts.negative_rate
+                    && keep_unit(opts.seed, ev, r) >= opts.negative_rate
                 {
                     continue;
                 }
@@ -609,7 +611,7 @@ impl SynthLog {
                     let i = ev.item[r];
                     if clicked
                         || opts.ctr_negative_rate >= 1.0
-                        || unit(opts.seed, r as u64) < opts.ctr_negative_rate
+                        || keep_unit(opts.seed, ev, r) < opts.ctr_negative_rate
                     {
                         ctx.push(&mut out.ctr, &req, &hbuf, hist, Target::Item(i));
                         out.ctr.labels(Some((0, f32::from(u8::from(clicked)))), 1.0);
