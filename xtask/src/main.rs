@@ -6,6 +6,7 @@
 use clap::{Parser, Subcommand};
 
 mod data;
+mod synth;
 mod train;
 
 /// Project automation for rec-rs.
