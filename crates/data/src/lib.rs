@@ -32,10 +32,10 @@ pub mod fetch;
 pub mod interactions;
 pub mod iter;
 pub mod movielens;
+pub mod parquet_io;
 pub mod ranking;
 pub mod schema;
 pub mod split;
-pub mod parquet_io;
 pub mod synth;
 #[cfg(feature = "candle")]
 pub mod tensors;
