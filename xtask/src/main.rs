@@ -81,5 +81,22 @@ mod tests {
         ));
         assert!(Cli::try_parse_from(["xtask", "data", "fetch", "ml-1m"]).is_err());
         assert!(Cli::try_parse_from(["xtask"]).is_err());
+        let cli = Cli::try_parse_from(["xtask", "train", "--resume"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Train(train::TrainArgs {
+                resume: Some(None),
+                ..
+            })
+        ));
+        let cli =
+            Cli::try_parse_from(["xtask", "train", "--resume", "runs/x", "--model", "fm"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Train(train::TrainArgs {
+                resume: Some(Some(_)),
+                ..
+            })
+        ));
     }
 }
