@@ -5,6 +5,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod ci;
 mod data;
 mod synth;
 mod train;
@@ -31,6 +32,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Evaluate a checkpoint on the validation and test splits of its configuration.
     Eval(train::EvalArgs),
+    /// Run what CI runs: fetch the data, rustfmt, clippy, the tests and the docs.
+    Ci(ci::CiArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -42,6 +45,7 @@ fn main() -> anyhow::Result<()> {
         Command::Data(cmd) => data::run(cmd),
         Command::Train(args) => train::run(args),
         Command::Eval(args) => train::eval(args),
+        Command::Ci(args) => ci::run(args),
     }
 }
 
