@@ -32,7 +32,7 @@ pub struct TrainArgs {
     /// Training batch size.
     #[arg(long)]
     pub batch_size: Option<usize>,
-    /// Run directory (default runs/<model>-<dataset>-<protocol>-seed<seed>).
+    /// Run directory (default `runs/{model}-{dataset}-{protocol}-seed{seed}`).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Without a value: continue the interrupted run in the run directory from its latest
