@@ -6,6 +6,7 @@
 use clap::{Parser, Subcommand};
 
 mod data;
+mod experiment;
 mod train;
 
 /// Project automation for rec-rs.
@@ -30,6 +31,9 @@ enum Command {
     Train(train::TrainArgs),
     /// Evaluate a checkpoint on the validation and test splits of its configuration.
     Eval(train::EvalArgs),
+    /// Experiments behind docs/results/ (e.g. `experiment cel --quick`).
+    #[command(subcommand)]
+    Experiment(experiment::ExperimentCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -41,6 +45,7 @@ fn main() -> anyhow::Result<()> {
         Command::Data(cmd) => data::run(cmd),
         Command::Train(args) => train::run(args),
         Command::Eval(args) => train::eval(args),
+        Command::Experiment(cmd) => experiment::run(cmd),
     }
 }
 
