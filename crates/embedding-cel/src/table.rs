@@ -87,7 +87,9 @@ impl Window {
     }
 }
 
-/// CEL-Lite: the reservoir of member gradients of the cluster whose split is pending.
+/// CEL-Lite: the member gradients of the cluster whose split is pending: the first
+/// `reservoir` distinct members seen in the window, each with its gradient summed over the
+/// window (`O(reservoir x d)`, whatever the number of entities).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct LiteWindow {
     cluster: u32,
@@ -96,9 +98,14 @@ struct LiteWindow {
     ents: Vec<u32>,
     #[serde(skip)]
     grads: Vec<f32>,
+    #[serde(skip)]
+    slot: IdMap<u32>,
 }
 
-/// CEL-Lite: a split whose direction is stored so members are placed when they next appear.
+/// CEL-Lite: a split whose direction is stored so the parent's other members are placed
+/// lazily: the projections of their gradients on the direction are summed while they appear
+/// (`evidence`: only entities seen during the placement window), and a member moves when the
+/// sum is negative after `PLACE_AFTER` appearances or when the window closes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct OpenSplit {
     parent: u32,
@@ -106,7 +113,15 @@ struct OpenSplit {
     v: Vec<f64>,
     mean: Vec<f64>,
     until: u64,
+    /// (entity, summed projection, appearances), in order of first appearance.
+    evidence: Vec<(u32, f64, u32)>,
+    /// Position of each entity in `evidence`.
+    #[serde(skip)]
+    index: IdMap<u32>,
 }
+
+/// Appearances after which a lazily placed member is decided.
+const PLACE_AFTER: u32 = 3;
 
 /// Personalization phase state.
 struct Personal {
@@ -670,30 +685,53 @@ impl ClusteredEmbedding {
             let e = g.rows[i];
             let gi = g.grad(i);
             let cur = self.assign.get(e as usize);
-            // Reservoir sample of the pending split's member gradients.
+            // Window sums of the pending split's sampled members.
             if let Some(w) = &mut self.lite
                 && w.cluster == cur
             {
                 w.seen += 1;
-                let r = self.cfg.reservoir;
-                if w.ents.len() < r {
-                    w.ents.push(e);
-                    w.grads.extend_from_slice(gi);
-                } else {
-                    let j = self.rng.random_range(0..w.seen) as usize;
-                    if j < r {
-                        w.ents[j] = e;
-                        w.grads[j * d..(j + 1) * d].copy_from_slice(gi);
+                match w.slot.get(&e) {
+                    Some(&k) => {
+                        let k = k as usize;
+                        w.grads[k * d..(k + 1) * d]
+                            .iter_mut()
+                            .zip(gi)
+                            .for_each(|(a, b)| *a += b);
                     }
+                    None if w.ents.len() < self.cfg.reservoir => {
+                        w.slot.insert(e, w.ents.len() as u32);
+                        w.ents.push(e);
+                        w.grads.extend_from_slice(gi);
+                    }
+                    None => {}
                 }
             }
             // Lazy placement after an open split of its cluster.
-            if let Some(o) = self.open.iter().find(|o| o.parent == cur) {
-                if project(gi, &o.mean, &o.v) < 0.0 && self.sizes[cur as usize] > 1 {
+            if let Some(o) = self.open.iter_mut().find(|o| o.parent == cur) {
+                let p = project(gi, &o.mean, &o.v);
+                let k = match o.index.get(&e) {
+                    Some(&k) => k as usize,
+                    None => {
+                        o.index.insert(e, o.evidence.len() as u32);
+                        o.evidence.push((e, 0.0, 0));
+                        o.evidence.len() - 1
+                    }
+                };
+                o.evidence[k].1 += p;
+                o.evidence[k].2 += 1;
+                if o.evidence[k].2 >= PLACE_AFTER {
+                    let (_, sum, _) = o.evidence.swap_remove(k);
+                    o.index.remove(&e);
+                    if let Some(&(moved, _, _)) = o.evidence.get(k) {
+                        o.index.insert(moved, k as u32);
+                    }
                     let child = o.child;
-                    self.move_entity(e, child);
-                    continue;
+                    if sum < 0.0 && self.sizes[cur as usize] > 1 {
+                        self.move_entity(e, child);
+                        self.moves -= 1;
+                    }
                 }
+                continue;
             }
             if reassign_now {
                 let cur = cur as usize;
@@ -719,7 +757,21 @@ impl ClusteredEmbedding {
 
     fn lite_end_step(&mut self) -> Result<()> {
         let step = self.step;
-        self.open.retain(|o| o.until > step);
+        // Close the placement windows that end now: undecided members go by their evidence.
+        let (closing, open): (Vec<OpenSplit>, Vec<OpenSplit>) =
+            std::mem::take(&mut self.open).into_iter().partition(|o| o.until <= step);
+        self.open = open;
+        for o in closing {
+            for (e, sum, _) in o.evidence {
+                if sum < 0.0
+                    && self.assign.get(e as usize) == o.parent
+                    && self.sizes[o.parent as usize] > 1
+                {
+                    self.move_entity(e, o.child);
+                    self.moves -= 1;
+                }
+            }
+        }
         if !step.is_multiple_of(self.cfg.split_every) {
             return Ok(());
         }
@@ -738,6 +790,7 @@ impl ClusteredEmbedding {
                     seen: 0,
                     ents: Vec::new(),
                     grads: Vec::new(),
+                    slot: IdMap::default(),
                 });
             }
         }
@@ -751,16 +804,14 @@ impl ClusteredEmbedding {
             return Ok(());
         };
         let proj: Vec<f64> = w.grads.chunks_exact(d).map(|r| project(r, &mean, &v)).collect();
-        // The sampled entities still in the parent are placed now (by their latest sample).
-        let mut last: IdMap<usize> = IdMap::default();
-        for (k, &e) in w.ents.iter().enumerate() {
-            if self.assign.get(e as usize) == parent {
-                last.insert(e, k);
-            }
-        }
-        let mut sampled: Vec<(u32, usize)> = last.into_iter().collect();
-        sampled.sort_unstable();
-        let go: Vec<u32> = sampled.iter().filter(|(_, k)| proj[*k] < 0.0).map(|x| x.0).collect();
+        // The sampled members still in the parent are placed now, by their window sums.
+        let go: Vec<u32> = w
+            .ents
+            .iter()
+            .zip(&proj)
+            .filter(|(e, p)| **p < 0.0 && self.assign.get(**e as usize) == parent)
+            .map(|(e, _)| *e)
+            .collect();
         if go.is_empty() || go.len() as u32 >= self.sizes[parent as usize] {
             return Ok(());
         }
@@ -775,6 +826,8 @@ impl ClusteredEmbedding {
             v,
             mean,
             until: self.step + self.cfg.placement_steps,
+            evidence: Vec::new(),
+            index: IdMap::default(),
         });
         Ok(())
     }
@@ -1155,9 +1208,16 @@ impl EmbeddingTable for ClusteredEmbedding {
             if l.ents.iter().any(|&e| e as usize >= vocab) {
                 return Err(err("the reservoir names an unknown entity"));
             }
+            l.slot = l.ents.iter().enumerate().map(|(k, &e)| (e, k as u32)).collect();
         }
-        let open: Vec<OpenSplit> =
+        let mut open: Vec<OpenSplit> =
             serde_json::from_value(meta["open"].clone()).map_err(|_| err("unreadable `open`"))?;
+        for o in &mut open {
+            if o.evidence.iter().any(|x| x.0 as usize >= vocab) || o.v.len() != dim {
+                return Err(err("an open split names an unknown entity or has the wrong width"));
+            }
+            o.index = o.evidence.iter().enumerate().map(|(k, x)| (x.0, k as u32)).collect();
+        }
         let cl_loss: Vec<f64> = serde_json::from_value(meta["cluster_loss"].clone())
             .map_err(|_| err("unreadable `cluster_loss`"))?;
         let rng: ChaCha8Rng =
