@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod ci;
 mod data;
 mod synth;
+mod experiment;
 mod train;
 
 /// Project automation for rec-rs.
@@ -34,6 +35,9 @@ enum Command {
     Eval(train::EvalArgs),
     /// Run what CI runs: fetch the data, rustfmt, clippy, the tests and the docs.
     Ci(ci::CiArgs),
+    /// Experiments behind docs/results/ (e.g. `experiment cel --quick`).
+    #[command(subcommand)]
+    Experiment(experiment::ExperimentCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -46,6 +50,7 @@ fn main() -> anyhow::Result<()> {
         Command::Train(args) => train::run(args),
         Command::Eval(args) => train::eval(args),
         Command::Ci(args) => ci::run(args),
+        Command::Experiment(cmd) => experiment::run(cmd),
     }
 }
 
