@@ -55,7 +55,8 @@ pub enum Role {
     Item,
     /// A binary label, 0 or 1 (also `true`/`false`): a binary task.
     Label,
-    /// A numeric rating: a regression task (and the source of `like` with `like_threshold`).
+    /// A numeric rating, finite and not negative: a regression task (and the source of `like`
+    /// with `like_threshold`).
     Rating,
     /// Unix time in seconds (at most one column): kept beside the batch for time-based splits.
     Timestamp,
@@ -195,6 +196,8 @@ impl InteractionSchema {
     pub fn read_bytes(&self, data: &[u8], source: impl Into<PathBuf>) -> Result<RawTable> {
         self.validate()?;
         let source = source.into();
+        // A UTF-8 byte order mark is not part of the first column's name.
+        let data = data.strip_prefix(crate::text::BOM).unwrap_or(data);
         let mut rdr = csv::ReaderBuilder::new()
             .delimiter(self.delimiter_byte()?)
             .has_headers(false)
@@ -262,6 +265,20 @@ impl InteractionSchema {
             let line = rec.position().map_or(0, |p| p.line());
             if rec.len() == 1 && rec.get(0).is_some_and(|f| f.is_empty()) {
                 continue; // blank line
+            }
+            // A quote left open swallows the rest of the file into one field; quoted line
+            // breaks are not used in interaction logs, so a field with one is refused.
+            if let Some(i) = rec.iter().position(|f| f.contains(&b'\n')) {
+                return Err(DataError::parse(
+                    &source,
+                    line,
+                    "(row)",
+                    String::from_utf8_lossy(&rec[i]).lines().next().unwrap_or(""),
+                    format!(
+                        "field {} spans several lines: an unterminated quote? (quoted line breaks are not supported)",
+                        i + 1
+                    ),
+                ));
             }
             if rec.len() != width {
                 return Err(DataError::parse(
@@ -375,7 +392,13 @@ impl RawColumn {
                 "0" | "0.0" | "false" | "False" | "FALSE" => 0.0,
                 _ => return Err("a label must be 0 or 1".into()),
             }),
-            (RawColumn::Floats(v), _) => match cell.parse::<f32>() {
+            (RawColumn::Floats(v), role) => match cell.parse::<f32>() {
+                Ok(x) if x < 0.0 && role == Role::Rating => {
+                    return Err(
+                        "a rating must not be negative (use role \"dense\" for a signed value)"
+                            .into(),
+                    );
+                }
                 Ok(x) if x.is_finite() => v.push(x),
                 _ => return Err("not a finite number".into()),
             },

@@ -10,12 +10,29 @@ pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| DataError::io(path, e))
 }
 
-/// The non-blank lines of `data` with their 1-based numbers; a trailing `\r` is removed.
+/// The UTF-8 byte order mark, which some editors put at the start of a text file.
+pub(crate) const BOM: &[u8] = b"\xef\xbb\xbf";
+
+/// The non-blank lines of `data` with their 1-based numbers; a trailing `\r` is removed, and
+/// so is a UTF-8 byte order mark at the start of the file.
 pub(crate) fn lines(data: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
-    data.split(|&b| b == b'\n')
+    data.strip_prefix(BOM)
+        .unwrap_or(data)
+        .split(|&b| b == b'\n')
         .enumerate()
         .map(|(i, l)| (i as u64 + 1, l.strip_suffix(b"\r").unwrap_or(l)))
         .filter(|(_, l)| !l.is_empty())
+}
+
+/// An error for a file that holds no record: `what` says what was expected (e.g. "ratings").
+pub(crate) fn empty_file(file: &Path, what: &str) -> DataError {
+    DataError::parse(
+        file,
+        1,
+        "(file)",
+        "",
+        format!("empty file: no {what} (truncated or not the right file?)"),
+    )
 }
 
 /// Position of a value in a file, for error messages.
@@ -93,6 +110,18 @@ impl At<'_> {
             Ok(v) => v,
             Err(_) => match t.parse::<f64>() {
                 Ok(f) if f.is_finite() && f.fract() == 0.0 && f.abs() < 9.0e15 => f as i64,
+                // Digits only, but too many for 64 bits: out of range, not malformed.
+                _ if !t.is_empty()
+                    && t.trim_start_matches('-')
+                        .bytes()
+                        .all(|b| b.is_ascii_digit()) =>
+                {
+                    return Err(self.err(
+                        column,
+                        s,
+                        format!("out of range (expected {min}..={max})"),
+                    ));
+                }
                 _ => return Err(self.err(column, s, "not an integer")),
             },
         };

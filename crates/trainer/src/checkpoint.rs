@@ -41,11 +41,29 @@ struct FileEntry {
     bytes: u64,
 }
 
+/// SHA-256 and length of a file, read in blocks (a checkpoint may be larger than memory
+/// allows twice).
 fn sha256_file(path: &Path) -> Result<(String, u64)> {
-    let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let digest = Sha256::digest(&bytes);
-    Ok((hex(&digest), bytes.len() as u64))
+    use std::io::Read;
+    let mut f = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut n = 0u64;
+    loop {
+        let k = f
+            .read(&mut buf)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+        n += k as u64;
+    }
+    Ok((hex(&h.finalize()), n))
 }
+
+/// Largest manifest read (a real one is a few hundred bytes).
+const MAX_MANIFEST_BYTES: u64 = 1 << 20;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -81,6 +99,22 @@ fn sync_dir(dir: &Path) {
     }
 }
 
+/// Test hook for crash-safety tests (a fault-injection point, inert in normal use): when the
+/// environment variable of this name holds the name of the checkpoint being written (e.g.
+/// `step-000000000012`), [`write`] stops after the tensors file is on disk and before the
+/// state, the manifest and the rename, creates an empty file `PAUSED` in the temporary
+/// directory `<root>/.tmp-<name>/`, and sleeps for up to a minute, so that a test can kill the
+/// process in the middle of a checkpoint at a known point. Unset, it costs one environment
+/// lookup per checkpoint.
+pub const PAUSE_ENV: &str = "REC_TEST_CHECKPOINT_PAUSE";
+
+fn pause_for_tests(tmp: &Path, name: &str) {
+    if std::env::var_os(PAUSE_ENV).is_some_and(|v| v == name) {
+        let _ = File::create(tmp.join("PAUSED"));
+        std::thread::sleep(std::time::Duration::from_secs(60));
+    }
+}
+
 /// Writes a checkpoint called `name` under `root` and returns its directory.
 ///
 /// Fails if a checkpoint of that name already exists: names are unique (e.g. by step).
@@ -105,6 +139,7 @@ pub fn write(
     candle_core::safetensors::save(tensors, &tensors_path)
         .with_context(|| format!("cannot write {}", tensors_path.display()))?;
     File::open(&tensors_path)?.sync_all()?;
+    pause_for_tests(&tmp, name);
     let state_text = serde_json::to_vec_pretty(state)?;
     write_atomic(&tmp.join(STATE), &state_text)?;
     let mut files = BTreeMap::new();
@@ -147,6 +182,15 @@ pub fn resolve_pointer(root: &Path, pointer: &str) -> Result<Option<PathBuf>> {
 /// SHA-256, then the contents. Any mismatch is an error naming the file.
 pub fn read(dir: &Path, device: &Device) -> Result<(TensorMap, serde_json::Value)> {
     let manifest_path = dir.join(MANIFEST);
+    if let Ok(m) = fs::metadata(&manifest_path)
+        && m.len() > MAX_MANIFEST_BYTES
+    {
+        bail!(
+            "{} is {} bytes, not a checkpoint manifest; refusing to load it",
+            manifest_path.display(),
+            m.len()
+        );
+    }
     let text = fs::read_to_string(&manifest_path).with_context(|| {
         format!(
             "{} is not a complete checkpoint (no readable {MANIFEST})",
@@ -168,7 +212,15 @@ pub fn read(dir: &Path, device: &Device) -> Result<(TensorMap, serde_json::Value
             .get(f)
             .with_context(|| format!("{} lists no {f}", manifest_path.display()))?;
         let path = dir.join(f);
-        let (sha, bytes) = sha256_file(&path)?;
+        // The size first: a file of the wrong size is refused without reading it.
+        let size = fs::metadata(&path)
+            .with_context(|| format!("checkpoint file {} is missing", path.display()))?
+            .len();
+        let (sha, bytes) = if size == entry.bytes {
+            sha256_file(&path)?
+        } else {
+            (String::new(), size)
+        };
         if bytes != entry.bytes {
             bail!(
                 "checkpoint file {} has {bytes} bytes, its manifest says {}: truncated or altered; refusing to load it",

@@ -47,7 +47,14 @@ pub fn load_split(cfg: &DataConfig) -> Result<Split> {
                 }
             }
             let schema = InteractionSchema::from_toml_file(&schema_path)?;
-            let table = schema.read_file(&path)?.encode(None)?;
+            let raw = schema.read_file(&path)?;
+            if raw.is_empty() {
+                bail!(
+                    "{}: no data rows (only a header?); nothing to train on",
+                    path.display()
+                );
+            }
+            let table = raw.encode(None)?;
             table.random_split(&path.display().to_string(), cfg.seed, [0.8, 0.1, 0.1])
         }
         "synthetic" => synthetic_split(cfg)?,

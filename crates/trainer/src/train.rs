@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use candle_core::DType;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -136,7 +137,8 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
     let run_dir = cfg.run_dir();
     let ckpt_root = run_dir.join("checkpoints");
     prepare_run_dir(&run_dir, matches!(start, Start::Resume))?;
-    std::fs::write(run_dir.join("config.toml"), cfg.to_toml()?)
+    check_space(&run_dir, free_bytes(&run_dir), parameter_bytes(model))?;
+    checkpoint::write_atomic(&run_dir.join("config.toml"), cfg.to_toml()?.as_bytes())
         .with_context(|| format!("cannot write into {}", run_dir.display()))?;
 
     let mut opt = DenseOptimizer::new(cfg.optimizer.dense, model.dense_vars())?;
@@ -164,6 +166,14 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
             load_training_state(model, Some(&mut opt), &tensors, &state["state"])?;
             st = serde_json::from_value(state["loop"].clone())
                 .with_context(|| format!("{} has an unreadable loop state", dir.display()))?;
+            // The log holds exactly the epochs of the checkpoint: lines written after it by
+            // the interrupted process are dropped (they will be written again).
+            let mut text = String::new();
+            for r in &st.history {
+                text.push_str(&serde_json::to_string(r)?);
+                text.push('\n');
+            }
+            checkpoint::write_atomic(&run_dir.join("log.jsonl"), text.as_bytes())?;
             tracing::info!(checkpoint = %dir.display(), step = st.step, epoch = st.epoch, "resuming");
         }
         Start::WarmStart(dir) => {
@@ -350,9 +360,20 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
     Ok(outcome)
 }
 
-/// One optimizer step ([`rec_nn::model::train_step`]); returns the loss. A failure (e.g. a
-/// non-finite loss) stops the run with the step, epoch and batch named, and with the task output
-/// or parameter that is not finite; nothing is updated or saved after it.
+/// One optimizer step, checked: the same sequence as [`rec_nn::model::train_step`] (forward,
+/// loss, backward, the dense optimizer, each table's sparse update, `end_step`, `after_step`),
+/// with three guards that stop the run at the step where something stops being finite:
+///
+/// 1. the loss (before any update): the message names the task output, label, weight or dense
+///    feature of the batch that is not finite, else the parameter that already is;
+/// 2. every gradient (before any update): a dense parameter is named; for the gradient of an
+///    embedding table's rows, the table is found (its rows are updated with that gradient and
+///    every table is scanned, which costs a full pass but happens only on this failure);
+/// 3. every dense parameter after the update (e.g. an overflow with finite gradients).
+///
+/// Each error names the step, epoch and batch; nothing is saved after it, so the last good
+/// checkpoint on disk is untouched. The model in memory may hold the failed step's values:
+/// reload a checkpoint before using it again.
 fn train_step(
     model: &mut dyn Model,
     opt: &mut DenseOptimizer,
@@ -361,45 +382,176 @@ fn train_step(
 ) -> Result<f32> {
     let rng = std::mem::replace(&mut st.rng, ChaCha8Rng::seed_from_u64(0));
     let mut ctx = Ctx::new(true, st.step, rng);
-    let result = rec_nn::model::train_step(model, opt, batch, &mut ctx);
+    let result = checked_step(model, opt, batch, &mut ctx);
     st.rng = ctx.rng;
     match result {
         Ok(v) => {
             st.step = ctx.step;
             Ok(v)
         }
-        Err(e) => {
-            let mut culprit = String::new();
-            if let Ok(outputs) = model.forward(batch, &mut Ctx::eval()) {
-                for (t, out) in outputs.iter().enumerate() {
-                    if !all_finite(out).unwrap_or(true) {
-                        culprit = format!(
-                            "; the output of task `{}` is not finite",
-                            model.schema().tasks[t].name
-                        );
-                        break;
-                    }
-                }
-            }
-            if let Some(p) = non_finite_parameter(model)? {
-                culprit.push_str(&format!("; parameter `{p}` holds non-finite values"));
-            }
-            bail!(
-                "training stopped at step {}, epoch {}, batch {}: {e}{culprit}. The last good checkpoint is untouched.",
-                st.step,
-                st.epoch + 1,
-                st.batch_in_epoch
-            )
-        }
+        Err(e) => bail!(
+            "training stopped at step {}, epoch {}, batch {}: {e:#}. The last good checkpoint is untouched.",
+            st.step + 1,
+            st.epoch + 1,
+            st.batch_in_epoch + 1
+        ),
     }
 }
 
-fn all_finite(t: &candle_core::Tensor) -> Result<bool> {
+fn checked_step(
+    model: &mut dyn Model,
+    opt: &mut DenseOptimizer,
+    batch: &Batch,
+    ctx: &mut Ctx,
+) -> Result<f32> {
+    ctx.train = true;
+    let forward = (|| -> Result<(f32, candle_core::Tensor)> {
+        let out = model.forward(batch, ctx)?;
+        let loss = model.loss(batch, &out)?;
+        let value = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        if !value.is_finite() {
+            let culprit = non_finite_input(model, batch, &out)?;
+            bail!("the loss is {value}{culprit}");
+        }
+        Ok((value, loss))
+    })();
+    let (value, loss) = match forward {
+        Ok(v) => v,
+        Err(e) => {
+            clear_pending(model);
+            return Err(e);
+        }
+    };
+    let grads = match loss.backward() {
+        Ok(g) => g,
+        Err(e) => {
+            clear_pending(model);
+            return Err(e.into());
+        }
+    };
+    // Gradients of dense parameters, then of anything else (the tables' per-batch leaves).
+    let dense = model.dense_vars();
+    let mut dense_ids = std::collections::HashSet::new();
+    for (name, var) in &dense {
+        dense_ids.insert(var.as_tensor().id());
+        if let Some(g) = grads.get(var.as_tensor())
+            && !all_finite(g)?
+        {
+            clear_pending(model);
+            bail!("the gradient of parameter `{name}` is not finite (the loss was {value})");
+        }
+    }
+    let mut table_grad_ok = true;
+    for id in grads.get_ids() {
+        if !dense_ids.contains(id)
+            && let Some(g) = grads.get_id(*id)
+            && !all_finite(g)?
+        {
+            table_grad_ok = false;
+            break;
+        }
+    }
+    if !table_grad_ok {
+        // Find the table: apply the (bad) sparse updates, then scan every table.
+        for (_, t) in model.tables_mut() {
+            t.apply_gradients(&grads)?;
+        }
+        let which =
+            non_finite_parameter(model)?.unwrap_or_else(|| "an embedding table".to_string());
+        bail!(
+            "the gradient of the rows of {which} looked up by this batch is not finite (the loss was {value})"
+        );
+    }
+    opt.step(&grads)?;
+    for (_, t) in model.tables_mut() {
+        t.apply_gradients(&grads)?;
+    }
+    ctx.step += 1;
+    for (_, t) in model.tables_mut() {
+        t.end_step(ctx.step)?;
+    }
+    model.after_step(ctx.step)?;
+    for (name, var) in model.dense_vars() {
+        if !all_finite(var.as_tensor())? {
+            bail!("parameter `{name}` is not finite after the update (the loss was {value})");
+        }
+    }
+    Ok(value)
+}
+
+fn clear_pending(model: &mut dyn Model) {
+    for (_, t) in model.tables_mut() {
+        t.clear_pending();
+    }
+}
+
+/// Why a loss is not finite, as far as the batch and the outputs tell: the first task output,
+/// label, weight or dense feature value that is not finite, else the first parameter that is.
+fn non_finite_input(
+    model: &dyn Model,
+    batch: &Batch,
+    outputs: &[candle_core::Tensor],
+) -> Result<String> {
+    let schema = model.schema();
+    let task = |t: usize| schema.tasks.get(t).map_or("?", |t| t.name.as_str());
+    // A NaN label marks a missing label of a multi-task batch (the loss skips it): only an
+    // infinite one is a culprit.
+    for (t, labels) in batch.labels.iter().enumerate() {
+        if let Some(r) = labels.iter().position(|x| x.is_infinite()) {
+            return Ok(format!(
+                "; the label of task `{}` at row {r} of the batch is {}",
+                task(t),
+                labels[r]
+            ));
+        }
+    }
+    if let Some(w) = &batch.weights
+        && let Some(r) = w.iter().position(|x| !x.is_finite())
+    {
+        return Ok(format!(
+            "; the sample weight at row {r} of the batch is {}",
+            w[r]
+        ));
+    }
+    for (f, c) in batch.schema.fields.iter().zip(&batch.columns) {
+        if let rec_data::Column::Dense { values, dim } = c
+            && let Some(k) = values.iter().position(|x| !x.is_finite())
+        {
+            return Ok(format!(
+                "; the dense feature `{}` at row {} of the batch is {}",
+                f.name,
+                k / (*dim).max(1),
+                values[k]
+            ));
+        }
+    }
+    if let Some(p) = non_finite_parameter(model)? {
+        return Ok(format!("; parameter `{p}` holds non-finite values"));
+    }
+    for (t, out) in outputs.iter().enumerate() {
+        if !all_finite(out)? {
+            return Ok(format!(
+                "; the output of task `{}` is not finite (finite inputs and parameters)",
+                task(t)
+            ));
+        }
+    }
+    Ok(String::new())
+}
+
+/// True when no value of `t` is NaN or infinite. `x * 0` is 0 for every finite `x` and NaN for
+/// NaN and the infinities, so the sum is 0 exactly when all values are finite (and cannot
+/// overflow, unlike a plain sum). Integer tensors are always finite.
+pub fn all_finite(t: &candle_core::Tensor) -> Result<bool> {
+    if !t.dtype().is_float() {
+        return Ok(true);
+    }
     let s = t
-        .to_dtype(candle_core::DType::F32)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
-    Ok(s.iter().all(|x| x.is_finite()))
+        .affine(0.0, 0.0)?
+        .sum_all()?
+        .to_dtype(DType::F32)?
+        .to_scalar::<f32>()?;
+    Ok(s == 0.0)
 }
 
 /// The name of the first dense variable or embedding table holding a non-finite value.
@@ -412,9 +564,11 @@ fn non_finite_parameter(model: &dyn Model) -> Result<Option<String>> {
     for (name, table) in model.tables() {
         let mut m = TensorMap::new();
         table.save("", &mut m)?;
-        for (k, t) in m {
-            if !all_finite(&t)? {
-                return Ok(Some(format!("table {name} ({k})")));
+        let mut keys: Vec<&String> = m.keys().collect();
+        keys.sort();
+        for k in keys {
+            if !all_finite(&m[k])? {
+                return Ok(Some(format!("table `{name}` (tensor `{k}`)")));
             }
         }
     }
@@ -468,6 +622,60 @@ fn prepare_run_dir(run_dir: &Path, resume: bool) -> Result<()> {
         let _ = std::fs::remove_file(run_dir.join("log.jsonl"));
     }
     Ok(())
+}
+
+/// Bytes of the model's parameters: dense variables, buffers and tables (without optimizer
+/// state). A checkpoint is at least this large.
+pub fn parameter_bytes(model: &dyn Model) -> u64 {
+    let vars = model.dense_vars().into_iter().chain(model.buffers());
+    let dense: usize = vars
+        .map(|(_, v)| v.elem_count() * v.dtype().size_in_bytes())
+        .sum();
+    let tables: usize = model.tables().iter().map(|(_, t)| t.bytes()).sum();
+    (dense + tables) as u64
+}
+
+/// Refuses to start when the file system of `run_dir` has less free space (`free`, if known)
+/// than two checkpoints' worth of parameters (`param_bytes`): the one being written next to the
+/// one kept. A run that passes may still fill the disk later (more checkpoints kept, optimizer
+/// state, reports); a checkpoint write that fails stops the run with the error and leaves the
+/// previous checkpoint intact.
+pub fn check_space(run_dir: &Path, free: Option<u64>, param_bytes: u64) -> Result<()> {
+    let need = param_bytes.saturating_mul(2);
+    match free {
+        Some(free) if free < need => bail!(
+            "not enough free disk space for {}: {} MB free, but two checkpoints of this model need at least {} MB; free some space or choose another output directory",
+            run_dir.display(),
+            free / 1_000_000,
+            need.div_ceil(1_000_000)
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// Free bytes for an unprivileged user on the file system holding `dir`, if the platform says.
+#[cfg(unix)]
+pub fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut out = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a valid NUL-terminated C string that outlives the call, and `out`
+    // points to writable memory of the type statvfs(3) fills. Its contents are read only when
+    // the call reports success (0), in which case statvfs has initialised the whole struct.
+    let rc = unsafe { libc::statvfs(path.as_ptr(), out.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: initialised by the successful call above.
+    let s = unsafe { out.assume_init() };
+    #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
+    Some((s.f_bavail as u64).saturating_mul(s.f_frsize as u64))
+}
+
+/// Free bytes on the file system holding `dir`: unknown on this platform.
+#[cfg(not(unix))]
+pub fn free_bytes(_dir: &Path) -> Option<u64> {
+    None
 }
 
 fn progress_bar(enabled: bool, len: u64, epoch: u64, epochs: usize) -> ProgressBar {

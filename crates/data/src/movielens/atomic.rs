@@ -6,8 +6,8 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use super::{GENRES, Gender, Item, MovieLens100k, RawRating, User, parse_year};
-use crate::error::{DataError, Result};
-use crate::text::{At, lines, read_file};
+use crate::error::Result;
+use crate::text::{At, empty_file, lines, read_file};
 
 pub(super) fn read(dir: &Path, stem: &str) -> Result<MovieLens100k> {
     let users = read_users(&dir.join(format!("{stem}.user")))?;
@@ -31,7 +31,7 @@ impl<'a> Table<'a> {
     fn new(path: &'a Path, data: &'a [u8], wanted: &[&str]) -> Result<Self> {
         let mut it = lines(data);
         let Some((hline, header)) = it.next() else {
-            return Err(DataError::parse(path, 1, "(header)", "", "empty file"));
+            return Err(empty_file(path, "header line"));
         };
         let at = At {
             file: path,
@@ -51,11 +51,19 @@ impl<'a> Table<'a> {
                     .ok_or_else(|| at.err(w, header, format!("the header has no `{w}:...` column")))
             })
             .collect::<Result<Vec<_>>>()?;
+        let rows: Vec<(u64, &[u8])> = it.collect();
+        if rows.is_empty() {
+            return Err(at.err(
+                "(file)",
+                "",
+                "no data rows after the header (truncated or not the right file?)",
+            ));
+        }
         Ok(Self {
             path,
             ncols: names.len(),
             cols,
-            rows: it.collect(),
+            rows,
         })
     }
 

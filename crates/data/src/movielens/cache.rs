@@ -245,4 +245,58 @@ mod tests {
             assert!(decode(&c, "src-a").is_err(), "flip at {pos} went unnoticed");
         }
     }
+
+    /// Re-seals `img` with a valid checksum, as a hostile writer would, so that the payload
+    /// decoder behind the checksum is reached.
+    fn reseal(mut img: Vec<u8>) -> Vec<u8> {
+        if img.len() >= 32 {
+            let n = img.len() - 32;
+            let sum = Sha256::digest(&img[..n]);
+            img[n..].copy_from_slice(&sum);
+        }
+        img
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            cases: 256,
+            failure_persistence: None,
+            ..Default::default()
+        })]
+
+        /// Random bytes, flipped bytes, truncations, and flipped bytes re-sealed with a valid
+        /// checksum: decoding never panics, and whatever it accepts is consistent.
+        #[test]
+        fn decoding_never_panics(
+            flips in proptest::collection::vec((0usize..4096, proptest::prelude::any::<u8>()), 1..6),
+            cut in 0usize..8192,
+            random in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            seal in proptest::prelude::any::<bool>(),
+        ) {
+            let ds = tiny(3);
+            let img = encode(&ds, "src");
+            let mut m = img.clone();
+            let body = 8 + 4 + 4 + 3 + 8; // header up to the payload
+            for (p, b) in &flips {
+                let i = body + p % (m.len() - body - 32);
+                m[i] ^= b | 1;
+            }
+            let m = if seal { reseal(m) } else { m };
+            for candidate in [m, img[..cut.min(img.len())].to_vec(), random.clone()] {
+                if let Ok(back) = decode(&candidate, "src") {
+                    let r = &back.ratings;
+                    proptest::prop_assert!(r.user.iter().all(|&u| (u as usize) < back.users.len()));
+                    proptest::prop_assert!(r.item.iter().all(|&i| (i as usize) < back.items.len()));
+                    proptest::prop_assert!(r.rating.iter().all(|x| (1..=5).contains(x)));
+                }
+            }
+            if !seal {
+                // An unsealed flip is always caught (by the checksum or a check before it).
+                let mut c = img.clone();
+                let i = body + flips[0].0 % (c.len() - body - 32);
+                c[i] ^= flips[0].1 | 1;
+                proptest::prop_assert!(decode(&c, "src").is_err());
+            }
+        }
+    }
 }

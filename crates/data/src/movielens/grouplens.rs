@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::{GENRES, Gender, Item, MovieLens100k, RawRating, User, split_title_year};
 use crate::error::Result;
-use crate::text::{At, lines, read_file};
+use crate::text::{At, empty_file, lines, read_file};
 
 pub(super) fn read(dir: &Path) -> Result<MovieLens100k> {
     let users = read_users(&dir.join("u.user"))?;
@@ -43,6 +43,9 @@ fn read_users(path: &Path) -> Result<Vec<User>> {
             occupation,
             zip,
         });
+    }
+    if users.is_empty() {
+        return Err(empty_file(path, "users"));
     }
     Ok(users)
 }
@@ -89,6 +92,9 @@ fn read_items(path: &Path) -> Result<Vec<Item>> {
             genres,
         });
     }
+    if items.is_empty() {
+        return Err(empty_file(path, "movies"));
+    }
     Ok(items)
 }
 
@@ -114,6 +120,9 @@ fn read_ratings(path: &Path, users: &HashSet<u32>, items: &HashSet<u32>) -> Resu
             rating,
             timestamp,
         });
+    }
+    if out.is_empty() {
+        return Err(empty_file(path, "ratings"));
     }
     Ok(out)
 }

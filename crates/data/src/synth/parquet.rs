@@ -433,7 +433,11 @@ fn attach_events(users: &mut UserTable, events: &Events, path: &Path) -> Result<
             if r > start && events.ts[r] < events.ts[r - 1] {
                 return Err(SynthError::format(
                     path,
-                    format!("row {r}: time goes backwards"),
+                    format!(
+                        "column `ts`, row {r}: time goes backwards within user {u} ({} after {})",
+                        events.ts[r],
+                        events.ts[r - 1]
+                    ),
                 ));
             }
             r += 1;
