@@ -273,7 +273,10 @@ impl InteractionSchema {
                     &source,
                     line,
                     "(row)",
-                    String::from_utf8_lossy(&rec[i]).lines().next().unwrap_or(""),
+                    String::from_utf8_lossy(&rec[i])
+                        .lines()
+                        .next()
+                        .unwrap_or(""),
                     format!(
                         "field {} spans several lines: an unterminated quote? (quoted line breaks are not supported)",
                         i + 1

@@ -366,7 +366,11 @@ fn saved_models_never_panic_and_forged_ones_are_still_checked() {
         let mut fresh = model(&split, &cfg);
         if load_into(fresh.as_mut()).is_ok() {
             let (t, _) = rec_nn::io::model_state(fresh.as_ref()).unwrap();
-            assert_eq!(rec_nn::io::checksum(&t).unwrap(), original, "changed tensors loaded");
+            assert_eq!(
+                rec_nn::io::checksum(&t).unwrap(),
+                original,
+                "changed tensors loaded"
+            );
         }
     });
     total += fuzz("model metadata", mutated(valid_meta.clone()), |bytes| {

@@ -68,7 +68,9 @@ impl Model for SqrtModel {
     fn forward(&mut self, batch: &Batch, ctx: &mut Ctx) -> CResult<Vec<Tensor>> {
         let x = Tensor::new(dense(batch, 0), &self.device)?;
         let z = Tensor::new(dense(batch, 1), &self.device)?;
-        let e = self.table.lookup(batch.columns[2].ids().unwrap(), ctx.train)?;
+        let e = self
+            .table
+            .lookup(batch.columns[2].ids().unwrap(), ctx.train)?;
         let e2 = e.sqr()?.sum(1)?;
         let w2 = self.w.as_tensor().sqr()?;
         let out = (x.broadcast_mul(&w2)?.sqrt()? + (z * e2)?.sqrt()?)?
@@ -86,8 +88,7 @@ impl Model for SqrtModel {
     }
     fn after_step(&mut self, step: u64) -> CResult<()> {
         if self.poison_after == Some(step) {
-            self.w
-                .set(&Tensor::new(&[f32::INFINITY], &self.device)?)?;
+            self.w.set(&Tensor::new(&[f32::INFINITY], &self.device)?)?;
         }
         Ok(())
     }
@@ -423,6 +424,9 @@ fn user_row(model: &dyn Model, id: u32) -> Option<u32> {
     if let Some(f) = any.downcast_ref::<rec_nn::embedding::FrequencyTable>() {
         return Some(f.row_of(&[id])[0]);
     }
+    if let Some(c) = any.downcast_ref::<embedding_cel::ClusteredEmbedding>() {
+        return Some(c.cluster_of(id));
+    }
     None
 }
 
@@ -430,7 +434,7 @@ fn user_row(model: &dyn Model, id: u32) -> Option<u32> {
 fn unknown_ids_at_inference_follow_each_tables_rule() {
     let split = id_split();
     let vocab = split.schema.field("user_id").unwrap().vocab as u32;
-    let kinds: [(&str, &str); 4] = [
+    let kinds: [(&str, &str); 6] = [
         ("full", r#"kind = "full""#),
         (
             "hashed",
@@ -448,6 +452,20 @@ collisions = 4"#,
 top_k = 10
 rows = 6"#,
         ),
+        (
+            "cel",
+            r#"kind = "cel"
+max_clusters = 4
+split_every = 3"#,
+        ),
+        (
+            "cel-lite",
+            r#"kind = "cel"
+mode = "lite"
+max_clusters = 4
+split_every = 3
+reservoir = 16"#,
+        ),
     ];
     for (kind, table) in kinds {
         let dir = tempfile::tempdir().unwrap();
@@ -461,6 +479,16 @@ rows = 6"#,
         let mut model =
             registry::build_model(&cfg, &split.schema, &split.train, &Device::Cpu).unwrap();
         fit(model.as_mut(), &split, &cfg, Start::Fresh).unwrap();
+        if kind.starts_with("cel") {
+            // The rule is tested on a table that did split: cluster 0 is one of several.
+            let tables = model.tables();
+            let (_, t) = tables.iter().find(|(n, _)| n.contains("user")).unwrap();
+            let c = t
+                .as_any()
+                .downcast_ref::<embedding_cel::ClusteredEmbedding>()
+                .unwrap();
+            assert!(c.num_clusters() > 1, "{kind}: no split happened");
+        }
 
         // Unknown users just past the vocabulary and far beyond it, each with items 1..=3.
         let unknown = [vocab, vocab + 7, 1_000_003, u32::MAX];
@@ -478,7 +506,8 @@ rows = 6"#,
             match kind {
                 // full and QR: the out-of-vocabulary row of ID 0.
                 "full" | "qr" => 0,
-                // hashed and frequency: an in-vocabulary ID that uses the same row.
+                // hashed and frequency: an in-vocabulary ID that uses the same row; CEL: an
+                // in-vocabulary ID of cluster 0 (at least ID 0, never observed in training).
                 _ => {
                     let row = user_row(model.as_ref(), u).unwrap();
                     (0..vocab)
@@ -524,7 +553,10 @@ fn a_csv_with_only_a_header_is_refused_before_training() {
     cfg.options
         .insert("schema".into(), schema.display().to_string().into());
     let e = format!("{:#}", rec_trainer::data::load_split(&cfg).unwrap_err());
-    assert!(e.contains("clicks.csv") && e.contains("no data rows"), "{e}");
+    assert!(
+        e.contains("clicks.csv") && e.contains("no data rows"),
+        "{e}"
+    );
     // One row is enough to load.
     std::fs::write(&csv, "user,item,click\nu1,i1,1\n").unwrap();
     rec_trainer::data::load_split(&cfg).unwrap();
