@@ -101,7 +101,7 @@ fn sync_dir(dir: &Path) {
 
 /// Test hook for crash-safety tests (a fault-injection point, inert in normal use): when the
 /// environment variable of this name holds the name of the checkpoint being written (e.g.
-/// `step-000000000012`), [`write`] stops after the tensors file is on disk and before the
+/// `step-000000000012`), [`write()`](fn@write) stops after the tensors file is on disk and before the
 /// state, the manifest and the rename, creates an empty file `PAUSED` in the temporary
 /// directory `<root>/.tmp-<name>/`, and sleeps for up to a minute, so that a test can kill the
 /// process in the middle of a checkpoint at a known point. Unset, it costs one environment
