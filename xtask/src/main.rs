@@ -5,6 +5,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod ci;
 mod data;
 mod experiment;
@@ -35,6 +36,8 @@ enum Command {
     Eval(train::EvalArgs),
     /// Run what CI runs: fetch the data, rustfmt, clippy, the tests and the docs.
     Ci(ci::CiArgs),
+    /// Run the criterion benchmarks (release profile, pinned thread count).
+    Bench(bench::BenchArgs),
     /// Experiments behind docs/results/ (e.g. `experiment cel --quick`).
     #[command(subcommand)]
     Experiment(experiment::ExperimentCommand),
@@ -51,6 +54,7 @@ fn main() -> anyhow::Result<()> {
         Command::Eval(args) => train::eval(args),
         Command::Ci(args) => ci::run(args),
         Command::Experiment(cmd) => experiment::run(cmd),
+        Command::Bench(args) => bench::run(args),
     }
 }
 
