@@ -1,10 +1,17 @@
 //! `cargo xtask bench`: the criterion benchmarks of `benches/` (package `rec-benches`), run in
-//! the release profile with the thread count pinned, so that a figure comes with its settings.
+//! the release profile with the thread count pinned, so that a figure comes with its settings;
+//! and `--compare`, the side-by-side run against the PyTorch reference.
 
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rec_data::{Batch, Column, FieldKind};
 
 /// Options of `cargo xtask bench`.
 #[derive(Args, Debug)]
@@ -21,12 +28,28 @@ pub struct BenchArgs {
     /// `RAYON_NUM_THREADS`); the figures in docs/benchmarks.md say which they used.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Instead of criterion: train DeepFM (the shipped ml-100k P-CTR configuration) here and
+    /// with the PyTorch reference (benches/reference/deepfm_torch.py) on the same batches, in
+    /// the same order, with the same thread count, and print both throughputs and the ratio.
+    /// Run it with `--release`-built xtask for representative figures (`cargo run --release
+    /// -p xtask -- bench --compare`).
+    #[arg(long)]
+    pub compare: bool,
+    /// Timed steps per side in `--compare` (after 10 warm-up steps).
+    #[arg(long, default_value_t = 200)]
+    pub steps: usize,
+    /// Python interpreter with PyTorch for `--compare`.
+    #[arg(long, default_value = "python3")]
+    pub python: String,
 }
 
 /// Runs `cargo bench -p rec-benches` with the chosen targets, filter and thread count.
 pub fn run(args: BenchArgs) -> Result<()> {
     if args.threads == 0 {
         bail!("--threads must be at least 1");
+    }
+    if args.compare {
+        return compare(&args);
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
@@ -49,5 +72,186 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if !status.success() {
         bail!("cargo bench failed ({status})");
     }
+    Ok(())
+}
+
+const BATCH: usize = 1024;
+const WARMUP: usize = 10;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Writes a one-dimensional (or `[n, dim]`) little-endian array in NumPy's `.npy` format.
+fn write_npy(path: &Path, descr: &str, shape: &[usize], bytes: &[u8]) -> Result<()> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
+    let mut header =
+        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    // Magic (6) + version (2) + length (2) + header + newline, padded to a multiple of 64.
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = Vec::with_capacity(10 + header.len() + bytes.len());
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(bytes);
+    std::fs::write(path, out).with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn u32_bytes(v: &[u32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Exports the columns and the first task's labels of `data` for the Python reference.
+fn export(data: &Batch, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut fields = Vec::new();
+    for (f, col) in data.schema.fields.iter().zip(&data.columns) {
+        let n = &f.name;
+        let vocab = match &f.shares_vocab_with {
+            Some(owner) => data.schema.field(owner).map_or(f.vocab, |o| o.vocab),
+            None => f.vocab,
+        };
+        match (col, &f.kind) {
+            (Column::Ids(v), _) => {
+                write_npy(&dir.join(format!("{n}.npy")), "<u4", &[v.len()], &u32_bytes(v))?;
+                fields.push(serde_json::json!({"name": n, "kind": "ids", "vocab": vocab}));
+            }
+            (Column::Ragged { values, offsets }, FieldKind::MultiHot) => {
+                let vp = dir.join(format!("{n}.values.npy"));
+                write_npy(&vp, "<u4", &[values.len()], &u32_bytes(values))?;
+                let op = dir.join(format!("{n}.offsets.npy"));
+                write_npy(&op, "<u4", &[offsets.len()], &u32_bytes(offsets))?;
+                fields.push(serde_json::json!({"name": n, "kind": "bag", "vocab": vocab}));
+            }
+            (Column::Dense { values, dim }, _) => {
+                let p = dir.join(format!("{n}.npy"));
+                write_npy(&p, "<f4", &[values.len() / dim, *dim], &f32_bytes(values))?;
+                fields.push(serde_json::json!({"name": n, "kind": "dense", "dim": dim}));
+            }
+            _ => bail!("field `{n}`: sequence fields are not part of the DeepFM comparison"),
+        }
+    }
+    write_npy(
+        &dir.join("labels.npy"),
+        "<f4",
+        &[data.len()],
+        &f32_bytes(&data.labels[0]),
+    )?;
+    let meta = serde_json::json!({"fields": fields, "rows": data.len()});
+    std::fs::write(dir.join("meta.json"), serde_json::to_string_pretty(&meta)?)?;
+    Ok(())
+}
+
+/// Trains DeepFM here and with PyTorch on the same batches and prints the throughputs.
+fn compare(args: &BenchArgs) -> Result<()> {
+    let threads = args.threads.to_string();
+    // SAFETY: set before any thread of this process is started (candle and rayon read them
+    // when their pools start, which has not happened yet in this command).
+    unsafe {
+        std::env::set_var("CANDLE_NUM_THREADS", &threads);
+        std::env::set_var("RAYON_NUM_THREADS", &threads);
+    }
+    let release = !cfg!(debug_assertions);
+    let cfg_path = root().join("configs/deepfm-ml100k-ctr.toml");
+    let cfg = rec_trainer::Config::from_file(&cfg_path)?;
+    crate::data::fetch_ml100k()?;
+    let split = rec_trainer::data::load_split(&cfg.data)?;
+    let nb = split.train.len() / BATCH;
+    if nb == 0 {
+        bail!("the training set has fewer than {BATCH} samples");
+    }
+    let batches: Vec<Batch> = (0..nb)
+        .map(|i| split.train.range(i * BATCH, (i + 1) * BATCH))
+        .collect();
+    let dir = root().join("target/bench-compare");
+    export(&split.train.range(0, nb * BATCH), &dir)?;
+
+    // This side.
+    let device = candle_core::Device::Cpu;
+    let mut model =
+        rec_trainer::registry::build_model(&cfg, &split.schema, &split.train, &device)?;
+    let mut opt = rec_nn::optim::DenseOptimizer::new(cfg.optimizer.dense, model.dense_vars())?;
+    let mut ctx = rec_nn::Ctx::new(true, 0, ChaCha8Rng::seed_from_u64(0));
+    for i in 0..WARMUP {
+        rec_nn::model::train_step(model.as_mut(), &mut opt, &batches[i % nb], &mut ctx)?;
+    }
+    let t = Instant::now();
+    for i in 0..args.steps {
+        let b = &batches[(WARMUP + i) % nb];
+        rec_nn::model::train_step(model.as_mut(), &mut opt, b, &mut ctx)?;
+    }
+    let ours_train = (args.steps * BATCH) as f64 / t.elapsed().as_secs_f64();
+    for b in batches.iter().take(WARMUP) {
+        rec_nn::model::predict(model.as_mut(), b)?;
+    }
+    let t = Instant::now();
+    for i in 0..args.steps {
+        rec_nn::model::predict(model.as_mut(), &batches[i % nb])?;
+    }
+    let ours_infer = (args.steps * BATCH) as f64 / t.elapsed().as_secs_f64();
+
+    // PyTorch.
+    let script = root().join("benches/reference/deepfm_torch.py");
+    let out = Command::new(&args.python)
+        .arg(&script)
+        .arg(&dir)
+        .args(["--threads", &threads, "--steps", &args.steps.to_string()])
+        .args(["--warmup", &WARMUP.to_string(), "--batch", &BATCH.to_string()])
+        .env("OMP_NUM_THREADS", &threads)
+        .output()
+        .with_context(|| format!("cannot run {} {}", args.python, script.display()))?;
+    if !out.status.success() {
+        bail!(
+            "the PyTorch reference failed (is PyTorch installed? `pip install torch`):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().unwrap_or_default();
+    let torch: serde_json::Value = serde_json::from_str(line)
+        .with_context(|| format!("unreadable output of the PyTorch reference: {line}"))?;
+    let tt = torch["train_samples_per_sec"].as_f64().unwrap_or(f64::NAN);
+    let ti = torch["infer_samples_per_sec"].as_f64().unwrap_or(f64::NAN);
+    let mut table = String::new();
+    let _ = writeln!(
+        table,
+        "DeepFM, ml-100k P-CTR features, batch {BATCH}, {threads} thread(s), {} timed steps, \
+         xtask built {}",
+        args.steps,
+        if release { "--release" } else { "in the dev profile (not representative)" }
+    );
+    let _ = writeln!(table, "{:<22} {:>14} {:>14}", "", "train samples/s", "infer samples/s");
+    let _ = writeln!(table, "{:<22} {:>14.0} {:>14.0}", "rec-rs (candle)", ours_train, ours_infer);
+    let fw = torch["framework"].as_str().unwrap_or("pytorch");
+    let _ = writeln!(table, "{fw:<22} {tt:>14.0} {ti:>14.0}");
+    let _ = writeln!(
+        table,
+        "{:<22} {:>14.2} {:>14.2}",
+        "ratio (ours / torch)",
+        ours_train / tt,
+        ours_infer / ti
+    );
+    print!("{table}");
+    println!(
+        "{}",
+        serde_json::json!({
+            "model": "deepfm", "threads": args.threads, "batch": BATCH, "steps": args.steps,
+            "release": release,
+            "ours": {"train_samples_per_sec": ours_train, "infer_samples_per_sec": ours_infer},
+            "torch": torch,
+        })
+    );
     Ok(())
 }
