@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod ci;
 mod data;
+mod experiment;
 mod synth;
 mod train;
 
@@ -32,6 +33,9 @@ enum Command {
     Train(train::TrainArgs),
     /// Evaluate a checkpoint on the validation and test splits of its configuration.
     Eval(train::EvalArgs),
+    /// Experiments behind docs/results/ (e.g. `experiment saml --quick`).
+    #[command(subcommand)]
+    Experiment(experiment::ExperimentCommand),
     /// Run what CI runs: fetch the data, rustfmt, clippy, the tests and the docs.
     Ci(ci::CiArgs),
 }
@@ -46,6 +50,7 @@ fn main() -> anyhow::Result<()> {
         Command::Train(args) => train::run(args),
         Command::Eval(args) => train::eval(args),
         Command::Ci(args) => ci::run(args),
+        Command::Experiment(cmd) => experiment::run(cmd),
     }
 }
 

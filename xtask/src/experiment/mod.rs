@@ -1,0 +1,24 @@
+//! `cargo xtask experiment ...`: the experiments behind docs/results/, one file per method.
+//! Each writes its results page with tables and PNG plots, and with `--json` prints the
+//! result table (model -> slice -> metric -> mean and std over seeds) as one JSON object on
+//! the last line.
+
+use anyhow::Result;
+use clap::Subcommand;
+
+pub mod saml;
+
+/// The experiment commands.
+#[derive(Subcommand, Debug)]
+pub enum ExperimentCommand {
+    /// Multi-scenario: SAML against Shared, Separate, MMoE and STAR on ml-100k P-MS and the
+    /// synthetic countries, ablations, learned affinity (writes docs/results/saml.md).
+    Saml(saml::SamlArgs),
+}
+
+/// Runs an experiment command.
+pub fn run(cmd: ExperimentCommand) -> Result<()> {
+    match cmd {
+        ExperimentCommand::Saml(args) => saml::run(args),
+    }
+}
