@@ -349,7 +349,13 @@ fn fit(cfg: &Config, split: &Split, patience: usize) -> Result<RunOut> {
         let v = evaluate(model.as_mut(), &split.valid, 16384)?;
         let auc = v.get(None, "auc").context("validation has no AUC")?;
         if best.as_ref().is_none_or(|b| auc > b.0) {
+            // A deep copy: the state's dense tensors share storage with the live variables,
+            // which later steps update in place.
             let (t, m) = rec_nn::io::model_state(model.as_ref())?;
+            let t = t
+                .into_iter()
+                .map(|(k, v)| Ok((k, v.copy()?)))
+                .collect::<candle_core::Result<rec_nn::TensorMap>>()?;
             best = Some((auc, epoch + 1, t, m));
             bad = 0;
         } else {
@@ -785,13 +791,24 @@ fn write_page(
         s,
         "Produced by `{cmd}` (crate `scenario-saml`, experiment `xtask/src/experiment/saml.rs`). \
          Seeds {}; cells are mean ± sample std over the seeds, on the test split, at the best \
-         validation epoch. The model and what in it is reconstructed: [docs/saml.md](../saml.md).\n",
+         validation epoch. The model and which of its parts are reconstructed: the crate docs of \
+         `scenario-saml` (`cargo doc -p scenario-saml --open`).\n",
         seeds
             .iter()
             .map(|s| s.to_string())
             .collect::<Vec<_>>()
             .join(", ")
     )?;
+    if args.quick {
+        writeln!(
+            s,
+            "**Quick mode**: {} seed(s), at most {} epochs, the tiny synthetic preset, no tuning \
+             grid. These numbers are indicative only; the full protocol (3 seeds, 30 epochs, the \
+             small preset, a 4-point grid per model) is `cargo xtask experiment saml`.\n",
+            seeds.len(),
+            sets.first().map_or(0, |d| d.0.epochs)
+        )?;
+    }
     writeln!(s, "## Setup\n")?;
     writeln!(
         s,
@@ -1069,7 +1086,8 @@ pub fn run(args: SamlArgs) -> Result<()> {
     }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
-    let suffix = if args.quick { "-quick" } else { "" };
+    // The quick run writes the same page (it says which mode produced it).
+    let suffix = "";
     let mut plots = Vec::new();
     let mut affinity_json = serde_json::Map::new();
     for (ds, r) in &sets {
