@@ -7,8 +7,8 @@ use clap::{Parser, Subcommand};
 
 mod ci;
 mod data;
-mod experiment;
 mod synth;
+mod experiment;
 mod train;
 
 /// Project automation for rec-rs.
@@ -33,11 +33,11 @@ enum Command {
     Train(train::TrainArgs),
     /// Evaluate a checkpoint on the validation and test splits of its configuration.
     Eval(train::EvalArgs),
-    /// Experiments behind docs/results/ (e.g. `experiment saml --quick`).
-    #[command(subcommand)]
-    Experiment(experiment::ExperimentCommand),
     /// Run what CI runs: fetch the data, rustfmt, clippy, the tests and the docs.
     Ci(ci::CiArgs),
+    /// Experiments behind docs/results/ (e.g. `experiment cel --quick`, `experiment saml --quick`).
+    #[command(subcommand)]
+    Experiment(experiment::ExperimentCommand),
 }
 
 fn main() -> anyhow::Result<()> {
