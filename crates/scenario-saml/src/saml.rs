@@ -586,3 +586,106 @@ impl Model for Saml {
         v
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{input, store};
+    use rec_nn::gradcheck::{
+        GradCheck, check_all_params_get_gradient, check_gradients, weighted_sum,
+    };
+
+    /// A scenario attention over width 4 with non-zero projections (they start at 0, which
+    /// would leave the scenario terms out of the check), and its inputs.
+    struct Case {
+        vs: VarStore,
+        att: ScenarioAttention,
+        routing: Routing,
+        target: Var,
+        behaviours: Var,
+        mask: Tensor,
+    }
+
+    fn case(ids: Vec<u32>) -> Result<Case> {
+        let mut vs = store();
+        let att = ScenarioAttention::new(&mut vs, 3, 4, &MlpConfig::new(&[6]))?;
+        att.proj_q
+            .set(&input(&[3, 16], 21)?.as_tensor().affine(0.5, 0.0)?)?;
+        att.proj_k
+            .set(&input(&[3, 16], 22)?.as_tensor().affine(0.5, 0.0)?)?;
+        let n = ids.len();
+        let routing = Routing::new(ids, 3, DType::F64, &Device::Cpu)?;
+        let mask: Vec<f64> = (0..n * 5)
+            .map(|i| if i % 5 <= (i / 5) % 5 { 1.0 } else { 0.0 })
+            .collect();
+        Ok(Case {
+            vs,
+            att,
+            routing,
+            target: input(&[n, 4], 1)?,
+            behaviours: input(&[n, 5, 4], 2)?,
+            mask: Tensor::from_vec(mask, (n, 5), &Device::Cpu)?,
+        })
+    }
+
+    impl Case {
+        fn loss(&self) -> Result<Tensor> {
+            let out = self.att.forward(
+                self.target.as_tensor(),
+                self.behaviours.as_tensor(),
+                &self.mask,
+                &self.routing,
+                &mut Ctx::eval(),
+            )?;
+            weighted_sum(&out, 3)
+        }
+    }
+
+    #[test]
+    fn scenario_attention_finite_difference_gradients() -> Result<()> {
+        let c = case(vec![0, 2, 1, 2, 0])?;
+        let mut params = c.vs.vars();
+        params.push(("target".into(), c.target.clone()));
+        params.push(("behaviours".into(), c.behaviours.clone()));
+        let report = check_gradients(&params, || c.loss(), &GradCheck::default())?;
+        assert!(report.checked > 50, "{} entries checked", report.checked);
+        // Every parameter but the score bias (a softmax over positions cancels a shift of
+        // every score) receives a gradient.
+        params.retain(|(n, _)| !n.ends_with("score.bias"));
+        check_all_params_get_gradient(&params, &c.loss()?)
+    }
+
+    #[test]
+    fn scenario_projections_learn_only_from_their_scenario() -> Result<()> {
+        // No sample of scenario 1: its projection rows get exactly zero gradient.
+        let c = case(vec![0, 2, 2, 0])?;
+        let grads = c.loss()?.backward()?;
+        for p in [&c.att.proj_q, &c.att.proj_k] {
+            let g = grads
+                .get(p.as_tensor())
+                .expect("projections get a gradient");
+            let rows = g.sqr()?.sum(1)?.to_vec1::<f64>()?;
+            assert!(rows[0] > 0.0 && rows[2] > 0.0 && rows[1] == 0.0, "{rows:?}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn zero_projections_score_like_a_plain_attention() -> Result<()> {
+        // With P = 0 the scenario attention is a DIN attention over (target, behaviours) with
+        // its own scoring MLP: the same for every scenario.
+        let c = case(vec![0, 1, 2])?;
+        c.att.proj_q.set(&c.att.proj_q.zeros_like()?)?;
+        c.att.proj_k.set(&c.att.proj_k.zeros_like()?)?;
+        let (t, b) = (c.target.as_tensor(), c.behaviours.as_tensor());
+        let scen = c.att.forward(t, b, &c.mask, &c.routing, &mut Ctx::eval())?;
+        let plain = c
+            .att
+            .attention
+            .forward(t, b, b, &c.mask, &mut Ctx::eval())?
+            .output;
+        let diff = (scen - plain)?.abs()?.max_all()?.to_scalar::<f64>()?;
+        assert!(diff < 1e-12, "{diff}");
+        Ok(())
+    }
+}
