@@ -42,6 +42,18 @@
 //! [`EmbeddingTable`](rec_nn::EmbeddingTable) the [`TableFactory`](rec_nn::embedding::TableFactory)
 //! hands it (full, hashed, QR, frequency, CEL's clustered table).
 //!
+//! # Cost and what to expect
+//! - SAML runs every branch for every sample up to the mutual layer (the mutual unit needs all
+//!   of them), so with `M` scenarios and equal hidden widths its dense work is roughly
+//!   `1 + 2M` times one network's (auxiliary net, plus `M` branches whose layers read both the
+//!   branch and the auxiliary net). `cargo bench -p rec-benches --bench saml` measures a full
+//!   training step against [`Shared`]'s with 3 scenarios.
+//! - With [`SamlConfig::tied_init`] (the default) all branches start equal, so at the very
+//!   first step the mutual gates mix identical vectors and the affinity and `beta` get no
+//!   gradient; they start to move once the branches have diverged by scenario.
+//! - `cargo xtask experiment saml` (docs/results/saml.md) reports every model and ablation
+//!   side by side, including where SAML does not win.
+//!
 //! # Invariants
 //! - No per-sample or per-scenario loop on the hot path: per-scenario parts are stacked weights
 //!   and batched matmuls; routing is a one-hot mask ([`Routing`]).

@@ -778,11 +778,16 @@ fn write_page(
     plots: &[(String, String)],
 ) -> Result<String> {
     let mut s = String::new();
-    let cmd = if args.quick {
-        "cargo xtask experiment saml --quick"
-    } else {
-        "cargo xtask experiment saml"
-    };
+    let mut cmd = String::from("cargo xtask experiment saml");
+    if args.quick {
+        cmd.push_str(" --quick");
+    }
+    if let Some(n) = args.seeds {
+        cmd.push_str(&format!(" --seeds {n}"));
+    }
+    if !args.only.is_empty() {
+        cmd.push_str(&format!(" --only {}", args.only.join(",")));
+    }
     writeln!(
         s,
         "# Multi-scenario recommendation: SAML and the baselines\n"
