@@ -90,8 +90,7 @@ fn write_npy(path: &Path, descr: &str, shape: &[usize], bytes: &[u8]) -> Result<
     } else {
         format!("({})", dims.join(", "))
     };
-    let mut header =
-        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
     // Magic (6) + version (2) + length (2) + header + newline, padded to a multiple of 64.
     while (10 + header.len() + 1) % 64 != 0 {
         header.push(' ');
@@ -125,7 +124,12 @@ fn export(data: &Batch, dir: &Path) -> Result<()> {
         };
         match (col, &f.kind) {
             (Column::Ids(v), _) => {
-                write_npy(&dir.join(format!("{n}.npy")), "<u4", &[v.len()], &u32_bytes(v))?;
+                write_npy(
+                    &dir.join(format!("{n}.npy")),
+                    "<u4",
+                    &[v.len()],
+                    &u32_bytes(v),
+                )?;
                 fields.push(serde_json::json!({"name": n, "kind": "ids", "vocab": vocab}));
             }
             (Column::Ragged { values, offsets }, FieldKind::MultiHot) => {
@@ -180,8 +184,7 @@ fn compare(args: &BenchArgs) -> Result<()> {
 
     // This side.
     let device = candle_core::Device::Cpu;
-    let mut model =
-        rec_trainer::registry::build_model(&cfg, &split.schema, &split.train, &device)?;
+    let mut model = rec_trainer::registry::build_model(&cfg, &split.schema, &split.train, &device)?;
     let mut opt = rec_nn::optim::DenseOptimizer::new(cfg.optimizer.dense, model.dense_vars())?;
     let mut ctx = rec_nn::Ctx::new(true, 0, ChaCha8Rng::seed_from_u64(0));
     for i in 0..WARMUP {
@@ -208,7 +211,12 @@ fn compare(args: &BenchArgs) -> Result<()> {
         .arg(&script)
         .arg(&dir)
         .args(["--threads", &threads, "--steps", &args.steps.to_string()])
-        .args(["--warmup", &WARMUP.to_string(), "--batch", &BATCH.to_string()])
+        .args([
+            "--warmup",
+            &WARMUP.to_string(),
+            "--batch",
+            &BATCH.to_string(),
+        ])
         .env("OMP_NUM_THREADS", &threads)
         .output()
         .with_context(|| format!("cannot run {} {}", args.python, script.display()))?;
@@ -230,10 +238,22 @@ fn compare(args: &BenchArgs) -> Result<()> {
         "DeepFM, ml-100k P-CTR features, batch {BATCH}, {threads} thread(s), {} timed steps, \
          xtask built {}",
         args.steps,
-        if release { "--release" } else { "in the dev profile (not representative)" }
+        if release {
+            "--release"
+        } else {
+            "in the dev profile (not representative)"
+        }
     );
-    let _ = writeln!(table, "{:<22} {:>14} {:>14}", "", "train samples/s", "infer samples/s");
-    let _ = writeln!(table, "{:<22} {:>14.0} {:>14.0}", "rec-rs (candle)", ours_train, ours_infer);
+    let _ = writeln!(
+        table,
+        "{:<22} {:>14} {:>14}",
+        "", "train samples/s", "infer samples/s"
+    );
+    let _ = writeln!(
+        table,
+        "{:<22} {:>14.0} {:>14.0}",
+        "rec-rs (candle)", ours_train, ours_infer
+    );
     let fw = torch["framework"].as_str().unwrap_or("pytorch");
     let _ = writeln!(table, "{fw:<22} {tt:>14.0} {ti:>14.0}");
     let _ = writeln!(

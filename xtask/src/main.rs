@@ -38,7 +38,7 @@ enum Command {
     Ci(ci::CiArgs),
     /// Run the criterion benchmarks (release profile, pinned thread count).
     Bench(bench::BenchArgs),
-    /// Experiments behind docs/results/ (e.g. `experiment cel --quick`).
+    /// Experiments behind docs/results/ (e.g. `experiment cel --quick`, `experiment saml --quick`).
     #[command(subcommand)]
     Experiment(experiment::ExperimentCommand),
 }

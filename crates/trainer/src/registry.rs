@@ -10,6 +10,7 @@ use rec_nn::embedding::{
     DefaultTableFactory, EmbeddingTable, TableConfig, TableOptions, TablesConfig,
 };
 use rec_nn::models::{DeepFm, Fm, Mf, NeuMf, Nmf, WideDeep};
+use scenario_saml::{Mmoe, Saml, Separate, Shared, Star};
 use serde::de::DeserializeOwned;
 
 use crate::config::Config;
@@ -94,6 +95,37 @@ pub fn models() -> Vec<Entry> {
                 c.seed,
             )
         }),
+        base!(
+            "saml",
+            "SAML: scenario-aware mutual learning, multi-scenario (scenario-saml)",
+            |c| Saml::new(c.schema, &params(c, "saml")?, c.factory, c.device, c.seed)
+        ),
+        base!(
+            "shared",
+            "one network for all scenarios, scenario id as a feature (scenario-saml)",
+            |c| Shared::new(c.schema, &params(c, "shared")?, c.factory, c.device, c.seed)
+        ),
+        base!(
+            "separate",
+            "one network per scenario, each trained on its own scenario (scenario-saml)",
+            |c| Separate::new(
+                c.schema,
+                &params(c, "separate")?,
+                c.factory,
+                c.device,
+                c.seed
+            )
+        ),
+        base!(
+            "mmoe",
+            "MMoE with one gate and tower per scenario (scenario-saml)",
+            |c| Mmoe::new(c.schema, &params(c, "mmoe")?, c.factory, c.device, c.seed)
+        ),
+        base!(
+            "star",
+            "STAR: star topology with partitioned normalization (scenario-saml)",
+            |c| Star::new(c.schema, &params(c, "star")?, c.factory, c.device, c.seed)
+        ),
     ]
 }
 

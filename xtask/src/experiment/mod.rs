@@ -7,6 +7,7 @@ use anyhow::Result;
 use clap::Subcommand;
 
 pub mod cel;
+pub mod saml;
 
 /// The experiment commands.
 #[derive(Subcommand, Debug)]
@@ -14,11 +15,15 @@ pub enum ExperimentCommand {
     /// Clustered Embedding Learning: memory vs metric, cold slices, identifiability,
     /// CEL-Lite (writes docs/results/cel.md).
     Cel(cel::CelArgs),
+    /// Multi-scenario: SAML against Shared, Separate, MMoE and STAR on ml-100k P-MS and the
+    /// synthetic countries, ablations, learned affinity (writes docs/results/saml.md).
+    Saml(saml::SamlArgs),
 }
 
 /// Runs an experiment command.
 pub fn run(cmd: ExperimentCommand) -> Result<()> {
     match cmd {
         ExperimentCommand::Cel(args) => cel::run(args),
+        ExperimentCommand::Saml(args) => saml::run(args),
     }
 }

@@ -1,0 +1,224 @@
+//! SAML's mutual unit [paper; equations ours]: a sample of scenario `s` has been run through
+//! every branch; its own branch's representation `h_s` borrows from the others:
+//!
+//! ```text
+//! r_sm = cos(h_s, h_m)
+//! g_sm = softmax over m != s of (beta * r_sm + c_sm)
+//! h~_s = h_s + sum over m != s of g_sm * stopgrad(h_m)
+//! ```
+//!
+//! `beta` (a scalar) and the `M x M` scenario-affinity matrix `c` are learned. The stop-gradient
+//! covers every use of another branch's output (the cosine too), so branch `m` is trained by the
+//! samples of scenario `m` only. Row `s` of `c` is the learned prior of scenario `s` for
+//! borrowing from each other scenario; its diagonal is never used (and never moves).
+
+use candle_core::{D, Result, Tensor, Var};
+
+use crate::nn::{Init, VarStore, join};
+use crate::scenario::Routing;
+
+/// Output of the mutual unit.
+pub struct MutualOutput {
+    /// `h~_s` for every sample, `[n, d]`.
+    pub output: Tensor,
+    /// The gates `g_sm`, `[n, M]` (0 at the sample's own scenario).
+    pub gates: Tensor,
+}
+
+/// See the [module documentation](self). Variables `{prefix}.beta` (init 1) and
+/// `{prefix}.affinity` (`[M, M]`, init 0).
+pub struct MutualUnit {
+    beta: Var,
+    affinity: Var,
+}
+
+const COS_EPS: f64 = 1e-8;
+
+impl MutualUnit {
+    /// A mutual unit over `m` scenarios.
+    pub fn new(vs: &mut VarStore, prefix: &str, m: usize) -> Result<Self> {
+        Ok(Self {
+            beta: vs.var(&join(prefix, "beta"), 1, Init::Ones)?,
+            affinity: vs.var(&join(prefix, "affinity"), (m, m), Init::Zeros)?,
+        })
+    }
+
+    /// The learned scenario-affinity matrix `c` (`[M, M]`).
+    pub fn affinity(&self) -> &Var {
+        &self.affinity
+    }
+
+    /// The learned scale `beta` of the cosine term.
+    pub fn beta(&self) -> &Var {
+        &self.beta
+    }
+
+    /// Runs the unit on the outputs of all branches `h: [M, n, d]`: each sample's own branch,
+    /// plus the gated, stop-gradient outputs of the other branches.
+    pub fn forward(&self, h: &Tensor, routing: &Routing) -> Result<MutualOutput> {
+        let own = routing.select_own(h)?;
+        self.combine(&own, &h.detach(), routing)
+    }
+
+    /// The unit's formula with the two roles given separately: `own: [n, d]` (the sample's
+    /// own branch) and `others: [M, n, d]` (every branch; the caller detaches it). Every
+    /// input is differentiable here, so this is what the gradient check exercises.
+    pub fn combine(
+        &self,
+        own: &Tensor,
+        others: &Tensor,
+        routing: &Routing,
+    ) -> Result<MutualOutput> {
+        let (m, n, d) = others.dims3()?;
+        if own.dims() != [n, d] || m != routing.num_scenarios || n != routing.len() {
+            candle_core::bail!(
+                "mutual unit: own {:?}, others {:?}, {} scenarios, {} samples",
+                own.dims(),
+                others.dims(),
+                routing.num_scenarios,
+                routing.len()
+            );
+        }
+        // Cosine of the own representation with every branch's: [n, M].
+        let norm = |x: &Tensor| -> Result<Tensor> {
+            x.sqr()?
+                .sum_keepdim(D::Minus1)?
+                .affine(1.0, COS_EPS)?
+                .sqrt()
+        };
+        let own_unit = own.broadcast_div(&norm(own)?)?; // [n, d]
+        let others_unit = others.broadcast_div(&norm(others)?)?; // [M, n, d]
+        let cos = others_unit
+            .broadcast_mul(&own_unit.unsqueeze(0)?)?
+            .sum(D::Minus1)? // [M, n]
+            .t()?; // [n, M]
+        let prior = routing.rows_of(self.affinity.as_tensor())?; // [n, M]
+        let logits = (cos.broadcast_mul(self.beta.as_tensor())? + prior)?;
+        let not_own = routing.one_hot.affine(-1.0, 1.0)?;
+        let gates = rec_nn::layers::masked_softmax(&logits, &not_own)?; // [n, M]
+        let borrowed = others
+            .broadcast_mul(&gates.t()?.unsqueeze(D::Minus1)?)?
+            .sum(0)?; // [n, d]
+        Ok(MutualOutput {
+            output: (own + borrowed)?,
+            gates,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{check_layer, input, store};
+    use candle_core::{DType, Device};
+    use rec_nn::gradcheck::weighted_sum;
+
+    fn routing() -> Routing {
+        Routing::new(vec![0, 2, 1, 2, 0], 3, DType::F64, &Device::Cpu).unwrap()
+    }
+
+    fn unit(vs: &mut VarStore) -> MutualUnit {
+        let u = MutualUnit::new(vs, "mu", 3).unwrap();
+        // A non-trivial affinity and beta, so every term of the gradient is exercised.
+        u.affinity
+            .set(&input(&[3, 3], 7).unwrap().as_tensor().clone())
+            .unwrap();
+        u.beta
+            .set(&Tensor::new(&[0.7f64], &Device::Cpu).unwrap())
+            .unwrap();
+        u
+    }
+
+    #[test]
+    fn matches_the_formula() -> Result<()> {
+        let mut vs = store();
+        let u = unit(&mut vs);
+        let r = routing();
+        let h = input(&[3, 5, 4], 1)?;
+        let out = u.forward(h.as_tensor(), &r)?;
+        let hv = h.as_tensor().to_vec3::<f64>()?;
+        let c = u.affinity.as_tensor().to_vec2::<f64>()?;
+        let o = out.output.to_vec2::<f64>()?;
+        let g = out.gates.to_vec2::<f64>()?;
+        for (i, &s) in r.ids.iter().enumerate() {
+            let s = s as usize;
+            let cos = |a: &[f64], b: &[f64]| {
+                let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+                let na = (a.iter().map(|x| x * x).sum::<f64>() + COS_EPS).sqrt();
+                let nb = (b.iter().map(|x| x * x).sum::<f64>() + COS_EPS).sqrt();
+                dot / (na * nb)
+            };
+            let logits: Vec<f64> = (0..3)
+                .map(|m| 0.7 * cos(&hv[s][i], &hv[m][i]) + c[s][m])
+                .collect();
+            let z: f64 = (0..3).filter(|&m| m != s).map(|m| logits[m].exp()).sum();
+            let mut expect = hv[s][i].clone();
+            for m in (0..3).filter(|&m| m != s) {
+                let gate = logits[m].exp() / z;
+                assert!((g[i][m] - gate).abs() < 1e-12);
+                for (e, x) in expect.iter_mut().zip(&hv[m][i]) {
+                    *e += gate * x;
+                }
+            }
+            assert_eq!(g[i][s], 0.0);
+            for (a, b) in o[i].iter().zip(&expect) {
+                assert!((a - b).abs() < 1e-12);
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn finite_difference_gradients_of_the_formula() -> Result<()> {
+        let mut vs = store();
+        let u = unit(&mut vs);
+        let r = routing();
+        let own = input(&[5, 4], 2)?;
+        let others = input(&[3, 5, 4], 3)?;
+        check_layer(&vs, &[("own", &own), ("others", &others)], || {
+            weighted_sum(
+                &u.combine(own.as_tensor(), others.as_tensor(), &r)?.output,
+                5,
+            )
+        })
+    }
+
+    #[test]
+    fn other_branches_get_no_gradient() -> Result<()> {
+        let mut vs = store();
+        let u = unit(&mut vs);
+        let r = routing();
+        let h = input(&[3, 5, 4], 1)?;
+        let loss = weighted_sum(&u.forward(h.as_tensor(), &r)?.output, 5)?;
+        let grads = loss.backward()?;
+        let g = grads.get(h.as_tensor()).unwrap().to_vec3::<f64>()?;
+        for (i, &s) in r.ids.iter().enumerate() {
+            for (m, branch) in g.iter().enumerate() {
+                let nonzero = branch[i].iter().any(|x| *x != 0.0);
+                assert_eq!(nonzero, m == s as usize, "sample {i}, branch {m}");
+            }
+        }
+        // The diagonal of the affinity is never used.
+        let ga = grads
+            .get(u.affinity.as_tensor())
+            .unwrap()
+            .to_vec2::<f64>()?;
+        assert!((0..3).all(|k| ga[k][k] == 0.0));
+        assert!(ga.iter().flatten().any(|x| *x != 0.0));
+        Ok(())
+    }
+
+    #[test]
+    fn a_single_scenario_is_left_alone() -> Result<()> {
+        let mut vs = store();
+        let u = MutualUnit::new(&mut vs, "mu", 1)?;
+        let r = Routing::new(vec![0, 0], 1, DType::F64, &Device::Cpu)?;
+        let h = input(&[1, 2, 3], 1)?;
+        let out = u.forward(h.as_tensor(), &r)?;
+        assert_eq!(
+            out.output.to_vec2::<f64>()?,
+            h.as_tensor().get(0)?.to_vec2::<f64>()?
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,691 @@
+//! SAML, Scenario-aware Mutual Learning (the ICDM Workshops 2020 paper "Scenario-aware and
+//! Mutual-based approach for Multi-scenario Recommendation in E-Commerce").
+//!
+//! Only the abstract of the paper is public; parts marked [ours] are this crate's
+//! reconstruction and each is a switch of [`SamlConfig`], so an ablation can show what it earns.
+//!
+//! For a sample of scenario `s` with global field vectors `e_g`, scenario field vectors `e_s`
+//! ([`ScenarioEmbedding`]), and, with a behaviour sequence, the global and scenario attention
+//! outputs `a_g`, `a_s`:
+//!
+//! 1. auxiliary network [paper]: `h_aux^(0) = [e_g; a_g]`, `h_aux^(k) = act(A_k h_aux^(k-1))`,
+//!    its own head `y_aux = sigmoid(w_aux . h_aux^(L))` and its own loss;
+//! 2. multi-branch network [paper]: `M` branches; layer `k` of branch `m` reads
+//!    `[h_m^(k-1); h_aux^(k-1)]` with `h_m^(0) = [e_s; a_s]` (the same input for every branch:
+//!    the sample's own scenario representation). All `M` branches run for every sample as
+//!    batched matmuls ([`BatchedLinear`]);
+//! 3. mutual unit [paper; equations ours] at a chosen hidden layer ([`MutualUnit`]): the own
+//!    branch borrows from the others, whose outputs are stop-gradient, so branch `m` is trained
+//!    by scenario `m`'s samples only;
+//! 4. output [paper; weights ours]: `y = sigmoid(w_s . h~_s + b_s)` with a head per scenario;
+//!    `L = BCE(y) + lambda_aux * BCE(y_aux) [+ mu * KL(y || stopgrad(y_aux))]`.
+//!
+//! Scenario-aware attention [paper; form ours]: a global DIN attention (in [`InputLayer`]) and a
+//! scenario attention over the same values (the global behaviour vectors), differing in the
+//! query and key projections: the scenario attention scores `q_s = q (I + P_q[s])` against
+//! `k_sj = k_j (I + P_k[s])` with per-scenario matrices `P` (initialised to 0) and its own
+//! scoring MLP.
+
+use candle_core::{D, DType, Device, Result, Tensor, Var};
+use rec_data::{Batch, Schema};
+use rec_nn::embedding::{EmbeddingTable, Pooling, TableFactory};
+use rec_nn::layers::{Activation, Linear, MlpConfig, TargetAttention, dropout};
+use rec_nn::model::{Ctx, Model};
+use serde::{Deserialize, Serialize};
+
+use crate::batched::{BatchedLinear, stacked_var};
+use crate::input::InputLayer;
+use crate::mutual::MutualUnit;
+use crate::nn::{Init, VarStore, activation_init, join};
+use crate::scenario::{Routing, check_schema};
+use crate::scenario_embedding::{ScenarioEmbedding, default_scenario_fields};
+
+fn d_dim() -> usize {
+    16
+}
+fn d_hidden() -> Vec<usize> {
+    vec![128, 64]
+}
+fn d_attention() -> MlpConfig {
+    MlpConfig::new(&[32])
+}
+fn yes() -> bool {
+    true
+}
+fn one() -> f64 {
+    1.0
+}
+
+/// Hyperparameters and switches of [`Saml`]. Every switch defaults to the full model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SamlConfig {
+    /// Width of every embedding vector (default 16).
+    #[serde(default = "d_dim")]
+    pub dim: usize,
+    /// Pooling of multi-hot fields (default `mean`).
+    #[serde(default)]
+    pub pooling: Pooling,
+    /// Hidden widths of the auxiliary network and of every branch (default `[128, 64]`).
+    #[serde(default = "d_hidden")]
+    pub hidden: Vec<usize>,
+    /// Activation of the hidden layers (default `relu`).
+    #[serde(default)]
+    pub activation: Activation,
+    /// Dropout after every hidden layer (default 0).
+    #[serde(default)]
+    pub dropout: f64,
+    /// Every branch (and head) starts from the same weights [ours] (default true): the mutual
+    /// unit adds other branches' hidden vectors to the own one, which only means something
+    /// when the branches' hidden spaces are comparable; copies that diverge by scenario keep
+    /// them so. `false` draws each branch independently.
+    #[serde(default = "yes")]
+    pub tied_init: bool,
+    /// Scoring MLP of both attentions (default hidden `[32]`).
+    #[serde(default = "d_attention")]
+    pub attention: MlpConfig,
+    /// Keep at most this many most recent behaviours (default: all the data has).
+    #[serde(default)]
+    pub max_history: Option<usize>,
+    /// Scenario-aware embedding [paper] (default true). `false` is the "no scenario
+    /// embedding" ablation.
+    #[serde(default = "yes")]
+    pub scenario_embedding: bool,
+    /// Fields with scenario tables [ours: per-field choice] (default: every categorical and
+    /// multi-hot field but the scenario field).
+    #[serde(default)]
+    pub scenario_fields: Option<Vec<String>>,
+    /// Scenario-aware attention [paper] when the data have a behaviour sequence (default true).
+    #[serde(default = "yes")]
+    pub scenario_attention: bool,
+    /// `lambda_aux`, weight of the auxiliary network's loss (default 1; 0 is the "no auxiliary
+    /// loss" ablation: the network still feeds the branches).
+    #[serde(default = "one")]
+    pub aux_loss_weight: f64,
+    /// The mutual unit [paper] (default true; `false`: `h~_s = h_s`).
+    #[serde(default = "yes")]
+    pub mutual: bool,
+    /// Hidden layer (0-based) after which the mutual unit runs (default the last).
+    #[serde(default)]
+    pub mutual_layer: Option<usize>,
+    /// `mu`, weight of the optional mutual-learning term `KL(y || stopgrad(y_aux))` (default 0,
+    /// off) [ours].
+    #[serde(default)]
+    pub mutual_kl: f64,
+}
+
+impl Default for SamlConfig {
+    fn default() -> Self {
+        Self {
+            dim: d_dim(),
+            pooling: Pooling::Mean,
+            hidden: d_hidden(),
+            activation: Activation::Relu,
+            dropout: 0.0,
+            tied_init: true,
+            attention: d_attention(),
+            max_history: None,
+            scenario_embedding: true,
+            scenario_fields: None,
+            scenario_attention: true,
+            aux_loss_weight: 1.0,
+            mutual: true,
+            mutual_layer: None,
+            mutual_kl: 0.0,
+        }
+    }
+}
+
+/// Scenario attention: per-scenario query/key projections and its own scoring MLP.
+struct ScenarioAttention {
+    proj_q: Var,
+    proj_k: Var,
+    attention: TargetAttention,
+    width: usize,
+}
+
+impl ScenarioAttention {
+    fn new(vs: &mut VarStore, m: usize, width: usize, mlp: &MlpConfig) -> Result<Self> {
+        Ok(Self {
+            proj_q: vs.var("scen_attention.proj_q", (m, width * width), Init::Zeros)?,
+            proj_k: vs.var("scen_attention.proj_k", (m, width * width), Init::Zeros)?,
+            attention: TargetAttention::new(vs, "scen_attention", width, mlp)?,
+            width,
+        })
+    }
+
+    /// `x (I + P[s])` for every sample: `x: [n, w]` or `[n, T, w]`.
+    fn project(&self, x: &Tensor, p: &Var, routing: &Routing) -> Result<Tensor> {
+        let w = self.width;
+        let n = routing.len();
+        let ps = routing.rows_of(p.as_tensor())?.reshape((n, w, w))?;
+        if x.rank() == 2 {
+            x + x.unsqueeze(1)?.matmul(&ps)?.squeeze(1)?
+        } else {
+            x + x.contiguous()?.matmul(&ps)?
+        }
+    }
+
+    fn forward(
+        &self,
+        target: &Tensor,
+        behaviours: &Tensor,
+        mask: &Tensor,
+        routing: &Routing,
+        ctx: &mut Ctx,
+    ) -> Result<Tensor> {
+        let q = self.project(target, &self.proj_q, routing)?;
+        let k = self.project(behaviours, &self.proj_k, routing)?;
+        Ok(self
+            .attention
+            .forward(&q, &k, behaviours, mask, ctx)?
+            .output)
+    }
+}
+
+/// One hidden layer of the branches: `own` reads the branch's previous layer (or, in the first
+/// layer, the shared input `[e_s; a_s; h_aux^(0)]`), `fed` the auxiliary net's previous layer.
+struct BranchLayer {
+    own: BatchedLinear,
+    fed: Option<BatchedLinear>,
+}
+
+/// Outputs of SAML's sub-networks on the last batch, kept for the loss and for analysis.
+#[derive(Clone)]
+pub struct SamlInternals {
+    /// The auxiliary network's logit `[n]`.
+    pub aux_logit: Tensor,
+    /// The mutual unit's gates `[n, M]` (with the mutual unit on).
+    pub gates: Option<Tensor>,
+}
+
+/// See the [module documentation](self).
+pub struct Saml {
+    schema: Schema,
+    cfg: SamlConfig,
+    m: usize,
+    vs: VarStore,
+    input: InputLayer,
+    scen_emb: Option<ScenarioEmbedding>,
+    scen_att: Option<ScenarioAttention>,
+    aux: Vec<Linear>,
+    aux_head: Linear,
+    branches: Vec<BranchLayer>,
+    mutual: Option<MutualUnit>,
+    mutual_layer: usize,
+    head_w: Var,
+    head_b: Var,
+    last: Option<SamlInternals>,
+}
+
+impl Saml {
+    /// Builds SAML for `schema` (one binary task; the scenario field and `num_scenarios` of the
+    /// schema define the branches).
+    pub fn new(
+        schema: &Schema,
+        cfg: &SamlConfig,
+        factory: &mut TableFactory<'_>,
+        device: &Device,
+        seed: u64,
+    ) -> Result<Self> {
+        let m = check_schema(schema, "saml")?;
+        if cfg.hidden.is_empty() {
+            candle_core::bail!("saml needs at least one hidden layer");
+        }
+        if !(0.0..1.0).contains(&cfg.dropout) {
+            candle_core::bail!("saml: dropout must be in [0, 1), got {}", cfg.dropout);
+        }
+        if cfg.aux_loss_weight < 0.0 || cfg.mutual_kl < 0.0 {
+            candle_core::bail!("saml: loss weights must be >= 0");
+        }
+        let mutual_layer = cfg.mutual_layer.unwrap_or(cfg.hidden.len() - 1);
+        if mutual_layer >= cfg.hidden.len() {
+            candle_core::bail!(
+                "saml: mutual_layer {mutual_layer} is not a hidden layer (0..{})",
+                cfg.hidden.len()
+            );
+        }
+        let mut vs = VarStore::new(seed, device);
+        let input = InputLayer::new(
+            schema,
+            cfg.dim,
+            cfg.pooling,
+            &cfg.attention,
+            cfg.max_history,
+            "",
+            factory,
+            &mut vs,
+        )?;
+        let scen_emb = if cfg.scenario_embedding {
+            let fields = cfg
+                .scenario_fields
+                .clone()
+                .unwrap_or_else(|| default_scenario_fields(schema));
+            Some(ScenarioEmbedding::new(
+                schema,
+                &fields,
+                m,
+                cfg.dim,
+                cfg.pooling,
+                factory,
+                device,
+            )?)
+            .filter(|s| s.num_fields() > 0)
+        } else {
+            None
+        };
+        let bw = input.behaviour_width();
+        let scen_att = if cfg.scenario_attention && bw > 0 {
+            Some(ScenarioAttention::new(&mut vs, m, bw, &cfg.attention)?)
+        } else {
+            None
+        };
+        let aux_in = input.width();
+        let branch_in = scen_emb.as_ref().map_or(0, |s| s.num_fields() * s.dim())
+            + scen_att.as_ref().map_or(0, |_| bw);
+        let init = activation_init(cfg.activation);
+        let mut aux = Vec::new();
+        let mut branches = Vec::new();
+        let (mut wa, mut wb) = (aux_in, branch_in);
+        for (k, &h) in cfg.hidden.iter().enumerate() {
+            aux.push(Linear::with_init(
+                &mut vs,
+                &format!("aux.{k}"),
+                wa,
+                h,
+                true,
+                init,
+            )?);
+            let p = format!("branch.{k}");
+            let layer = if k == 0 {
+                BranchLayer {
+                    own: BatchedLinear::with_tied_init(
+                        &mut vs,
+                        &p,
+                        m,
+                        wb + wa,
+                        h,
+                        true,
+                        init,
+                        cfg.tied_init,
+                    )?,
+                    fed: None,
+                }
+            } else {
+                BranchLayer {
+                    own: BatchedLinear::with_tied_init(
+                        &mut vs,
+                        &join(&p, "own"),
+                        m,
+                        wb,
+                        h,
+                        true,
+                        init,
+                        cfg.tied_init,
+                    )?,
+                    fed: Some(BatchedLinear::with_tied_init(
+                        &mut vs,
+                        &join(&p, "fed"),
+                        m,
+                        wa,
+                        h,
+                        false,
+                        init,
+                        cfg.tied_init,
+                    )?),
+                }
+            };
+            branches.push(layer);
+            wa = h;
+            wb = h;
+        }
+        let aux_head = Linear::new(&mut vs, "aux.out", wa, 1)?;
+        let mutual = if cfg.mutual {
+            Some(MutualUnit::new(&mut vs, "mutual", m)?)
+        } else {
+            None
+        };
+        let head_w = stacked_var(
+            &mut vs,
+            "head.weight",
+            (m, wb, 1),
+            Init::XavierUniform,
+            cfg.tied_init,
+        )?;
+        let head_b = vs.var("head.bias", m, Init::Zeros)?;
+        Ok(Self {
+            schema: schema.clone(),
+            cfg: cfg.clone(),
+            m,
+            vs,
+            input,
+            scen_emb,
+            scen_att,
+            aux,
+            aux_head,
+            branches,
+            mutual,
+            mutual_layer,
+            head_w,
+            head_b,
+            last: None,
+        })
+    }
+
+    /// The hyperparameters.
+    pub fn config(&self) -> &SamlConfig {
+        &self.cfg
+    }
+
+    /// Number of scenarios (branches).
+    pub fn num_scenarios(&self) -> usize {
+        self.m
+    }
+
+    /// The mutual unit, when on (its [`MutualUnit::affinity`] is the learned affinity).
+    pub fn mutual_unit(&self) -> Option<&MutualUnit> {
+        self.mutual.as_ref()
+    }
+
+    /// The learned scenario-affinity matrix `c` as rows (with the mutual unit on).
+    pub fn affinity(&self) -> Result<Option<Vec<Vec<f32>>>> {
+        self.mutual
+            .as_ref()
+            .map(|u| {
+                u.affinity()
+                    .as_tensor()
+                    .to_dtype(DType::F32)?
+                    .to_vec2::<f32>()
+            })
+            .transpose()
+    }
+
+    /// Sub-network outputs of the last forward pass (auxiliary logit, mutual gates).
+    pub fn internals(&self) -> Option<&SamlInternals> {
+        self.last.as_ref()
+    }
+
+    /// Mean mutual gate per (own scenario, other scenario) over `data` (evaluated in chunks
+    /// of 4096 samples; rows of scenarios absent from `data` are `NaN`): how much each scenario
+    /// borrows from each other one. `None` with the mutual unit off.
+    pub fn mean_gates(&mut self, data: &Batch) -> Result<Option<Vec<Vec<f64>>>> {
+        if self.mutual.is_none() {
+            return Ok(None);
+        }
+        let mut sum = vec![vec![0.0; self.m]; self.m];
+        let mut count = vec![0usize; self.m];
+        let mut start = 0;
+        while start < data.len() {
+            let chunk = data.range(start, (start + 4096).min(data.len()));
+            start += chunk.len();
+            self.logits(&chunk, &mut Ctx::eval())?;
+            let gates = self.last.as_ref().and_then(|l| l.gates.clone());
+            let Some(g) = gates else { return Ok(None) };
+            let g = g.to_dtype(DType::F64)?.to_vec2::<f64>()?;
+            for (row, s) in g.iter().zip(chunk.scenarios()) {
+                count[s as usize] += 1;
+                for (acc, v) in sum[s as usize].iter_mut().zip(row) {
+                    *acc += v;
+                }
+            }
+        }
+        Ok(Some(
+            sum.into_iter()
+                .zip(count)
+                .map(|(r, c)| {
+                    r.into_iter()
+                        .map(|v| if c == 0 { f64::NAN } else { v / c as f64 })
+                        .collect()
+                })
+                .collect(),
+        ))
+    }
+
+    fn logits(&mut self, batch: &Batch, ctx: &mut Ctx) -> Result<Tensor> {
+        let device = self.vs.device().clone();
+        let routing = Routing::of_batch(batch, self.m, DType::F32, &device)?;
+        let inp = self.input.forward(batch, ctx)?;
+        let x_aux = inp.concat()?;
+        let mut branch_parts = Vec::new();
+        if let Some(se) = &mut self.scen_emb {
+            branch_parts.extend(se.forward(batch, &routing.ids, ctx.train)?);
+        }
+        if let (Some(sa), Some(target), Some((beh, mask))) =
+            (&self.scen_att, &inp.target, &inp.behaviours)
+        {
+            branch_parts.push(sa.forward(target, beh, mask, &routing, ctx)?);
+        }
+        branch_parts.push(x_aux.clone());
+        let x_branch = Tensor::cat(&branch_parts, 1)?;
+
+        let act = self.cfg.activation;
+        let p = self.cfg.dropout;
+        let mut h_aux = x_aux;
+        // Branch activations: all M branches ([M, n, h]) up to the mutual unit, then the own
+        // branch only ([n, h]).
+        let mut all: Option<Tensor> = None;
+        let mut own: Option<Tensor> = None;
+        let mut gates = None;
+        for (k, (layer, aux)) in self.branches.iter().zip(&self.aux).enumerate() {
+            let pre = match (&all, &own, &layer.fed) {
+                (None, None, _) => layer.own.forward_shared(&x_branch)?,
+                (Some(h), _, Some(fed)) => (layer.own.forward(h)? + fed.forward_shared(&h_aux)?)?,
+                (None, Some(h), Some(fed)) => {
+                    // After the mutual unit: every branch's layer on the own representation,
+                    // then the own branch is kept (the others get no gradient).
+                    (layer.own.forward_shared(h)? + fed.forward_shared(&h_aux)?)?
+                }
+                _ => unreachable!("only the first layer has no feed from the auxiliary net"),
+            };
+            let h = dropout(&act.apply(&pre)?, p, ctx)?;
+            let next_aux = dropout(&act.apply(&aux.forward(&h_aux)?)?, p, ctx)?;
+            if own.is_some() {
+                own = Some(routing.select_own(&h)?);
+            } else if k == self.mutual_layer {
+                own = Some(match &self.mutual {
+                    Some(mu) => {
+                        let out = mu.forward(&h, &routing)?;
+                        gates = Some(out.gates);
+                        out.output
+                    }
+                    None => routing.select_own(&h)?,
+                });
+                all = None;
+            } else {
+                all = Some(h);
+            }
+            h_aux = next_aux;
+        }
+        let h = own.expect("the mutual layer is a hidden layer");
+        let n = routing.len();
+        let w = routing.rows_of(self.head_w.as_tensor())?.reshape((n, ()))?;
+        let b = routing.rows_of(self.head_b.as_tensor())?;
+        let logit = ((h * w)?.sum(D::Minus1)? + b)?;
+        let aux_logit = self.aux_head.forward(&h_aux)?.squeeze(1)?;
+        self.last = Some(SamlInternals { aux_logit, gates });
+        Ok(logit)
+    }
+}
+
+/// `KL(Bernoulli(sigmoid(z)) || Bernoulli(sigmoid(za)))` per sample, stable in the logits.
+pub fn bernoulli_kl(z: &Tensor, za: &Tensor) -> Result<Tensor> {
+    // log sigmoid(x) = -softplus(-x); log(1 - sigmoid(x)) = -softplus(x).
+    let softplus =
+        |x: &Tensor| -> Result<Tensor> { x.relu()? + (x.abs()?.neg()?.exp()? + 1.0)?.log()? };
+    let p = (z.neg()?.exp()? + 1.0)?.recip()?;
+    let log_p = softplus(&z.neg()?)?.neg()?;
+    let log_1p = softplus(z)?.neg()?;
+    let log_q = softplus(&za.neg()?)?.neg()?;
+    let log_1q = softplus(za)?.neg()?;
+    let a = (&p * (log_p - log_q)?)?;
+    let b = (p.affine(-1.0, 1.0)? * (log_1p - log_1q)?)?;
+    a + b
+}
+
+impl Model for Saml {
+    fn name(&self) -> String {
+        "saml".into()
+    }
+    fn schema(&self) -> &Schema {
+        &self.schema
+    }
+    fn device(&self) -> &Device {
+        self.vs.device()
+    }
+    fn forward(&mut self, batch: &Batch, ctx: &mut Ctx) -> Result<Vec<Tensor>> {
+        Ok(vec![self.logits(batch, ctx)?])
+    }
+    fn loss(&mut self, batch: &Batch, outputs: &[Tensor]) -> Result<Tensor> {
+        let main = rec_nn::loss::task_loss(&self.schema, batch, outputs)?;
+        let Some(last) = &self.last else {
+            candle_core::bail!("saml: loss called before forward");
+        };
+        let mut total = main;
+        if self.cfg.aux_loss_weight > 0.0 {
+            let aux = rec_nn::loss::task_loss(
+                &self.schema,
+                batch,
+                std::slice::from_ref(&last.aux_logit),
+            )?;
+            total = (total + aux.affine(self.cfg.aux_loss_weight, 0.0)?)?;
+        }
+        if self.cfg.mutual_kl > 0.0 {
+            let kl = bernoulli_kl(&outputs[0], &last.aux_logit.detach())?;
+            let (_, w, _) = rec_nn::loss::label_weights(&batch.labels[0], batch.weights.as_deref());
+            let kl = match w {
+                None => kl.mean_all()?,
+                Some(w) => {
+                    let w = Tensor::from_vec(w, kl.dims1()?, kl.device())?;
+                    (kl * &w)?.sum_all()?.broadcast_div(&w.sum_all()?)?
+                }
+            };
+            total = (total + kl.affine(self.cfg.mutual_kl, 0.0)?)?;
+        }
+        Ok(total)
+    }
+    fn dense_vars(&self) -> Vec<(String, Var)> {
+        self.vs.vars()
+    }
+    fn buffers(&self) -> Vec<(String, Var)> {
+        self.vs.buffers()
+    }
+    fn tables(&self) -> Vec<(String, &dyn EmbeddingTable)> {
+        let mut v = self.input.tables();
+        if let Some(s) = &self.scen_emb {
+            v.extend(s.tables());
+        }
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+    fn tables_mut(&mut self) -> Vec<(String, &mut dyn EmbeddingTable)> {
+        let mut v = self.input.tables_mut();
+        if let Some(s) = &mut self.scen_emb {
+            v.extend(s.tables_mut());
+        }
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{input, store};
+    use rec_nn::gradcheck::{
+        GradCheck, check_all_params_get_gradient, check_gradients, weighted_sum,
+    };
+
+    /// A scenario attention over width 4 with non-zero projections (they start at 0, which
+    /// would leave the scenario terms out of the check), and its inputs.
+    struct Case {
+        vs: VarStore,
+        att: ScenarioAttention,
+        routing: Routing,
+        target: Var,
+        behaviours: Var,
+        mask: Tensor,
+    }
+
+    fn case(ids: Vec<u32>) -> Result<Case> {
+        let mut vs = store();
+        let att = ScenarioAttention::new(&mut vs, 3, 4, &MlpConfig::new(&[6]))?;
+        att.proj_q
+            .set(&input(&[3, 16], 21)?.as_tensor().affine(0.5, 0.0)?)?;
+        att.proj_k
+            .set(&input(&[3, 16], 22)?.as_tensor().affine(0.5, 0.0)?)?;
+        let n = ids.len();
+        let routing = Routing::new(ids, 3, DType::F64, &Device::Cpu)?;
+        let mask: Vec<f64> = (0..n * 5)
+            .map(|i| if i % 5 <= (i / 5) % 5 { 1.0 } else { 0.0 })
+            .collect();
+        Ok(Case {
+            vs,
+            att,
+            routing,
+            target: input(&[n, 4], 1)?,
+            behaviours: input(&[n, 5, 4], 2)?,
+            mask: Tensor::from_vec(mask, (n, 5), &Device::Cpu)?,
+        })
+    }
+
+    impl Case {
+        fn loss(&self) -> Result<Tensor> {
+            let out = self.att.forward(
+                self.target.as_tensor(),
+                self.behaviours.as_tensor(),
+                &self.mask,
+                &self.routing,
+                &mut Ctx::eval(),
+            )?;
+            weighted_sum(&out, 3)
+        }
+    }
+
+    #[test]
+    fn scenario_attention_finite_difference_gradients() -> Result<()> {
+        let c = case(vec![0, 2, 1, 2, 0])?;
+        let mut params = c.vs.vars();
+        params.push(("target".into(), c.target.clone()));
+        params.push(("behaviours".into(), c.behaviours.clone()));
+        let report = check_gradients(&params, || c.loss(), &GradCheck::default())?;
+        assert!(report.checked > 50, "{} entries checked", report.checked);
+        // Every parameter but the score bias (a softmax over positions cancels a shift of
+        // every score) receives a gradient.
+        params.retain(|(n, _)| !n.ends_with("score.bias"));
+        check_all_params_get_gradient(&params, &c.loss()?)
+    }
+
+    #[test]
+    fn scenario_projections_learn_only_from_their_scenario() -> Result<()> {
+        // No sample of scenario 1: its projection rows get exactly zero gradient.
+        let c = case(vec![0, 2, 2, 0])?;
+        let grads = c.loss()?.backward()?;
+        for p in [&c.att.proj_q, &c.att.proj_k] {
+            let g = grads
+                .get(p.as_tensor())
+                .expect("projections get a gradient");
+            let rows = g.sqr()?.sum(1)?.to_vec1::<f64>()?;
+            assert!(rows[0] > 0.0 && rows[2] > 0.0 && rows[1] == 0.0, "{rows:?}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn zero_projections_score_like_a_plain_attention() -> Result<()> {
+        // With P = 0 the scenario attention is a DIN attention over (target, behaviours) with
+        // its own scoring MLP: the same for every scenario.
+        let c = case(vec![0, 1, 2])?;
+        c.att.proj_q.set(&c.att.proj_q.zeros_like()?)?;
+        c.att.proj_k.set(&c.att.proj_k.zeros_like()?)?;
+        let (t, b) = (c.target.as_tensor(), c.behaviours.as_tensor());
+        let scen = c.att.forward(t, b, &c.mask, &c.routing, &mut Ctx::eval())?;
+        let plain = c
+            .att
+            .attention
+            .forward(t, b, b, &c.mask, &mut Ctx::eval())?
+            .output;
+        let diff = (scen - plain)?.abs()?.max_all()?.to_scalar::<f64>()?;
+        assert!(diff < 1e-12, "{diff}");
+        Ok(())
+    }
+}

@@ -1,0 +1,514 @@
+//! Model-level tests: every parameter learns, scenario isolation, batch independence, save and
+//! load, configuration errors, and end-to-end learning on planted data.
+
+use candle_core::{Device, Result, Tensor};
+use rand::SeedableRng;
+use rec_data::{Batch, BatchIter, FieldSpec, Schema};
+use rec_nn::embedding::{DefaultTableFactory, EmbeddingTable, TableConfig, TablesConfig};
+use rec_nn::gradcheck::check_all_params_get_gradient;
+use rec_nn::optim::{DenseOptimizer, OptimizerConfig};
+use rec_nn::{Ctx, Model};
+
+use crate::testing::planted;
+use crate::{DnnConfig, Mmoe, MmoeConfig, Saml, SamlConfig, Separate, Shared, Star, StarConfig};
+
+const NAMES: [&str; 5] = ["saml", "shared", "separate", "mmoe", "star"];
+
+fn small_saml() -> SamlConfig {
+    SamlConfig {
+        dim: 4,
+        hidden: vec![8, 6],
+        ..SamlConfig::default()
+    }
+}
+
+fn build_with(
+    name: &str,
+    schema: &Schema,
+    tables: TablesConfig,
+    saml: &SamlConfig,
+    seed: u64,
+) -> Result<Box<dyn Model>> {
+    let d = Device::Cpu;
+    let mut f = DefaultTableFactory::new(tables, seed, &d);
+    let mut factory = |spec: &FieldSpec, dim: usize| f.build(spec, dim);
+    let dnn = DnnConfig {
+        dim: 4,
+        mlp: rec_nn::layers::MlpConfig::new(&[8, 6]),
+        ..DnnConfig::default()
+    };
+    Ok(match name {
+        "saml" => Box::new(Saml::new(schema, saml, &mut factory, &d, seed)?),
+        "shared" => Box::new(Shared::new(schema, &dnn, &mut factory, &d, seed)?),
+        "separate" => Box::new(Separate::new(schema, &dnn, &mut factory, &d, seed)?),
+        "mmoe" => Box::new(Mmoe::new(
+            schema,
+            &MmoeConfig {
+                dim: 4,
+                experts: 3,
+                expert_hidden: vec![8],
+                tower_hidden: vec![4],
+                ..MmoeConfig::default()
+            },
+            &mut factory,
+            &d,
+            seed,
+        )?),
+        "star" => Box::new(Star::new(
+            schema,
+            &StarConfig {
+                dim: 4,
+                hidden: vec![8, 6],
+                aux_hidden: vec![4],
+                ..StarConfig::default()
+            },
+            &mut factory,
+            &d,
+            seed,
+        )?),
+        _ => unreachable!(),
+    })
+}
+
+fn build(name: &str, schema: &Schema, seed: u64) -> Result<Box<dyn Model>> {
+    build_with(name, schema, TablesConfig::default(), &small_saml(), seed)
+}
+
+/// Dense variables that must receive a gradient: all but the attention score's bias, which a
+/// softmax over positions cancels exactly (a shift of every score changes nothing).
+fn learnable(model: &dyn Model) -> Vec<(String, candle_core::Var)> {
+    model
+        .dense_vars()
+        .into_iter()
+        .filter(|(n, _)| !n.ends_with("attention.score.bias"))
+        .collect()
+}
+
+/// A few Adam steps on `batch`. SAML's branches start tied (`tied_init`), so at the very
+/// start every branch computes the same hidden vector, every mutual gate mixes identical
+/// vectors, and the affinity and beta get an exactly-zero gradient; after the branches have
+/// diverged by scenario they get one.
+fn warm_up(model: &mut dyn Model, batch: &Batch) -> Result<()> {
+    let mut opt = DenseOptimizer::new(OptimizerConfig::adam(1e-2), model.dense_vars())?;
+    let mut ctx = Ctx::new(true, 0, rand_chacha::ChaCha8Rng::seed_from_u64(2));
+    for _ in 0..3 {
+        rec_nn::train_step(model, &mut opt, batch, &mut ctx)?;
+    }
+    Ok(())
+}
+
+fn table_rows(t: &dyn EmbeddingTable) -> Result<Vec<f32>> {
+    let mut m = rec_nn::TensorMap::new();
+    t.save("", &mut m)?;
+    let mut keys: Vec<_> = m.keys().cloned().collect();
+    keys.sort();
+    let mut out = Vec::new();
+    for k in keys {
+        out.extend(
+            m[&k]
+                .flatten_all()?
+                .to_dtype(candle_core::DType::F32)?
+                .to_vec1::<f32>()?,
+        );
+    }
+    Ok(out)
+}
+
+#[test]
+fn every_parameter_and_table_of_every_model_learns() -> Result<()> {
+    for history in [0, 3] {
+        let p = planted(&[600, 400, 300], &[0, 0, 1], history, 1);
+        // The last samples: their users have histories of several items.
+        let n = p.data.len();
+        let batch = p.data.range(n - 96, n);
+        for name in NAMES {
+            let mut model = build(name, &batch.schema, 3)?;
+            warm_up(model.as_mut(), &batch)?;
+            let mut ctx = Ctx::new(true, 0, rand_chacha::ChaCha8Rng::seed_from_u64(1));
+            let out = model.forward(&batch, &mut ctx)?;
+            assert_eq!(out.len(), 1);
+            assert_eq!(out[0].dims(), &[96], "{name}");
+            let loss = model.loss(&batch, &out)?;
+            check_all_params_get_gradient(&learnable(model.as_ref()), &loss)
+                .map_err(|e| candle_core::Error::Msg(format!("{name}, history {history}: {e}")))?;
+            let grads = loss.backward()?;
+            let before: Vec<Vec<f32>> = model
+                .tables()
+                .iter()
+                .map(|(_, t)| table_rows(*t))
+                .collect::<Result<_>>()?;
+            for (_, t) in model.tables_mut() {
+                t.apply_gradients(&grads)?;
+            }
+            for ((tn, t), b) in model.tables().into_iter().zip(before) {
+                assert_ne!(table_rows(t)?, b, "{name}: table {tn} did not move");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Gradient of every dense variable for a batch of scenario 0 only.
+fn grads_of_scenario0(name: &str) -> Result<Vec<(String, Option<Tensor>)>> {
+    let p = planted(&[60, 40, 30], &[0, 0, 1], 0, 2);
+    let rows: Vec<usize> = p
+        .data
+        .scenarios()
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| **s == 0)
+        .map(|(i, _)| i)
+        .take(40)
+        .collect();
+    let batch = p.data.gather(&rows);
+    let mut model = build(name, &batch.schema, 5)?;
+    let out = model.forward(&batch, &mut Ctx::eval())?;
+    let grads = model.loss(&batch, &out)?.backward()?;
+    Ok(model
+        .dense_vars()
+        .into_iter()
+        .map(|(n, v)| (n, grads.get(v.as_tensor()).cloned()))
+        .collect())
+}
+
+fn norm_of(g: &Option<Tensor>) -> Result<f64> {
+    match g {
+        None => Ok(0.0),
+        Some(t) => t
+            .sqr()?
+            .sum_all()?
+            .to_dtype(candle_core::DType::F64)?
+            .to_scalar::<f64>(),
+    }
+}
+
+#[test]
+fn scenario_parameters_learn_only_from_their_own_scenario() -> Result<()> {
+    // SAML: branch and head slices of scenarios 1 and 2 get exactly zero gradient from a
+    // scenario-0 batch; the auxiliary net and branch 0 get some.
+    for (name, g) in grads_of_scenario0("saml")? {
+        let Some(t) = &g else { continue };
+        if name.starts_with("branch.") || name.starts_with("head.") {
+            for s in 0..3 {
+                let part = norm_of(&Some(t.get(s)?))?;
+                assert_eq!(part > 0.0, s == 0, "{name} slice {s}: {part}");
+            }
+        }
+    }
+    let saml = grads_of_scenario0("saml")?;
+    assert!(
+        saml.iter()
+            .any(|(n, g)| n.starts_with("aux.") && norm_of(g).unwrap() > 0.0)
+    );
+    // Separate: only network 0 moves.
+    for (name, g) in grads_of_scenario0("separate")? {
+        assert_eq!(norm_of(&g)? > 0.0, name.starts_with("s0."), "{name}");
+    }
+    // MMoE: towers 1 and 2 get nothing.
+    for (name, g) in grads_of_scenario0("mmoe")? {
+        if name.starts_with("towers.") {
+            let t = g.expect("tower 0 learns");
+            for s in 0..3 {
+                assert_eq!(norm_of(&Some(t.get(s)?))? > 0.0, s == 0, "{name} {s}");
+            }
+        }
+    }
+    // STAR: scenario weights of 1 and 2 get nothing, the shared weights do.
+    for (name, g) in grads_of_scenario0("star")? {
+        if name.ends_with("weight_s") {
+            let t = g.clone().expect("scenario 0 learns");
+            for s in 0..3 {
+                assert_eq!(norm_of(&Some(t.get(s)?))? > 0.0, s == 0, "{name} {s}");
+            }
+        }
+        if name.ends_with(".weight") && name.starts_with("star.") {
+            assert!(norm_of(&g)? > 0.0, "{name}");
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn a_sample_scores_the_same_alone_or_in_any_batch() -> Result<()> {
+    let p = planted(&[30, 20, 10], &[0, 0, 1], 3, 3);
+    let batch = p.data.range(0, 24);
+    for name in NAMES {
+        let mut model = build(name, &batch.schema, 4)?;
+        // A few training steps so that running statistics and weights are not at their start.
+        let mut opt = DenseOptimizer::new(OptimizerConfig::adam(1e-2), model.dense_vars())?;
+        let mut ctx = Ctx::new(true, 0, rand_chacha::ChaCha8Rng::seed_from_u64(1));
+        for _ in 0..3 {
+            rec_nn::train_step(model.as_mut(), &mut opt, &batch, &mut ctx)?;
+        }
+        let all = rec_nn::predict(model.as_mut(), &batch)?[0].clone();
+        let mut reversed: Vec<usize> = (0..batch.len()).collect();
+        reversed.reverse();
+        let rev = rec_nn::predict(model.as_mut(), &batch.gather(&reversed))?[0].clone();
+        for i in [0usize, 5, 17] {
+            let one = rec_nn::predict(model.as_mut(), &batch.range(i, i + 1))?[0][0];
+            assert!(
+                (one - all[i]).abs() < 1e-5,
+                "{name} sample {i}: {one} vs {}",
+                all[i]
+            );
+            assert!((rev[batch.len() - 1 - i] - all[i]).abs() < 1e-5, "{name}");
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn every_model_saves_and_loads_exactly() -> Result<()> {
+    let p = planted(&[30, 20, 10], &[0, 0, 1], 3, 4);
+    let batch = p.data.range(0, 32);
+    for name in NAMES {
+        let mut a = build(name, &batch.schema, 6)?;
+        let mut opt = DenseOptimizer::new(OptimizerConfig::adam(1e-2), a.dense_vars())?;
+        let mut ctx = Ctx::new(true, 0, rand_chacha::ChaCha8Rng::seed_from_u64(1));
+        rec_nn::train_step(a.as_mut(), &mut opt, &batch, &mut ctx)?;
+        let (tensors, meta) = rec_nn::io::model_state(a.as_ref())?;
+        let mut b = build(name, &batch.schema, 99)?;
+        rec_nn::io::load_model_state(b.as_mut(), &tensors, &meta)?;
+        assert_eq!(
+            rec_nn::predict(a.as_mut(), &batch)?,
+            rec_nn::predict(b.as_mut(), &batch)?,
+            "{name}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn any_table_kind_works_including_for_scenario_tables() -> Result<()> {
+    let p = planted(&[30, 20, 10], &[0, 0, 1], 0, 5);
+    let tables = TablesConfig {
+        default: TableConfig::Hashed { rows: 17 },
+        fields: [("item_id".to_string(), TableConfig::Qr { collisions: 4 })].into(),
+        ..TablesConfig::default()
+    };
+    let mut model = build_with("saml", &p.data.schema, tables, &small_saml(), 1)?;
+    let kinds: Vec<(String, &str)> = model
+        .tables()
+        .into_iter()
+        .map(|(n, t)| (n, t.kind()))
+        .collect();
+    assert!(kinds.contains(&("emb.item_id".into(), "qr")), "{kinds:?}");
+    assert!(
+        kinds.contains(&("scen.item_id".into(), "hashed")),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&("scen.user_id".into(), "hashed")),
+        "{kinds:?}"
+    );
+    let out = model.forward(&p.data.range(0, 8), &mut Ctx::eval())?;
+    assert_eq!(out[0].dims(), &[8]);
+    Ok(())
+}
+
+#[test]
+fn saml_switches_change_the_model_and_bad_configs_are_errors() -> Result<()> {
+    let p = planted(&[300, 200, 100], &[0, 0, 1], 3, 6);
+    let schema = p.data.schema.clone();
+    let count = |cfg: &SamlConfig| -> Result<(usize, usize)> {
+        let m = build_with("saml", &schema, TablesConfig::default(), cfg, 1)?;
+        let params: usize = m.dense_vars().iter().map(|(_, v)| v.elem_count()).sum();
+        Ok((params, m.tables().len()))
+    };
+    let full = count(&small_saml())?;
+    let no_emb = count(&SamlConfig {
+        scenario_embedding: false,
+        ..small_saml()
+    })?;
+    assert_eq!(full.1, 5, "3 global tables, scen.item_id, scen.user_id");
+    assert!(no_emb.1 < full.1);
+    let no_att = count(&SamlConfig {
+        scenario_attention: false,
+        ..small_saml()
+    })?;
+    assert!(no_att.0 < full.0);
+    let no_mu = count(&SamlConfig {
+        mutual: false,
+        ..small_saml()
+    })?;
+    assert_eq!(full.0 - no_mu.0, 1 + 9, "beta and the 3 x 3 affinity");
+    let only_items = count(&SamlConfig {
+        scenario_fields: Some(vec!["item_id".into()]),
+        ..small_saml()
+    })?;
+    assert_eq!(only_items.1, full.1 - 1);
+    for bad in [
+        SamlConfig {
+            mutual_layer: Some(2),
+            ..small_saml()
+        },
+        SamlConfig {
+            scenario_fields: Some(vec!["nope".into()]),
+            ..small_saml()
+        },
+        SamlConfig {
+            scenario_fields: Some(vec!["hist_item_id".into()]),
+            ..small_saml()
+        },
+        SamlConfig {
+            hidden: vec![],
+            ..small_saml()
+        },
+    ] {
+        assert!(build_with("saml", &schema, TablesConfig::default(), &bad, 1).is_err());
+    }
+    // An earlier mutual layer works too.
+    let mut m = build_with(
+        "saml",
+        &schema,
+        TablesConfig::default(),
+        &SamlConfig {
+            mutual_layer: Some(0),
+            mutual_kl: 0.5,
+            ..small_saml()
+        },
+        1,
+    )?;
+    let n = p.data.len();
+    let b = p.data.range(n - 32, n);
+    warm_up(m.as_mut(), &b)?;
+    let out = m.forward(&b, &mut Ctx::eval())?;
+    check_all_params_get_gradient(&learnable(m.as_ref()), &m.loss(&b, &out)?)?;
+    // Two tasks, or a scenario out of range, are errors.
+    let mut two = (*schema).clone();
+    two.tasks
+        .push(rec_data::TaskSpec::new("buy", rec_data::TaskKind::Binary));
+    assert!(build("saml", &two, 1).is_err());
+    let mut wrong = b.clone();
+    wrong.columns[2] = rec_data::Column::Ids(vec![3; 32]);
+    let e = m.forward(&wrong, &mut Ctx::eval()).unwrap_err().to_string();
+    assert!(e.contains("scenario 3"), "{e}");
+    Ok(())
+}
+
+#[test]
+fn bernoulli_kl_is_zero_at_equality_and_positive_elsewhere() -> Result<()> {
+    let d = Device::Cpu;
+    let z = Tensor::new(&[0.3f32, -2.0, 40.0], &d)?;
+    let same = crate::saml::bernoulli_kl(&z, &z)?.to_vec1::<f32>()?;
+    assert!(same.iter().all(|v| v.abs() < 1e-6), "{same:?}");
+    let za = Tensor::new(&[1.0f32, 1.0, -40.0], &d)?;
+    let kl = crate::saml::bernoulli_kl(&z, &za)?.to_vec1::<f32>()?;
+    assert!(kl.iter().all(|v| *v > 0.0 && v.is_finite()), "{kl:?}");
+    let p = 1.0 / (1.0 + (-0.3f32).exp());
+    let q = 1.0 / (1.0 + (-1.0f32).exp());
+    let expect = p * (p / q).ln() + (1.0 - p) * ((1.0 - p) / (1.0 - q)).ln();
+    assert!((kl[0] - expect).abs() < 1e-6);
+    Ok(())
+}
+
+/// Trains `model` for `epochs` on `train` and returns the test AUC.
+fn train_and_auc(model: &mut dyn Model, train: &Batch, test: &Batch, epochs: u64) -> Result<f64> {
+    let mut opt = DenseOptimizer::new(OptimizerConfig::adam(3e-3), model.dense_vars())?;
+    let mut ctx = Ctx::new(true, 0, rand_chacha::ChaCha8Rng::seed_from_u64(1));
+    for epoch in 0..epochs {
+        for b in BatchIter::new(train, 128, 1, epoch, true) {
+            rec_nn::train_step(model, &mut opt, &b, &mut ctx)?;
+        }
+    }
+    let p = rec_nn::predict(model, test)?;
+    rec_metrics::auc(&p[0], &test.labels[0]).map_err(|e| candle_core::Error::Msg(e.to_string()))
+}
+
+#[test]
+fn saml_learns_planted_multi_scenario_clicks() -> Result<()> {
+    let p = planted(&[2400, 1600, 1000], &[0, 0, 1], 5, 7);
+    let n = p.data.len();
+    let (train, test) = (p.data.range(0, n * 4 / 5), p.data.range(n * 4 / 5, n));
+    let tables = TablesConfig {
+        options: rec_nn::embedding::TableOptions {
+            optimizer: OptimizerConfig::adam(1e-2),
+            ..Default::default()
+        },
+        ..TablesConfig::default()
+    };
+    let mut model = build_with("saml", &train.schema, tables, &small_saml(), 1)?;
+    let before = {
+        let p = rec_nn::predict(model.as_mut(), &test)?;
+        rec_metrics::auc(&p[0], &test.labels[0]).unwrap()
+    };
+    let oracle = rec_metrics::auc(&p.truth[n * 4 / 5..], &test.labels[0]).unwrap();
+    let auc = train_and_auc(model.as_mut(), &train, &test, 6)?;
+    assert!(
+        auc > oracle - 0.06 && auc > before + 0.15,
+        "AUC {before:.3} -> {auc:.3} (true probabilities: {oracle:.3})"
+    );
+    Ok(())
+}
+
+/// Fraction of (similar, dissimilar) scenario pairs that the symmetrized matrix `a` orders
+/// correctly (ties count half).
+fn pair_auc(a: &[Vec<f64>], groups: &[usize]) -> f64 {
+    let (mut sim, mut dis) = (Vec::new(), Vec::new());
+    for s in 0..groups.len() {
+        for t in s + 1..groups.len() {
+            let v = 0.5 * (a[s][t] + a[t][s]);
+            if groups[s] == groups[t] {
+                sim.push(v);
+            } else {
+                dis.push(v);
+            }
+        }
+    }
+    let won: f64 = sim
+        .iter()
+        .flat_map(|x| {
+            dis.iter().map(move |y| {
+                if x > y {
+                    1.0
+                } else if x == y {
+                    0.5
+                } else {
+                    0.0
+                }
+            })
+        })
+        .sum();
+    won / (sim.len() * dis.len()) as f64
+}
+
+#[test]
+fn saml_affinity_ranks_planted_similar_scenarios_first() -> Result<()> {
+    // Scenarios 0 and 1 share their item preferences, so do 2 and 3; 4 is alone.
+    let groups = [0, 0, 1, 1, 2];
+    let mut mean_c = vec![vec![0.0; 5]; 5];
+    let mut mean_g = vec![vec![0.0; 5]; 5];
+    for seed in [1u64, 2, 3] {
+        let p = planted(&[3000, 2000, 1500, 800, 400], &groups, 0, seed);
+        let n = p.data.len();
+        let (train, test) = (p.data.range(0, n * 4 / 5), p.data.range(n * 4 / 5, n));
+        let tables = TablesConfig {
+            options: rec_nn::embedding::TableOptions {
+                optimizer: OptimizerConfig::adam(1e-2),
+                ..Default::default()
+            },
+            ..TablesConfig::default()
+        };
+        let d = Device::Cpu;
+        let mut f = DefaultTableFactory::new(tables, seed, &d);
+        let mut factory = |spec: &FieldSpec, dim: usize| f.build(spec, dim);
+        let mut m = Saml::new(&train.schema, &small_saml(), &mut factory, &d, seed)?;
+        train_and_auc(&mut m, &train, &test, 8)?;
+        let c = m.affinity()?.expect("mutual unit on");
+        let g = m.mean_gates(&test)?.expect("mutual unit on");
+        for s in 0..5 {
+            assert_eq!(g[s][s], 0.0, "a scenario never borrows from itself");
+            assert!((g[s].iter().sum::<f64>() - 1.0).abs() < 1e-4);
+            for t in 0..5 {
+                mean_c[s][t] += c[s][t] as f64 / 3.0;
+                mean_g[s][t] += g[s][t] / 3.0;
+            }
+        }
+    }
+    let (pc, pg) = (pair_auc(&mean_c, &groups), pair_auc(&mean_g, &groups));
+    assert!(
+        pc >= 0.9 && pg >= 0.9,
+        "pair AUC: affinity {pc:.3}, gates {pg:.3}; c = {mean_c:?}"
+    );
+    Ok(())
+}

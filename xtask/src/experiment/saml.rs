@@ -1,0 +1,1228 @@
+//! `cargo xtask experiment saml`: SAML and the multi-scenario baselines.
+//!
+//! Data: ml-100k P-MS (scenario = age band, 3 scenarios) and the synthetic multi-country logs
+//! (small preset, 5 countries of 50/25/15/7/3 % of the users with a planted scenario
+//! similarity, behaviour sequences of up to 20 items; trained on days 1..D-1, tested on day D).
+//!
+//! Models: Shared, Separate, MMoE, STAR and SAML, with the same embedding width, hidden widths,
+//! optimizer (Adam for dense and sparse parameters), batch size, epoch budget and early
+//! stopping on validation AUC (the best validation epoch is tested). Every model is tuned on the
+//! same small grid (learning rate x dropout) on seed 1's validation AUC; the chosen point is then
+//! trained with seeds 1..=n. The SAML ablations use SAML's chosen point.
+//!
+//! Outputs: docs/results/saml.md (tables, claims with their numbers, cost), the learned and the
+//! planted scenario-affinity heat maps (PNG), and with `--json` one JSON object on the last line:
+//! `{"results": {dataset: {model: {slice: {metric: {mean, std, n, values}}}}}, "affinity": ...,
+//! "claims": ...}`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use candle_core::Device;
+use clap::Args;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rec_data::{BatchIter, Split, mix_seed};
+use rec_nn::Ctx;
+use rec_nn::embedding::DefaultTableFactory;
+use rec_nn::optim::{DenseOptimizer, OptimizerConfig};
+use rec_trainer::config::DataConfig;
+use rec_trainer::experiment::{Results, Stat};
+use rec_trainer::plot::heat_map;
+use rec_trainer::registry::{build_model, id_counts, tables_config};
+use rec_trainer::{Config, Evaluation, evaluate};
+use scenario_saml::{Saml, SamlConfig};
+use serde_json::json;
+
+/// Options of `cargo xtask experiment saml`.
+#[derive(Args, Debug, Default)]
+pub struct SamlArgs {
+    /// A reduced version (one seed, the tiny synthetic preset, few epochs, no tuning grid) that
+    /// runs in minutes.
+    #[arg(long)]
+    pub quick: bool,
+    /// Print the result tables as one JSON object on the last line.
+    #[arg(long)]
+    pub json: bool,
+    /// Number of seeds (default 3; 1 with --quick).
+    #[arg(long)]
+    pub seeds: Option<usize>,
+    /// Where the results page and plots go.
+    #[arg(long, default_value = "docs/results")]
+    pub out: PathBuf,
+    /// Run only these data sets: ml-100k, synthetic (comma separated).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+}
+
+const DATASETS: [&str; 2] = ["ml-100k", "synthetic"];
+const BASELINES: [&str; 4] = ["shared", "separate", "mmoe", "star"];
+
+/// Embedding width and hidden widths every model shares.
+const DIM: usize = 16;
+const HIDDEN: [usize; 2] = [128, 64];
+
+/// One point of the tuning grid.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Point {
+    lr: f64,
+    dropout: f64,
+}
+
+fn grid(quick: bool) -> Vec<Point> {
+    if quick {
+        return vec![Point {
+            lr: 2e-3,
+            dropout: 0.0,
+        }];
+    }
+    let mut g = Vec::new();
+    for lr in [1e-3, 3e-3] {
+        for dropout in [0.0, 0.2] {
+            g.push(Point { lr, dropout });
+        }
+    }
+    g
+}
+
+/// A data set of the experiment.
+struct Dataset {
+    key: &'static str,
+    title: &'static str,
+    data: DataConfig,
+    epochs: usize,
+    batch: usize,
+    patience: usize,
+    /// Planted scenario groups and similarity (synthetic only).
+    truth: Option<(Vec<u32>, Vec<Vec<f32>>)>,
+    scenario_labels: Vec<String>,
+}
+
+fn datasets(args: &SamlArgs) -> Result<Vec<Dataset>> {
+    let mut out = Vec::new();
+    let wanted = |k: &str| args.only.is_empty() || args.only.iter().any(|o| o == k);
+    for o in &args.only {
+        anyhow::ensure!(
+            DATASETS.contains(&o.as_str()),
+            "--only: unknown data set `{o}` (known: {})",
+            DATASETS.join(", ")
+        );
+    }
+    let epochs = if args.quick { 3 } else { 30 };
+    if wanted("ml-100k") {
+        out.push(Dataset {
+            key: "ml-100k",
+            title: "MovieLens-100k P-MS (scenario = age band)",
+            data: DataConfig {
+                dataset: "ml-100k".into(),
+                protocol: "ms".into(),
+                ..DataConfig::default()
+            },
+            epochs,
+            batch: 1024,
+            patience: 2,
+            truth: None,
+            scenario_labels: vec!["<25".into(), "25-34".into(), ">=35".into()],
+        });
+    }
+    if wanted("synthetic") {
+        let preset = if args.quick { "tiny" } else { "small" };
+        let history = if args.quick { 10 } else { 20 };
+        let gen_cfg = rec_data::synth::SynthConfig::preset(preset)?;
+        let log = rec_data::synth::SynthLog::generate(&gen_cfg)?;
+        let truth = &log.truth;
+        let labels = truth
+            .scenario_sizes
+            .iter()
+            .enumerate()
+            .map(|(s, share)| format!("c{s} ({:.0}%)", 100.0 * share))
+            .collect();
+        let mut options = toml::Table::new();
+        options.insert("preset".into(), preset.into());
+        options.insert("history".into(), (history as i64).into());
+        out.push(Dataset {
+            key: "synthetic",
+            title: "Synthetic multi-country logs (scenario = country)",
+            data: DataConfig {
+                dataset: "synthetic".into(),
+                protocol: "ms".into(),
+                options,
+                ..DataConfig::default()
+            },
+            epochs,
+            batch: 1024,
+            patience: 2,
+            truth: Some((
+                truth.scenario_groups.clone(),
+                truth.scenario_similarity.clone(),
+            )),
+            scenario_labels: labels,
+        });
+    }
+    Ok(out)
+}
+
+/// One model of the comparison: a registry name and its `[model.params]`.
+#[derive(Debug, Clone)]
+struct Spec {
+    label: &'static str,
+    model: &'static str,
+    params: toml::Table,
+    /// Tuned on the grid (baselines and SAML) or using SAML's point (ablations).
+    tuned: bool,
+    about: &'static str,
+}
+
+fn hidden() -> toml::Value {
+    toml::Value::Array(HIDDEN.iter().map(|&h| (h as i64).into()).collect())
+}
+
+fn base_params(model: &str, dim: usize) -> toml::Table {
+    let mut p = toml::Table::new();
+    p.insert("dim".into(), (dim as i64).into());
+    match model {
+        "shared" | "separate" => {
+            let mut mlp = toml::Table::new();
+            mlp.insert("hidden".into(), hidden());
+            p.insert("mlp".into(), mlp.into());
+        }
+        "mmoe" => {
+            p.insert("experts".into(), 4.into());
+            p.insert("expert_hidden".into(), hidden());
+            p.insert("tower_hidden".into(), toml::Value::Array(vec![32.into()]));
+        }
+        _ => {
+            p.insert("hidden".into(), hidden());
+        }
+    }
+    p
+}
+
+fn with_dropout(model: &str, mut p: toml::Table, dropout: f64) -> toml::Table {
+    match model {
+        "shared" | "separate" => {
+            if let Some(toml::Value::Table(mlp)) = p.get_mut("mlp") {
+                mlp.insert("dropout".into(), dropout.into());
+            }
+        }
+        _ => {
+            p.insert("dropout".into(), dropout.into());
+        }
+    }
+    p
+}
+
+fn specs(has_sequence: bool) -> Vec<Spec> {
+    let mut v: Vec<Spec> = BASELINES
+        .iter()
+        .map(|&m| Spec {
+            label: m,
+            model: m,
+            params: base_params(m, DIM),
+            tuned: true,
+            about: match m {
+                "shared" => "one network, scenario id as a feature",
+                "separate" => "one network per scenario, trained on its scenario only",
+                "mmoe" => "MMoE, 4 experts, one gate and tower per scenario",
+                _ => "STAR, partitioned normalization, auxiliary network",
+            },
+        })
+        .collect();
+    v.push(Spec {
+        label: "saml",
+        model: "saml",
+        params: base_params("saml", DIM),
+        tuned: true,
+        about: "SAML, every part on",
+    });
+    let ablation = |label, about, edit: &dyn Fn(&mut toml::Table)| {
+        let mut p = base_params("saml", DIM);
+        edit(&mut p);
+        Spec {
+            label,
+            model: "saml",
+            params: p,
+            tuned: false,
+            about,
+        }
+    };
+    v.push(ablation(
+        "saml-no-scenario-emb",
+        "without scenario embeddings",
+        &|p| {
+            p.insert("scenario_embedding".into(), false.into());
+        },
+    ));
+    if has_sequence {
+        v.push(ablation(
+            "saml-no-scenario-att",
+            "without scenario attention",
+            &|p| {
+                p.insert("scenario_attention".into(), false.into());
+            },
+        ));
+    }
+    v.push(ablation(
+        "saml-no-aux-loss",
+        "without the auxiliary loss (lambda_aux = 0)",
+        &|p| {
+            p.insert("aux_loss_weight".into(), 0.0.into());
+        },
+    ));
+    v.push(ablation(
+        "saml-no-mutual",
+        "without the mutual unit",
+        &|p| {
+            p.insert("mutual".into(), false.into());
+        },
+    ));
+    v.push(ablation(
+        "saml-bigger-emb",
+        "no scenario embeddings, global width doubled (d = 32)",
+        &|p| {
+            p.insert("scenario_embedding".into(), false.into());
+            p.insert("dim".into(), ((2 * DIM) as i64).into());
+        },
+    ));
+    v
+}
+
+fn config(ds: &Dataset, spec: &Spec, point: Point, seed: u64) -> Result<Config> {
+    let mut cfg = Config::new(spec.model, &ds.data.dataset, &ds.data.protocol);
+    cfg.data = ds.data.clone();
+    cfg.data.seed = seed;
+    cfg.model.params = with_dropout(spec.model, spec.params.clone(), point.dropout);
+    cfg.optimizer.dense = OptimizerConfig::adam(point.lr);
+    cfg.optimizer.sparse = OptimizerConfig::adam(point.lr);
+    cfg.train.batch_size = ds.batch;
+    cfg.train.epochs = ds.epochs;
+    cfg.train.progress = false;
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// What one training run produced.
+struct RunOut {
+    valid_auc: f64,
+    test: Evaluation,
+    /// Seconds spent in training steps (evaluation excluded), and samples trained.
+    train_secs: f64,
+    samples: u64,
+    best_epoch: usize,
+    params: usize,
+    /// Learned affinity `c` and mean gates on test (SAML with the mutual unit).
+    affinity: Option<Vec<Vec<f64>>>,
+    gates: Option<Vec<Vec<f64>>>,
+}
+
+/// Trains the model of `cfg` on `split`: the trainer's training step and evaluation, early
+/// stopping on validation AUC with the best epoch's state kept in memory (no checkpoint files),
+/// then the test metrics of that state.
+fn fit(cfg: &Config, split: &Split, patience: usize) -> Result<RunOut> {
+    let device = Device::Cpu;
+    let seed = cfg.data.seed;
+    let mut model = build_model(cfg, &split.schema, &split.train, &device)?;
+    let params: usize = model
+        .dense_vars()
+        .iter()
+        .map(|(_, v)| v.elem_count())
+        .sum::<usize>()
+        + model
+            .tables()
+            .iter()
+            .map(|(_, t)| t.num_params())
+            .sum::<usize>();
+    let mut opt = DenseOptimizer::new(cfg.optimizer.dense, model.dense_vars())?;
+    let mut ctx = Ctx::new(true, 0, ChaCha8Rng::seed_from_u64(mix_seed(seed, 0xD409)));
+    let mut best: Option<(f64, usize, rec_nn::TensorMap, serde_json::Value)> = None;
+    let (mut bad, mut train_secs, mut samples) = (0, 0.0, 0u64);
+    for epoch in 0..cfg.train.epochs {
+        let t0 = Instant::now();
+        for b in BatchIter::new(&split.train, cfg.train.batch_size, seed, epoch as u64, true) {
+            rec_nn::train_step(model.as_mut(), &mut opt, &b, &mut ctx)?;
+            samples += b.len() as u64;
+        }
+        train_secs += t0.elapsed().as_secs_f64();
+        let v = evaluate(model.as_mut(), &split.valid, 16384)?;
+        let auc = v.get(None, "auc").context("validation has no AUC")?;
+        if best.as_ref().is_none_or(|b| auc > b.0) {
+            // A deep copy: the state's dense tensors share storage with the live variables,
+            // which later steps update in place.
+            let (t, m) = rec_nn::io::model_state(model.as_ref())?;
+            let t = t
+                .into_iter()
+                .map(|(k, v)| Ok((k, v.copy()?)))
+                .collect::<candle_core::Result<rec_nn::TensorMap>>()?;
+            best = Some((auc, epoch + 1, t, m));
+            bad = 0;
+        } else {
+            bad += 1;
+            if bad >= patience {
+                break;
+            }
+        }
+    }
+    let (valid_auc, best_epoch, tensors, meta) = best.context("no epoch was trained")?;
+    rec_nn::io::load_model_state(model.as_mut(), &tensors, &meta)?;
+    let test = evaluate(model.as_mut(), &split.test, 16384)?;
+    let (mut affinity, mut gates) = (None, None);
+    if cfg.model.name == "saml" {
+        let mut saml = concrete_saml(cfg, split, &device)?;
+        rec_nn::io::load_model_state(&mut saml, &tensors, &meta)?;
+        affinity = saml.affinity()?.map(|a| {
+            a.iter()
+                .map(|r| r.iter().map(|&x| x as f64).collect())
+                .collect()
+        });
+        gates = saml.mean_gates(&split.test)?;
+    }
+    Ok(RunOut {
+        valid_auc,
+        test,
+        train_secs,
+        samples,
+        best_epoch,
+        params,
+        affinity,
+        gates,
+    })
+}
+
+/// The SAML of `cfg` as its concrete type (for its affinity and gates), built like the
+/// registry builds it.
+fn concrete_saml(cfg: &Config, split: &Split, device: &Device) -> Result<Saml> {
+    let params: SamlConfig = toml::Value::Table(cfg.model.params.clone()).try_into()?;
+    let mut tables = DefaultTableFactory::new(tables_config(cfg)?, cfg.data.seed, device)
+        .with_counts(id_counts(&split.schema, &split.train));
+    let mut factory = |f: &rec_data::FieldSpec, d: usize| tables.build(f, d);
+    Ok(Saml::new(
+        &split.schema,
+        &params,
+        &mut factory,
+        device,
+        cfg.data.seed,
+    )?)
+}
+
+/// Everything measured on one data set.
+struct DatasetResult {
+    results: Results,
+    /// Per model: the grid with each point's validation AUC (seed 1), and the chosen point.
+    tuning: BTreeMap<String, (Vec<(Point, f64)>, Point)>,
+    /// Per model: best epochs, parameters, training microseconds per sample (per seed).
+    best_epochs: BTreeMap<String, Vec<usize>>,
+    params: BTreeMap<String, usize>,
+    us_per_sample: BTreeMap<String, Vec<f64>>,
+    affinity: Vec<Vec<Vec<f64>>>,
+    gates: Vec<Vec<Vec<f64>>>,
+    specs: Vec<Spec>,
+    scenario_labels: Vec<String>,
+    num_scenarios: usize,
+    sizes: Vec<[usize; 3]>,
+}
+
+fn run_dataset(ds: &Dataset, seeds: &[u64], quick: bool) -> Result<DatasetResult> {
+    let split1 = rec_trainer::data::load_split(&DataConfig {
+        seed: seeds[0],
+        ..ds.data.clone()
+    })?;
+    let m = split1.schema.num_scenarios;
+    let has_sequence = split1
+        .schema
+        .fields
+        .iter()
+        .any(|f| f.kind == rec_data::FieldKind::Sequence);
+    let count = |b: &rec_data::Batch| {
+        let mut c = vec![0usize; m];
+        for s in b.scenarios() {
+            c[s as usize] += 1;
+        }
+        c
+    };
+    let (tr, va, te) = (
+        count(&split1.train),
+        count(&split1.valid),
+        count(&split1.test),
+    );
+    let sizes = (0..m).map(|s| [tr[s], va[s], te[s]]).collect();
+    let specs = specs(has_sequence);
+    let mut out = DatasetResult {
+        results: Results::new(),
+        tuning: BTreeMap::new(),
+        best_epochs: BTreeMap::new(),
+        params: BTreeMap::new(),
+        us_per_sample: BTreeMap::new(),
+        affinity: Vec::new(),
+        gates: Vec::new(),
+        specs: specs.clone(),
+        scenario_labels: ds.scenario_labels.clone(),
+        num_scenarios: m,
+        sizes,
+    };
+    // Tuning on seed 1's validation AUC.
+    let points = grid(quick);
+    for spec in specs.iter().filter(|s| s.tuned) {
+        let mut scored = Vec::new();
+        for &p in &points {
+            let v = if points.len() == 1 {
+                f64::NAN
+            } else {
+                let r = fit(&config(ds, spec, p, seeds[0])?, &split1, ds.patience)?;
+                eprintln!(
+                    "[saml] {} tune {} lr {} dropout {}: valid AUC {:.4}",
+                    ds.key, spec.label, p.lr, p.dropout, r.valid_auc
+                );
+                r.valid_auc
+            };
+            scored.push((p, v));
+        }
+        let best = scored
+            .iter()
+            .filter(|(_, v)| !v.is_nan())
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map_or(points[0], |(p, _)| *p);
+        out.tuning.insert(spec.label.to_string(), (scored, best));
+    }
+    let saml_point = out.tuning["saml"].1;
+    for &seed in seeds {
+        let split = if seed == seeds[0] {
+            split1.clone()
+        } else {
+            rec_trainer::data::load_split(&DataConfig {
+                seed,
+                ..ds.data.clone()
+            })?
+        };
+        for spec in &specs {
+            let point = if spec.tuned {
+                out.tuning[spec.label].1
+            } else {
+                saml_point
+            };
+            let t0 = Instant::now();
+            let r = fit(&config(ds, spec, point, seed)?, &split, ds.patience)?;
+            let auc = r.test.get(None, "auc").unwrap_or(f64::NAN);
+            eprintln!(
+                "[saml] {} seed {seed} {}: test AUC {auc:.4} (best epoch {}, {:.0} s)",
+                ds.key,
+                spec.label,
+                r.best_epoch,
+                t0.elapsed().as_secs_f64()
+            );
+            out.results.add_evaluation(spec.label, &r.test);
+            out.results.add(spec.label, "valid", "auc", r.valid_auc);
+            let us = 1e6 * r.train_secs / r.samples.max(1) as f64;
+            out.results.add(spec.label, "cost", "us_per_sample", us);
+            out.us_per_sample
+                .entry(spec.label.into())
+                .or_default()
+                .push(us);
+            out.best_epochs
+                .entry(spec.label.into())
+                .or_default()
+                .push(r.best_epoch);
+            out.params.insert(spec.label.into(), r.params);
+            if spec.label == "saml" {
+                out.affinity.extend(r.affinity);
+                out.gates.extend(r.gates);
+            }
+        }
+    }
+    Ok(out)
+}
+
+// ------------------------------------------------------------------ analysis
+
+/// Mean of matrices.
+fn mean_matrix(ms: &[Vec<Vec<f64>>]) -> Option<Vec<Vec<f64>>> {
+    let first = ms.first()?;
+    let mut acc = vec![vec![0.0; first[0].len()]; first.len()];
+    for m in ms {
+        for (a, r) in acc.iter_mut().zip(m) {
+            for (x, v) in a.iter_mut().zip(r) {
+                *x += v / ms.len() as f64;
+            }
+        }
+    }
+    Some(acc)
+}
+
+/// How well `a` (an affinity matrix, symmetrized) ranks the planted similar pairs (same group)
+/// above the dissimilar ones: the fraction of (similar, dissimilar) pair comparisons won (ties
+/// count half). 1 means every similar pair is above every dissimilar pair.
+fn pair_auc(a: &[Vec<f64>], groups: &[u32]) -> Option<f64> {
+    let m = groups.len();
+    let (mut sim, mut dis) = (Vec::new(), Vec::new());
+    for s in 0..m {
+        for t in s + 1..m {
+            let v = 0.5 * (a[s][t] + a[t][s]);
+            if groups[s] == groups[t] {
+                sim.push(v);
+            } else {
+                dis.push(v);
+            }
+        }
+    }
+    if sim.is_empty() || dis.is_empty() {
+        return None;
+    }
+    let mut won = 0.0;
+    for x in &sim {
+        for y in &dis {
+            won += if x > y {
+                1.0
+            } else if x == y {
+                0.5
+            } else {
+                0.0
+            };
+        }
+    }
+    Some(won / (sim.len() * dis.len()) as f64)
+}
+
+/// Spearman rank correlation of the off-diagonal (symmetrized) entries of two matrices.
+fn spearman_offdiag(a: &[Vec<f64>], b: &[Vec<f32>]) -> f64 {
+    let m = a.len();
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    for s in 0..m {
+        for t in s + 1..m {
+            x.push(0.5 * (a[s][t] + a[t][s]));
+            y.push(0.5 * (b[s][t] as f64 + b[t][s] as f64));
+        }
+    }
+    let rank = |v: &[f64]| -> Vec<f64> {
+        let mut idx: Vec<usize> = (0..v.len()).collect();
+        idx.sort_by(|&i, &j| v[i].total_cmp(&v[j]));
+        let mut r = vec![0.0; v.len()];
+        let mut k = 0;
+        while k < idx.len() {
+            let mut e = k;
+            while e + 1 < idx.len() && v[idx[e + 1]] == v[idx[k]] {
+                e += 1;
+            }
+            for &i in &idx[k..=e] {
+                r[i] = (k + e) as f64 / 2.0;
+            }
+            k = e + 1;
+        }
+        r
+    };
+    let (rx, ry) = (rank(&x), rank(&y));
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let (mx, my) = (mean(&rx), mean(&ry));
+    let cov: f64 = rx.iter().zip(&ry).map(|(a, b)| (a - mx) * (b - my)).sum();
+    let vx: f64 = rx.iter().map(|a| (a - mx).powi(2)).sum();
+    let vy: f64 = ry.iter().map(|b| (b - my).powi(2)).sum();
+    cov / (vx * vy).sqrt().max(1e-12)
+}
+
+fn stat(r: &Results, model: &str, slice: &str, metric: &str) -> Option<Stat> {
+    r.stat(model, slice, metric)
+}
+
+fn fmt_stat(s: Option<Stat>, digits: usize) -> String {
+    match s {
+        Some(s) if s.n > 1 => format!("{:.*} ± {:.*}", digits, s.mean, digits, s.std),
+        Some(s) => format!("{:.*}", digits, s.mean),
+        None => "–".into(),
+    }
+}
+
+/// One claim with its verdict and the numbers behind it.
+struct Claim {
+    dataset: &'static str,
+    text: String,
+    holds: bool,
+    detail: String,
+}
+
+fn claims(ds: &Dataset, r: &DatasetResult) -> Vec<Claim> {
+    let res = &r.results;
+    let auc = |m: &str, slice: &str| stat(res, m, slice, "auc");
+    let mut out = Vec::new();
+    let Some(saml) = auc("saml", "all") else {
+        return out;
+    };
+    // Best overall AUC among the models of the zoo.
+    let others: Vec<(String, f64)> = BASELINES
+        .iter()
+        .filter_map(|&b| auc(b, "all").map(|s| (b.to_string(), s.mean)))
+        .collect();
+    let best_other = others
+        .iter()
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .cloned()
+        .unwrap_or_default();
+    out.push(Claim {
+        dataset: ds.key,
+        text: "SAML has the best overall test AUC of Shared, Separate, MMoE, STAR and SAML".into(),
+        holds: saml.mean > best_other.1,
+        detail: format!(
+            "SAML {:.4}; best other {} {:.4} (difference {:+.4})",
+            saml.mean,
+            best_other.0,
+            best_other.1,
+            saml.mean - best_other.1
+        ),
+    });
+    if ds.key == "ml-100k" {
+        let mut worst = (String::new(), f64::INFINITY, 0.0);
+        let mut holds = true;
+        for s in 0..r.num_scenarios {
+            let slice = format!("scenario_{s}");
+            let Some(a) = auc("saml", &slice) else {
+                continue;
+            };
+            for b in ["shared", "separate"] {
+                let Some(o) = auc(b, &slice) else { continue };
+                let margin = a.std.max(o.std);
+                let diff = a.mean - o.mean;
+                if diff < -margin {
+                    holds = false;
+                }
+                if diff + margin < worst.1 {
+                    worst = (
+                        format!("{} vs {b}", r.scenario_labels[s]),
+                        diff + margin,
+                        diff,
+                    );
+                }
+            }
+        }
+        out.push(Claim {
+            dataset: ds.key,
+            text: "in no scenario is SAML's AUC below Shared's or Separate's by more than the seed std (the larger of the two)".into(),
+            holds,
+            detail: format!(
+                "closest case: {} (difference {:+.4}, slack {:+.4})",
+                worst.0, worst.2, worst.1
+            ),
+        });
+    }
+    if ds.key == "synthetic" {
+        let smallest = r
+            .sizes
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, s)| s[0])
+            .map_or(0, |(i, _)| i);
+        let slice = format!("scenario_{smallest}");
+        if let Some(a) = auc("saml", &slice) {
+            let mut holds = true;
+            let mut parts = vec![format!("SAML {:.4}", a.mean)];
+            for b in BASELINES {
+                if let Some(o) = auc(b, &slice) {
+                    holds &= a.mean > o.mean;
+                    parts.push(format!("{b} {:.4}", o.mean));
+                }
+            }
+            out.push(Claim {
+                dataset: ds.key,
+                text: format!(
+                    "SAML beats every baseline on the smallest scenario ({})",
+                    r.scenario_labels[smallest]
+                ),
+                holds,
+                detail: parts.join(", "),
+            });
+        }
+        if let (Some((groups, _)), Some(c)) = (&ds.truth, mean_matrix(&r.affinity))
+            && let Some(p) = pair_auc(&c, groups)
+        {
+            out.push(Claim {
+                dataset: ds.key,
+                text: "the learned affinity c ranks every planted similar pair above every dissimilar pair".into(),
+                holds: p >= 1.0,
+                detail: format!(
+                    "pair AUC {p:.3} (1 = all similar pairs first, 0.5 = chance); per seed: {}",
+                    r.affinity
+                        .iter()
+                        .filter_map(|a| pair_auc(a, groups))
+                        .map(|v| format!("{v:.3}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        }
+        for spec in r.specs.iter().filter(|s| !s.tuned) {
+            if let Some(a) = auc(spec.label, "all") {
+                out.push(Claim {
+                    dataset: ds.key,
+                    text: format!(
+                        "{} costs AUC by more than the seed std (the larger of the two)",
+                        spec.about
+                    ),
+                    holds: a.mean < saml.mean - a.std.max(saml.std),
+                    detail: format!(
+                        "{} {:.4} ± {:.4} vs SAML {:.4} ± {:.4} ({:+.4})",
+                        spec.label,
+                        a.mean,
+                        a.std,
+                        saml.mean,
+                        saml.std,
+                        a.mean - saml.mean
+                    ),
+                });
+            }
+        }
+    }
+    out
+}
+
+// ------------------------------------------------------------------ report
+
+fn write_page(
+    args: &SamlArgs,
+    seeds: &[u64],
+    sets: &[(Dataset, DatasetResult)],
+    claims: &[Claim],
+    plots: &[(String, String)],
+) -> Result<String> {
+    let mut s = String::new();
+    let mut cmd = String::from("cargo xtask experiment saml");
+    if args.quick {
+        cmd.push_str(" --quick");
+    }
+    if let Some(n) = args.seeds {
+        cmd.push_str(&format!(" --seeds {n}"));
+    }
+    if !args.only.is_empty() {
+        cmd.push_str(&format!(" --only {}", args.only.join(",")));
+    }
+    writeln!(
+        s,
+        "# Multi-scenario recommendation: SAML and the baselines\n"
+    )?;
+    writeln!(
+        s,
+        "Produced by `{cmd}` (crate `scenario-saml`, experiment `xtask/src/experiment/saml.rs`). \
+         Seeds {}; cells are mean ± sample std over the seeds, on the test split, at the best \
+         validation epoch. The model and which of its parts are reconstructed: the crate docs of \
+         `scenario-saml` (`cargo doc -p scenario-saml --open`).\n",
+        seeds
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )?;
+    if args.quick {
+        writeln!(
+            s,
+            "**Quick mode**: {} seed(s), at most {} epochs, the tiny synthetic preset, no tuning \
+             grid. These numbers are indicative only; the full protocol (3 seeds, 30 epochs, the \
+             small preset, a 4-point grid per model) is `cargo xtask experiment saml`.\n",
+            seeds.len(),
+            sets.first().map_or(0, |d| d.0.epochs)
+        )?;
+    }
+    writeln!(s, "## Setup\n")?;
+    writeln!(
+        s,
+        "- Every model: embedding width d = {DIM}, hidden widths {HIDDEN:?} (SAML: the auxiliary \
+         network and every branch; MMoE: every expert, towers [32]; STAR: the star network), \
+         DIN attention with a [32] scoring MLP over the behaviour sequence when the data have one, \
+         Adam for dense parameters and row-wise Adam for the embeddings, batch 1024, at most {} \
+         epochs, early stopping after {} epochs without a better validation AUC (the best epoch \
+         is tested).",
+        sets.first().map_or(0, |d| d.0.epochs),
+        sets.first().map_or(0, |d| d.0.patience)
+    )?;
+    let g = grid(args.quick);
+    writeln!(
+        s,
+        "- Tuning: the same grid for every model, {} points (learning rate x dropout: {}), \
+         chosen on seed {}'s validation AUC; the SAML ablations use SAML's point.",
+        g.len(),
+        g.iter()
+            .map(|p| format!("({}, {})", p.lr, p.dropout))
+            .collect::<Vec<_>>()
+            .join(", "),
+        seeds[0]
+    )?;
+    writeln!(
+        s,
+        "- Scenario sizes (train / valid / test samples) are listed under each data set.\n"
+    )?;
+    writeln!(s, "## Claims\n")?;
+    writeln!(s, "| data | claim | holds | numbers |\n|---|---|---|---|")?;
+    for c in claims {
+        writeln!(
+            s,
+            "| {} | {} | {} | {} |",
+            c.dataset,
+            c.text,
+            if c.holds { "yes" } else { "**no**" },
+            c.detail
+        )?;
+    }
+    writeln!(s)?;
+    for (ds, r) in sets {
+        writeln!(s, "## {}\n", ds.title)?;
+        writeln!(s, "| scenario | train | valid | test |\n|---|---|---|---|")?;
+        for (l, z) in r.scenario_labels.iter().zip(&r.sizes) {
+            writeln!(s, "| {l} | {} | {} | {} |", z[0], z[1], z[2])?;
+        }
+        writeln!(s)?;
+        for metric in ["auc", "logloss"] {
+            writeln!(
+                s,
+                "Test {} (overall and per scenario):\n",
+                if metric == "auc" { "AUC" } else { "LogLoss" }
+            )?;
+            write!(s, "| model | all |")?;
+            for l in &r.scenario_labels {
+                write!(s, " {l} |")?;
+            }
+            write!(s, "\n|---|---|")?;
+            for _ in &r.scenario_labels {
+                write!(s, "---|")?;
+            }
+            writeln!(s)?;
+            for spec in r.specs.iter().filter(|sp| sp.tuned) {
+                write!(
+                    s,
+                    "| {} | {} |",
+                    spec.label,
+                    fmt_stat(stat(&r.results, spec.label, "all", metric), 4)
+                )?;
+                for k in 0..r.num_scenarios {
+                    write!(
+                        s,
+                        " {} |",
+                        fmt_stat(
+                            stat(&r.results, spec.label, &format!("scenario_{k}"), metric),
+                            4
+                        )
+                    )?;
+                }
+                writeln!(s)?;
+            }
+            writeln!(s)?;
+        }
+        writeln!(
+            s,
+            "Ablations of SAML (test AUC; difference to full SAML in the last column):\n"
+        )?;
+        write!(s, "| variant | all |")?;
+        for l in &r.scenario_labels {
+            write!(s, " {l} |")?;
+        }
+        writeln!(s, " Δ all |")?;
+        write!(s, "|---|---|")?;
+        for _ in &r.scenario_labels {
+            write!(s, "---|")?;
+        }
+        writeln!(s, "---|")?;
+        let full = stat(&r.results, "saml", "all", "auc").map_or(f64::NAN, |s| s.mean);
+        for spec in r.specs.iter().filter(|sp| sp.model == "saml") {
+            write!(
+                s,
+                "| {} ({}) | {} |",
+                spec.label,
+                spec.about,
+                fmt_stat(stat(&r.results, spec.label, "all", "auc"), 4)
+            )?;
+            for k in 0..r.num_scenarios {
+                write!(
+                    s,
+                    " {} |",
+                    fmt_stat(
+                        stat(&r.results, spec.label, &format!("scenario_{k}"), "auc"),
+                        4
+                    )
+                )?;
+            }
+            let a = stat(&r.results, spec.label, "all", "auc").map_or(f64::NAN, |s| s.mean);
+            writeln!(s, " {:+.4} |", a - full)?;
+        }
+        if !r.specs.iter().any(|sp| sp.label == "saml-no-scenario-att") {
+            writeln!(
+                s,
+                "\n(No behaviour sequence in these data, so there is no scenario attention to ablate.)"
+            )?;
+        }
+        writeln!(s)?;
+        writeln!(s, "Cost, size and tuning:\n")?;
+        writeln!(
+            s,
+            "| model | parameters | train µs / sample | relative to Shared | best epochs | grid (lr, dropout: valid AUC) | chosen |\n|---|---|---|---|---|---|---|"
+        )?;
+        let shared_us = r
+            .us_per_sample
+            .get("shared")
+            .map(|v| v.iter().sum::<f64>() / v.len() as f64);
+        for spec in &r.specs {
+            let us = r.us_per_sample.get(spec.label);
+            let mean_us = us.map(|v| v.iter().sum::<f64>() / v.len() as f64);
+            let rel = match (mean_us, shared_us) {
+                (Some(a), Some(b)) => format!("{:.2}x", a / b),
+                _ => "–".into(),
+            };
+            let (grid_txt, chosen) = match r.tuning.get(spec.label) {
+                Some((pts, c)) => (
+                    pts.iter()
+                        .map(|(p, v)| format!("{}, {}: {:.4}", p.lr, p.dropout, v))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                    format!("{}, {}", c.lr, c.dropout),
+                ),
+                None => ("(SAML's point)".into(), String::new()),
+            };
+            writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                spec.label,
+                r.params.get(spec.label).copied().unwrap_or(0),
+                mean_us.map_or("–".into(), |u| format!("{u:.1}")),
+                rel,
+                r.best_epochs
+                    .get(spec.label)
+                    .map(|v| format!("{v:?}"))
+                    .unwrap_or_default(),
+                grid_txt,
+                chosen
+            )?;
+        }
+        writeln!(s)?;
+        writeln!(
+            s,
+            "Training time is wall-clock time of the training steps on a shared 2-core machine \
+             (other jobs were running), so the ratios are indicative; the criterion benchmark \
+             `cargo bench -p rec-benches --bench saml` measures steps in isolation.\n"
+        )?;
+        if let Some(c) = mean_matrix(&r.affinity) {
+            writeln!(s, "### Learned scenario affinity\n")?;
+            writeln!(
+                s,
+                "The mutual unit's affinity matrix `c` (row = the scenario that borrows, column = \
+                 the scenario it borrows from; the diagonal is never used), mean over the seeds, \
+                 and the mean gate `g_sm` over the test samples of each scenario (the cosine term \
+                 included).\n"
+            )?;
+            for (key, file) in plots.iter().filter(|(k, _)| k.starts_with(ds.key)) {
+                writeln!(s, "![{key}]({file})")?;
+            }
+            writeln!(s)?;
+            write_matrix(&mut s, "c (mean over seeds)", &c, &r.scenario_labels)?;
+            if let Some(g) = mean_matrix(&r.gates) {
+                write_matrix(&mut s, "mean gate on test", &g, &r.scenario_labels)?;
+            }
+            if let Some((groups, sim)) = &ds.truth {
+                let simf: Vec<Vec<f64>> = sim
+                    .iter()
+                    .map(|r| r.iter().map(|&x| x as f64).collect())
+                    .collect();
+                write_matrix(
+                    &mut s,
+                    "planted similarity cos(m_s, m_t)",
+                    &simf,
+                    &r.scenario_labels,
+                )?;
+                writeln!(s, "Planted groups: {groups:?}.\n")?;
+                let g = mean_matrix(&r.gates);
+                writeln!(
+                    s,
+                    "| matrix | pair AUC (similar above dissimilar) | Spearman with the planted similarity |\n|---|---|---|"
+                )?;
+                for (name, m) in [("c", Some(c.clone())), ("mean gate", g)] {
+                    if let Some(m) = m {
+                        writeln!(
+                            s,
+                            "| {name} | {} | {:.3} |",
+                            pair_auc(&m, groups).map_or("–".into(), |v| format!("{v:.3}")),
+                            spearman_offdiag(&m, sim)
+                        )?;
+                    }
+                }
+                writeln!(s)?;
+            }
+        }
+    }
+    writeln!(s, "## Reproduce\n")?;
+    writeln!(
+        s,
+        "```\n{cmd}            # this page and its PNGs\n{cmd} --json     # plus the tables as one JSON object on the last line\n```"
+    )?;
+    Ok(s)
+}
+
+fn write_matrix(s: &mut String, title: &str, m: &[Vec<f64>], labels: &[String]) -> Result<()> {
+    writeln!(s, "{title}:\n")?;
+    write!(s, "| |")?;
+    for l in labels {
+        write!(s, " {l} |")?;
+    }
+    write!(s, "\n|---|")?;
+    for _ in labels {
+        write!(s, "---|")?;
+    }
+    writeln!(s)?;
+    for (l, row) in labels.iter().zip(m) {
+        write!(s, "| {l} |")?;
+        for v in row {
+            if v.is_finite() {
+                write!(s, " {v:.3} |")?;
+            } else {
+                write!(s, " – |")?;
+            }
+        }
+        writeln!(s)?;
+    }
+    writeln!(s)?;
+    Ok(())
+}
+
+/// Writes `text` to `path` atomically (temporary file, then rename).
+fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("md.tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// Runs the experiment.
+pub fn run(args: SamlArgs) -> Result<()> {
+    let n_seeds = args.seeds.unwrap_or(if args.quick { 1 } else { 3 });
+    anyhow::ensure!(n_seeds >= 1, "--seeds must be at least 1");
+    let seeds: Vec<u64> = (1..=n_seeds as u64).collect();
+    let mut sets = Vec::new();
+    for ds in datasets(&args)? {
+        let r = run_dataset(&ds, &seeds, args.quick)?;
+        sets.push((ds, r));
+    }
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    // The quick run writes the same page (it says which mode produced it).
+    let suffix = "";
+    let mut plots = Vec::new();
+    let mut affinity_json = serde_json::Map::new();
+    for (ds, r) in &sets {
+        let labels = &r.scenario_labels;
+        if let Some(c) = mean_matrix(&r.affinity) {
+            let masked: Vec<Vec<f64>> = c
+                .iter()
+                .enumerate()
+                .map(|(i, row)| {
+                    row.iter()
+                        .enumerate()
+                        .map(|(j, &v)| if i == j { f64::NAN } else { v })
+                        .collect()
+                })
+                .collect();
+            let file = format!("saml-affinity-{}{suffix}.png", ds.key);
+            heat_map(
+                &args.out.join(&file),
+                &format!("{}: learned affinity c (row borrows from column)", ds.key),
+                labels,
+                labels,
+                &masked,
+            )?;
+            plots.push((format!("{}: learned affinity", ds.key), file));
+            let mut entry = json!({ "learned": c, "mean_gates": mean_matrix(&r.gates) });
+            if let Some((groups, sim)) = &ds.truth {
+                let simf: Vec<Vec<f64>> = sim
+                    .iter()
+                    .enumerate()
+                    .map(|(i, row)| {
+                        row.iter()
+                            .enumerate()
+                            .map(|(j, &v)| if i == j { f64::NAN } else { v as f64 })
+                            .collect()
+                    })
+                    .collect();
+                let file = format!("saml-affinity-planted-{}{suffix}.png", ds.key);
+                heat_map(
+                    &args.out.join(&file),
+                    &format!("{}: planted similarity cos(m_s, m_t)", ds.key),
+                    labels,
+                    labels,
+                    &simf,
+                )?;
+                plots.push((format!("{}: planted similarity", ds.key), file));
+                entry["planted"] = json!(sim);
+                entry["groups"] = json!(groups);
+                entry["pair_auc"] = json!(pair_auc(&c, groups));
+                entry["pair_auc_gates"] =
+                    json!(mean_matrix(&r.gates).and_then(|g| pair_auc(&g, groups)));
+            }
+            affinity_json.insert(ds.key.to_string(), entry);
+        }
+    }
+    let all_claims: Vec<Claim> = sets.iter().flat_map(|(ds, r)| claims(ds, r)).collect();
+    let page = write_page(&args, &seeds, &sets, &all_claims, &plots)?;
+    let path = args.out.join(format!("saml{suffix}.md"));
+    write_atomic(&path, &page)?;
+    eprintln!("[saml] wrote {}", path.display());
+    for c in &all_claims {
+        eprintln!(
+            "[saml] {} {}: {} ({})",
+            c.dataset,
+            c.text,
+            if c.holds { "holds" } else { "does not hold" },
+            c.detail
+        );
+    }
+    if args.json {
+        let results: serde_json::Map<String, serde_json::Value> = sets
+            .iter()
+            .map(|(ds, r)| (ds.key.to_string(), serde_json::to_value(r.results.table())))
+            .map(|(k, v)| Ok((k, v?)))
+            .collect::<Result<_>>()?;
+        let claims_json: Vec<_> = all_claims
+            .iter()
+            .map(|c| json!({"dataset": c.dataset, "claim": c.text, "holds": c.holds, "detail": c.detail}))
+            .collect();
+        println!(
+            "{}",
+            json!({ "results": results, "affinity": affinity_json, "claims": claims_json })
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pair_auc_and_spearman() {
+        let groups = [0, 0, 1, 1, 2];
+        let mut a = vec![vec![0.0; 5]; 5];
+        a[0][1] = 1.0;
+        a[1][0] = 0.75; // exact in f32 too, so the Spearman check below sees the same ties
+        a[2][3] = 0.5;
+        assert_eq!(pair_auc(&a, &groups), Some(1.0));
+        a[0][4] = 0.875;
+        a[4][0] = 0.875;
+        // (0,1) = 0.875 ties (0,4) = 0.875; (2,3) = 0.25 loses to (0,4): 14.5 / 16 won.
+        assert!((pair_auc(&a, &groups).unwrap() - 14.5 / 16.0).abs() < 1e-12);
+        assert_eq!(pair_auc(&a, &[0, 1, 2, 3, 4]), None);
+        let b: Vec<Vec<f32>> = a
+            .iter()
+            .map(|r| r.iter().map(|&x| x as f32).collect())
+            .collect();
+        assert!((spearman_offdiag(&a, &b) - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn every_spec_builds_a_valid_config() {
+        let args = SamlArgs {
+            quick: true,
+            only: vec!["ml-100k".into()],
+            ..SamlArgs::default()
+        };
+        let ds = datasets(&args).unwrap();
+        for spec in specs(true) {
+            for p in grid(false) {
+                let cfg = config(&ds[0], &spec, p, 1).unwrap();
+                assert_eq!(cfg.model.name, spec.model);
+            }
+        }
+        assert_eq!(specs(false).len(), 9);
+        assert_eq!(specs(true).len(), 10);
+    }
+}
