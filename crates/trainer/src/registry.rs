@@ -175,15 +175,17 @@ fn table_kind(t: &toml::Table) -> Result<&str> {
         .context("an embedding table needs `kind` (full, hashed, qr, frequency, cel)")
 }
 
+/// The CEL settings of an `[embeddings]` section: the default table's (if it is clustered) and
+/// each field's (`None` for a field whose table is not clustered).
+pub type CelConfigs = (
+    Option<embedding_cel::CelConfig>,
+    std::collections::BTreeMap<String, Option<embedding_cel::CelConfig>>,
+);
+
 /// The clustered (`kind = "cel"`) tables of the `[embeddings]` section: the default (if the
 /// default kind is `cel`) and the per-field ones. Every other key of such a table is a
 /// [`embedding_cel::CelConfig`] setting.
-pub fn cel_configs(
-    cfg: &Config,
-) -> Result<(
-    Option<embedding_cel::CelConfig>,
-    std::collections::BTreeMap<String, Option<embedding_cel::CelConfig>>,
-)> {
+pub fn cel_configs(cfg: &Config) -> Result<CelConfigs> {
     let parse = |t: &toml::Table, what: &str| -> Result<Option<embedding_cel::CelConfig>> {
         if table_kind(t).with_context(|| format!("[embeddings] {what}"))? != "cel" {
             return Ok(None);

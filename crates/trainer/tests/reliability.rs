@@ -48,7 +48,7 @@ impl SqrtModel {
     }
 }
 
-fn dense<'a>(batch: &'a Batch, k: usize) -> &'a [f32] {
+fn dense(batch: &Batch, k: usize) -> &[f32] {
     match &batch.columns[k] {
         Column::Dense { values, .. } => values,
         _ => panic!("column {k} is not dense"),
