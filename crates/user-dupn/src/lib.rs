@@ -1,2 +1,73 @@
-//! Deep User Perception Network (DUPN, KDD 2018) and its baselines. Not implemented yet: this
-//! crate is a placeholder in the workspace layout; see the project's issue tracker.
+//! Deep User Perception Network (DUPN; Ni, Ou, Liu et al., "Perceive Your Users in Depth:
+//! Learning Universal User Representations from Multiple E-commerce Tasks", KDD 2018) and its
+//! baselines, on the shared candle layer of `rec-nn`.
+//!
+//! A user's behaviour sequence, each behaviour an item and a property (type, scenario, time),
+//! goes through a [property-gated LSTM](gated_lstm) and an [attention net](attention) into one
+//! user representation that several task heads share (CTR, L2R, price preference, fashion-icon
+//! following); the representation transfers to new tasks ([`transfer`]), the model is updated
+//! incrementally (warm start from yesterday's checkpoint), and serving encodes the user once and
+//! scores thousands of candidates with the shallow heads ([`serving`]).
+//!
+//! - [`Dupn`]: the model (a [`rec_nn::Model`]); [`DupnConfig`] its hyperparameters, including
+//!   the ablations (`property`: all, lstm, attention, none) and the baseline encoders
+//!   (`encoder`: mean pooling, standard LSTM).
+//! - [`TaskWideDeep`]: Wide & Deep with one output per task, multi-class tasks included (the
+//!   per-task baseline of the paper's Table 2).
+//! - [`loss::weighted_pointwise_logistic`]: the L2R loss.
+//!
+//! # Invariants
+//! - Padding never changes a result: the gated LSTM carries its state over masked steps and the
+//!   attention gives them weight exactly zero (tested with garbage at padded positions).
+//! - The target item and the history's items use the same tables, so the item part of a
+//!   behaviour and a candidate item live in one space.
+//! - The model never knows which embedding table kind it holds.
+#![warn(missing_docs)]
+
+pub mod attention;
+pub mod config;
+pub mod gated_lstm;
+pub mod loss;
+mod model;
+pub mod serving;
+pub mod transfer;
+mod widedeep;
+
+pub use attention::BehaviourAttention;
+pub use config::{DupnConfig, EncoderKind, HeadConfig, LossWeighting, PropertyUse};
+pub use gated_lstm::PropertyGatedLstm;
+pub use model::{Dupn, Encoded, Roles};
+pub use widedeep::{TaskWideDeep, TaskWideDeepConfig};
+
+#[cfg(test)]
+pub(crate) mod test_util {
+    use candle_core::{DType, Device, Result, Tensor, Var};
+    use rec_nn::gradcheck::{
+        GradCheck, check_all_params_get_gradient, check_gradients, random_var,
+    };
+    use rec_nn::init::VarStore;
+
+    /// An `f64` store for gradient checks.
+    pub fn store() -> VarStore {
+        VarStore::with_dtype(11, &Device::Cpu, DType::F64)
+    }
+
+    /// A seeded f64 input variable.
+    pub fn input(shape: &[usize], seed: u64) -> Result<Var> {
+        random_var(shape, DType::F64, 1.0, seed)
+    }
+
+    /// Finite differences and every-parameter-gets-a-gradient for `vs`'s variables and
+    /// `inputs`.
+    pub fn check_layer(
+        vs: &VarStore,
+        inputs: &[(&str, &Var)],
+        mut f: impl FnMut() -> Result<Tensor>,
+    ) -> Result<()> {
+        let mut params = vs.vars();
+        params.extend(inputs.iter().map(|(n, v)| (n.to_string(), (*v).clone())));
+        check_gradients(&params, &mut f, &GradCheck::default())?;
+        let loss = f()?;
+        check_all_params_get_gradient(&params, &loss)
+    }
+}
