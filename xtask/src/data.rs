@@ -60,7 +60,7 @@ pub fn run(cmd: DataCommand) -> Result<()> {
     }
 }
 
-fn fetch_ml100k() -> Result<()> {
+pub fn fetch_ml100k() -> Result<()> {
     let root = data_dir()?;
     let t = Instant::now();
     let r = movielens::fetch(&root, &FetchOptions::default())?;

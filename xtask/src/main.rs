@@ -5,8 +5,10 @@
 
 use clap::{Parser, Subcommand};
 
+mod ci;
 mod data;
 mod synth;
+mod experiment;
 mod train;
 
 /// Project automation for rec-rs.
@@ -31,6 +33,11 @@ enum Command {
     Train(train::TrainArgs),
     /// Evaluate a checkpoint on the validation and test splits of its configuration.
     Eval(train::EvalArgs),
+    /// Run what CI runs: fetch the data, rustfmt, clippy, the tests and the docs.
+    Ci(ci::CiArgs),
+    /// Experiments behind docs/results/ (e.g. `experiment cel --quick`).
+    #[command(subcommand)]
+    Experiment(experiment::ExperimentCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -42,6 +49,8 @@ fn main() -> anyhow::Result<()> {
         Command::Data(cmd) => data::run(cmd),
         Command::Train(args) => train::run(args),
         Command::Eval(args) => train::eval(args),
+        Command::Ci(args) => ci::run(args),
+        Command::Experiment(cmd) => experiment::run(cmd),
     }
 }
 

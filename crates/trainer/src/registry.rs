@@ -140,7 +140,43 @@ pub fn id_counts(schema: &Schema, train: &Batch) -> HashMap<String, Vec<u64>> {
 fn table_kind(t: &toml::Table) -> Result<&str> {
     t.get("kind")
         .and_then(toml::Value::as_str)
-        .context("an embedding table needs `kind` (full, hashed, qr, frequency)")
+        .context("an embedding table needs `kind` (full, hashed, qr, frequency, cel)")
+}
+
+/// The clustered (`kind = "cel"`) tables of the `[embeddings]` section: the default (if the
+/// default kind is `cel`) and the per-field ones. Every other key of such a table is a
+/// [`embedding_cel::CelConfig`] setting.
+pub fn cel_configs(
+    cfg: &Config,
+) -> Result<(
+    Option<embedding_cel::CelConfig>,
+    std::collections::BTreeMap<String, Option<embedding_cel::CelConfig>>,
+)> {
+    let parse = |t: &toml::Table, what: &str| -> Result<Option<embedding_cel::CelConfig>> {
+        if table_kind(t).with_context(|| format!("[embeddings] {what}"))? != "cel" {
+            return Ok(None);
+        }
+        let mut t = t.clone();
+        t.remove("kind");
+        let c = embedding_cel::CelConfig::deserialize(toml::Value::Table(t))
+            .with_context(|| format!("[embeddings] {what}: invalid table `cel`"))?;
+        c.validate()
+            .map_err(|e| anyhow::anyhow!("[embeddings] {what}: {e}"))?;
+        Ok(Some(c))
+    };
+    let default = match &cfg.embeddings.default {
+        Some(t) => parse(t, "default")?,
+        None => None,
+    };
+    let mut fields = std::collections::BTreeMap::new();
+    for (name, t) in &cfg.embeddings.fields {
+        fields.insert(name.clone(), parse(t, &format!("fields.{name}"))?);
+    }
+    Ok((default, fields))
+}
+
+fn is_cel(t: &toml::Table) -> bool {
+    t.get("kind").and_then(toml::Value::as_str) == Some("cel")
 }
 
 /// The built-in table configuration for the `[embeddings]` section, or an error naming the
@@ -148,6 +184,10 @@ fn table_kind(t: &toml::Table) -> Result<&str> {
 pub fn tables_config(cfg: &Config) -> Result<TablesConfig> {
     let parse = |t: &toml::Table, what: &str| -> Result<TableConfig> {
         let kind = table_kind(t).with_context(|| format!("[embeddings] {what}"))?;
+        if is_cel(t) {
+            // Built by the CEL factory in `build_model`; a full table stands in here.
+            return Ok(TableConfig::Full);
+        }
         TableConfig::deserialize(toml::Value::Table(t.clone()))
             .with_context(|| format!("[embeddings] {what}: invalid table `{kind}`"))
     };
@@ -196,11 +236,29 @@ pub fn build_model(
         }
     }
     let tables = tables_config(cfg)?;
-    let mut default = DefaultTableFactory::new(tables, cfg.data.seed, device)
-        .with_counts(id_counts(schema, train));
+    let options = tables.options;
+    let (cel_default, cel_fields) = cel_configs(cfg)?;
+    let seed = cfg.data.seed;
+    let mut default =
+        DefaultTableFactory::new(tables, seed, device).with_counts(id_counts(schema, train));
     let mut factory =
         |f: &rec_data::FieldSpec, dim: usize| -> candle_core::Result<Box<dyn EmbeddingTable>> {
-            default.build(f, dim)
+            let cel = match cel_fields.get(&f.name) {
+                Some(c) => c.clone(),
+                None => cel_default.clone(),
+            };
+            match cel {
+                Some(c) => {
+                    use rec_nn::init::{mix64, name_hash, named_rng};
+                    let name = format!("table/{}/{dim}", f.name);
+                    let mut rng = named_rng(seed, &name);
+                    let table_seed = mix64(seed, name_hash(&format!("cel/{}/{dim}", f.name)));
+                    Ok(Box::new(embedding_cel::ClusteredEmbedding::new(
+                        &f.name, f.vocab, dim, c, &options, &mut rng, table_seed, device,
+                    )?))
+                }
+                None => default.build(f, dim),
+            }
         };
     let entries = models();
     let entry = entries

@@ -256,3 +256,76 @@ fn unknown_model_and_unknown_embedding_field_are_clear_errors() {
     );
     assert!(e.contains("dimm"), "{e}");
 }
+
+#[test]
+fn every_shipped_config_parses_and_names_a_registered_model() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "toml") {
+            let cfg = Config::from_file(&p).unwrap_or_else(|e| panic!("{}: {e:#}", p.display()));
+            assert!(
+                registry::model_names().contains(&cfg.model.name.as_str()),
+                "{}: unknown model {}",
+                p.display(),
+                cfg.model.name
+            );
+            registry::tables_config(&cfg).unwrap();
+            n += 1;
+        }
+    }
+    assert!(n >= 2, "no configs found in {}", dir.display());
+}
+
+fn with_cel(mut cfg: Config, mode: &str) -> Config {
+    let t: toml::Table = toml::from_str(&format!(
+        "kind = \"cel\"\nmax_clusters = 6\nsplit_every = 4\nreassign_every = 3\nmode = \"{mode}\"\nreservoir = 16\n"
+    ))
+    .unwrap();
+    cfg.embeddings.fields.insert("item_id".into(), t.clone());
+    cfg.embeddings.fields.insert("user_id".into(), t);
+    cfg
+}
+
+#[test]
+fn cel_tables_train_and_resume_exactly() {
+    for mode in ["offline", "lite"] {
+        let split = planted_split(7);
+        let a = tempfile::tempdir().unwrap();
+        let mut cfg = with_cel(config(a.path(), "deepfm"), mode);
+        cfg.train.early_stopping = None;
+        cfg.train.epochs = 2;
+        let full = train(&cfg, &split, Start::Fresh);
+        let model = registry::build_model(&cfg, &split.schema, &split.train, &Device::Cpu).unwrap();
+        let kinds: Vec<&str> = model.tables().iter().map(|(_, t)| t.kind()).collect();
+        assert_eq!(kinds, ["cel", "cel", "cel", "cel"], "{mode}");
+
+        let b = tempfile::tempdir().unwrap();
+        let mut part = cfg.clone();
+        part.output.dir = Some(b.path().to_path_buf());
+        part.train.checkpoint_every_steps = Some(5);
+        part.train.max_steps = Some(27);
+        train(&part, &split, Start::Fresh);
+        let mut rest = part.clone();
+        rest.train.max_steps = None;
+        let resumed = train(&rest, &split, Start::Resume);
+        assert_eq!(resumed.steps, full.steps, "{mode}");
+        assert_eq!(resumed.test, full.test, "{mode}");
+    }
+    // A malformed CEL table is a clear error naming the field and key.
+    let split = planted_split(8);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), "fm");
+    cfg.embeddings.fields.insert(
+        "item_id".into(),
+        toml::from_str("kind = \"cel\"\nmax_clusterz = 3\n").unwrap(),
+    );
+    let e = format!(
+        "{:#}",
+        registry::build_model(&cfg, &split.schema, &split.train, &Device::Cpu)
+            .err()
+            .unwrap()
+    );
+    assert!(e.contains("fields.item_id") && e.contains("max_clusterz"), "{e}");
+}

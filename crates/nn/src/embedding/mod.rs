@@ -108,6 +108,13 @@ pub trait EmbeddingTable: Send {
 
     /// For introspection of a concrete type (e.g. CEL's cluster tree).
     fn as_any(&self) -> &dyn Any;
+
+    /// Mutable access to a concrete type, for drivers that act on a table between steps (e.g.
+    /// CEL's exact loss-based reassignment, which evaluates the model under candidate
+    /// assignments). The default is `None`: built-in tables need no such driver.
+    fn as_any_mut(&mut self) -> Option<&mut dyn Any> {
+        None
+    }
 }
 
 /// How a built-in table initialises and updates its rows.

@@ -1,0 +1,199 @@
+//! Step costs of CEL-Lite and offline CEL against the full table.
+//!
+//! - `cel_table_step`: one table step (lookup of 1024 IDs, d = 64 -> loss -> backward ->
+//!   update -> `end_step`, which splits every 10 steps) for the full table, CEL-Lite and
+//!   offline CEL, at 10^4 ... 10^7 entities. The CEL-Lite cost must not grow with the number
+//!   of entities (splits, placement and reassignment touch only the batch).
+//! - `cel_lite_batch`: the CEL-Lite step at 10^6 entities for batches of 256 ... 4096 IDs:
+//!   its cost grows with the batch.
+//! - `cel_model_step`: a whole DeepFM training step (user and item fields of 10^6 IDs, d = 64,
+//!   batch 1024) with full tables against CEL-Lite tables: the overhead a model sees.
+//!
+//! Splits keep happening during the measurement (`max_clusters` is large), so the figures
+//! include them, amortised. Run: `cargo bench -p rec-benches --bench cel`.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use candle_core::{Device, Result, Tensor};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use embedding_cel::{CelConfig, ClusteredEmbedding, Mode, Reassign};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rec_data::{Batch, Column, FieldSpec, Schema, TaskKind, TaskSpec};
+use rec_nn::embedding::{EmbeddingTable, FullTable, TableOptions};
+use rec_nn::init::{Init, named_rng};
+use rec_nn::model::{Ctx, train_step};
+use rec_nn::models::{DeepFm, DeepFmConfig};
+use rec_nn::optim::{DenseOptimizer, OptimizerConfig};
+
+const DIM: usize = 64;
+
+fn opts() -> TableOptions {
+    TableOptions::new(
+        Init::Normal {
+            mean: 0.0,
+            std: 0.05,
+        },
+        OptimizerConfig::adam(0.001),
+    )
+}
+
+fn cel_config(mode: Mode) -> CelConfig {
+    CelConfig {
+        max_clusters: 60_000,
+        split_every: 10,
+        mode,
+        lite_reassign_every: 1,
+        reassign: Reassign::Approx { curvature: 1.0 },
+        ..Default::default()
+    }
+}
+
+fn table(kind: &str, rows: usize) -> Box<dyn EmbeddingTable> {
+    let mut rng = named_rng(1, "bench");
+    let d = Device::Cpu;
+    match kind {
+        "full" => Box::new(FullTable::new(rows, DIM, &opts(), &mut rng, &d).unwrap()),
+        "cel_lite" => Box::new(
+            ClusteredEmbedding::new("f", rows, DIM, cel_config(Mode::Lite), &opts(), &mut rng, 1, &d)
+                .unwrap(),
+        ),
+        _ => Box::new(
+            ClusteredEmbedding::new("f", rows, DIM, cel_config(Mode::Offline), &opts(), &mut rng, 1, &d)
+                .unwrap(),
+        ),
+    }
+}
+
+fn id_batches(rows: usize, batch: usize) -> Vec<Vec<u32>> {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    (0..64)
+        .map(|_| (0..batch).map(|_| rng.random_range(0..rows as u32)).collect())
+        .collect()
+}
+
+fn step(t: &mut dyn EmbeddingTable, ids: &[u32], w: &Tensor, step: u64) -> Result<()> {
+    let e = t.lookup(ids, true)?;
+    let loss = (e.tanh()? * w)?.sum_all()?;
+    t.apply_gradients(&loss.backward()?)?;
+    t.end_step(step)
+}
+
+fn table_steps(c: &mut Criterion) {
+    rec_nn::sys::tune_malloc();
+    let mut g = c.benchmark_group("cel_table_step");
+    g.throughput(Throughput::Elements(1024));
+    g.sample_size(20);
+    g.warm_up_time(Duration::from_secs(1));
+    g.measurement_time(Duration::from_secs(3));
+    let w = Tensor::randn(0f32, 1.0, (1024, DIM), &Device::Cpu).unwrap();
+    for rows in [10_000usize, 100_000, 1_000_000, 10_000_000] {
+        let batches = id_batches(rows, 1024);
+        for kind in ["full", "cel_lite", "cel_offline"] {
+            if kind == "full" && rows > 1_000_000 {
+                continue; // 10^7 x 64 floats with Adam state: 10 GB; see the `embedding` bench.
+            }
+            let mut t = table(kind, rows);
+            let mut s = 0u64;
+            g.bench_with_input(BenchmarkId::new(kind, rows), &rows, |b, _| {
+                b.iter(|| {
+                    s += 1;
+                    step(t.as_mut(), &batches[s as usize % batches.len()], &w, s).unwrap();
+                    black_box(());
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+fn lite_batches(c: &mut Criterion) {
+    rec_nn::sys::tune_malloc();
+    let mut g = c.benchmark_group("cel_lite_batch");
+    g.sample_size(20);
+    g.warm_up_time(Duration::from_secs(1));
+    g.measurement_time(Duration::from_secs(3));
+    let rows = 1_000_000;
+    for batch in [256usize, 1024, 4096] {
+        g.throughput(Throughput::Elements(batch as u64));
+        let w = Tensor::randn(0f32, 1.0, (batch, DIM), &Device::Cpu).unwrap();
+        let batches = id_batches(rows, batch);
+        let mut t = table("cel_lite", rows);
+        let mut s = 0u64;
+        g.bench_with_input(BenchmarkId::new("cel_lite", batch), &batch, |b, _| {
+            b.iter(|| {
+                s += 1;
+                step(t.as_mut(), &batches[s as usize % batches.len()], &w, s).unwrap();
+            })
+        });
+    }
+    g.finish();
+}
+
+fn model_steps(c: &mut Criterion) {
+    rec_nn::sys::tune_malloc();
+    let mut g = c.benchmark_group("cel_model_step");
+    g.throughput(Throughput::Elements(1024));
+    g.sample_size(20);
+    g.warm_up_time(Duration::from_secs(1));
+    g.measurement_time(Duration::from_secs(4));
+    let rows = 1_000_000;
+    let schema = Arc::new(Schema {
+        fields: vec![
+            FieldSpec::categorical("user_id", rows),
+            FieldSpec::categorical("item_id", rows),
+        ],
+        tasks: vec![TaskSpec::new("click", TaskKind::Binary)],
+        user_field: Some("user_id".into()),
+        item_field: Some("item_id".into()),
+        scenario_field: None,
+        num_scenarios: 1,
+    });
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let batches: Vec<Batch> = (0..32)
+        .map(|_| Batch {
+            schema: schema.clone(),
+            columns: vec![
+                Column::Ids((0..1024).map(|_| rng.random_range(0..rows as u32)).collect()),
+                Column::Ids((0..1024).map(|_| rng.random_range(0..rows as u32)).collect()),
+            ],
+            labels: vec![(0..1024).map(|_| rng.random_range(0..2) as f32).collect()],
+            weights: None,
+            slices: Vec::new(),
+        })
+        .collect();
+    for kind in ["full", "cel_lite"] {
+        let mut factory = |f: &FieldSpec, dim: usize| -> Result<Box<dyn EmbeddingTable>> {
+            let mut r = named_rng(1, &f.name);
+            let d = Device::Cpu;
+            Ok(match kind {
+                "full" => Box::new(FullTable::new(f.vocab, dim, &opts(), &mut r, &d)?),
+                _ => Box::new(ClusteredEmbedding::new(
+                    &f.name, f.vocab, dim, cel_config(Mode::Lite), &opts(), &mut r, 1, &d,
+                )?),
+            })
+        };
+        let cfg = DeepFmConfig {
+            dim: DIM,
+            ..Default::default()
+        };
+        let mut model = DeepFm::new(&schema, &cfg, &mut factory, &Device::Cpu, 1).unwrap();
+        let mut opt =
+            DenseOptimizer::new(OptimizerConfig::adam(0.001), rec_nn::Model::dense_vars(&model))
+                .unwrap();
+        let mut ctx = Ctx::new(true, 0, ChaCha8Rng::seed_from_u64(0));
+        let mut s = 0usize;
+        g.bench_function(BenchmarkId::new(kind, rows), |b| {
+            b.iter(|| {
+                s += 1;
+                train_step(&mut model, &mut opt, &batches[s % batches.len()], &mut ctx).unwrap();
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, table_steps, lite_batches, model_steps);
+criterion_main!(benches);

@@ -1,0 +1,456 @@
+//! Behaviour of the clustered table: gradient averaging (checked against finite differences),
+//! GPCA splits on planted gradient groups, exact reassignment, CEL-Lite, personalization,
+//! save/load, and an end-to-end NMF run on planted clusters.
+
+use candle_core::{Device, Result, Tensor};
+use embedding_cel::exact::{reassign_due, reassign_exact, sample_losses};
+use embedding_cel::planted::Planted;
+use embedding_cel::{CelConfig, ClusteredEmbedding, Mode, Reassign, adjusted_rand_index};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rec_data::FieldSpec;
+use rec_nn::embedding::{DefaultTableFactory, EmbeddingTable, TableOptions, TablesConfig};
+use rec_nn::init::{Init, named_rng};
+use rec_nn::model::{Ctx, Model, train_step};
+use rec_nn::models::{MfConfig, Nmf};
+use rec_nn::optim::{DenseOptimizer, OptimizerConfig};
+use rec_nn::{TensorMap, embedding::rows::host_f32};
+
+fn table(vocab: usize, dim: usize, cfg: CelConfig, opt: OptimizerConfig) -> ClusteredEmbedding {
+    let opts = TableOptions::new(
+        Init::Normal {
+            mean: 0.0,
+            std: 0.1,
+        },
+        opt,
+    );
+    let mut rng = named_rng(1, "t");
+    ClusteredEmbedding::new("f", vocab, dim, cfg, &opts, &mut rng, 7, &Device::Cpu).unwrap()
+}
+
+fn rows(t: &ClusteredEmbedding) -> Vec<f32> {
+    t.cluster_rows().weights()
+}
+
+/// One step of `sum ||x_id - target_id||^2` over the batch.
+fn quad_step(t: &mut ClusteredEmbedding, ids: &[u32], targets: &[f32], step: u64) -> Result<()> {
+    let d = t.dim();
+    let x = t.lookup(ids, true)?;
+    let y = Tensor::from_slice(targets, (ids.len(), d), &Device::Cpu)?;
+    let g = (x - y)?.sqr()?.sum_all()?.backward()?;
+    t.apply_gradients(&g)?;
+    t.end_step(step)
+}
+
+#[test]
+fn gradient_averaging_matches_finite_differences() -> Result<()> {
+    let cfg = CelConfig {
+        init_clusters: 2,
+        max_clusters: 2,
+        reassign: Reassign::None,
+        ..Default::default()
+    };
+    let mut t = table(6, 3, cfg, OptimizerConfig::sgd(1.0));
+    let ids = [0u32, 2, 2, 4, 1, 3, 3];
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let w: Vec<f64> = (0..ids.len() * 3).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let c0 = rows(&t);
+    // Host loss as a function of per-entity vectors.
+    let loss = |vecs: &[Vec<f64>]| -> f64 {
+        ids.iter()
+            .enumerate()
+            .map(|(k, &e)| (0..3).map(|j| vecs[e as usize][j].tanh() * w[k * 3 + j]).sum::<f64>())
+            .sum()
+    };
+    let base: Vec<Vec<f64>> = (0..6)
+        .map(|e| (0..3).map(|j| c0[(e % 2) * 3 + j] as f64).collect())
+        .collect();
+    let fd = |perturb: &dyn Fn(&mut Vec<Vec<f64>>, f64)| -> f64 {
+        let h = 1e-5;
+        let (mut a, mut b) = (base.clone(), base.clone());
+        perturb(&mut a, h);
+        perturb(&mut b, -h);
+        (loss(&a) - loss(&b)) / (2.0 * h)
+    };
+    let x = t.lookup(&ids, true)?;
+    let wt = Tensor::from_vec(w.iter().map(|&v| v as f32).collect::<Vec<_>>(), (7, 3), &Device::Cpu)?;
+    let l = (x.tanh()? * wt)?.sum_all()?;
+    t.apply_gradients(&l.backward()?)?;
+    let c1 = rows(&t);
+    for (c, members) in [(0usize, vec![0u32, 2, 4]), (1, vec![1, 3])] {
+        for j in 0..3 {
+            // Per-entity gradients by finite differences.
+            let g: Vec<f64> = members
+                .iter()
+                .map(|&e| fd(&|v: &mut Vec<Vec<f64>>, h| v[e as usize][j] += h))
+                .collect();
+            // The cluster row's true gradient is the sum of its members' ...
+            let row_grad = fd(&|v: &mut Vec<Vec<f64>>, h| {
+                for e in (c..6).step_by(2) {
+                    v[e][j] += h;
+                }
+            });
+            assert!((row_grad - g.iter().sum::<f64>()).abs() < 1e-6);
+            // ... but the update applies their mean (gradient averaging, SGD lr 1).
+            let mean = g.iter().sum::<f64>() / members.len() as f64;
+            let delta = c1[c * 3 + j] as f64 - c0[c * 3 + j] as f64;
+            assert!((delta + mean).abs() < 1e-5, "cluster {c} dim {j}: {delta} vs {}", -mean);
+        }
+    }
+    Ok(())
+}
+
+/// Entities 1..=20 want +target, 21..=40 want -target.
+fn planted_targets(d: usize) -> (Vec<u32>, Vec<f32>, Vec<u32>) {
+    let ids: Vec<u32> = (1..=40).collect();
+    let targets: Vec<f32> = ids
+        .iter()
+        .flat_map(|&e| {
+            let s = if e <= 20 { 1.0 } else { -1.0 };
+            (0..d).map(move |j| s * (1.0 + 0.1 * j as f32) + 0.01 * (e % 3) as f32)
+        })
+        .collect();
+    let truth = ids.iter().map(|&e| u32::from(e > 20)).collect();
+    (ids, targets, truth)
+}
+
+#[test]
+fn a_gpca_split_separates_planted_gradient_groups_and_records_the_tree() -> Result<()> {
+    let d = 4;
+    let cfg = CelConfig {
+        max_clusters: 2,
+        split_every: 5,
+        reassign: Reassign::None,
+        ..Default::default()
+    };
+    let mut t = table(41, d, cfg, OptimizerConfig::sgd(0.05));
+    let (ids, targets, truth) = planted_targets(d);
+    for s in 1..=60 {
+        quad_step(&mut t, &ids, &targets, s)?;
+    }
+    assert_eq!(t.num_clusters(), 2);
+    let a: Vec<u32> = ids.iter().map(|&e| t.cluster_of(e)).collect();
+    assert_eq!(adjusted_rand_index(&a, &truth), 1.0);
+    assert_eq!(t.tree()[1].parent, Some(0));
+    assert_eq!(t.tree()[1].born_step, 5);
+    // Each cluster row converged to its group's mean target.
+    let c = t.cluster_of(1) as usize;
+    assert!((t.cluster_rows().row(c)[0] - 1.01).abs() < 0.05);
+    // Introspection: sizes, mates, memory (2 rows of 4 floats + 1 byte per entity).
+    assert_eq!(t.cluster_sizes().iter().sum::<u32>(), 41);
+    assert!(t.cluster_mates(1, 100).iter().all(|&m| m == 0 || m <= 20));
+    assert_eq!(t.bytes(), 2 * d * 4 + 41);
+    assert_eq!(t.memory().full_bytes, 41 * d * 4);
+    Ok(())
+}
+
+#[test]
+fn approximate_reassignment_fixes_a_misplaced_entity() -> Result<()> {
+    let d = 3;
+    let cfg = CelConfig {
+        init_clusters: 2,
+        max_clusters: 2,
+        reassign_every: 4,
+        keep_prob: 0.0,
+        reassign: Reassign::Approx { curvature: 2.0 },
+        ..Default::default()
+    };
+    let mut t = table(41, d, cfg, OptimizerConfig::sgd(0.02));
+    // Entities start in `i % 2`: half of each planted group is misplaced. With curvature 2
+    // (the true Hessian of the squared distance), the quadratic model is exact.
+    let (ids, targets, truth) = planted_targets(d);
+    for s in 1..=200 {
+        quad_step(&mut t, &ids, &targets, s)?;
+    }
+    let a: Vec<u32> = ids.iter().map(|&e| t.cluster_of(e)).collect();
+    assert_eq!(adjusted_rand_index(&a, &truth), 1.0, "{a:?}");
+    assert!(t.moves() > 0);
+    Ok(())
+}
+
+fn nmf_with_cel(schema: &rec_data::Schema, cfg: CelConfig, dim: usize, seed: u64) -> Nmf {
+    let d = Device::Cpu;
+    let opts = TableOptions::new(Init::Uniform { lo: 0.0, hi: 0.5 }, OptimizerConfig::adam(0.05));
+    let mut full = DefaultTableFactory::new(
+        TablesConfig {
+            options: opts,
+            ..Default::default()
+        },
+        seed,
+        &d,
+    );
+    let mut factory = |f: &FieldSpec, dim: usize| -> Result<Box<dyn EmbeddingTable>> {
+        if f.name == "item_id" && dim > 1 {
+            let mut rng = named_rng(seed, &format!("cel/{dim}"));
+            Ok(Box::new(ClusteredEmbedding::new(
+                &f.name, f.vocab, dim, cfg.clone(), &opts, &mut rng, seed, &d,
+            )?))
+        } else {
+            full.build(f, dim)
+        }
+    };
+    let mc = MfConfig {
+        dim,
+        biases: false,
+        global_bias: 0.0,
+    };
+    Nmf::new(schema, &mc, &mut factory, &d, seed).unwrap()
+}
+
+fn cel_table(model: &dyn Model) -> &ClusteredEmbedding {
+    model
+        .tables()
+        .into_iter()
+        .find(|(n, _)| n == "emb.item_id")
+        .and_then(|(_, t)| t.as_any().downcast_ref::<ClusteredEmbedding>())
+        .unwrap()
+}
+
+#[test]
+fn exact_reassignment_moves_every_entity_to_its_best_cluster() -> Result<()> {
+    let data = Planted {
+        users: 40,
+        items: 30,
+        clusters: 3,
+        rank: 3,
+        per_user: 15,
+        seed: 4,
+        ..Default::default()
+    }
+    .generate();
+    let split = &data.split;
+    let cfg = CelConfig {
+        init_clusters: 3,
+        max_clusters: 3,
+        keep_prob: 0.0,
+        reassign: Reassign::Exact {
+            candidates: 0,
+            curvature: 1.0,
+        },
+        ..Default::default()
+    };
+    let mut model = nmf_with_cel(&split.schema, cfg, 3, 1);
+    let mut opt = DenseOptimizer::new(OptimizerConfig::adam(0.01), model.dense_vars())?;
+    let mut ctx = Ctx::new(true, 0, ChaCha8Rng::seed_from_u64(0));
+    for _ in 0..5 {
+        train_step(&mut model, &mut opt, &split.train, &mut ctx)?;
+    }
+    // Brute force: the loss of every item under every cluster.
+    let ids = split.train.ids("item_id").unwrap().to_vec();
+    let before = cel_table(&model).assignment();
+    let mut cost = vec![[0f64; 3]; 31];
+    for c in 0..3u32 {
+        let t = model.tables_mut().into_iter().find(|(n, _)| n == "emb.item_id").unwrap().1;
+        let cel = t.as_any_mut().unwrap().downcast_mut::<ClusteredEmbedding>().unwrap();
+        cel.set_probe(Some(vec![c; 31]))?;
+        let l = sample_losses(&mut model, &split.train)?;
+        for (k, &i) in ids.iter().enumerate() {
+            cost[i as usize][c as usize] += l[k];
+        }
+        let t = model.tables_mut().into_iter().find(|(n, _)| n == "emb.item_id").unwrap().1;
+        let cel = t.as_any_mut().unwrap().downcast_mut::<ClusteredEmbedding>().unwrap();
+        cel.set_probe(None)?;
+    }
+    let moved = reassign_exact(&mut model, "emb.item_id", &split.train, 64)?;
+    let after = cel_table(&model).assignment();
+    let mut changed = 0;
+    for i in 1..31usize {
+        if !ids.contains(&(i as u32)) {
+            assert_eq!(after[i], before[i]);
+            continue;
+        }
+        let best = (0..3).min_by(|&a, &b| cost[i][a].total_cmp(&cost[i][b])).unwrap();
+        if after[i] != before[i] {
+            changed += 1;
+        }
+        // Moved to the argmin, unless it was the last member of its cluster.
+        if cost[i][best] < cost[i][before[i] as usize] - 1e-9 {
+            assert!(after[i] as usize == best || cel_table(&model).cluster_sizes()[before[i] as usize] == 1);
+        } else {
+            assert_eq!(after[i], before[i]);
+        }
+    }
+    assert_eq!(changed, moved);
+    assert!(moved > 0);
+    Ok(())
+}
+
+#[test]
+fn nmf_with_cel_recovers_planted_item_clusters_end_to_end() -> Result<()> {
+    let data = Planted {
+        users: 200,
+        items: 80,
+        clusters: 4,
+        rank: 4,
+        per_user: 30,
+        noise: 0.05,
+        seed: 11,
+    }
+    .generate();
+    let split = &data.split;
+    let cfg = CelConfig {
+        max_clusters: 4,
+        split_every: 20,
+        reassign_every: 40,
+        reassign: Reassign::Exact {
+            candidates: 0,
+            curvature: 1.0,
+        },
+        ..Default::default()
+    };
+    let mut model = nmf_with_cel(&split.schema, cfg, 4, 2);
+    let mut opt = DenseOptimizer::new(OptimizerConfig::adam(0.01), model.dense_vars())?;
+    let mut ctx = Ctx::new(true, 0, ChaCha8Rng::seed_from_u64(0));
+    for epoch in 0..60 {
+        for b in rec_data::BatchIter::new(&split.train, 256, 5, epoch, true) {
+            train_step(&mut model, &mut opt, &b, &mut ctx)?;
+            reassign_due(&mut model, &split.train, 4096)?;
+        }
+    }
+    let t = cel_table(&model);
+    assert_eq!(t.num_clusters(), 4);
+    let a = t.assignment();
+    let sizes = t.cluster_sizes().to_vec();
+    let ari = adjusted_rand_index(&a[1..], &data.item_cluster[1..]);
+    let preds = rec_nn::predict(&mut model, &split.test)?;
+    let y = &split.test.labels[0];
+    let mse: f64 = preds[0].iter().zip(y).map(|(p, y)| ((p - y) as f64).powi(2)).sum::<f64>()
+        / y.len() as f64;
+    let var: f64 = {
+        let m = y.iter().map(|&v| v as f64).sum::<f64>() / y.len() as f64;
+        y.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / y.len() as f64
+    };
+    assert!(ari >= 0.9, "ARI {ari}, sizes {sizes:?}");
+    assert!(mse < 0.2 * var, "test MSE {mse} vs label variance {var}");
+    Ok(())
+}
+
+fn saved(t: &dyn EmbeddingTable) -> (TensorMap, serde_json::Value) {
+    let mut m = TensorMap::new();
+    let meta = t.save("x/", &mut m).unwrap();
+    (m, meta)
+}
+
+fn same(a: &dyn EmbeddingTable, b: &dyn EmbeddingTable) {
+    let (ma, ja) = saved(a);
+    let (mb, jb) = saved(b);
+    assert_eq!(ja, jb);
+    let mut keys: Vec<_> = ma.keys().collect();
+    keys.sort();
+    let mut kb: Vec<_> = mb.keys().collect();
+    kb.sort();
+    assert_eq!(keys, kb);
+    for k in keys {
+        assert_eq!(host_f32(&ma[k].to_dtype(candle_core::DType::F32).unwrap()).unwrap(),
+            host_f32(&mb[k].to_dtype(candle_core::DType::F32).unwrap()).unwrap(), "{k}");
+    }
+}
+
+#[test]
+fn save_and_load_resume_exactly_in_every_mode() -> Result<()> {
+    let d = 4;
+    for (mode, personalize_at) in [(Mode::Offline, None), (Mode::Lite, None), (Mode::Offline, Some(30))] {
+        let cfg = CelConfig {
+            max_clusters: 4,
+            split_every: 3,
+            reassign_every: 2,
+            keep_prob: 0.5,
+            mode,
+            personalize_at,
+            reservoir: 8,
+            ..Default::default()
+        };
+        let (ids, targets, _) = planted_targets(d);
+        let mut a = table(41, d, cfg.clone(), OptimizerConfig::adam(0.05));
+        let mut b = table(41, d, cfg.clone(), OptimizerConfig::adam(0.05));
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let batches: Vec<Vec<usize>> = (0..50).map(|_| (0..16).map(|_| rng.random_range(0..40)).collect()).collect();
+        let run = |t: &mut ClusteredEmbedding, from: usize, to: usize| {
+            for s in from..to {
+                let bi: Vec<u32> = batches[s].iter().map(|&k| ids[k]).collect();
+                let bt: Vec<f32> = batches[s].iter().flat_map(|&k| targets[k * d..(k + 1) * d].to_vec()).collect();
+                quad_step(t, &bi, &bt, s as u64 + 1).unwrap();
+            }
+        };
+        run(&mut a, 0, 20);
+        let (m, meta) = saved(&a);
+        b.load("x/", &m, &meta)?;
+        same(&a, &b);
+        run(&mut a, 20, 50);
+        run(&mut b, 20, 50);
+        same(&a, &b);
+        assert!(a.num_clusters() > 1, "{mode:?}");
+        // A different configuration refuses the checkpoint.
+        let mut other = table(41, d, CelConfig { max_clusters: 2, ..cfg }, OptimizerConfig::adam(0.05));
+        assert!(other.load("x/", &m, &meta).is_err());
+        let mut bad = m.clone();
+        bad.insert("x/assign".into(), Tensor::from_vec(vec![99u32; 41], 41, &Device::Cpu)?);
+        assert!(b.load("x/", &bad, &meta).is_err());
+    }
+    Ok(())
+}
+
+#[test]
+fn cel_lite_splits_places_members_and_adds_unseen_ids() -> Result<()> {
+    let d = 4;
+    let cfg = CelConfig {
+        max_clusters: 2,
+        split_every: 5,
+        mode: Mode::Lite,
+        reassign: Reassign::None,
+        ..Default::default()
+    };
+    let mut t = table(41, d, cfg, OptimizerConfig::sgd(0.05));
+    let (ids, targets, truth) = planted_targets(d);
+    for s in 1..=60 {
+        quad_step(&mut t, &ids, &targets, s)?;
+    }
+    assert_eq!(t.num_clusters(), 2);
+    let a: Vec<u32> = ids.iter().map(|&e| t.cluster_of(e)).collect();
+    assert_eq!(adjusted_rand_index(&a, &truth), 1.0);
+    // An ID beyond the vocabulary joins cluster 0 in training and is served cluster 0.
+    let r0 = t.cluster_rows().row(0).to_vec();
+    let x = t.lookup(&[50], false)?;
+    assert_eq!(x.flatten_all()?.to_vec1::<f32>()?, r0);
+    t.lookup(&[45], true)?;
+    assert_eq!(t.vocab(), 46);
+    assert_eq!(t.cluster_of(45), 0);
+    t.clear_pending();
+    assert_eq!(t.bytes(), 2 * d * 4 + 46);
+    Ok(())
+}
+
+#[test]
+fn personalization_gives_each_entity_its_vector_and_centroids_are_means() -> Result<()> {
+    let d = 4;
+    let cfg = CelConfig {
+        max_clusters: 2,
+        split_every: 5,
+        reassign: Reassign::None,
+        personalize_at: Some(20),
+        lambda: 0.1,
+        ..Default::default()
+    };
+    let mut t = table(41, d, cfg, OptimizerConfig::sgd(0.05));
+    let (ids, targets, _) = planted_targets(d);
+    for s in 1..=19 {
+        quad_step(&mut t, &ids, &targets, s)?;
+    }
+    let bytes_clustered = t.bytes();
+    for s in 20..=40 {
+        quad_step(&mut t, &ids, &targets, s)?;
+    }
+    assert!(t.personalized());
+    assert_eq!(t.bytes(), bytes_clustered + 41 * d * 4);
+    let v = t.lookup(&[1, 2], false)?.to_vec2::<f32>()?;
+    assert_ne!(v[0], v[1], "entities have their own vectors");
+    // Every touched centroid is the mean of its members' personal vectors.
+    let c = t.cluster_of(1) as usize;
+    let members: Vec<u32> = (0..41).filter(|&e| t.cluster_of(e) as usize == c).collect();
+    let all = t.lookup(&members, false)?.to_vec2::<f32>()?;
+    for j in 0..d {
+        let m = all.iter().map(|r| r[j] as f64).sum::<f64>() / members.len() as f64;
+        assert!((t.cluster_rows().row(c)[j] as f64 - m).abs() < 1e-4);
+    }
+    Ok(())
+}

@@ -1,0 +1,24 @@
+//! `cargo xtask experiment ...`: the experiments behind docs/results/, one file per method.
+//! Each writes its results page with tables and PNG plots, and with `--json` prints the
+//! result table (model -> slice -> metric -> mean and std over seeds) as one JSON object on
+//! the last line.
+
+use anyhow::Result;
+use clap::Subcommand;
+
+pub mod cel;
+
+/// The experiment commands.
+#[derive(Subcommand, Debug)]
+pub enum ExperimentCommand {
+    /// Clustered Embedding Learning: memory vs metric, cold slices, identifiability,
+    /// CEL-Lite (writes docs/results/cel.md).
+    Cel(cel::CelArgs),
+}
+
+/// Runs an experiment command.
+pub fn run(cmd: ExperimentCommand) -> Result<()> {
+    match cmd {
+        ExperimentCommand::Cel(args) => cel::run(args),
+    }
+}
