@@ -16,6 +16,29 @@
 //!   per-task baseline of the paper's Table 2).
 //! - [`loss::weighted_pointwise_logistic`]: the L2R loss.
 //!
+//! # Daily incremental updating
+//!
+//! The paper trains on days 1..D and then, every day, fine-tunes yesterday's model on the new
+//! day's data instead of retraining from scratch. With the trainer (model `dupn` in
+//! `[model] name`, hyperparameters in `[model.params]` = [`DupnConfig`]):
+//!
+//! ```text
+//! # day D: train from scratch and keep the run directory
+//! cargo xtask train --config dupn-day-D.toml --out runs/dupn-day-D
+//! # day D+1: the same configuration pointed at the new day's data, warm-started from the
+//! # checkpoint of day D (parameters, embedding tables and their row-wise AdaGrad state)
+//! cargo xtask train --config dupn-day-D1.toml --out runs/dupn-day-D1 \
+//!     --resume runs/dupn-day-D
+//! ```
+//!
+//! `--resume CHECKPOINT` (a checkpoint directory, or a run directory whose best else latest
+//! checkpoint is taken) starts a *new* run from the saved parameters and optimizer state; the
+//! step counter, early stopping and the new run's checkpoints are its own. `--resume` without a
+//! value instead continues an interrupted run exactly where it stopped. Keep the model widths
+//! and the vocabularies of day D: a table or variable whose shape changed is an error naming it.
+//! For a new task on top of a trained encoder (transfer) use [`transfer::load_matching`], which
+//! loads only the parts whose names and shapes match.
+//!
 //! # Invariants
 //! - Padding never changes a result: the gated LSTM carries its state over masked steps and the
 //!   attention gives them weight exactly zero (tested with garbage at padded positions).

@@ -7,6 +7,7 @@ use anyhow::Result;
 use clap::Subcommand;
 
 pub mod cel;
+pub mod dupn;
 
 /// The experiment commands.
 #[derive(Subcommand, Debug)]
@@ -14,11 +15,15 @@ pub enum ExperimentCommand {
     /// Clustered Embedding Learning: memory vs metric, cold slices, identifiability,
     /// CEL-Lite (writes docs/results/cel.md).
     Cel(cel::CelArgs),
+    /// Deep User Perception Network: the task table on P-ECOM and P-SEQ, ablations,
+    /// single- vs multi-task, transfer to SPP, attention analysis (writes docs/results/dupn.md).
+    Dupn(dupn::DupnArgs),
 }
 
 /// Runs an experiment command.
 pub fn run(cmd: ExperimentCommand) -> Result<()> {
     match cmd {
         ExperimentCommand::Cel(args) => cel::run(args),
+        ExperimentCommand::Dupn(args) => dupn::run(args),
     }
 }
