@@ -54,7 +54,6 @@ const BEHAVIOURS: [&str; 4] = ["click", "fav", "cart", "purchase"];
 /// Sizes of one run of the experiment.
 #[derive(Clone, Debug)]
 struct Plan {
-    quick: bool,
     preset: &'static str,
     users: Option<u64>,
     max_history: usize,
@@ -74,7 +73,6 @@ impl Plan {
         let base = DupnConfig::default();
         if quick {
             Plan {
-                quick,
                 preset: "small",
                 users: Some(800),
                 max_history: 20,
@@ -103,7 +101,6 @@ impl Plan {
             }
         } else {
             Plan {
-                quick,
                 preset: "small",
                 users: None,
                 max_history: 50,
