@@ -46,6 +46,13 @@ pub struct DupnArgs {
     pub only: Vec<String>,
 }
 
+/// Said on a page written in quick mode.
+const QUICK_NOTE: &str = "**Quick mode.** One seed, a reduced P-ECOM (800 users), small widths \
+and one or two epochs: these numbers are noisy (the PPP test day has under a hundred samples) \
+and say nothing yet about the paper's claims at scale. The full mode (`cargo xtask experiment \
+dupn`: 3 seeds, all 2,000 users of the `small` preset, the default widths, more epochs) has not \
+been run for this page; it needs hours on a 2-core machine.\n\n";
+
 const SECTIONS: [&str; 2] = ["ecom", "seq"];
 const JOINT: [&str; 4] = ["ctr", "l2r", "ppp", "fifp"];
 const ALL5: [&str; 5] = ["ctr", "l2r", "ppp", "fifp", "spp"];
@@ -63,6 +70,7 @@ struct Plan {
     epochs: usize,
     transfer_epochs: usize,
     seq_epochs: usize,
+    seq_history: usize,
     batch: usize,
     lr: f64,
     curve_points: usize,
@@ -94,7 +102,8 @@ impl Plan {
                 },
                 epochs: 2,
                 transfer_epochs: 3,
-                seq_epochs: 2,
+                seq_epochs: 1,
+                seq_history: 20,
                 batch: 256,
                 lr: 0.05,
                 curve_points: 8,
@@ -110,6 +119,7 @@ impl Plan {
                 epochs: 3,
                 transfer_epochs: 4,
                 seq_epochs: 4,
+                seq_history: 50,
                 batch: 512,
                 lr: 0.05,
                 curve_points: 12,
@@ -165,7 +175,12 @@ pub fn run(args: DupnArgs) -> Result<()> {
         t0.elapsed().as_secs_f64(),
         describe_plan(&cx.plan),
     );
-    let md = format!("{head}{page}");
+    let note = if args.quick {
+        QUICK_NOTE
+    } else {
+        ""
+    };
+    let md = format!("{head}{note}{page}");
     write_atomic(&cx.out.join("dupn.md"), md.as_bytes())?;
     write_atomic(
         &cx.out.join("dupn.json"),
@@ -183,7 +198,7 @@ fn describe_plan(p: &Plan) -> String {
         "Setup: P-ECOM from the synthetic generator (preset `{}`{}), histories of at most {} \
          behaviours, CTR non-clicks kept at rate {}; DUPN widths: item fields {}, property fields \
          {}, LSTM {}, attention MLP {}; heads {:?}; batch {}, AdaGrad lr {} (tables and dense), \
-         {} epochs on P-ECOM, {} on SPP transfer, {} on P-SEQ. \n\n",
+         {} epochs on P-ECOM, {} on SPP transfer, {} on P-SEQ (histories of at most {} ratings).\n\n",
         p.preset,
         p.users
             .map(|u| format!(", {u} users"))
@@ -200,6 +215,7 @@ fn describe_plan(p: &Plan) -> String {
         p.epochs,
         p.transfer_epochs,
         p.seq_epochs,
+        p.seq_history,
     )
 }
 
@@ -796,7 +812,7 @@ fn seq(cx: &mut Cx) -> Result<String> {
         }
         for (name, variant) in models {
             let cfg = DupnConfig {
-                max_history: 50,
+                max_history: plan.seq_history,
                 profile: vec!["user_id".into()],
                 ..plan.dupn.clone().variant(variant).map_err(anyhow::Error::msg)?
             };
