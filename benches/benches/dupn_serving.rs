@@ -69,7 +69,9 @@ fn setup() -> Setup {
     for (i, f) in schema.fields.iter().enumerate() {
         if f.group.as_deref() == Some("hist") {
             let v = vocab(&schema, &f.name).max(2);
-            let ids: Vec<u32> = (0..HISTORY).map(|_| rng.random_range(1..v as u32)).collect();
+            let ids: Vec<u32> = (0..HISTORY)
+                .map(|_| rng.random_range(1..v as u32))
+                .collect();
             columns[i] = Column::Ragged {
                 values: ids.clone(),
                 offsets: vec![0, HISTORY as u32],
@@ -155,7 +157,10 @@ fn percentiles(name: &str, mut times: Vec<f64>, per: usize) {
         p99 * 1e3,
         times.len()
     );
-    TIMES.lock().unwrap().push((name.to_string(), p50, p99, per));
+    TIMES
+        .lock()
+        .unwrap()
+        .push((name.to_string(), p50, p99, per));
 }
 
 fn bench(c: &mut Criterion) {
@@ -185,7 +190,11 @@ fn bench(c: &mut Criterion) {
             total
         })
     });
-    percentiles("encode_and_score_10000", std::mem::take(&mut times), CANDIDATES);
+    percentiles(
+        "encode_and_score_10000",
+        std::mem::take(&mut times),
+        CANDIDATES,
+    );
     let full = full_batch(&s, FULL_CANDIDATES);
     g.sample_size(10).measurement_time(Duration::from_secs(20));
     g.bench_function("full_model_1000", |b| {

@@ -122,4 +122,3 @@ fn main() {
         println!("lstm fwd {:.3}s bwd {:.3}s", tf, t.elapsed().as_secs_f64());
     }
 }
-

@@ -175,11 +175,7 @@ pub fn run(args: DupnArgs) -> Result<()> {
         t0.elapsed().as_secs_f64(),
         describe_plan(&cx.plan),
     );
-    let note = if args.quick {
-        QUICK_NOTE
-    } else {
-        ""
-    };
+    let note = if args.quick { QUICK_NOTE } else { "" };
     let md = format!("{head}{note}{page}");
     write_atomic(&cx.out.join("dupn.md"), md.as_bytes())?;
     write_atomic(
@@ -200,9 +196,7 @@ fn describe_plan(p: &Plan) -> String {
          {}, LSTM {}, attention MLP {}; heads {:?}; batch {}, AdaGrad lr {} (tables and dense), \
          {} epochs on P-ECOM, {} on SPP transfer, {} on P-SEQ (histories of at most {} ratings).\n\n",
         p.preset,
-        p.users
-            .map(|u| format!(", {u} users"))
-            .unwrap_or_default(),
+        p.users.map(|u| format!(", {u} users")).unwrap_or_default(),
         p.max_history,
         p.ctr_negative_rate,
         p.dupn.item_dim,
@@ -295,6 +289,8 @@ fn narrow(b: &Batch, tasks: &[&str]) -> Batch {
     }
 }
 
+/// One learning curve: (training steps, metric).
+type Curve = Vec<(f64, f64)>;
 type Prep<'a> = &'a mut dyn FnMut(Batch, &mut ChaCha8Rng) -> Result<Batch>;
 type Probe<'a> = &'a mut dyn FnMut(&mut dyn Model, usize) -> Result<()>;
 
@@ -398,7 +394,7 @@ fn ecom_data(plan: &Plan, seed: u64) -> Result<DupnSplit> {
 
 fn ecom(cx: &mut Cx) -> Result<String> {
     let plan = cx.plan.clone();
-    let mut curves: Vec<(&'static str, Vec<Vec<(f64, f64)>>)> = TransferMode::ALL
+    let mut curves: Vec<(&'static str, Vec<Curve>)> = TransferMode::ALL
         .iter()
         .map(|m| (m.label(), Vec::new()))
         .collect();
@@ -437,7 +433,11 @@ fn ecom(cx: &mut Cx) -> Result<String> {
             ("DUPN-bplstm", "bplstm"),
             ("DUPN-bpatt", "bpatt"),
         ] {
-            let cfg = plan.dupn.clone().variant(variant).map_err(anyhow::Error::msg)?;
+            let cfg = plan
+                .dupn
+                .clone()
+                .variant(variant)
+                .map_err(anyhow::Error::msg)?;
             let mut m = build_dupn(&schema, &cfg, &JOINT, plan.lr, seed)?;
             run(&mut m, &joint, plan.epochs)?;
             for t in JOINT {
@@ -445,7 +445,10 @@ fn ecom(cx: &mut Cx) -> Result<String> {
                 cx.results
                     .add(name, &format!("P-ECOM/{t}"), metric_name(t), v);
             }
-            eprintln!("  seed {seed} {name} done ({:.0} s)", t0.elapsed().as_secs_f64());
+            eprintln!(
+                "  seed {seed} {name} done ({:.0} s)",
+                t0.elapsed().as_secs_f64()
+            );
             if variant == "all" {
                 dupn_all = Some(m);
             }
@@ -464,7 +467,10 @@ fn ecom(cx: &mut Cx) -> Result<String> {
             cx.results
                 .add("Wide&Deep", &format!("P-ECOM/{t}"), metric_name(t), v);
         }
-        eprintln!("  seed {seed} single-task done ({:.0} s)", t0.elapsed().as_secs_f64());
+        eprintln!(
+            "  seed {seed} single-task done ({:.0} s)",
+            t0.elapsed().as_secs_f64()
+        );
         let mut base = dupn_all.context("DUPN-all was trained")?;
         // Attention by behaviour type and time gap.
         let (types, gaps) = attention_profile(&mut base, &narrow(&d.test.ctr, &JOINT))?;
@@ -480,7 +486,8 @@ fn ecom(cx: &mut Cx) -> Result<String> {
             }
         }
         for (k, b) in BEHAVIOURS.iter().enumerate() {
-            cx.results.add("DUPN-all", "attention/behaviour", b, types[k]);
+            cx.results
+                .add("DUPN-all", "attention/behaviour", b, types[k]);
         }
         // Transfer to SPP.
         let (tensors, meta) = rec_nn::io::model_state(&base)?;
@@ -498,7 +505,11 @@ fn ecom(cx: &mut Cx) -> Result<String> {
             let mut m = build_dupn(&schema, &cfg, tasks, plan.lr, seed)?;
             if mode.warm() {
                 let r = load_matching(&mut m, &tensors, &meta, Dupn::is_encoder_part)?;
-                anyhow::ensure!(r.missing.is_empty(), "encoder parts missing: {:?}", r.missing);
+                anyhow::ensure!(
+                    r.missing.is_empty(),
+                    "encoder parts missing: {:?}",
+                    r.missing
+                );
             }
             let data = if mode == TransferMode::Ra {
                 narrow(&d.train.mixed(&ALL5), &ALL5)
@@ -536,11 +547,18 @@ fn ecom(cx: &mut Cx) -> Result<String> {
             let name = format!("SPP-{}", mode.label());
             cx.results.add(&name, "P-ECOM/spp", "auc", last);
             cx.results.add(&name, "P-ECOM/spp", "steps_to_95pct", reach);
-            cx.results
-                .add(&name, "P-ECOM/spp", "steps", curve.last().map(|p| p.0).unwrap_or(0.0));
+            cx.results.add(
+                &name,
+                "P-ECOM/spp",
+                "steps",
+                curve.last().map(|p| p.0).unwrap_or(0.0),
+            );
             curves[mi].1.push(curve);
         }
-        eprintln!("  seed {seed} transfer done ({:.0} s)", t0.elapsed().as_secs_f64());
+        eprintln!(
+            "  seed {seed} transfer done ({:.0} s)",
+            t0.elapsed().as_secs_f64()
+        );
     }
     // Plots.
     let series: Vec<Series> = curves
@@ -590,8 +608,12 @@ fn ecom(cx: &mut Cx) -> Result<String> {
         &[Series::new("DUPN-all", gap_points.clone())],
     )?;
     for (k, v) in &gap_points {
-        cx.results
-            .add("DUPN-all", "attention/gap", &format!("bucket{}", *k as usize), *v);
+        cx.results.add(
+            "DUPN-all",
+            "attention/gap",
+            &format!("bucket{}", *k as usize),
+            *v,
+        );
     }
     Ok(ecom_page(cx, &sizes, &by_type))
 }
@@ -690,9 +712,18 @@ fn ecom_page(cx: &Cx, sizes: &str, by_type: &[Vec<f64>]) -> String {
     let mut loses = Vec::new();
     for (sl, me) in cols {
         let a = mean("DUPN-all", sl, me);
-        for other in ["Wide&Deep", "DUPN-nobp", "DUPN-bplstm", "DUPN-bpatt", "DUPN-single"] {
+        for other in [
+            "Wide&Deep",
+            "DUPN-nobp",
+            "DUPN-bplstm",
+            "DUPN-bpatt",
+            "DUPN-single",
+        ] {
             let b = mean(other, sl, me);
-            let cell = format!("{} vs {other} ({a:.4} vs {b:.4})", sl.trim_start_matches("P-ECOM/"));
+            let cell = format!(
+                "{} vs {other} ({a:.4} vs {b:.4})",
+                sl.trim_start_matches("P-ECOM/")
+            );
             if a > b {
                 beats.push(cell);
             } else {
@@ -793,7 +824,11 @@ fn markdown_rows(r: &Results, rows: &[&str], cols: &[(&str, &str)], digits: usiz
 fn seq(cx: &mut Cx) -> Result<String> {
     let plan = cx.plan.clone();
     let ds = MovieLens100k::load_or_fetch().context("loading ml-100k")?;
-    let models = [("DUPN", "all"), ("mean pooling", "mean"), ("standard LSTM", "lstm")];
+    let models = [
+        ("DUPN", "all"),
+        ("mean pooling", "mean"),
+        ("standard LSTM", "lstm"),
+    ];
     let mut sizes = String::new();
     for &seed in &cx.seeds.clone() {
         let t0 = Instant::now();
@@ -814,7 +849,11 @@ fn seq(cx: &mut Cx) -> Result<String> {
             let cfg = DupnConfig {
                 max_history: plan.seq_history,
                 profile: vec!["user_id".into()],
-                ..plan.dupn.clone().variant(variant).map_err(anyhow::Error::msg)?
+                ..plan
+                    .dupn
+                    .clone()
+                    .variant(variant)
+                    .map_err(anyhow::Error::msg)?
             };
             let mut m = build_dupn(&split.schema, &cfg, &task_refs, plan.lr, seed)?;
             let mut prep = |b: Batch, rng: &mut ChaCha8Rng| -> Result<Batch> {
@@ -837,7 +876,8 @@ fn seq(cx: &mut Cx) -> Result<String> {
                 match t.kind {
                     rec_data::TaskKind::Multiclass { classes } => {
                         let v = precision(&p[k], classes, &test.labels[k])?;
-                        cx.results.add(name, &format!("P-SEQ/{}", t.name), "precision", v);
+                        cx.results
+                            .add(name, &format!("P-SEQ/{}", t.name), "precision", v);
                     }
                     _ if t.name == "next_item" => {
                         let rs = &extras.ranking_test;
@@ -867,8 +907,12 @@ fn seq(cx: &mut Cx) -> Result<String> {
                         cx.results.add(name, sl, "auc", auc);
                         cx.results
                             .add(name, sl, "hr@10", rec_metrics::ranking::hr_at_k(&q, 10)?);
-                        cx.results
-                            .add(name, sl, "ndcg@10", rec_metrics::ranking::ndcg_at_k(&q, 10)?);
+                        cx.results.add(
+                            name,
+                            sl,
+                            "ndcg@10",
+                            rec_metrics::ranking::ndcg_at_k(&q, 10)?,
+                        );
                     }
                     _ => {
                         let v = binary_auc(&p[k], &test.labels[k])?;
@@ -880,7 +924,9 @@ fn seq(cx: &mut Cx) -> Result<String> {
             let rep = m.encode(test, false)?.rep.to_vec2::<f32>()?;
             let u = &extras.users;
             let rows = |sel: &[u32]| -> Vec<Vec<f32>> {
-                sel.iter().map(|&r| rep[u.row[r as usize] as usize].clone()).collect()
+                sel.iter()
+                    .map(|&r| rep[u.row[r as usize] as usize].clone())
+                    .collect()
             };
             let (xtr, xte) = (rows(&u.probe_train), rows(&u.probe_test));
             let lab = |v: &[u32], sel: &[u32]| -> Vec<usize> {
@@ -888,9 +934,13 @@ fn seq(cx: &mut Cx) -> Result<String> {
             };
             let sl = "P-SEQ/user_attributes";
             let g = softmax_probe(&xtr, &lab(&u.gender, &u.probe_train), &xte, 2)?;
-            let gl: Vec<f32> = lab(&u.gender, &u.probe_test).iter().map(|&y| y as f32).collect();
+            let gl: Vec<f32> = lab(&u.gender, &u.probe_test)
+                .iter()
+                .map(|&y| y as f32)
+                .collect();
             let gs: Vec<f32> = g.iter().map(|p| p[1]).collect();
-            cx.results.add(name, sl, "gender_auc", rec_metrics::auc(&gs, &gl)?);
+            cx.results
+                .add(name, sl, "gender_auc", rec_metrics::auc(&gs, &gl)?);
             let acc = |probs: &[Vec<f32>], y: &[usize]| -> f64 {
                 let hits = probs
                     .iter()
@@ -900,12 +950,24 @@ fn seq(cx: &mut Cx) -> Result<String> {
                 hits as f64 / y.len().max(1) as f64
             };
             let a = softmax_probe(&xtr, &lab(&u.age_band, &u.probe_train), &xte, 3)?;
-            cx.results.add(name, sl, "age_acc", acc(&a, &lab(&u.age_band, &u.probe_test)));
+            cx.results.add(
+                name,
+                sl,
+                "age_acc",
+                acc(&a, &lab(&u.age_band, &u.probe_test)),
+            );
             let nocc = u.occupations.len();
             let o = softmax_probe(&xtr, &lab(&u.occupation, &u.probe_train), &xte, nocc)?;
-            cx.results
-                .add(name, sl, "occupation_acc", acc(&o, &lab(&u.occupation, &u.probe_test)));
-            eprintln!("  seed {seed} P-SEQ {name} done ({:.0} s)", t0.elapsed().as_secs_f64());
+            cx.results.add(
+                name,
+                sl,
+                "occupation_acc",
+                acc(&o, &lab(&u.occupation, &u.probe_test)),
+            );
+            eprintln!(
+                "  seed {seed} P-SEQ {name} done ({:.0} s)",
+                t0.elapsed().as_secs_f64()
+            );
         }
     }
     let r = &cx.results;
@@ -966,7 +1028,10 @@ fn softmax_probe(
     test: &[Vec<f32>],
     classes: usize,
 ) -> Result<Vec<Vec<f32>>> {
-    anyhow::ensure!(!x.is_empty() && x.len() == y.len(), "probe needs labelled rows");
+    anyhow::ensure!(
+        !x.is_empty() && x.len() == y.len(),
+        "probe needs labelled rows"
+    );
     let d = x[0].len();
     let n = x.len() as f32;
     let mut mu = vec![0f32; d];
@@ -993,10 +1058,13 @@ fn softmax_probe(
             })
             .collect();
         let m = s.iter().copied().fold(f32::MIN, f32::max);
-        let tot: f32 = s.iter_mut().map(|v| {
-            *v = (*v - m).exp();
-            *v
-        }).sum();
+        let tot: f32 = s
+            .iter_mut()
+            .map(|v| {
+                *v = (*v - m).exp();
+                *v
+            })
+            .sum();
         s.iter().map(|v| v / tot).collect()
     };
     let lr = 0.5f32;
