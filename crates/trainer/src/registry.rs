@@ -126,6 +126,28 @@ pub fn models() -> Vec<Entry> {
             "STAR: star topology with partitioned normalization (scenario-saml)",
             |c| Star::new(c.schema, &params(c, "star")?, c.factory, c.device, c.seed)
         ),
+        base!(
+            "dupn",
+            "DUPN: property-gated LSTM + attention, multi-task heads (Ni et al. 2018)",
+            |c| user_dupn::Dupn::new(
+                c.schema,
+                &params::<user_dupn::DupnConfig>(c, "dupn")?,
+                c.factory,
+                c.device,
+                c.seed
+            )
+        ),
+        base!(
+            "task_widedeep",
+            "Wide & Deep with one output per task, multi-class included (DUPN's baseline)",
+            |c| user_dupn::TaskWideDeep::new(
+                c.schema,
+                &params::<user_dupn::TaskWideDeepConfig>(c, "task_widedeep")?,
+                c.factory,
+                c.device,
+                c.seed
+            )
+        ),
     ]
 }
 

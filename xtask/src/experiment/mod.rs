@@ -7,6 +7,7 @@ use anyhow::Result;
 use clap::Subcommand;
 
 pub mod cel;
+pub mod dupn;
 pub mod saml;
 
 /// The experiment commands.
@@ -18,6 +19,9 @@ pub enum ExperimentCommand {
     /// Multi-scenario: SAML against Shared, Separate, MMoE and STAR on ml-100k P-MS and the
     /// synthetic countries, ablations, learned affinity (writes docs/results/saml.md).
     Saml(saml::SamlArgs),
+    /// Deep User Perception Network: the task table on P-ECOM and P-SEQ, ablations,
+    /// single- vs multi-task, transfer to SPP, attention analysis (writes docs/results/dupn.md).
+    Dupn(dupn::DupnArgs),
 }
 
 /// Runs an experiment command.
@@ -25,5 +29,6 @@ pub fn run(cmd: ExperimentCommand) -> Result<()> {
     match cmd {
         ExperimentCommand::Cel(args) => cel::run(args),
         ExperimentCommand::Saml(args) => saml::run(args),
+        ExperimentCommand::Dupn(args) => dupn::run(args),
     }
 }

@@ -1,0 +1,249 @@
+//! Serving by network disassembly: encode the user once per request, then score many
+//! candidates with the shallow heads.
+//!
+//! [`Dupn::encode_user`] runs the embedding, the gated LSTM and the attention net for one
+//! request and also returns the rep-only task outputs (PPP); [`Dupn::score`] then scores any
+//! number of candidate items with the item head (CTR), reusing the representation's block of the
+//! head's first layer, so a candidate costs one small matrix row instead of a pass over the
+//! history.
+//!
+//! ```no_run
+//! # fn demo(model: &mut user_dupn::Dupn, candidates: &user_dupn::serving::Candidates)
+//! # -> candle_core::Result<()> {
+//! let history: Vec<(&str, &[u32])> = vec![
+//!     ("hist_item_id", &[12, 7, 7]),
+//!     ("hist_behaviour", &[1, 1, 4]),
+//!     // ... every field of the history group
+//! ];
+//! let user = model.encode_user(&history, &[3, 9], &[("user_id", 42), ("age", 2)])?;
+//! let scores = model.score(&user, candidates)?; // one logit per candidate
+//! # let _ = scores; Ok(()) }
+//! ```
+
+use std::sync::Arc;
+
+use candle_core::{DType, Result, Tensor};
+use rec_data::{Batch, Column, FieldKind, TaskKind};
+use rec_nn::embedding::Pooling;
+use rec_nn::embedding::pooling::pooled_lookup;
+use rec_nn::{Ctx, Model};
+
+use crate::model::{Dupn, HeadKind};
+
+/// The encoding of one or more users for serving.
+pub struct UserEncoding {
+    /// The representation `[rep_s; u]`, `[n, rep_width]`.
+    pub rep: Tensor,
+    /// The outputs of the rep-only heads (e.g. PPP), per task: probabilities, `n * classes`
+    /// values (softmax rows) for a multi-class task, `n` values (sigmoid) for a binary one.
+    pub rep_outputs: Vec<(String, Vec<f32>)>,
+}
+
+/// Candidate items: one column per target-side item field (e.g. `item_id`, `brand`, `shop`,
+/// `category`, `tags`), all of the same length.
+#[derive(Debug, Clone)]
+pub struct Candidates {
+    columns: Vec<(String, Column)>,
+    len: usize,
+}
+
+impl Candidates {
+    /// Candidates from named columns (categorical `Column::Ids`, or ragged bags for multi-hot
+    /// fields). Columns of different lengths are an error.
+    pub fn new(columns: Vec<(String, Column)>) -> Result<Self> {
+        let len = columns.first().map_or(0, |(_, c)| c.len());
+        if let Some((n, c)) = columns.iter().find(|(_, c)| c.len() != len) {
+            candle_core::bail!(
+                "candidate column `{n}` has {} rows, the first has {len}",
+                c.len()
+            );
+        }
+        Ok(Self { columns, len })
+    }
+
+    /// Number of candidates.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when there is no candidate.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn column(&self, name: &str) -> Result<&Column> {
+        self.columns
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, c)| c)
+            .ok_or_else(|| candle_core::Error::Msg(format!("candidates lack field `{name}`")))
+    }
+}
+
+impl Dupn {
+    /// A one-row batch holding a request: the history (every field of the history group,
+    /// aligned, oldest first), the query terms and the profile values; other fields are empty
+    /// or 0 and labels are NaN. Unknown or misaligned fields and out-of-vocabulary IDs are
+    /// errors.
+    pub fn request_batch(
+        &self,
+        history: &[(&str, &[u32])],
+        query: &[u32],
+        profile: &[(&str, u32)],
+    ) -> Result<Batch> {
+        let schema = Arc::new(self.schema().clone());
+        let group = &self.config().history_group;
+        for (name, _) in history {
+            match schema.field(name) {
+                Some(f) if f.group.as_deref() == Some(group.as_str()) => {}
+                _ => candle_core::bail!("`{name}` is not a field of the history group `{group}`"),
+            }
+        }
+        for (name, _) in profile {
+            if !self.roles().profile.iter().any(|p| p == name) {
+                candle_core::bail!("`{name}` is not a profile field of this model");
+            }
+        }
+        let mut len = None;
+        let mut b = Batch::empty(schema.clone());
+        for (f, col) in schema.fields.iter().zip(b.columns.iter_mut()) {
+            *col = match f.kind {
+                FieldKind::Categorical => Column::Ids(vec![
+                    profile
+                        .iter()
+                        .find(|(n, _)| *n == f.name)
+                        .map_or(0, |(_, v)| *v),
+                ]),
+                FieldKind::MultiHot => {
+                    let values = if self.roles().query.as_deref() == Some(f.name.as_str()) {
+                        query.to_vec()
+                    } else {
+                        Vec::new()
+                    };
+                    Column::Ragged {
+                        offsets: vec![0, values.len() as u32],
+                        values,
+                    }
+                }
+                FieldKind::Sequence => {
+                    let values = if f.group.as_deref() == Some(group.as_str()) {
+                        let ids = history
+                            .iter()
+                            .find(|(n, _)| *n == f.name)
+                            .map(|(_, v)| v.to_vec())
+                            .ok_or_else(|| {
+                                candle_core::Error::Msg(format!(
+                                    "the history lacks field `{}`",
+                                    f.name
+                                ))
+                            })?;
+                        if *len.get_or_insert(ids.len()) != ids.len() {
+                            candle_core::bail!(
+                                "history field `{}` has {} behaviours, the others {}",
+                                f.name,
+                                ids.len(),
+                                len.unwrap_or(0)
+                            );
+                        }
+                        ids
+                    } else {
+                        Vec::new()
+                    };
+                    Column::Ragged {
+                        offsets: vec![0, values.len() as u32],
+                        values,
+                    }
+                }
+                FieldKind::Dense { dim } => Column::Dense {
+                    values: vec![0.0; dim],
+                    dim,
+                },
+            };
+        }
+        b.labels = vec![vec![f32::NAN]; schema.tasks.len()];
+        b.validate().map_err(candle_core::Error::Msg)?;
+        Ok(b)
+    }
+
+    /// Encodes every request (row) of `batch`: the representation and the rep-only outputs.
+    pub fn encode_requests(&mut self, batch: &Batch) -> Result<UserEncoding> {
+        let rep = self.encode(batch, false)?.rep;
+        let mut ctx = Ctx::eval();
+        let mut rep_outputs = Vec::new();
+        for h in &self.heads {
+            if let HeadKind::Rep(m) = &h.kind {
+                let y = m.forward_parts(&m.rep_part(&rep)?, None, &mut ctx)?;
+                let p = match h.task_kind {
+                    TaskKind::Multiclass { .. } => rec_nn::layers::softmax(&y, 1)?,
+                    TaskKind::Binary => candle_nn::ops::sigmoid(&y)?,
+                    TaskKind::Regression => y,
+                };
+                rep_outputs.push((
+                    h.task.clone(),
+                    p.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?,
+                ));
+            }
+        }
+        Ok(UserEncoding { rep, rep_outputs })
+    }
+
+    /// Encodes one request: the history (every field of the history group, aligned, oldest
+    /// first), the query terms and the profile. Call once per request, then
+    /// [`score`](Self::score) the candidates.
+    pub fn encode_user(
+        &mut self,
+        history: &[(&str, &[u32])],
+        query: &[u32],
+        profile: &[(&str, u32)],
+    ) -> Result<UserEncoding> {
+        let b = self.request_batch(history, query, profile)?;
+        self.encode_requests(&b)
+    }
+
+    /// Scores `candidates` for the first user of `user` with the first item head (CTR on
+    /// P-ECOM): one logit per candidate.
+    pub fn score(&mut self, user: &UserEncoding, candidates: &Candidates) -> Result<Vec<f32>> {
+        let task = self
+            .heads
+            .iter()
+            .find(|h| matches!(h.kind, HeadKind::Item(_)))
+            .map(|h| h.task.clone())
+            .ok_or_else(|| candle_core::Error::Msg("the model has no item head".into()))?;
+        self.score_task(&task, user, candidates)
+    }
+
+    /// Scores `candidates` for the first user of `user` with the item head of `task`.
+    pub fn score_task(
+        &mut self,
+        task: &str,
+        user: &UserEncoding,
+        candidates: &Candidates,
+    ) -> Result<Vec<f32>> {
+        let k = self
+            .heads
+            .iter()
+            .position(|h| h.task == task)
+            .ok_or_else(|| candle_core::Error::Msg(format!("no task `{task}`")))?;
+        if !matches!(self.heads[k].kind, HeadKind::Item(_)) {
+            candle_core::bail!("task `{task}` has no item head");
+        }
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let dev = self.device().clone();
+        let fields = self.roles().item_target.clone();
+        let mut parts = Vec::with_capacity(fields.len());
+        for f in &fields {
+            let col = candidates.column(f)?;
+            let table = self.item_table_mut(f)?;
+            parts.push(pooled_lookup(table, col, Pooling::Mean, false, &dev)?);
+        }
+        let e = Tensor::cat(&parts, 1)?;
+        let HeadKind::Item(m) = &self.heads[k].kind else {
+            unreachable!("checked above")
+        };
+        let rep = user.rep.narrow(0, 0, 1)?;
+        let y = m.forward_parts(&m.rep_part(&rep)?, Some(&e), &mut Ctx::eval())?;
+        y.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()
+    }
+}

@@ -1,0 +1,132 @@
+//! Transferring a trained representation to a new task (the paper's Section 4.4).
+//!
+//! Four ways to add a task (SPP, shop preference, on P-ECOM) to a model trained on others:
+//! - [`TransferMode::Rs`]: retrain a model for the new task alone, from scratch;
+//! - [`TransferMode::Ra`]: retrain with all tasks (the old ones and the new one), from scratch;
+//! - [`TransferMode::Rt`]: keep the trained encoder frozen and train a new shallow head on `rep`
+//!   (build with [`DupnConfig::freeze_encoder`](crate::DupnConfig::freeze_encoder) and load the
+//!   encoder with [`load_matching`]);
+//! - [`TransferMode::Ft`]: load the trained encoder, add a new head, fine-tune everything.
+//!
+//! Loading a trained encoder into a model with different heads is a partial load:
+//! [`load_matching`] copies every variable and table whose name (and shape) the saved state also
+//! has, optionally filtered (e.g. by [`Dupn::is_encoder_part`](crate::Dupn::is_encoder_part)),
+//! and reports what it loaded and what it left at its initial value.
+
+use candle_core::Result;
+use rec_nn::{Model, TensorMap};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// How a new task is added (see the [module documentation](self)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferMode {
+    /// Retrain for the new task alone.
+    Rs,
+    /// Retrain with all tasks.
+    Ra,
+    /// Frozen representation, new head.
+    Rt,
+    /// Fine-tune everything with a new head.
+    Ft,
+}
+
+impl TransferMode {
+    /// All modes, in the paper's order.
+    pub const ALL: [TransferMode; 4] = [
+        TransferMode::Rs,
+        TransferMode::Ra,
+        TransferMode::Rt,
+        TransferMode::Ft,
+    ];
+
+    /// `RS`, `RA`, `RT` or `FT`.
+    pub fn label(self) -> &'static str {
+        match self {
+            TransferMode::Rs => "RS",
+            TransferMode::Ra => "RA",
+            TransferMode::Rt => "RT",
+            TransferMode::Ft => "FT",
+        }
+    }
+
+    /// True when the mode starts from a trained encoder.
+    pub fn warm(self) -> bool {
+        matches!(self, TransferMode::Rt | TransferMode::Ft)
+    }
+}
+
+/// What [`load_matching`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    /// Dense variables and buffers copied.
+    pub vars: Vec<String>,
+    /// Tables restored (parameters and row optimizer state).
+    pub tables: Vec<String>,
+    /// Variables and tables of the model (accepted by the filter) that the saved state lacks;
+    /// they keep their initial values.
+    pub missing: Vec<String>,
+}
+
+/// Copies into `model` every dense variable, buffer and table accepted by `keep` whose name
+/// appears in a saved state (`tensors` and `meta` as written by
+/// [`rec_nn::io::model_state`], possibly of a model with other heads). A variable saved as
+/// trainable may be loaded as a buffer and the other way round (a frozen encoder). Shapes and
+/// table kinds must match; a mismatch is an error naming the variable or table.
+pub fn load_matching(
+    model: &mut dyn Model,
+    tensors: &TensorMap,
+    meta: &Value,
+    keep: impl Fn(&str) -> bool,
+) -> Result<LoadReport> {
+    let mut report = LoadReport::default();
+    let mut vars = model.dense_vars();
+    vars.extend(model.buffers());
+    for (name, var) in vars {
+        if !keep(&name) {
+            continue;
+        }
+        let saved = tensors
+            .get(&format!("dense/{name}"))
+            .or_else(|| tensors.get(&format!("buffer/{name}")));
+        match saved {
+            None => report.missing.push(name),
+            Some(t) => {
+                if t.dims() != var.dims() {
+                    candle_core::bail!(
+                        "variable `{name}`: saved shape {:?}, the model's {:?}",
+                        t.dims(),
+                        var.dims()
+                    );
+                }
+                var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)?;
+                report.vars.push(name);
+            }
+        }
+    }
+    let saved_tables = meta.get("tables").and_then(Value::as_object);
+    for (name, table) in model.tables_mut() {
+        if !keep(&name) {
+            continue;
+        }
+        match saved_tables.and_then(|t| t.get(&name)) {
+            None => report.missing.push(name),
+            Some(entry) => {
+                let kind = rec_nn::io::meta_str(entry, "kind", &name)?;
+                if kind != table.kind() {
+                    candle_core::bail!(
+                        "table `{name}` was saved as `{kind}`, the model has `{}`",
+                        table.kind()
+                    );
+                }
+                let tmeta = entry.get("meta").ok_or_else(|| {
+                    candle_core::Error::Msg(format!("table `{name}` has no metadata"))
+                })?;
+                table.load(&format!("table/{name}/"), tensors, tmeta)?;
+                report.tables.push(name);
+            }
+        }
+    }
+    Ok(report)
+}

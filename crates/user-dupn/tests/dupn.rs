@@ -1,0 +1,410 @@
+//! DUPN end to end on the tiny synthetic preset: wiring (every parameter learns), padding
+//! invariance of the whole model, serving equals the full model, freezing and partial loading,
+//! save/load, and that the model learns.
+
+use std::sync::OnceLock;
+
+use candle_core::{Device, Result};
+use rand::SeedableRng;
+use rec_data::synth::{DupnOptions, DupnSplit, SynthConfig, SynthLog};
+use rec_data::{Batch, BatchIter, Column};
+use rec_nn::embedding::{DefaultTableFactory, EmbeddingTable, TableOptions, TablesConfig};
+use rec_nn::init::Init;
+use rec_nn::optim::{DenseOptimizer, OptimizerConfig};
+use rec_nn::{Ctx, Model, TensorMap};
+use user_dupn::serving::Candidates;
+use user_dupn::transfer::load_matching;
+use user_dupn::{Dupn, DupnConfig, LossWeighting, TaskWideDeep, TaskWideDeepConfig};
+
+fn data() -> &'static DupnSplit {
+    static DATA: OnceLock<DupnSplit> = OnceLock::new();
+    DATA.get_or_init(|| {
+        let log = SynthLog::generate(&SynthConfig::tiny()).unwrap();
+        log.dupn_split(&DupnOptions {
+            max_history: 20,
+            ctr_negative_rate: 0.3,
+            ..DupnOptions::default()
+        })
+    })
+}
+
+fn small_cfg() -> DupnConfig {
+    DupnConfig {
+        item_dim: 8,
+        property_dim: 4,
+        profile_dim: 8,
+        query_dim: 8,
+        context_dim: 8,
+        hidden: 16,
+        attention_hidden: 8,
+        max_history: 20,
+        ..DupnConfig::default()
+    }
+}
+
+fn factory_config(lr: f64) -> TablesConfig {
+    TablesConfig {
+        options: TableOptions::new(
+            Init::Normal {
+                mean: 0.0,
+                std: 0.05,
+            },
+            OptimizerConfig::adagrad(lr),
+        ),
+        ..TablesConfig::default()
+    }
+}
+
+fn build(cfg: &DupnConfig, tasks: &[&str], seed: u64) -> Result<Dupn> {
+    let mut schema = (*data().schema).clone();
+    schema.tasks.retain(|t| tasks.contains(&t.name.as_str()));
+    let mut f = DefaultTableFactory::new(factory_config(0.05), seed, &Device::Cpu);
+    let mut factory = |field: &rec_data::FieldSpec, dim: usize| f.build(field, dim);
+    Dupn::new(&schema, cfg, &mut factory, &Device::Cpu, seed)
+}
+
+/// The rows of `b` with only the labels of `tasks` (in the model's task order).
+fn narrow(b: &Batch, tasks: &[&str]) -> Batch {
+    let mut schema = (*b.schema).clone();
+    let idx: Vec<usize> = schema
+        .tasks
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| tasks.contains(&t.name.as_str()))
+        .map(|(i, _)| i)
+        .collect();
+    schema.tasks = idx.iter().map(|&i| b.schema.tasks[i].clone()).collect();
+    Batch {
+        schema: std::sync::Arc::new(schema),
+        columns: b.columns.clone(),
+        labels: idx.iter().map(|&i| b.labels[i].clone()).collect(),
+        weights: b.weights.clone(),
+        slices: vec![],
+    }
+}
+
+const JOINT: [&str; 4] = ["ctr", "l2r", "ppp", "fifp"];
+
+/// A mixed batch holding samples of every joint task.
+fn mixed_batch(n_per_task: usize) -> Batch {
+    let d = data();
+    let parts: Vec<Batch> = JOINT
+        .iter()
+        .map(|t| {
+            let b = d.train.get(t).unwrap();
+            b.range(0, n_per_task.min(b.len()))
+        })
+        .collect();
+    let refs: Vec<&Batch> = parts.iter().collect();
+    narrow(&rec_data::synth::concat(&refs), &JOINT)
+}
+
+fn table_weights(t: &dyn EmbeddingTable) -> Result<Vec<f32>> {
+    let mut m = TensorMap::new();
+    t.save("", &mut m)?;
+    rec_nn::embedding::rows::host_f32(&m["weight"])
+}
+
+#[test]
+fn every_variant_gives_every_parameter_and_table_a_gradient() -> Result<()> {
+    let b = mixed_batch(24);
+    for variant in ["all", "nobp", "bplstm", "bpatt", "lstm", "mean"] {
+        for weighting in [LossWeighting::Equal, LossWeighting::Uncertainty] {
+            let cfg = DupnConfig {
+                weighting,
+                ..small_cfg().variant(variant).unwrap()
+            };
+            let mut m = build(&cfg, &JOINT, 1)?;
+            let mut ctx = Ctx::new(true, 0, rand_chacha::ChaCha8Rng::seed_from_u64(0));
+            let out = m.forward(&b, &mut ctx)?;
+            assert_eq!(
+                out[2].dims(),
+                &[b.len(), 7],
+                "PPP has one logit per price level"
+            );
+            let loss = m.loss(&b, &out)?;
+            let grads = loss.backward()?;
+            for (name, v) in m.dense_vars() {
+                let g = grads
+                    .get(v.as_tensor())
+                    .unwrap_or_else(|| panic!("{variant}: `{name}` has no gradient"));
+                let s: f32 = g.abs()?.sum_all()?.to_scalar()?;
+                assert!(s > 0.0 && s.is_finite(), "{variant}: `{name}` gradient {s}");
+            }
+            let before: Vec<Vec<f32>> = m
+                .tables()
+                .into_iter()
+                .map(|(_, t)| table_weights(t))
+                .collect::<Result<_>>()?;
+            for (_, t) in m.tables_mut() {
+                t.apply_gradients(&grads)?;
+            }
+            for ((name, t), b) in m.tables().into_iter().zip(before) {
+                assert_ne!(
+                    table_weights(t)?,
+                    b,
+                    "{variant}: table `{name}` did not move"
+                );
+            }
+            let names: Vec<String> = m.tables().into_iter().map(|(n, _)| n).collect();
+            let has_property = names.iter().any(|n| n.starts_with("property."));
+            assert_eq!(has_property, variant != "nobp", "{variant}: {names:?}");
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn padding_and_batch_company_never_change_a_prediction() -> Result<()> {
+    // Each sample predicted alone (padded to its own history) equals its prediction inside a
+    // batch padded to the longest history.
+    let mut m = build(&small_cfg(), &JOINT, 2)?;
+    let b = mixed_batch(6);
+    let together = rec_nn::predict(&mut m, &b)?;
+    for i in 0..b.len() {
+        let alone = rec_nn::predict(&mut m, &b.range(i, i + 1))?;
+        for (t, p) in alone.iter().enumerate() {
+            let w = p.len();
+            for k in 0..w {
+                let a = p[k];
+                let c = together[t][i * w + k];
+                assert!((a - c).abs() < 1e-5, "sample {i} task {t}: {a} vs {c}");
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn serving_scores_equal_the_full_model() -> Result<()> {
+    let mut m = build(&small_cfg(), &JOINT, 3)?;
+    let ctr = &data().test.ctr;
+    // A request with a long history.
+    let hist = ctr.column("hist_item_id").unwrap();
+    let row = (0..ctr.len())
+        .max_by_key(|&i| hist.ragged_row(i).unwrap().len())
+        .unwrap();
+    let req = narrow(&ctr.range(row, row + 1), &JOINT);
+    let s = &req.schema;
+    let field_row = |name: &str| req.column(name).unwrap().ragged_row(0).unwrap().to_vec();
+    let group: Vec<String> = s
+        .fields
+        .iter()
+        .filter(|f| f.group.as_deref() == Some("hist"))
+        .map(|f| f.name.clone())
+        .collect();
+    let values: Vec<Vec<u32>> = group.iter().map(|g| field_row(g)).collect();
+    let history: Vec<(&str, &[u32])> = group
+        .iter()
+        .map(String::as_str)
+        .zip(values.iter().map(Vec::as_slice))
+        .collect();
+    let query = field_row("query");
+    let id = |f: &str| req.ids(f).unwrap()[0];
+    let profile = [
+        ("user_id", id("user_id")),
+        ("age", id("age")),
+        ("gender", id("gender")),
+        ("country", id("country")),
+    ];
+    let user = m.encode_user(&history, &query, &profile)?;
+    // Candidates: the items of the first 40 CTR samples.
+    let k = 40;
+    let cand_rows: Vec<usize> = (0..k).collect();
+    let cands = ctr.gather(&cand_rows);
+    let fields = ["item_id", "brand", "shop", "category", "tags"];
+    let candidates = Candidates::new(
+        fields
+            .iter()
+            .map(|f| (f.to_string(), cands.column(f).unwrap().clone()))
+            .collect(),
+    )?;
+    let fast = m.score(&user, &candidates)?;
+    // The full model on k copies of the request with the candidates' item fields.
+    let mut full = req.gather(&vec![0; k]);
+    for f in fields {
+        let i = full.schema.field_index(f).unwrap();
+        full.columns[i] = cands.column(f).unwrap().clone();
+    }
+    let out = m.forward(&full, &mut Ctx::eval())?;
+    let slow = out[0].to_vec1::<f32>()?;
+    for (a, b) in fast.iter().zip(&slow) {
+        assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+    }
+    // Rep-only outputs (PPP) equal the full model's PPP probabilities.
+    let (task, ppp) = &user.rep_outputs[0];
+    assert_eq!(task, "ppp");
+    let full_ppp = rec_nn::predict(&mut m, &req)?[2].clone();
+    for (a, b) in ppp.iter().zip(&full_ppp) {
+        assert!((a - b).abs() < 1e-5);
+    }
+    // Bad requests are errors, not panics.
+    assert!(m.encode_user(&history[..3], &query, &profile).is_err());
+    let mut short = history.clone();
+    short[0].1 = &short[0].1[1..];
+    assert!(m.encode_user(&short, &query, &profile).is_err());
+    assert!(m.encode_user(&history, &query, &[("shop", 1)]).is_err());
+    assert!(
+        Candidates::new(vec![
+            ("item_id".into(), Column::Ids(vec![1, 2])),
+            ("brand".into(), Column::Ids(vec![1])),
+        ])
+        .is_err()
+    );
+    Ok(())
+}
+
+fn train(m: &mut dyn Model, data: &Batch, steps: usize, lr: f64, seed: u64) -> Result<Vec<f32>> {
+    let mut opt = DenseOptimizer::new(OptimizerConfig::adagrad(lr), m.dense_vars())?;
+    let mut ctx = Ctx::new(true, 0, rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+    let mut losses = Vec::new();
+    let mut epoch = 0;
+    while losses.len() < steps {
+        for b in BatchIter::new(data, 128, seed, epoch, true) {
+            losses.push(rec_nn::train_step(m, &mut opt, &b, &mut ctx)?);
+            if losses.len() >= steps {
+                break;
+            }
+        }
+        epoch += 1;
+    }
+    Ok(losses)
+}
+
+fn auc(m: &mut dyn Model, b: &Batch, task: usize) -> f64 {
+    let p = rec_nn::predict(m, b).unwrap();
+    let y = &b.labels[task];
+    let keep: Vec<usize> = (0..y.len()).filter(|&i| !y[i].is_nan()).collect();
+    let s: Vec<f32> = keep.iter().map(|&i| p[task][i]).collect();
+    let l: Vec<f32> = keep.iter().map(|&i| y[i]).collect();
+    rec_metrics::auc(&s, &l).unwrap()
+}
+
+#[test]
+fn dupn_learns_the_joint_tasks() -> Result<()> {
+    let d = data();
+    let train_b = narrow(&d.train.joint(), &JOINT);
+    let ctr_test = narrow(&d.test.ctr, &JOINT);
+    let fifp_test = narrow(&d.test.fifp, &JOINT);
+    let mut m = build(&small_cfg(), &JOINT, 4)?;
+    let before = auc(&mut m, &ctr_test, 0);
+    let losses = train(&mut m, &train_b, 150, 0.05, 4)?;
+    let head: f32 = losses[..10].iter().sum::<f32>() / 10.0;
+    let tail: f32 = losses[losses.len() - 10..].iter().sum::<f32>() / 10.0;
+    let after = auc(&mut m, &ctr_test, 0);
+    let fifp = auc(&mut m, &fifp_test, 3);
+    assert!(tail < head * 0.9, "loss {head} -> {tail}");
+    assert!(
+        after > 0.62 && after > before + 0.05,
+        "CTR AUC {before} -> {after}"
+    );
+    assert!(fifp > 0.6, "FIFP AUC {fifp}");
+    Ok(())
+}
+
+#[test]
+fn frozen_encoder_stays_put_and_loads_from_a_model_with_other_heads() -> Result<()> {
+    // A trained "joint" model...
+    let d = data();
+    let mut joint = build(&small_cfg(), &JOINT, 5)?;
+    train(&mut joint, &narrow(&d.train.joint(), &JOINT), 5, 0.05, 5)?;
+    let (tensors, meta) = rec_nn::io::model_state(&joint)?;
+    // ...gives its encoder to an SPP model (RT: frozen).
+    let cfg = DupnConfig {
+        freeze_encoder: true,
+        ..small_cfg()
+    };
+    let mut spp = build(&cfg, &["spp"], 6)?;
+    let report = load_matching(&mut spp, &tensors, &meta, Dupn::is_encoder_part)?;
+    assert!(report.missing.is_empty(), "{:?}", report.missing);
+    assert!(report.vars.iter().any(|v| v.starts_with("encoder.lstm")));
+    assert!(report.tables.contains(&"item.item_id".to_string()));
+    assert!(
+        spp.dense_vars()
+            .iter()
+            .all(|(n, _)| n.starts_with("head.spp"))
+    );
+    let probe = narrow(&d.test.spp.range(0, 50), &["spp"]);
+    let rep_joint = joint.encode(&probe, false)?.rep.to_vec2::<f32>()?;
+    let rep_spp = spp.encode(&probe, false)?.rep.to_vec2::<f32>()?;
+    assert_eq!(
+        rep_joint, rep_spp,
+        "the loaded encoder computes the same representation"
+    );
+    // Training the frozen model moves the head only.
+    let head_var = |m: &Dupn| -> Result<Vec<f32>> {
+        m.dense_vars()[0]
+            .1
+            .as_tensor()
+            .flatten_all()?
+            .to_vec1::<f32>()
+    };
+    let head_before = head_var(&spp)?;
+    let spp_train = narrow(&d.train.spp, &["spp"]);
+    train(&mut spp, &spp_train, 5, 0.05, 6)?;
+    assert_eq!(spp.encode(&probe, false)?.rep.to_vec2::<f32>()?, rep_spp);
+    assert_ne!(head_var(&spp)?, head_before);
+    // A frozen model saves its encoder as buffers and loads back exactly.
+    let (t2, m2) = rec_nn::io::model_state(&spp)?;
+    let mut again = build(&cfg, &["spp"], 7)?;
+    rec_nn::io::load_model_state(&mut again, &t2, &m2)?;
+    assert_eq!(again.encode(&probe, false)?.rep.to_vec2::<f32>()?, rep_spp);
+    // A shape mismatch is an error naming the variable.
+    let mut wide = build(
+        &DupnConfig {
+            hidden: 20,
+            ..small_cfg()
+        },
+        &["spp"],
+        8,
+    )?;
+    let e = load_matching(&mut wide, &tensors, &meta, Dupn::is_encoder_part).unwrap_err();
+    assert!(e.to_string().contains("encoder."), "{e}");
+    Ok(())
+}
+
+#[test]
+fn attention_weights_are_a_distribution_over_valid_behaviours() -> Result<()> {
+    let mut m = build(&small_cfg(), &JOINT, 9)?;
+    let b = mixed_batch(10);
+    let (a, mask) = m.attention(&b)?.expect("DUPN has attention");
+    let a = a.to_vec2::<f32>()?;
+    let mask = mask.to_vec2::<f32>()?;
+    for (row, mrow) in a.iter().zip(&mask) {
+        let valid: f32 = mrow.iter().sum();
+        let s: f32 = row.iter().sum();
+        if valid > 0.0 {
+            assert!((s - 1.0).abs() < 1e-5);
+        } else {
+            assert_eq!(s, 0.0);
+        }
+        for (w, v) in row.iter().zip(mrow) {
+            if *v == 0.0 {
+                assert_eq!(*w, 0.0);
+            }
+        }
+    }
+    let mut base = build(&small_cfg().variant("mean").unwrap(), &JOINT, 9)?;
+    assert!(base.attention(&b)?.is_none());
+    Ok(())
+}
+
+#[test]
+fn task_wide_deep_predicts_multiclass_and_learns() -> Result<()> {
+    let d = data();
+    let mut schema = (*d.schema).clone();
+    schema.tasks.retain(|t| t.name == "ppp");
+    let mut f = DefaultTableFactory::new(factory_config(0.05), 1, &Device::Cpu);
+    let mut factory = |field: &rec_data::FieldSpec, dim: usize| f.build(field, dim);
+    let cfg = TaskWideDeepConfig {
+        dim: 8,
+        ..TaskWideDeepConfig::default()
+    };
+    let mut m = TaskWideDeep::new(&schema, &cfg, &mut factory, &Device::Cpu, 1)?;
+    let b = narrow(&d.train.ppp, &["ppp"]);
+    let out = m.forward(&b.range(0, 5), &mut Ctx::eval())?;
+    assert_eq!(out[0].dims(), &[5, 7]);
+    let losses = train(&mut m, &b, 60, 0.05, 1)?;
+    assert!(losses[59] < losses[0], "{losses:?}");
+    Ok(())
+}
