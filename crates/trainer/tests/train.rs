@@ -332,3 +332,40 @@ fn cel_tables_train_and_resume_exactly() {
         "{e}"
     );
 }
+
+/// The shipped DUPN configuration trains through the trainer on the tiny synthetic preset
+/// (every task evaluated), and the daily update warm-starts the next day from it.
+#[test]
+fn dupn_config_trains_and_warm_starts_the_next_day() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/dupn-synth-ecom.toml");
+    let mut cfg = Config::from_file(&path).unwrap();
+    cfg.data.options.insert("preset".into(), "tiny".into());
+    cfg.data.options.insert("users".into(), 200.into());
+    cfg.data.options.insert("days".into(), 4.into());
+    cfg.train.epochs = 1;
+    cfg.train.progress = false;
+    let day1 = tempfile::tempdir().unwrap();
+    cfg.output.dir = Some(day1.path().to_path_buf());
+    let first = rec_trainer::run(&cfg, Start::Fresh).unwrap();
+    assert!(first.steps > 0);
+    for task in ["ctr", "l2r", "fifp"] {
+        let auc = first.test.get_slice(task, "all", "auc").unwrap();
+        assert!(
+            auc.is_finite() && (0.0..=1.0).contains(&auc),
+            "{task}: {auc}"
+        );
+    }
+
+    let mut next = cfg.clone();
+    next.data.options.insert("days".into(), 5.into());
+    let day2 = tempfile::tempdir().unwrap();
+    next.output.dir = Some(day2.path().to_path_buf());
+    let ckpt = rec_trainer::checkpoint::resolve_pointer(&day1.path().join("checkpoints"), "latest")
+        .unwrap()
+        .unwrap();
+    let second = rec_trainer::run(&next, Start::WarmStart(ckpt)).unwrap();
+    // Starting from yesterday's model, the first epoch's loss is below yesterday's first.
+    let (a, b) = (first.history[0].train_loss, second.history[0].train_loss);
+    assert!(b.is_finite() && b < a, "warm start {b} vs fresh {a}");
+}
