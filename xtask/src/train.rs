@@ -81,8 +81,8 @@ pub fn quickstart_config() -> Config {
 /// at most 50 clusters each.
 pub fn quickstart_cel(cfg: &Config) -> Config {
     let mut c = cfg.clone();
-    let table: toml::Table = toml::from_str("kind = \"cel\"\nmax_clusters = 50\n")
-        .expect("valid table");
+    let table: toml::Table =
+        toml::from_str("kind = \"cel\"\nmax_clusters = 50\n").expect("valid table");
     for f in ["user_id", "item_id"] {
         c.embeddings.fields.insert(f.into(), table.clone());
     }
@@ -93,7 +93,10 @@ pub fn quickstart_cel(cfg: &Config) -> Config {
 /// cold users and cold items, with the bytes of the user and item tables.
 fn quickstart(args: &TrainArgs, cfg: Config) -> Result<()> {
     let cel = quickstart_cel(&cfg);
-    let root = args.out.clone().unwrap_or_else(|| PathBuf::from("runs/quickstart"));
+    let root = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs/quickstart"));
     eprintln!(
         "quickstart: {} on {} ({}, task like), seed {}, full tables vs CEL user and item tables; \
          see `cargo xtask train --help` for options",
@@ -120,9 +123,19 @@ fn quickstart(args: &TrainArgs, cfg: Config) -> Result<()> {
             .map(|(_, t)| t.bytes())
             .sum();
         let auc = |s: &str| out.test.get_slice("like", s, "auc").unwrap_or(f64::NAN);
-        rows.push((name, auc("all"), auc("cold_users"), auc("cold_items"), bytes, out.run_dir));
+        rows.push((
+            name,
+            auc("all"),
+            auc("cold_users"),
+            auc("cold_items"),
+            bytes,
+            out.run_dir,
+        ));
     }
-    println!("\nDeepFM on MovieLens-100k P-COLD, test AUC (seed {}):", split.seed);
+    println!(
+        "\nDeepFM on MovieLens-100k P-COLD, test AUC (seed {}):",
+        split.seed
+    );
     println!(
         "{:<6} {:>9} {:>11} {:>11} {:>17}",
         "tables", "AUC all", "cold users", "cold items", "user+item bytes"

@@ -236,7 +236,9 @@ fn sized_table(
             let top = ((budget / 2.0) / per_top as f64).floor() as usize;
             let rows = ((budget - (top * per_top) as f64) / row as f64).floor() as usize;
             (rows >= 1).then(|| {
-                tbl(&format!("kind = \"frequency\"\ntop_k = {top}\nrows = {rows}\n"))
+                tbl(&format!(
+                    "kind = \"frequency\"\ntop_k = {top}\nrows = {rows}\n"
+                ))
             })
         }
         _ => None,
@@ -296,8 +298,20 @@ impl Ctx2 {
             None => "–".into(),
         }
     }
-    fn plot(&self, file: &str, title: &str, x: &str, y: &str, log_x: bool, series: &[Series]) -> Result<()> {
-        let series: Vec<Series> = series.iter().filter(|s| !s.points.is_empty()).cloned().collect();
+    fn plot(
+        &self,
+        file: &str,
+        title: &str,
+        x: &str,
+        y: &str,
+        log_x: bool,
+        series: &[Series],
+    ) -> Result<()> {
+        let series: Vec<Series> = series
+            .iter()
+            .filter(|s| !s.points.is_empty())
+            .cloned()
+            .collect();
         if series.is_empty() {
             return Ok(());
         }
@@ -355,7 +369,11 @@ fn deepfm_spec(quick: bool, dim: usize) -> Spec {
 /// Runs `cargo xtask experiment cel`.
 pub fn run(args: CelArgs) -> Result<()> {
     for s in &args.only {
-        anyhow::ensure!(SECTIONS.contains(&s.as_str()), "unknown section `{s}` ({})", SECTIONS.join(", "));
+        anyhow::ensure!(
+            SECTIONS.contains(&s.as_str()),
+            "unknown section `{s}` ({})",
+            SECTIONS.join(", ")
+        );
     }
     let n = args.seeds.unwrap_or(if args.quick { 1 } else { 3 });
     std::fs::create_dir_all(&args.out)
@@ -420,13 +438,17 @@ pub fn run(args: CelArgs) -> Result<()> {
         let md = args.out.join(format!("cel.{name}.md"));
         let js = args.out.join(format!("cel.{name}.json"));
         if !(md.exists() && js.exists()) {
-            let _ = writeln!(page, "## Section `{name}`\n\nNot run yet (`cargo xtask experiment cel --only {name}`).\n");
+            let _ = writeln!(
+                page,
+                "## Section `{name}`\n\nNot run yet (`cargo xtask experiment cel --only {name}`).\n"
+            );
             continue;
         }
         page.push_str(&std::fs::read_to_string(&md)?);
         page.push('\n');
-        let t: rec_trainer::experiment::Table = serde_json::from_str(&std::fs::read_to_string(&js)?)
-            .with_context(|| format!("unreadable {}", js.display()))?;
+        let t: rec_trainer::experiment::Table =
+            serde_json::from_str(&std::fs::read_to_string(&js)?)
+                .with_context(|| format!("unreadable {}", js.display()))?;
         for (m, slices) in t {
             for (sl, metrics) in slices {
                 for (k, st) in metrics {
@@ -437,6 +459,24 @@ pub fn run(args: CelArgs) -> Result<()> {
             }
         }
     }
+    // Step-cost figures of the criterion benchmark, written next to the fragments by hand
+    // from `cargo bench -p rec-benches --bench cel` (see docs/cel.md).
+    let bench = args.out.join("cel.bench.md");
+    if bench.exists() {
+        page.push_str(&std::fs::read_to_string(&bench)?);
+        page.push('\n');
+    }
+    // Every claim line, collected at the top.
+    let claims: Vec<&str> = page.lines().filter(|l| l.contains("**Claim")).collect();
+    let summary = format!(
+        "## Claims at a glance\n\n{}\n\n",
+        claims
+            .iter()
+            .map(|l| format!("- {}", l.trim_start_matches("- ").trim()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let page = page.replacen(PAGE_HEAD, &format!("{PAGE_HEAD}{summary}"), 1);
     rec_nn::io::write_atomic(&args.out.join("cel.md"), page.as_bytes())?;
     eprintln!("wrote {}", args.out.join("cel.md").display());
     if args.json {
@@ -460,8 +500,16 @@ fn rating(cx: &mut Ctx2) -> Result<String> {
     eprintln!("[rating] P-RATING, NMF d=64: memory vs MSE");
     let ds = ml100k()?;
     let base = nmf_spec(cx.quick);
-    let ratios: Vec<f64> = if cx.quick { vec![30.0] } else { vec![10.0, 30.0, 100.0] };
-    let grid: Vec<f64> = if cx.quick { vec![1e-4] } else { vec![3e-5, 1e-4, 3e-4, 1e-3] };
+    let ratios: Vec<f64> = if cx.quick {
+        vec![30.0]
+    } else {
+        vec![10.0, 30.0, 100.0]
+    };
+    let grid: Vec<f64> = if cx.quick {
+        vec![1e-4]
+    } else {
+        vec![3e-5, 1e-4, 3e-4, 1e-3]
+    };
     let methods = ["cel", "hashed", "qr", "frequency"];
     let fields = ["user_id", "item_id"];
     let mut tuned: Vec<(f64, Vec<(u64, RunOut)>)> = Vec::new();
@@ -484,7 +532,10 @@ fn rating(cx: &mut Ctx2) -> Result<String> {
             for m in methods {
                 let tables: Option<Vec<(String, toml::Table)>> = fields
                     .iter()
-                    .map(|f| sized_table(m, vocab(&split, f), &[64], ratio, 0, 5).map(|t| (f.to_string(), t)))
+                    .map(|f| {
+                        sized_table(m, vocab(&split, f), &[64], ratio, 0, 5)
+                            .map(|t| (f.to_string(), t))
+                    })
                     .collect();
                 let Some(tables) = tables else {
                     eprintln!("  {m} cannot be {ratio}x smaller");
@@ -493,7 +544,11 @@ fn rating(cx: &mut Ctx2) -> Result<String> {
                 let mut s = base.clone();
                 s.tables = tables;
                 let r = fit(&s, &split, seed)?;
-                cx.log(&format!("{m} {ratio}x seed {seed} (ratio {:.1})", r.ratio(&fields)), &r, "mse");
+                cx.log(
+                    &format!("{m} {ratio}x seed {seed} (ratio {:.1})", r.ratio(&fields)),
+                    &r,
+                    "mse",
+                );
                 add(cx, &format!("rating/{m} {ratio}x"), &r, &fields);
                 if m == "cel" && seed == cx.seeds[0] {
                     describe_cel(cx, &format!("rating/{m} {ratio}x"), r.model.as_ref());
@@ -505,7 +560,11 @@ fn rating(cx: &mut Ctx2) -> Result<String> {
     let best = tuned
         .iter()
         .min_by(|a, b| {
-            let m = |v: &Vec<(u64, RunOut)>| v.iter().map(|(_, r)| r.valid.get(None, "mse").unwrap()).sum::<f64>();
+            let m = |v: &Vec<(u64, RunOut)>| {
+                v.iter()
+                    .map(|(_, r)| r.valid.get(None, "mse").unwrap())
+                    .sum::<f64>()
+            };
             m(&a.1).total_cmp(&m(&b.1))
         })
         .context("no L2 grid")?;
@@ -513,7 +572,9 @@ fn rating(cx: &mut Ctx2) -> Result<String> {
     for (_, r) in &best.1 {
         add(cx, &tuned_name, r, &fields);
     }
-    let mut md = String::from("## P-RATING: test MSE against memory (NMF, d = 64, users and items compressed)\n\n");
+    let mut md = String::from(
+        "## P-RATING: test MSE against memory (NMF, d = 64, users and items compressed)\n\n",
+    );
     let _ = writeln!(
         md,
         "Protocol P-RATING (random 80/10/10, early stopping on validation MSE). NMF without biases, \
@@ -532,7 +593,11 @@ fn rating(cx: &mut Ctx2) -> Result<String> {
     }
     for m in &rows {
         if cx.results.stat(m, "all", "mse").is_none() {
-            let _ = writeln!(md, "| {} | not reachable | – | – |", m.trim_start_matches("rating/"));
+            let _ = writeln!(
+                md,
+                "| {} | not reachable | – | – |",
+                m.trim_start_matches("rating/")
+            );
             continue;
         }
         let _ = writeln!(
@@ -575,11 +640,24 @@ fn rating(cx: &mut Ctx2) -> Result<String> {
             )
         })
         .chain([
-            Series::new("full (tuned L2)", vec![(1.0, full), (ratios[ratios.len() - 1], full)]),
-            Series::new("full (no L2)", vec![(1.0, untuned), (ratios[ratios.len() - 1], untuned)]),
+            Series::new(
+                "full (tuned L2)",
+                vec![(1.0, full), (ratios[ratios.len() - 1], full)],
+            ),
+            Series::new(
+                "full (no L2)",
+                vec![(1.0, untuned), (ratios[ratios.len() - 1], untuned)],
+            ),
         ])
         .collect();
-    cx.plot("cel_rating_memory.png", "P-RATING: test MSE vs memory ratio (NMF)", "memory ratio (x smaller)", "test MSE", true, &series)?;
+    cx.plot(
+        "cel_rating_memory.png",
+        "P-RATING: test MSE vs memory ratio (NMF)",
+        "memory ratio (x smaller)",
+        "test MSE",
+        true,
+        &series,
+    )?;
     md.push_str("\n![P-RATING MSE vs memory](cel_rating_memory.png)\n");
     Ok(md)
 }
@@ -588,7 +666,11 @@ fn add(cx: &mut Ctx2, name: &str, r: &RunOut, fields: &[&str]) {
     cx.results.add_evaluation(name, &r.test);
     for (task, report) in &r.valid.tasks {
         for (metric, &v) in &report.slices["all"].metrics {
-            let key = if r.valid.tasks.len() == 1 { "valid".to_string() } else { format!("{task}/valid") };
+            let key = if r.valid.tasks.len() == 1 {
+                "valid".to_string()
+            } else {
+                format!("{task}/valid")
+            };
             cx.results.add(name, &key, metric, v);
         }
     }
@@ -628,12 +710,16 @@ fn authors(cx: &mut Ctx2) -> Result<String> {
     for &seed in &cx.seeds.clone() {
         let s = ds.protocol(Protocol::Rating, seed)?;
         let test = concat(&s.valid, &s.test)?;
-        // The protocol has no validation set: early stopping watches the last eighth of the
-        // (already shuffled) 80%, and the model trains on the rest; the 20% is only scored.
-        let cut = s.train.len() * 7 / 8;
+        // The protocol has no validation set: early stopping watches a random eighth of the
+        // 80% (seeded), and the model trains on the rest; the 20% is only scored.
+        let [tr, va, _] = rec_data::split::random_split(
+            s.train.len(),
+            mix_seed(seed, 0xA07),
+            [0.875, 0.125, 0.0],
+        );
         let split = Split {
-            valid: s.train.range(cut, s.train.len()),
-            train: s.train.range(0, cut),
+            valid: s.train.gather(&va),
+            train: s.train.gather(&tr),
             test,
             ..s
         };
@@ -641,7 +727,12 @@ fn authors(cx: &mut Ctx2) -> Result<String> {
         c.tables = vec![("item_id".into(), cel_table(50, 0, 10))];
         let r = fit(&c, &split, seed)?;
         cx.log(&format!("CEL 50 item clusters seed {seed}"), &r, "mse");
-        add(cx, "authors/cel (50 item clusters, centroid only)", &r, &["item_id"]);
+        add(
+            cx,
+            "authors/cel (50 item clusters, centroid only)",
+            &r,
+            &["item_id"],
+        );
         if seed == cx.seeds[0] {
             describe_cel(cx, "authors/cel", r.model.as_ref());
         }
@@ -653,25 +744,46 @@ fn authors(cx: &mut Ctx2) -> Result<String> {
     let _ = writeln!(
         md,
         "NMF (d = 64, no biases, non-negative factors), items in at most 50 clusters (users keep \
-         full rows), mini-batch training (batch 1024, lazy Adam lr 0.005) on 7/8 of the 80%, \
+         full rows), mini-batch training (batch 1024, lazy Adam lr 0.005) on a random 7/8 of the 80%, \
          early stopping (patience 3) on the other 1/8; test = the 20% (P-RATING's validation \
          and test parts together), never seen before scoring. The CEL number is the \
          centroid-only model (no personalization phase).\n"
     );
     md.push_str("| model | item-table ratio | MSE on the 20% |\n|---|---|---|\n");
-    for m in ["authors/cel (50 item clusters, centroid only)", "authors/full"] {
-        let _ = writeln!(md, "| {} | {} | {} |", m.trim_start_matches("authors/"), cx.cell(m, "all", "ratio", 1), cx.cell(m, "all", "mse", 4));
+    for m in [
+        "authors/cel (50 item clusters, centroid only)",
+        "authors/full",
+    ] {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} |",
+            m.trim_start_matches("authors/"),
+            cx.cell(m, "all", "ratio", 1),
+            cx.cell(m, "all", "mse", 4)
+        );
     }
     md.push_str(REFERENCE_NOTE);
-    let c = cx.mean("authors/cel (50 item clusters, centroid only)", "all", "mse");
+    let c = cx.mean(
+        "authors/cel (50 item clusters, centroid only)",
+        "all",
+        "mse",
+    );
     let _ = writeln!(
         md,
         "\n**Claim (CEL's centroid-only MSE at or below the authors' code)**: ours {c:.4} vs \
          theirs {REFERENCE_CENTROID_MSE:.4} at the end of their clustered phase: **{}**; against \
          the best centroid-only figure anywhere in their run ({REFERENCE_BEST_CENTROID_MSE:.4}): \
          **{}**.",
-        if c <= REFERENCE_CENTROID_MSE { "holds" } else { "does not hold" },
-        if c <= REFERENCE_BEST_CENTROID_MSE { "holds" } else { "does not hold" }
+        if c <= REFERENCE_CENTROID_MSE {
+            "holds"
+        } else {
+            "does not hold"
+        },
+        if c <= REFERENCE_BEST_CENTROID_MSE {
+            "holds"
+        } else {
+            "does not hold"
+        }
     );
     Ok(md)
 }
@@ -704,8 +816,17 @@ fn cold(cx: &mut Ctx2) -> Result<String> {
     let k = 50;
     for &seed in &cx.seeds.clone() {
         let split = ds.protocol(Protocol::Cold, seed)?;
-        for (name, spec, fields) in [("deepfm", &dfm, vec!["user_id", "item_id"]), ("nmf", &nmf, vec!["user_id", "item_id"])] {
-            let tasks: Vec<&str> = spec.tasks.as_ref().unwrap().iter().map(String::as_str).collect();
+        for (name, spec, fields) in [
+            ("deepfm", &dfm, vec!["user_id", "item_id"]),
+            ("nmf", &nmf, vec!["user_id", "item_id"]),
+        ] {
+            let tasks: Vec<&str> = spec
+                .tasks
+                .as_ref()
+                .unwrap()
+                .iter()
+                .map(String::as_str)
+                .collect();
             let sp = split.with_tasks(&tasks).map_err(anyhow::Error::msg)?;
             let metric = if name == "deepfm" { "auc" } else { "mse" };
             let mut s = spec.clone();
@@ -713,7 +834,10 @@ fn cold(cx: &mut Ctx2) -> Result<String> {
             let r = fit(&s, &sp, seed)?;
             cx.log(&format!("{name} full seed {seed}"), &r, metric);
             add(cx, &format!("cold/{name} full"), &r, &fields);
-            s.tables = fields.iter().map(|f| (f.to_string(), cel_table(k, 4, 10))).collect();
+            s.tables = fields
+                .iter()
+                .map(|f| (f.to_string(), cel_table(k, 4, 10)))
+                .collect();
             let r = fit(&s, &sp, seed)?;
             cx.log(&format!("{name} cel seed {seed}"), &r, metric);
             add(cx, &format!("cold/{name} cel"), &r, &fields);
@@ -728,11 +852,20 @@ fn cold(cx: &mut Ctx2) -> Result<String> {
          4 candidates), against full tables; early stopping on validation (warm users only).\n"
     );
     for (name, metric) in [("deepfm", "auc"), ("nmf", "mse")] {
-        let _ = writeln!(md, "| {name} | {} |\n|---|---|---|---|---|---|", slices.map(|s| format!("{metric} {s}")).join(" | "));
+        let _ = writeln!(
+            md,
+            "| {name} | {} |\n|---|---|---|---|---|---|",
+            slices.map(|s| format!("{metric} {s}")).join(" | ")
+        );
         for v in ["full", "cel"] {
             let m = format!("cold/{name} {v}");
             let cells: Vec<String> = slices.iter().map(|s| cx.cell(&m, s, metric, 4)).collect();
-            let _ = writeln!(md, "| {v} (ratio {}) | {} |", cx.cell(&m, "all", "ratio", 1), cells.join(" | "));
+            let _ = writeln!(
+                md,
+                "| {v} (ratio {}) | {} |",
+                cx.cell(&m, "all", "ratio", 1),
+                cells.join(" | ")
+            );
         }
         md.push('\n');
         for s in ["cold_users", "cold_items"] {
@@ -753,11 +886,22 @@ fn cold(cx: &mut Ctx2) -> Result<String> {
             let m = format!("cold/{name} {v}");
             series.push(Series::new(
                 format!("{name} {v}"),
-                slices.iter().enumerate().map(|(i, s)| (i as f64 + 1.0, cx.mean(&m, s, metric))).collect(),
+                slices
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (i as f64 + 1.0, cx.mean(&m, s, metric)))
+                    .collect(),
             ));
         }
     }
-    cx.plot("cel_cold.png", "P-COLD AUC by slice: 1 all, 2 cold users, 3 cold items, 4 warm", "slice", "test AUC (DeepFM)", false, &series)?;
+    cx.plot(
+        "cel_cold.png",
+        "P-COLD AUC by slice: 1 all, 2 cold users, 3 cold items, 4 warm",
+        "slice",
+        "test AUC (DeepFM)",
+        false,
+        &series,
+    )?;
     md.push_str("![P-COLD AUC by slice](cel_cold.png)\n");
     Ok(md)
 }
@@ -771,7 +915,11 @@ fn ctr(cx: &mut Ctx2) -> Result<String> {
     let mut base = deepfm_spec(cx.quick, dim);
     base.epochs = base.epochs.min(6);
     base.patience = 1;
-    let ratios: Vec<f64> = if cx.quick { vec![10.0] } else { vec![10.0, 30.0, 100.0] };
+    let ratios: Vec<f64> = if cx.quick {
+        vec![10.0]
+    } else {
+        vec![10.0, 30.0, 100.0]
+    };
     let methods = ["cel", "hashed", "qr", "frequency"];
     let fields = ["user_id", "item_id"];
     for &seed in &cx.seeds.clone() {
@@ -784,7 +932,10 @@ fn ctr(cx: &mut Ctx2) -> Result<String> {
                 // The field's tables: the d-wide embedding and the 1-wide first-order term.
                 let tables: Option<Vec<(String, toml::Table)>> = fields
                     .iter()
-                    .map(|f| sized_table(m, vocab(&split, f), &[dim, 1], ratio, 4, 2).map(|t| (f.to_string(), t)))
+                    .map(|f| {
+                        sized_table(m, vocab(&split, f), &[dim, 1], ratio, 4, 2)
+                            .map(|t| (f.to_string(), t))
+                    })
                     .collect();
                 let Some(tables) = tables else {
                     eprintln!("  {m} cannot be {ratio}x smaller");
@@ -793,7 +944,11 @@ fn ctr(cx: &mut Ctx2) -> Result<String> {
                 let mut s = base.clone();
                 s.tables = tables;
                 let r = fit(&s, &split, seed)?;
-                cx.log(&format!("{m} {ratio}x seed {seed} (ratio {:.1})", r.ratio(&fields)), &r, "auc");
+                cx.log(
+                    &format!("{m} {ratio}x seed {seed} (ratio {:.1})", r.ratio(&fields)),
+                    &r,
+                    "auc",
+                );
                 add(cx, &format!("ctr/{m} {ratio}x"), &r, &fields);
             }
         }
@@ -808,15 +963,28 @@ fn ctr(cx: &mut Ctx2) -> Result<String> {
          2 sqrt(n) rows. CEL: exact reassignment among 4 candidates, a split every 2 steps (the \
          clusters stop growing at early stopping; the ratio column is measured).\n"
     );
-    md.push_str("| table | target | memory ratio | test AUC | test logloss |\n|---|---|---|---|---|\n");
-    let _ = writeln!(md, "| full | 1x | 1.0 | {} | {} |", cx.cell("ctr/full", "all", "auc", 4), cx.cell("ctr/full", "all", "logloss", 4));
+    md.push_str(
+        "| table | target | memory ratio | test AUC | test logloss |\n|---|---|---|---|---|\n",
+    );
+    let _ = writeln!(
+        md,
+        "| full | 1x | 1.0 | {} | {} |",
+        cx.cell("ctr/full", "all", "auc", 4),
+        cx.cell("ctr/full", "all", "logloss", 4)
+    );
     for &ratio in &ratios {
         for m in methods {
             let k = format!("ctr/{m} {ratio}x");
             if cx.results.stat(&k, "all", "auc").is_none() {
                 let _ = writeln!(md, "| {m} | {ratio}x | not reachable | – | – |");
             } else {
-                let _ = writeln!(md, "| {m} | {ratio}x | {} | {} | {} |", cx.cell(&k, "all", "ratio", 1), cx.cell(&k, "all", "auc", 4), cx.cell(&k, "all", "logloss", 4));
+                let _ = writeln!(
+                    md,
+                    "| {m} | {ratio}x | {} | {} | {} |",
+                    cx.cell(&k, "all", "ratio", 1),
+                    cx.cell(&k, "all", "auc", 4),
+                    cx.cell(&k, "all", "logloss", 4)
+                );
             }
         }
     }
@@ -824,15 +992,28 @@ fn ctr(cx: &mut Ctx2) -> Result<String> {
         let c = cx.mean(&format!("ctr/cel {ratio}x"), "all", "auc");
         let others: Vec<(String, f64)> = methods[1..]
             .iter()
-            .map(|m| (m.to_string(), cx.mean(&format!("ctr/{m} {ratio}x"), "all", "auc")))
+            .map(|m| {
+                (
+                    m.to_string(),
+                    cx.mean(&format!("ctr/{m} {ratio}x"), "all", "auc"),
+                )
+            })
             .filter(|(_, v)| v.is_finite())
             .collect();
         let beats = others.iter().all(|(_, v)| c > *v);
         let _ = writeln!(
             md,
             "\n- **Claim (CEL beats hashed, QR and frequency at {ratio}x)**: CEL {c:.4}; {}: **{}**.",
-            others.iter().map(|(m, v)| format!("{m} {v:.4}")).collect::<Vec<_>>().join(", "),
-            if c.is_finite() && beats { "holds" } else { "does not hold" }
+            others
+                .iter()
+                .map(|(m, v)| format!("{m} {v:.4}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            if c.is_finite() && beats {
+                "holds"
+            } else {
+                "does not hold"
+            }
         );
     }
     let series: Vec<Series> = methods
@@ -851,9 +1032,22 @@ fn ctr(cx: &mut Ctx2) -> Result<String> {
                     .collect(),
             )
         })
-        .chain([Series::new("full", vec![(1.0, cx.mean("ctr/full", "all", "auc")), (ratios[ratios.len() - 1], cx.mean("ctr/full", "all", "auc"))])])
+        .chain([Series::new(
+            "full",
+            vec![
+                (1.0, cx.mean("ctr/full", "all", "auc")),
+                (ratios[ratios.len() - 1], cx.mean("ctr/full", "all", "auc")),
+            ],
+        )])
         .collect();
-    cx.plot("cel_ctr_memory.png", "P-CTR: test AUC vs memory ratio (DeepFM)", "memory ratio (x smaller)", "test AUC", true, &series)?;
+    cx.plot(
+        "cel_ctr_memory.png",
+        "P-CTR: test AUC vs memory ratio (DeepFM)",
+        "memory ratio (x smaller)",
+        "test AUC",
+        true,
+        &series,
+    )?;
     md.push_str("\n![P-CTR AUC vs memory](cel_ctr_memory.png)\n");
     Ok(md)
 }
@@ -863,7 +1057,11 @@ fn ctr(cx: &mut Ctx2) -> Result<String> {
 fn planted(cx: &mut Ctx2) -> Result<String> {
     eprintln!("[planted] identifiability on R = U (C S)");
     let truth_k = 10usize;
-    let ks: Vec<usize> = if cx.quick { vec![5, 10, 20] } else { vec![2, 4, 6, 8, 10, 12, 15, 20, 30, 40] };
+    let ks: Vec<usize> = if cx.quick {
+        vec![5, 10, 20]
+    } else {
+        vec![2, 4, 6, 8, 10, 12, 15, 20, 30, 40]
+    };
     let mut spec = nmf_spec(cx.quick);
     spec.params.insert("dim".into(), 8.into());
     spec.sparse = OptimizerConfig::adam(0.01);
@@ -902,7 +1100,12 @@ fn planted(cx: &mut Ctx2) -> Result<String> {
             );
             let name = format!("planted/cel k={k}");
             cx.results.add_evaluation(&name, &r.test);
-            cx.results.add(&name, "valid", "mse", r.valid.get(None, "mse").unwrap_or(f64::NAN));
+            cx.results.add(
+                &name,
+                "valid",
+                "mse",
+                r.valid.get(None, "mse").unwrap_or(f64::NAN),
+            );
             cx.results.add(&name, "all", "ari", ari);
             if k == truth_k && confusion.is_none() {
                 let kk = t.num_clusters();
@@ -927,12 +1130,21 @@ fn planted(cx: &mut Ctx2) -> Result<String> {
     md.push_str("| max clusters k | valid MSE | test MSE | ARI |\n|---|---|---|---|\n");
     for &k in &ks {
         let m = format!("planted/cel k={k}");
-        let _ = writeln!(md, "| {k} | {} | {} | {} |", cx.cell(&m, "valid", "mse", 4), cx.cell(&m, "all", "mse", 4), cx.cell(&m, "all", "ari", 3));
+        let _ = writeln!(
+            md,
+            "| {k} | {} | {} | {} |",
+            cx.cell(&m, "valid", "mse", 4),
+            cx.cell(&m, "all", "mse", 4),
+            cx.cell(&m, "all", "ari", 3)
+        );
     }
     let ari = cx.mean(&format!("planted/cel k={truth_k}"), "all", "ari");
     let best_k = ks
         .iter()
-        .min_by(|&&a, &&b| cx.mean(&format!("planted/cel k={a}"), "valid", "mse").total_cmp(&cx.mean(&format!("planted/cel k={b}"), "valid", "mse")))
+        .min_by(|&&a, &&b| {
+            cx.mean(&format!("planted/cel k={a}"), "valid", "mse")
+                .total_cmp(&cx.mean(&format!("planted/cel k={b}"), "valid", "mse"))
+        })
         .copied()
         .unwrap_or(0);
     let within = (best_k as f64 - truth_k as f64).abs() <= 0.25 * truth_k as f64;
@@ -946,14 +1158,34 @@ fn planted(cx: &mut Ctx2) -> Result<String> {
     );
     let series = vec![Series::new(
         "CEL (NMF)",
-        ks.iter().map(|&k| (k as f64, cx.mean(&format!("planted/cel k={k}"), "valid", "mse"))).collect(),
+        ks.iter()
+            .map(|&k| {
+                (
+                    k as f64,
+                    cx.mean(&format!("planted/cel k={k}"), "valid", "mse"),
+                )
+            })
+            .collect(),
     )];
-    cx.plot("cel_planted_loss.png", "Planted clusters: validation MSE vs number of clusters", "max clusters k (planted: 10)", "validation MSE", false, &series)?;
+    cx.plot(
+        "cel_planted_loss.png",
+        "Planted clusters: validation MSE vs number of clusters",
+        "max clusters k (planted: 10)",
+        "validation MSE",
+        false,
+        &series,
+    )?;
     md.push_str("\n![validation MSE vs clusters](cel_planted_loss.png)\n");
     if let Some(m) = confusion {
         let rows: Vec<String> = (0..m.len()).map(|i| format!("planted {i}")).collect();
         let cols: Vec<String> = (0..m[0].len()).map(|j| format!("{j}")).collect();
-        heat_map(&cx.out.join("cel_planted_confusion.png"), "Items: planted cluster (rows) vs learned cluster (columns), seed 1", &rows, &cols, &m)?;
+        heat_map(
+            &cx.out.join("cel_planted_confusion.png"),
+            "Items: planted cluster (rows) vs learned cluster (columns), seed 1",
+            &rows,
+            &cols,
+            &m,
+        )?;
         md.push_str("\n![planted vs learned clusters](cel_planted_confusion.png)\n");
     }
     Ok(md)
@@ -967,7 +1199,10 @@ fn lite(cx: &mut Ctx2) -> Result<String> {
     let fields = ["user_id", "item_id"];
     let k = 50;
     let mut offline = deepfm_spec(cx.quick, 16);
-    offline.tables = fields.iter().map(|f| (f.to_string(), cel_table(k, 4, 10))).collect();
+    offline.tables = fields
+        .iter()
+        .map(|f| (f.to_string(), cel_table(k, 4, 10)))
+        .collect();
     let mut stream = deepfm_spec(cx.quick, 16);
     stream.batch = 256;
     stream.epochs = 1;
@@ -975,7 +1210,10 @@ fn lite(cx: &mut Ctx2) -> Result<String> {
     let lite_t = tbl(&format!(
         "kind = \"cel\"\nmode = \"lite\"\nmax_clusters = {k}\nsplit_every = 10\nlite_reassign_every = 10\n"
     ));
-    stream.tables = fields.iter().map(|f| (f.to_string(), lite_t.clone())).collect();
+    stream.tables = fields
+        .iter()
+        .map(|f| (f.to_string(), lite_t.clone()))
+        .collect();
     let mut full_stream = deepfm_spec(cx.quick, 16);
     full_stream.batch = 256;
     full_stream.epochs = 1;
@@ -1005,8 +1243,20 @@ fn lite(cx: &mut Ctx2) -> Result<String> {
          same single pass for reference.\n"
     );
     md.push_str("| model | memory ratio | test AUC | test logloss | train seconds |\n|---|---|---|---|---|\n");
-    for m in ["lite/offline CEL (epochs, early stopping)", "lite/CEL-Lite (one streaming pass)", "lite/full (one streaming pass)"] {
-        let _ = writeln!(md, "| {} | {} | {} | {} | {} |", m.trim_start_matches("lite/"), cx.cell(m, "all", "ratio", 1), cx.cell(m, "all", "auc", 4), cx.cell(m, "all", "logloss", 4), cx.cell(m, "all", "seconds", 1));
+    for m in [
+        "lite/offline CEL (epochs, early stopping)",
+        "lite/CEL-Lite (one streaming pass)",
+        "lite/full (one streaming pass)",
+    ] {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} |",
+            m.trim_start_matches("lite/"),
+            cx.cell(m, "all", "ratio", 1),
+            cx.cell(m, "all", "auc", 4),
+            cx.cell(m, "all", "logloss", 4),
+            cx.cell(m, "all", "seconds", 1)
+        );
     }
     let off = cx.mean("lite/offline CEL (epochs, early stopping)", "all", "auc");
     let l = cx.mean("lite/CEL-Lite (one streaming pass)", "all", "auc");
@@ -1016,7 +1266,11 @@ fn lite(cx: &mut Ctx2) -> Result<String> {
         "\n**Claim (one streaming pass within 1% of offline CEL)**: CEL-Lite {l:.4} vs offline {off:.4} \
          ({rel:+.2}%): **{}**. Step costs are measured by the criterion benchmark `cel` (see \
          docs/cel.md).",
-        if rel >= -1.0 { "holds" } else { "does not hold" }
+        if rel >= -1.0 {
+            "holds"
+        } else {
+            "does not hold"
+        }
     );
     Ok(md)
 }
