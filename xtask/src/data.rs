@@ -40,6 +40,9 @@ pub enum DataCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Generate synthetic e-commerce logs with planted ground truth (Parquet + ground-truth
+    /// JSON); see docs/synthetic-data.md.
+    Synth(crate::synth::Args),
 }
 
 /// Runs a data command.
@@ -53,10 +56,11 @@ pub fn run(cmd: DataCommand) -> Result<()> {
             seed,
             json,
         } => stats_ml100k(seed, json),
+        DataCommand::Synth(args) => crate::synth::run(args),
     }
 }
 
-fn fetch_ml100k() -> Result<()> {
+pub fn fetch_ml100k() -> Result<()> {
     let root = data_dir()?;
     let t = Instant::now();
     let r = movielens::fetch(&root, &FetchOptions::default())?;

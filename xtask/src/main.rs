@@ -5,7 +5,9 @@
 
 use clap::{Parser, Subcommand};
 
+mod ci;
 mod data;
+mod synth;
 mod experiment;
 mod train;
 
@@ -31,6 +33,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Evaluate a checkpoint on the validation and test splits of its configuration.
     Eval(train::EvalArgs),
+    /// Run what CI runs: fetch the data, rustfmt, clippy, the tests and the docs.
+    Ci(ci::CiArgs),
     /// Experiments behind docs/results/ (e.g. `experiment cel --quick`).
     #[command(subcommand)]
     Experiment(experiment::ExperimentCommand),
@@ -45,6 +49,7 @@ fn main() -> anyhow::Result<()> {
         Command::Data(cmd) => data::run(cmd),
         Command::Train(args) => train::run(args),
         Command::Eval(args) => train::eval(args),
+        Command::Ci(args) => ci::run(args),
         Command::Experiment(cmd) => experiment::run(cmd),
     }
 }
@@ -85,5 +90,22 @@ mod tests {
         ));
         assert!(Cli::try_parse_from(["xtask", "data", "fetch", "ml-1m"]).is_err());
         assert!(Cli::try_parse_from(["xtask"]).is_err());
+        let cli = Cli::try_parse_from(["xtask", "train", "--resume"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Train(train::TrainArgs {
+                resume: Some(None),
+                ..
+            })
+        ));
+        let cli =
+            Cli::try_parse_from(["xtask", "train", "--resume", "runs/x", "--model", "fm"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Train(train::TrainArgs {
+                resume: Some(Some(_)),
+                ..
+            })
+        ));
     }
 }

@@ -32,16 +32,15 @@ pub struct TrainArgs {
     /// Training batch size.
     #[arg(long)]
     pub batch_size: Option<usize>,
-    /// Run directory (default runs/<model>-<dataset>-<protocol>-seed<seed>).
+    /// Run directory (default `runs/{model}-{dataset}-{protocol}-seed{seed}`).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Continue the interrupted run in the run directory from its latest checkpoint.
-    #[arg(long, conflicts_with = "init_from")]
-    pub resume: bool,
-    /// Start from the parameters and optimizer state of this checkpoint directory (e.g. the
-    /// daily incremental update: yesterday's model, today's data).
-    #[arg(long)]
-    pub init_from: Option<PathBuf>,
+    /// Without a value: continue the interrupted run in the run directory from its latest
+    /// checkpoint, exactly where it stopped. With a checkpoint (or run) directory: start a new
+    /// run from its parameters and optimizer state, e.g. the daily incremental update
+    /// (yesterday's model fine-tuned on today's data).
+    #[arg(long, num_args = 0..=1, value_name = "CHECKPOINT")]
+    pub resume: Option<Option<PathBuf>>,
     /// Print the final test metrics as one JSON object on the last line.
     #[arg(long)]
     pub json: bool,
@@ -212,15 +211,13 @@ pub fn run(args: TrainArgs) -> Result<()> {
         return Ok(());
     }
     let cfg = build_config(&args)?;
-    if args.is_quickstart() && !args.resume && args.init_from.is_none() {
+    if args.is_quickstart() && args.resume.is_none() {
         return quickstart(&args, cfg);
     }
-    let start = if args.resume {
-        Start::Resume
-    } else if let Some(p) = &args.init_from {
-        Start::WarmStart(p.clone())
-    } else {
-        Start::Fresh
+    let start = match &args.resume {
+        None => Start::Fresh,
+        Some(None) => Start::Resume,
+        Some(Some(p)) => Start::WarmStart(resolve_checkpoint(p)?),
     };
     if args.is_quickstart() {
         eprintln!(

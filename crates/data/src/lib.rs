@@ -22,6 +22,7 @@
 //! }
 //! # Ok::<(), rec_data::DataError>(())
 //! ```
+//! - [`synth`]: synthetic e-commerce logs with planted ground truth (streaming, Parquet).
 #![warn(missing_docs)]
 
 pub mod batch;
@@ -31,9 +32,11 @@ pub mod fetch;
 pub mod interactions;
 pub mod iter;
 pub mod movielens;
+pub mod parquet_io;
 pub mod ranking;
 pub mod schema;
 pub mod split;
+pub mod synth;
 #[cfg(feature = "candle")]
 pub mod tensors;
 mod text;

@@ -65,7 +65,8 @@ pub fn predict_all(
 }
 
 /// Evaluates `model` on `data`: for every task, the standard metrics on all samples that carry
-/// a label for it and on every named slice of the batch.
+/// a label for it, on every named slice of the batch, and, when the schema has several
+/// scenarios, on each scenario (slices `scenario_0`, `scenario_1`, ...).
 pub fn evaluate(model: &mut dyn Model, data: &Batch, batch_size: usize) -> Result<Evaluation> {
     let preds = predict_all(model, data, batch_size)?;
     let schema = model.schema().clone();
@@ -92,11 +93,21 @@ pub fn evaluate(model: &mut dyn Model, data: &Batch, batch_size: usize) -> Resul
                 .collect()
         };
         let groups: Option<Vec<u32>> = users.as_ref().map(|u| keep.iter().map(|&i| u[i]).collect());
-        let slices: Vec<(String, Vec<bool>)> = data
+        let mut slices: Vec<(String, Vec<bool>)> = data
             .slices
             .iter()
             .map(|s| (s.name.clone(), keep.iter().map(|&i| s.mask[i]).collect()))
             .collect();
+        // With several scenarios, every metric is also reported per scenario.
+        if schema.num_scenarios > 1 && schema.scenario_field.is_some() {
+            let sc = data.scenarios();
+            for s in 0..schema.num_scenarios as u32 {
+                slices.push((
+                    format!("scenario_{s}"),
+                    keep.iter().map(|&i| sc[i] == s).collect(),
+                ));
+            }
+        }
         let slice_refs: Vec<(&str, &[bool])> = slices
             .iter()
             .map(|(n, m)| (n.as_str(), m.as_slice()))

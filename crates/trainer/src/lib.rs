@@ -27,6 +27,11 @@ pub mod report;
 pub mod train;
 
 pub use config::Config;
+
+/// The README's examples, compiled and run as doc tests so they stay true.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
 pub use eval::{Evaluation, evaluate};
 pub use train::{Outcome, Start, fit};
 

@@ -257,6 +257,27 @@ fn unknown_model_and_unknown_embedding_field_are_clear_errors() {
     assert!(e.contains("dimm"), "{e}");
 }
 
+#[test]
+fn every_shipped_config_parses_and_names_a_registered_model() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "toml") {
+            let cfg = Config::from_file(&p).unwrap_or_else(|e| panic!("{}: {e:#}", p.display()));
+            assert!(
+                registry::model_names().contains(&cfg.model.name.as_str()),
+                "{}: unknown model {}",
+                p.display(),
+                cfg.model.name
+            );
+            registry::tables_config(&cfg).unwrap();
+            n += 1;
+        }
+    }
+    assert!(n >= 2, "no configs found in {}", dir.display());
+}
+
 fn with_cel(mut cfg: Config, mode: &str) -> Config {
     let t: toml::Table = toml::from_str(&format!(
         "kind = \"cel\"\nmax_clusters = 6\nsplit_every = 4\nreassign_every = 3\nmode = \"{mode}\"\nreservoir = 16\n"

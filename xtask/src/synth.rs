@@ -1,0 +1,208 @@
+//! `cargo xtask data synth`: writes a synthetic e-commerce dataset (Parquet + ground truth JSON).
+//!
+//! ```text
+//! cargo xtask data synth --preset small --out data/synth-small
+//! cargo xtask data synth --preset large --users 1000000 --out data/synth-1m --threads 2
+//! ```
+//! Prints the generation speed (events per second) and the peak resident memory of the process.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use rec_data::synth::{Generator, SynthConfig, World, write_dataset};
+
+/// Options of `cargo xtask data synth`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Preset to start from: tiny, small (model tests) or large (scale benchmarks).
+    #[arg(long, default_value = "small")]
+    pub preset: String,
+    /// TOML configuration file (replaces the preset; the flags below still apply).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Number of users.
+    #[arg(long)]
+    pub users: Option<u64>,
+    /// Number of items.
+    #[arg(long)]
+    pub items: Option<u32>,
+    /// Number of days (the last is the test day).
+    #[arg(long)]
+    pub days: Option<u32>,
+    /// Seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Users per chunk (one events file per chunk; bounds the memory).
+    #[arg(long)]
+    pub chunk_users: Option<u32>,
+    /// Generator threads (default: all cores). The output does not depend on it.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Output directory (must not exist unless --overwrite).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Replace the output directory if it exists.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Print the configuration that would be used and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    /// Generate without writing anything (measures the generator alone).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the resident memory after every chunk (shows that it does not grow with users).
+    #[arg(long)]
+    pub trace_memory: bool,
+}
+
+/// The configuration `args` describe.
+pub fn config(args: &Args) -> Result<SynthConfig> {
+    let mut cfg = match &args.config {
+        Some(p) => SynthConfig::from_toml_file(p)?,
+        None => SynthConfig::preset(&args.preset)?,
+    };
+    if let Some(v) = args.users {
+        cfg.users = v;
+    }
+    if let Some(v) = args.items {
+        cfg.items = v;
+    }
+    if let Some(v) = args.days {
+        cfg.days = v;
+    }
+    if let Some(v) = args.seed {
+        cfg.seed = v;
+    }
+    if let Some(v) = args.chunk_users {
+        cfg.chunk_users = v;
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// A `/proc/self/status` field in KiB (Linux; `None` elsewhere).
+fn status_kb(field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Peak resident set size of this process in bytes (Linux; `None` elsewhere).
+fn peak_rss() -> Option<u64> {
+    status_kb("VmHWM:").map(|kb| kb * 1024)
+}
+
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            total += if p.is_dir() {
+                dir_bytes(&p)
+            } else {
+                e.metadata().map(|m| m.len()).unwrap_or(0)
+            };
+        }
+    }
+    total
+}
+
+/// Runs the command.
+pub fn run(args: Args) -> Result<()> {
+    let cfg = config(&args)?;
+    if args.print_config {
+        print!("{}", cfg.to_toml_string());
+        return Ok(());
+    }
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let t0 = Instant::now();
+    let world = Arc::new(World::new(&cfg).context("building the synthetic world")?);
+    let t_world = t0.elapsed().as_secs_f64();
+    eprintln!(
+        "world: {} items, {} clusters, {} scenarios, built and calibrated in {t_world:.2} s",
+        cfg.items,
+        cfg.latent.item_clusters,
+        cfg.num_scenarios()
+    );
+    let bar = indicatif::ProgressBar::new(cfg.users);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:40}] {pos}/{len} users {msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    let t1 = Instant::now();
+    let mut chunk = 0u64;
+    if args.dry_run {
+        let (mut users, mut events) = (0u64, 0u64);
+        for chunk in Generator::new(world).threads(threads) {
+            users += chunk.users.len() as u64;
+            events += chunk.events.len() as u64;
+            bar.set_position(users);
+        }
+        bar.finish_and_clear();
+        let secs = t1.elapsed().as_secs_f64();
+        println!(
+            "dry run: {users} users, {events} events generated in {secs:.2} s on {threads} threads \
+             = {:.0} events/s",
+            events as f64 / secs
+        );
+        if let Some(rss) = peak_rss() {
+            println!("peak RSS: {:.1} MiB", rss as f64 / (1024.0 * 1024.0));
+        }
+        return Ok(());
+    }
+    let summary = write_dataset(
+        world,
+        &args.out,
+        threads,
+        cfg.chunk_users as u64,
+        args.overwrite,
+        |users, events| {
+            if args.trace_memory {
+                chunk += 1;
+                bar.suspend(|| {
+                    eprintln!(
+                        "chunk {chunk}: {users} users, {events} events, RSS {:.1} MiB, peak {:.1} MiB",
+                        status_kb("VmRSS:").unwrap_or(0) as f64 / 1024.0,
+                        status_kb("VmHWM:").unwrap_or(0) as f64 / 1024.0
+                    )
+                });
+            }
+            bar.set_position(users);
+            bar.set_message(format!("{events} events"));
+        },
+    )
+    .with_context(|| format!("writing {}", args.out.display()))?;
+    bar.finish_and_clear();
+    let secs = t1.elapsed().as_secs_f64();
+    let b = summary.behaviours;
+    println!("wrote {}", args.out.display());
+    println!(
+        "users {}  items {}  events (impressions) {}  clicks {}  favs {}  carts {}  purchases {}",
+        summary.users, summary.items, summary.events, b[0], b[1], b[2], b[3]
+    );
+    println!(
+        "{} chunks of {} users, {:.1} MiB on disk",
+        summary.chunks,
+        summary.chunk_users,
+        dir_bytes(&args.out) as f64 / (1024.0 * 1024.0)
+    );
+    println!(
+        "generation + writing: {secs:.2} s on {threads} threads = {:.0} events/s ({:.0} users/s); \
+         world: {t_world:.2} s",
+        summary.events as f64 / secs,
+        summary.users as f64 / secs
+    );
+    if let Some(rss) = peak_rss() {
+        println!("peak RSS: {:.1} MiB", rss as f64 / (1024.0 * 1024.0));
+    }
+    Ok(())
+}
