@@ -57,12 +57,30 @@ fn table(kind: &str, rows: usize) -> Box<dyn EmbeddingTable> {
     match kind {
         "full" => Box::new(FullTable::new(rows, DIM, &opts(), &mut rng, &d).unwrap()),
         "cel_lite" => Box::new(
-            ClusteredEmbedding::new("f", rows, DIM, cel_config(Mode::Lite), &opts(), &mut rng, 1, &d)
-                .unwrap(),
+            ClusteredEmbedding::new(
+                "f",
+                rows,
+                DIM,
+                cel_config(Mode::Lite),
+                &opts(),
+                &mut rng,
+                1,
+                &d,
+            )
+            .unwrap(),
         ),
         _ => Box::new(
-            ClusteredEmbedding::new("f", rows, DIM, cel_config(Mode::Offline), &opts(), &mut rng, 1, &d)
-                .unwrap(),
+            ClusteredEmbedding::new(
+                "f",
+                rows,
+                DIM,
+                cel_config(Mode::Offline),
+                &opts(),
+                &mut rng,
+                1,
+                &d,
+            )
+            .unwrap(),
         ),
     }
 }
@@ -70,7 +88,11 @@ fn table(kind: &str, rows: usize) -> Box<dyn EmbeddingTable> {
 fn id_batches(rows: usize, batch: usize) -> Vec<Vec<u32>> {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     (0..64)
-        .map(|_| (0..batch).map(|_| rng.random_range(0..rows as u32)).collect())
+        .map(|_| {
+            (0..batch)
+                .map(|_| rng.random_range(0..rows as u32))
+                .collect()
+        })
         .collect()
 }
 
@@ -156,8 +178,16 @@ fn model_steps(c: &mut Criterion) {
         .map(|_| Batch {
             schema: schema.clone(),
             columns: vec![
-                Column::Ids((0..1024).map(|_| rng.random_range(0..rows as u32)).collect()),
-                Column::Ids((0..1024).map(|_| rng.random_range(0..rows as u32)).collect()),
+                Column::Ids(
+                    (0..1024)
+                        .map(|_| rng.random_range(0..rows as u32))
+                        .collect(),
+                ),
+                Column::Ids(
+                    (0..1024)
+                        .map(|_| rng.random_range(0..rows as u32))
+                        .collect(),
+                ),
             ],
             labels: vec![(0..1024).map(|_| rng.random_range(0..2) as f32).collect()],
             weights: None,
@@ -171,7 +201,14 @@ fn model_steps(c: &mut Criterion) {
             Ok(match kind {
                 "full" => Box::new(FullTable::new(f.vocab, dim, &opts(), &mut r, &d)?),
                 _ => Box::new(ClusteredEmbedding::new(
-                    &f.name, f.vocab, dim, cel_config(Mode::Lite), &opts(), &mut r, 1, &d,
+                    &f.name,
+                    f.vocab,
+                    dim,
+                    cel_config(Mode::Lite),
+                    &opts(),
+                    &mut r,
+                    1,
+                    &d,
                 )?),
             })
         };
@@ -180,9 +217,11 @@ fn model_steps(c: &mut Criterion) {
             ..Default::default()
         };
         let mut model = DeepFm::new(&schema, &cfg, &mut factory, &Device::Cpu, 1).unwrap();
-        let mut opt =
-            DenseOptimizer::new(OptimizerConfig::adam(0.001), rec_nn::Model::dense_vars(&model))
-                .unwrap();
+        let mut opt = DenseOptimizer::new(
+            OptimizerConfig::adam(0.001),
+            rec_nn::Model::dense_vars(&model),
+        )
+        .unwrap();
         let mut ctx = Ctx::new(true, 0, ChaCha8Rng::seed_from_u64(0));
         let mut s = 0usize;
         g.bench_function(BenchmarkId::new(kind, rows), |b| {

@@ -7,8 +7,8 @@ use clap::{Parser, Subcommand};
 
 mod ci;
 mod data;
-mod synth;
 mod experiment;
+mod synth;
 mod train;
 
 /// Project automation for rec-rs.

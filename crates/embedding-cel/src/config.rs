@@ -233,7 +233,9 @@ impl CelConfig {
             return Err("max_clusters does not fit in 32 bits".into());
         }
         if self.split_every == 0 || self.reassign_every == 0 || self.lite_reassign_every == 0 {
-            return Err("split_every, reassign_every and lite_reassign_every must be positive".into());
+            return Err(
+                "split_every, reassign_every and lite_reassign_every must be positive".into(),
+            );
         }
         if !(0.0..=1.0).contains(&self.keep_prob) {
             return Err(format!("keep_prob {} is not in [0, 1]", self.keep_prob));

@@ -27,7 +27,10 @@ pub fn sample_losses(model: &mut dyn Model, batch: &Batch) -> Result<Vec<f64>> {
     let outs = model.forward(batch, &mut Ctx::eval())?;
     let mut loss = vec![0f64; batch.len()];
     for (t, (kind, out)) in kinds.iter().zip(outs).enumerate() {
-        let o = out.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let o = out
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         let y = &batch.labels[t];
         for i in 0..batch.len() {
             if y[i].is_nan() {
@@ -75,7 +78,11 @@ pub fn reassign_due(model: &mut dyn Model, train: &Batch, batch_size: usize) -> 
             .tables()
             .into_iter()
             .find(|(n, _)| *n == name)
-            .and_then(|(_, t)| t.as_any().downcast_ref::<ClusteredEmbedding>().map(|c| c.reassign_due()))
+            .and_then(|(_, t)| {
+                t.as_any()
+                    .downcast_ref::<ClusteredEmbedding>()
+                    .map(|c| c.reassign_due())
+            })
             .unwrap_or(false);
         if due {
             moved += reassign_exact(model, &name, train, batch_size)?;
@@ -127,7 +134,9 @@ pub fn reassign_exact(
     let (cands, base): (Vec<Vec<u32>>, Vec<u32>) = {
         let t = cel_mut(model, name).ok_or_else(not_cel)?;
         (
-            ents.iter().map(|&e| t.candidates(e, ncand, curvature)).collect(),
+            ents.iter()
+                .map(|&e| t.candidates(e, ncand, curvature))
+                .collect(),
             t.assignment(),
         )
     };
@@ -143,7 +152,9 @@ pub fn reassign_exact(
             for (s, &e) in ents.iter().enumerate() {
                 probe[e as usize] = *cands[s].get(j).unwrap_or(&cands[s][0]);
             }
-            cel_mut(model, name).ok_or_else(not_cel)?.set_probe(Some(probe))?;
+            cel_mut(model, name)
+                .ok_or_else(not_cel)?
+                .set_probe(Some(probe))?;
             let mut start = 0;
             while start < train.len() {
                 let end = (start + batch_size).min(train.len());

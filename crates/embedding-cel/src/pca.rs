@@ -59,7 +59,9 @@ pub fn principal_direction(g: &[f32], d: usize, iters: usize) -> Option<(Vec<f64
     let lead = v
         .iter()
         .enumerate()
-        .fold((0usize, 0f64), |acc, (i, &x)| if x.abs() > acc.1 { (i, x.abs()) } else { acc })
+        .fold((0usize, 0f64), |acc, (i, &x)| {
+            if x.abs() > acc.1 { (i, x.abs()) } else { acc }
+        })
         .0;
     if v[lead] < 0.0 {
         v.iter_mut().for_each(|x| *x = -*x);
@@ -142,7 +144,12 @@ mod tests {
         let cov = |u: &[f64]| -> f64 {
             g.chunks_exact(d)
                 .map(|row| {
-                    let p: f64 = row.iter().zip(mean).zip(u).map(|((&x, &m), &ui)| (x as f64 - m) * ui).sum();
+                    let p: f64 = row
+                        .iter()
+                        .zip(mean)
+                        .zip(u)
+                        .map(|((&x, &m), &ui)| (x as f64 - m) * ui)
+                        .sum();
                     p * p
                 })
                 .sum()

@@ -64,7 +64,9 @@ impl Planted {
             (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
         };
         let scale = 1.0 / (r as f64).sqrt();
-        let u: Vec<f64> = (0..self.users * r).map(|_| normal(&mut rng).abs()).collect();
+        let u: Vec<f64> = (0..self.users * r)
+            .map(|_| normal(&mut rng).abs())
+            .collect();
         let c: Vec<f64> = (0..self.clusters * r)
             .map(|_| 2.0 * scale * normal(&mut rng).abs())
             .collect();
@@ -151,7 +153,10 @@ mod tests {
         let a = p.generate();
         let b = p.generate();
         assert_eq!(a.split.train.labels, b.split.train.labels);
-        assert_eq!(a.split.train.len() + a.split.valid.len() + a.split.test.len(), 300);
+        assert_eq!(
+            a.split.train.len() + a.split.valid.len() + a.split.test.len(),
+            300
+        );
         for k in 0..4 {
             assert!(a.item_cluster[1..].contains(&k));
         }

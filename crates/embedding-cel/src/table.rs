@@ -321,7 +321,10 @@ impl ClusteredEmbedding {
             + self.personal.as_ref().map_or(0, |p| opt(p.rows.rows()))
             + self.window.grads.len() * f
             + self.window.ents.len() * 12
-            + self.lite.as_ref().map_or(0, |l| l.grads.len() * f + l.ents.len() * 4);
+            + self
+                .lite
+                .as_ref()
+                .map_or(0, |l| l.grads.len() * f + l.ents.len() * 4);
         MemoryReport {
             entities: self.vocab,
             clusters: self.num_clusters(),
@@ -368,11 +371,19 @@ impl ClusteredEmbedding {
             return out;
         }
         let d = self.dim;
-        let mut target: Vec<f64> = self.rows.row(cur as usize).iter().map(|&x| x as f64).collect();
+        let mut target: Vec<f64> = self
+            .rows
+            .row(cur as usize)
+            .iter()
+            .map(|&x| x as f64)
+            .collect();
         if let Some(&s) = self.window.slot.get(&e) {
             let s = s as usize;
             let n = self.window.n[s].max(1) as f64;
-            for (t, &g) in target.iter_mut().zip(&self.window.grads[s * d..(s + 1) * d]) {
+            for (t, &g) in target
+                .iter_mut()
+                .zip(&self.window.grads[s * d..(s + 1) * d])
+            {
                 *t -= g as f64 / (curvature * n);
             }
         }
@@ -380,7 +391,13 @@ impl ClusteredEmbedding {
             .filter(|&c| c != cur)
             .map(|c| {
                 let r = self.rows.row(c as usize);
-                (r.iter().zip(&target).map(|(&a, &b)| (a as f64 - b).powi(2)).sum(), c)
+                (
+                    r.iter()
+                        .zip(&target)
+                        .map(|(&a, &b)| (a as f64 - b).powi(2))
+                        .sum(),
+                    c,
+                )
             })
             .collect();
         dist.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
@@ -505,7 +522,8 @@ impl ClusteredEmbedding {
         match &self.personal {
             Some(p) => p.rows.gather(ents),
             None => {
-                let clusters: Vec<u32> = ents.iter().map(|&e| self.assign.get(e as usize)).collect();
+                let clusters: Vec<u32> =
+                    ents.iter().map(|&e| self.assign.get(e as usize)).collect();
                 self.rows.gather(&clusters)
             }
         }
@@ -577,8 +595,12 @@ impl ClusteredEmbedding {
 
     /// Clusters ordered by the split criterion, best first (ties: lower number first).
     fn split_order(&self) -> Vec<usize> {
-        let mut order: Vec<usize> = (0..self.num_clusters()).filter(|&c| self.sizes[c] >= 2).collect();
-        let crit: Vec<f64> = (0..self.num_clusters()).map(|c| self.criterion(c)).collect();
+        let mut order: Vec<usize> = (0..self.num_clusters())
+            .filter(|&c| self.sizes[c] >= 2)
+            .collect();
+        let crit: Vec<f64> = (0..self.num_clusters())
+            .map(|c| self.criterion(c))
+            .collect();
         order.sort_by(|&a, &b| crit[b].total_cmp(&crit[a]).then(a.cmp(&b)));
         order
     }
@@ -758,8 +780,9 @@ impl ClusteredEmbedding {
     fn lite_end_step(&mut self) -> Result<()> {
         let step = self.step;
         // Close the placement windows that end now: undecided members go by their evidence.
-        let (closing, open): (Vec<OpenSplit>, Vec<OpenSplit>) =
-            std::mem::take(&mut self.open).into_iter().partition(|o| o.until <= step);
+        let (closing, open): (Vec<OpenSplit>, Vec<OpenSplit>) = std::mem::take(&mut self.open)
+            .into_iter()
+            .partition(|o| o.until <= step);
         self.open = open;
         for o in closing {
             for (e, sum, _) in o.evidence {
@@ -784,7 +807,11 @@ impl ClusteredEmbedding {
         }
         if clustering && self.num_clusters() < self.cfg.max_clusters {
             let open: Vec<u32> = self.open.iter().map(|o| o.parent).collect();
-            if let Some(&c) = self.split_order().iter().find(|&&c| !open.contains(&(c as u32))) {
+            if let Some(&c) = self
+                .split_order()
+                .iter()
+                .find(|&&c| !open.contains(&(c as u32)))
+            {
                 self.lite = Some(LiteWindow {
                     cluster: c as u32,
                     seen: 0,
@@ -803,7 +830,11 @@ impl ClusteredEmbedding {
         let Some((v, mean)) = principal_direction(&w.grads, d, self.cfg.power_iters) else {
             return Ok(());
         };
-        let proj: Vec<f64> = w.grads.chunks_exact(d).map(|r| project(r, &mean, &v)).collect();
+        let proj: Vec<f64> = w
+            .grads
+            .chunks_exact(d)
+            .map(|r| project(r, &mean, &v))
+            .collect();
         // The sampled members still in the parent are placed now, by their window sums.
         let go: Vec<u32> = w
             .ents
@@ -887,7 +918,11 @@ impl ClusteredEmbedding {
             let mut best = (f64::INFINITY, cur);
             for c in 0..self.num_clusters() {
                 let r = self.rows.row(c);
-                let dist: f64 = r.iter().zip(v).map(|(&a, &b)| ((a - b) as f64).powi(2)).sum();
+                let dist: f64 = r
+                    .iter()
+                    .zip(v)
+                    .map(|(&a, &b)| ((a - b) as f64).powi(2))
+                    .sum();
                 if dist < best.0 - 1e-12 || (c == cur && dist <= best.0) {
                     best = (dist, c);
                 }
@@ -983,7 +1018,11 @@ impl EmbeddingTable for ClusteredEmbedding {
             return self.personal_step(g);
         }
         // Gradient averaging: a cluster row gets the mean of its members' gradients.
-        let clusters: Vec<u32> = g.rows.iter().map(|&e| self.assign.get(e as usize)).collect();
+        let clusters: Vec<u32> = g
+            .rows
+            .iter()
+            .map(|&e| self.assign.get(e as usize))
+            .collect();
         let ones = vec![1u32; g.len()];
         let mut cg = RowGrads::merge(self.dim, &clusters, &g.grads, &ones)?;
         cg.average();
@@ -1143,13 +1182,19 @@ impl EmbeddingTable for ClusteredEmbedding {
         if dim != self.dim {
             return Err(err(&format!("saved width {dim}, expected {}", self.dim)));
         }
-        let mode: Mode = serde_json::from_value(meta["mode"].clone())
-            .map_err(|_| err("unreadable `mode`"))?;
+        let mode: Mode =
+            serde_json::from_value(meta["mode"].clone()).map_err(|_| err("unreadable `mode`"))?;
         if mode != self.cfg.mode {
-            return Err(err(&format!("saved in mode {mode:?}, this table is {:?}", self.cfg.mode)));
+            return Err(err(&format!(
+                "saved in mode {mode:?}, this table is {:?}",
+                self.cfg.mode
+            )));
         }
         if vocab != self.vocab && !(mode == Mode::Lite && vocab > self.vocab) {
-            return Err(err(&format!("saved vocabulary {vocab}, expected {}", self.vocab)));
+            return Err(err(&format!(
+                "saved vocabulary {vocab}, expected {}",
+                self.vocab
+            )));
         }
         if k > self.cfg.max_clusters || meta_usize(meta, "width", prefix)? != self.assign.width() {
             return Err(err(&format!(
@@ -1159,7 +1204,11 @@ impl EmbeddingTable for ClusteredEmbedding {
         }
         let nodes: Vec<Node> =
             serde_json::from_value(meta["nodes"].clone()).map_err(|_| err("unreadable `nodes`"))?;
-        if nodes.len() != k || nodes.iter().any(|n| n.parent.is_some_and(|p| p as usize >= k)) {
+        if nodes.len() != k
+            || nodes
+                .iter()
+                .any(|n| n.parent.is_some_and(|p| p as usize >= k))
+        {
             return Err(err("the split tree does not match the clusters"));
         }
         let mut rows =
@@ -1172,18 +1221,27 @@ impl EmbeddingTable for ClusteredEmbedding {
         }
         let counts = take_tensor(tensors, &format!("{prefix}counts"), &[vocab], DType::U32)?
             .to_vec1::<u32>()?;
-        let cl_grad = take_tensor(tensors, &format!("{prefix}cluster_grad"), &[k, dim], DType::F32)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
+        let cl_grad = take_tensor(
+            tensors,
+            &format!("{prefix}cluster_grad"),
+            &[k, dim],
+            DType::F32,
+        )?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
         let m = meta_usize(meta, "window", prefix)?;
         let mut window = Window::default();
         if m > 0 {
             window.ents = take_tensor(tensors, &format!("{prefix}window.ents"), &[m], DType::U32)?
                 .to_vec1::<u32>()?;
-            window.grads =
-                take_tensor(tensors, &format!("{prefix}window.grads"), &[m, dim], DType::F32)?
-                    .flatten_all()?
-                    .to_vec1::<f32>()?;
+            window.grads = take_tensor(
+                tensors,
+                &format!("{prefix}window.grads"),
+                &[m, dim],
+                DType::F32,
+            )?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
             window.n = take_tensor(tensors, &format!("{prefix}window.n"), &[m], DType::U32)?
                 .to_vec1::<u32>()?;
             if window.ents.iter().any(|&e| e as usize >= vocab) {
@@ -1193,30 +1251,51 @@ impl EmbeddingTable for ClusteredEmbedding {
                 window.slot.insert(e, s as u32);
             }
         }
-        let mut lite: Option<LiteWindow> = serde_json::from_value(meta["lite"].clone())
-            .map_err(|_| err("unreadable `lite`"))?;
+        let mut lite: Option<LiteWindow> =
+            serde_json::from_value(meta["lite"].clone()).map_err(|_| err("unreadable `lite`"))?;
         let lite_len = meta_usize(meta, "lite_len", prefix)?;
         if let Some(l) = &mut lite
             && lite_len > 0
         {
-            l.ents = take_tensor(tensors, &format!("{prefix}lite.ents"), &[lite_len], DType::U32)?
-                .to_vec1::<u32>()?;
-            l.grads =
-                take_tensor(tensors, &format!("{prefix}lite.grads"), &[lite_len, dim], DType::F32)?
-                    .flatten_all()?
-                    .to_vec1::<f32>()?;
+            l.ents = take_tensor(
+                tensors,
+                &format!("{prefix}lite.ents"),
+                &[lite_len],
+                DType::U32,
+            )?
+            .to_vec1::<u32>()?;
+            l.grads = take_tensor(
+                tensors,
+                &format!("{prefix}lite.grads"),
+                &[lite_len, dim],
+                DType::F32,
+            )?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
             if l.ents.iter().any(|&e| e as usize >= vocab) {
                 return Err(err("the reservoir names an unknown entity"));
             }
-            l.slot = l.ents.iter().enumerate().map(|(k, &e)| (e, k as u32)).collect();
+            l.slot = l
+                .ents
+                .iter()
+                .enumerate()
+                .map(|(k, &e)| (e, k as u32))
+                .collect();
         }
         let mut open: Vec<OpenSplit> =
             serde_json::from_value(meta["open"].clone()).map_err(|_| err("unreadable `open`"))?;
         for o in &mut open {
             if o.evidence.iter().any(|x| x.0 as usize >= vocab) || o.v.len() != dim {
-                return Err(err("an open split names an unknown entity or has the wrong width"));
+                return Err(err(
+                    "an open split names an unknown entity or has the wrong width",
+                ));
             }
-            o.index = o.evidence.iter().enumerate().map(|(k, x)| (x.0, k as u32)).collect();
+            o.index = o
+                .evidence
+                .iter()
+                .enumerate()
+                .map(|(k, x)| (x.0, k as u32))
+                .collect();
         }
         let cl_loss: Vec<f64> = serde_json::from_value(meta["cluster_loss"].clone())
             .map_err(|_| err("unreadable `cluster_loss`"))?;
@@ -1225,8 +1304,14 @@ impl EmbeddingTable for ClusteredEmbedding {
         let personal = if meta["personal"].is_null() {
             None
         } else {
-            let mut p = SparseRows::from_weights(0, dim, Vec::new(), *self.rows.config(), &self.device)?;
-            p.load(&format!("{prefix}personal."), tensors, &meta["personal"], Some(vocab))?;
+            let mut p =
+                SparseRows::from_weights(0, dim, Vec::new(), *self.rows.config(), &self.device)?;
+            p.load(
+                &format!("{prefix}personal."),
+                tensors,
+                &meta["personal"],
+                Some(vocab),
+            )?;
             Some(Personal {
                 rows: p,
                 sums: Vec::new(),

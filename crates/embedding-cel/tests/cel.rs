@@ -53,13 +53,19 @@ fn gradient_averaging_matches_finite_differences() -> Result<()> {
     let mut t = table(6, 3, cfg, OptimizerConfig::sgd(1.0));
     let ids = [0u32, 2, 2, 4, 1, 3, 3];
     let mut rng = ChaCha8Rng::seed_from_u64(3);
-    let w: Vec<f64> = (0..ids.len() * 3).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let w: Vec<f64> = (0..ids.len() * 3)
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
     let c0 = rows(&t);
     // Host loss as a function of per-entity vectors.
     let loss = |vecs: &[Vec<f64>]| -> f64 {
         ids.iter()
             .enumerate()
-            .map(|(k, &e)| (0..3).map(|j| vecs[e as usize][j].tanh() * w[k * 3 + j]).sum::<f64>())
+            .map(|(k, &e)| {
+                (0..3)
+                    .map(|j| vecs[e as usize][j].tanh() * w[k * 3 + j])
+                    .sum::<f64>()
+            })
             .sum()
     };
     let base: Vec<Vec<f64>> = (0..6)
@@ -73,7 +79,11 @@ fn gradient_averaging_matches_finite_differences() -> Result<()> {
         (loss(&a) - loss(&b)) / (2.0 * h)
     };
     let x = t.lookup(&ids, true)?;
-    let wt = Tensor::from_vec(w.iter().map(|&v| v as f32).collect::<Vec<_>>(), (7, 3), &Device::Cpu)?;
+    let wt = Tensor::from_vec(
+        w.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+        (7, 3),
+        &Device::Cpu,
+    )?;
     let l = (x.tanh()? * wt)?.sum_all()?;
     t.apply_gradients(&l.backward()?)?;
     let c1 = rows(&t);
@@ -94,7 +104,11 @@ fn gradient_averaging_matches_finite_differences() -> Result<()> {
             // ... but the update applies their mean (gradient averaging, SGD lr 1).
             let mean = g.iter().sum::<f64>() / members.len() as f64;
             let delta = c1[c * 3 + j] as f64 - c0[c * 3 + j] as f64;
-            assert!((delta + mean).abs() < 1e-5, "cluster {c} dim {j}: {delta} vs {}", -mean);
+            assert!(
+                (delta + mean).abs() < 1e-5,
+                "cluster {c} dim {j}: {delta} vs {}",
+                -mean
+            );
         }
     }
     Ok(())
@@ -170,7 +184,10 @@ fn approximate_reassignment_fixes_a_misplaced_entity() -> Result<()> {
 
 fn nmf_with_cel(schema: &rec_data::Schema, cfg: CelConfig, dim: usize, seed: u64) -> Nmf {
     let d = Device::Cpu;
-    let opts = TableOptions::new(Init::Uniform { lo: 0.0, hi: 0.5 }, OptimizerConfig::adam(0.05));
+    let opts = TableOptions::new(
+        Init::Uniform { lo: 0.0, hi: 0.5 },
+        OptimizerConfig::adam(0.05),
+    );
     let mut full = DefaultTableFactory::new(
         TablesConfig {
             options: opts,
@@ -183,7 +200,14 @@ fn nmf_with_cel(schema: &rec_data::Schema, cfg: CelConfig, dim: usize, seed: u64
         if f.name == "item_id" && dim > 1 {
             let mut rng = named_rng(seed, &format!("cel/{dim}"));
             Ok(Box::new(ClusteredEmbedding::new(
-                &f.name, f.vocab, dim, cfg.clone(), &opts, &mut rng, seed, &d,
+                &f.name,
+                f.vocab,
+                dim,
+                cfg.clone(),
+                &opts,
+                &mut rng,
+                seed,
+                &d,
             )?))
         } else {
             full.build(f, dim)
@@ -240,15 +264,33 @@ fn exact_reassignment_moves_every_entity_to_its_best_cluster() -> Result<()> {
     let before = cel_table(&model).assignment();
     let mut cost = vec![[0f64; 3]; 31];
     for c in 0..3u32 {
-        let t = model.tables_mut().into_iter().find(|(n, _)| n == "emb.item_id").unwrap().1;
-        let cel = t.as_any_mut().unwrap().downcast_mut::<ClusteredEmbedding>().unwrap();
+        let t = model
+            .tables_mut()
+            .into_iter()
+            .find(|(n, _)| n == "emb.item_id")
+            .unwrap()
+            .1;
+        let cel = t
+            .as_any_mut()
+            .unwrap()
+            .downcast_mut::<ClusteredEmbedding>()
+            .unwrap();
         cel.set_probe(Some(vec![c; 31]))?;
         let l = sample_losses(&mut model, &split.train)?;
         for (k, &i) in ids.iter().enumerate() {
             cost[i as usize][c as usize] += l[k];
         }
-        let t = model.tables_mut().into_iter().find(|(n, _)| n == "emb.item_id").unwrap().1;
-        let cel = t.as_any_mut().unwrap().downcast_mut::<ClusteredEmbedding>().unwrap();
+        let t = model
+            .tables_mut()
+            .into_iter()
+            .find(|(n, _)| n == "emb.item_id")
+            .unwrap()
+            .1;
+        let cel = t
+            .as_any_mut()
+            .unwrap()
+            .downcast_mut::<ClusteredEmbedding>()
+            .unwrap();
         cel.set_probe(None)?;
     }
     let moved = reassign_exact(&mut model, "emb.item_id", &split.train, 64)?;
@@ -259,13 +301,18 @@ fn exact_reassignment_moves_every_entity_to_its_best_cluster() -> Result<()> {
             assert_eq!(after[i], before[i]);
             continue;
         }
-        let best = (0..3).min_by(|&a, &b| cost[i][a].total_cmp(&cost[i][b])).unwrap();
+        let best = (0..3)
+            .min_by(|&a, &b| cost[i][a].total_cmp(&cost[i][b]))
+            .unwrap();
         if after[i] != before[i] {
             changed += 1;
         }
         // Moved to the argmin, unless it was the last member of its cluster.
         if cost[i][best] < cost[i][before[i] as usize] - 1e-9 {
-            assert!(after[i] as usize == best || cel_table(&model).cluster_sizes()[before[i] as usize] == 1);
+            assert!(
+                after[i] as usize == best
+                    || cel_table(&model).cluster_sizes()[before[i] as usize] == 1
+            );
         } else {
             assert_eq!(after[i], before[i]);
         }
@@ -314,7 +361,11 @@ fn nmf_with_cel_recovers_planted_item_clusters_end_to_end() -> Result<()> {
     let ari = adjusted_rand_index(&a[1..], &data.item_cluster[1..]);
     let preds = rec_nn::predict(&mut model, &split.test)?;
     let y = &split.test.labels[0];
-    let mse: f64 = preds[0].iter().zip(y).map(|(p, y)| ((p - y) as f64).powi(2)).sum::<f64>()
+    let mse: f64 = preds[0]
+        .iter()
+        .zip(y)
+        .map(|(p, y)| ((p - y) as f64).powi(2))
+        .sum::<f64>()
         / y.len() as f64;
     let var: f64 = {
         let m = y.iter().map(|&v| v as f64).sum::<f64>() / y.len() as f64;
@@ -341,15 +392,22 @@ fn same(a: &dyn EmbeddingTable, b: &dyn EmbeddingTable) {
     kb.sort();
     assert_eq!(keys, kb);
     for k in keys {
-        assert_eq!(host_f32(&ma[k].to_dtype(candle_core::DType::F32).unwrap()).unwrap(),
-            host_f32(&mb[k].to_dtype(candle_core::DType::F32).unwrap()).unwrap(), "{k}");
+        assert_eq!(
+            host_f32(&ma[k].to_dtype(candle_core::DType::F32).unwrap()).unwrap(),
+            host_f32(&mb[k].to_dtype(candle_core::DType::F32).unwrap()).unwrap(),
+            "{k}"
+        );
     }
 }
 
 #[test]
 fn save_and_load_resume_exactly_in_every_mode() -> Result<()> {
     let d = 4;
-    for (mode, personalize_at) in [(Mode::Offline, None), (Mode::Lite, None), (Mode::Offline, Some(30))] {
+    for (mode, personalize_at) in [
+        (Mode::Offline, None),
+        (Mode::Lite, None),
+        (Mode::Offline, Some(30)),
+    ] {
         let cfg = CelConfig {
             max_clusters: 4,
             split_every: 3,
@@ -364,11 +422,16 @@ fn save_and_load_resume_exactly_in_every_mode() -> Result<()> {
         let mut a = table(41, d, cfg.clone(), OptimizerConfig::adam(0.05));
         let mut b = table(41, d, cfg.clone(), OptimizerConfig::adam(0.05));
         let mut rng = ChaCha8Rng::seed_from_u64(9);
-        let batches: Vec<Vec<usize>> = (0..50).map(|_| (0..16).map(|_| rng.random_range(0..40)).collect()).collect();
+        let batches: Vec<Vec<usize>> = (0..50)
+            .map(|_| (0..16).map(|_| rng.random_range(0..40)).collect())
+            .collect();
         let run = |t: &mut ClusteredEmbedding, from: usize, to: usize| {
             for s in from..to {
                 let bi: Vec<u32> = batches[s].iter().map(|&k| ids[k]).collect();
-                let bt: Vec<f32> = batches[s].iter().flat_map(|&k| targets[k * d..(k + 1) * d].to_vec()).collect();
+                let bt: Vec<f32> = batches[s]
+                    .iter()
+                    .flat_map(|&k| targets[k * d..(k + 1) * d].to_vec())
+                    .collect();
                 quad_step(t, &bi, &bt, s as u64 + 1).unwrap();
             }
         };
@@ -381,10 +444,21 @@ fn save_and_load_resume_exactly_in_every_mode() -> Result<()> {
         same(&a, &b);
         assert!(a.num_clusters() > 1, "{mode:?}");
         // A different configuration refuses the checkpoint.
-        let mut other = table(41, d, CelConfig { max_clusters: 2, ..cfg }, OptimizerConfig::adam(0.05));
+        let mut other = table(
+            41,
+            d,
+            CelConfig {
+                max_clusters: 2,
+                ..cfg
+            },
+            OptimizerConfig::adam(0.05),
+        );
         assert!(other.load("x/", &m, &meta).is_err());
         let mut bad = m.clone();
-        bad.insert("x/assign".into(), Tensor::from_vec(vec![99u32; 41], 41, &Device::Cpu)?);
+        bad.insert(
+            "x/assign".into(),
+            Tensor::from_vec(vec![99u32; 41], 41, &Device::Cpu)?,
+        );
         assert!(b.load("x/", &bad, &meta).is_err());
     }
     Ok(())

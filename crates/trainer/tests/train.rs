@@ -327,5 +327,8 @@ fn cel_tables_train_and_resume_exactly() {
             .err()
             .unwrap()
     );
-    assert!(e.contains("fields.item_id") && e.contains("max_clusterz"), "{e}");
+    assert!(
+        e.contains("fields.item_id") && e.contains("max_clusterz"),
+        "{e}"
+    );
 }
