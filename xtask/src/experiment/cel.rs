@@ -56,6 +56,9 @@ pub struct CelArgs {
     /// Run only these sections: rating, authors, cold, ctr, planted, lite (comma separated).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
+    /// Run no section: only reassemble the page and the JSON from the fragments in `out`.
+    #[arg(long, conflicts_with = "only")]
+    pub assemble: bool,
 }
 
 const SECTIONS: [&str; 6] = ["rating", "authors", "cold", "ctr", "planted", "lite"];
@@ -385,7 +388,8 @@ pub fn run(args: CelArgs) -> Result<()> {
         results: Results::new(),
         page: String::new(),
     };
-    let want = |s: &str| args.only.is_empty() || args.only.iter().any(|o| o == s);
+    let want =
+        |s: &str| !args.assemble && (args.only.is_empty() || args.only.iter().any(|o| o == s));
     type SectionFn = fn(&mut Ctx2) -> Result<String>;
     let all: [(&str, SectionFn); 6] = [
         ("rating", rating),
@@ -401,9 +405,20 @@ pub fn run(args: CelArgs) -> Result<()> {
         }
         let t0 = Instant::now();
         let body = f(&mut cx)?;
-        let mut md = format!(
-            "<!-- section {name}: `cargo xtask experiment cel{} --only {name}`, {} seed(s) {:?}, {:.0} min -->\n",
+        let command = format!(
+            "cargo xtask experiment cel{}{} --only {name}",
             if args.quick { " --quick" } else { "" },
+            args.seeds
+                .map(|n| format!(" --seeds {n}"))
+                .unwrap_or_default()
+        );
+        let mode = if args.quick {
+            "quick mode"
+        } else {
+            "full mode"
+        };
+        let mut md = format!(
+            "<!-- section {name}: `{command}`, {mode}, {} seed(s) {:?}, {:.0} min -->\n",
             cx.seeds.len(),
             cx.seeds,
             t0.elapsed().as_secs_f64() / 60.0
@@ -412,7 +427,8 @@ pub fn run(args: CelArgs) -> Result<()> {
         md.push_str(&std::mem::take(&mut cx.page));
         let _ = writeln!(
             md,
-            "\n_Section run: {} seed(s) {:?}, {:.0} minutes of wall time on a shared 2-core machine._\n",
+            "\n_Section run: `{command}` ({mode}), {} seed(s) {:?}, {:.0} minutes of wall time on a \
+             shared 2-core machine._\n",
             cx.seeds.len(),
             cx.seeds,
             t0.elapsed().as_secs_f64() / 60.0
@@ -432,20 +448,37 @@ pub fn run(args: CelArgs) -> Result<()> {
     }
     // Assemble the page and the JSON from every section's fragment present in `out` (sections
     // may run separately, e.g. in parallel with --only).
-    let mut page = String::from(PAGE_HEAD);
+    let mut body = String::new();
     let mut merged = Results::new();
+    // (section, command, mode, seeds) of each fragment, and every claim line tagged with it.
+    let mut runs: Vec<(String, String, &str, String)> = Vec::new();
+    let mut claims: Vec<String> = Vec::new();
     for (name, _) in all {
         let md = args.out.join(format!("cel.{name}.md"));
         let js = args.out.join(format!("cel.{name}.json"));
         if !(md.exists() && js.exists()) {
             let _ = writeln!(
-                page,
+                body,
                 "## Section `{name}`\n\nNot run yet (`cargo xtask experiment cel --only {name}`).\n"
             );
             continue;
         }
-        page.push_str(&std::fs::read_to_string(&md)?);
-        page.push('\n');
+        let text = std::fs::read_to_string(&md)?;
+        let (command, seeds) = fragment_run(&text);
+        let mode = if command.contains("--quick") {
+            "quick"
+        } else {
+            "full"
+        };
+        for l in text.lines().filter(|l| l.contains("**Claim")) {
+            claims.push(format!(
+                "- {} _({name}, {mode} mode, seeds {seeds})_",
+                l.trim_start_matches("- ").trim()
+            ));
+        }
+        runs.push((name.to_string(), command, mode, seeds));
+        body.push_str(&text);
+        body.push('\n');
         let t: rec_trainer::experiment::Table =
             serde_json::from_str(&std::fs::read_to_string(&js)?)
                 .with_context(|| format!("unreadable {}", js.display()))?;
@@ -463,20 +496,25 @@ pub fn run(args: CelArgs) -> Result<()> {
     // from `cargo bench -p rec-benches --bench cel` (see docs/cel.md).
     let bench = args.out.join("cel.bench.md");
     if bench.exists() {
-        page.push_str(&std::fs::read_to_string(&bench)?);
-        page.push('\n');
+        let text = std::fs::read_to_string(&bench)?;
+        for l in text.lines().filter(|l| l.contains("**Claim")) {
+            claims.push(format!(
+                "- {} _(criterion)_",
+                l.trim_start_matches("- ").trim()
+            ));
+        }
+        body.push_str(&text);
+        body.push('\n');
     }
-    // Every claim line, collected at the top.
-    let claims: Vec<&str> = page.lines().filter(|l| l.contains("**Claim")).collect();
-    let summary = format!(
-        "## Claims at a glance\n\n{}\n\n",
-        claims
-            .iter()
-            .map(|l| format!("- {}", l.trim_start_matches("- ").trim()))
-            .collect::<Vec<_>>()
-            .join("\n")
+    let mut page = String::from(PAGE_HEAD);
+    page.push_str(
+        "## How each section was run\n\n| section | command | mode | seeds |\n|---|---|---|---|\n",
     );
-    let page = page.replacen(PAGE_HEAD, &format!("{PAGE_HEAD}{summary}"), 1);
+    for (name, command, mode, seeds) in &runs {
+        let _ = writeln!(page, "| {name} | `{command}` | {mode} | {seeds} |");
+    }
+    let _ = writeln!(page, "\n## Claims at a glance\n\n{}\n", claims.join("\n"));
+    page.push_str(&body);
     rec_nn::io::write_atomic(&args.out.join("cel.md"), page.as_bytes())?;
     eprintln!("wrote {}", args.out.join("cel.md").display());
     if args.json {
@@ -485,11 +523,30 @@ pub fn run(args: CelArgs) -> Result<()> {
     Ok(())
 }
 
+/// The command and seeds a section fragment records in its first line
+/// (`<!-- section NAME: `COMMAND`, ..., N seed(s) [SEEDS], ... -->`).
+fn fragment_run(fragment: &str) -> (String, String) {
+    let first = fragment.lines().next().unwrap_or_default();
+    let command = first
+        .split('`')
+        .nth(1)
+        .map(str::to_string)
+        .unwrap_or_else(|| "unknown".into());
+    let seeds = first
+        .split_once('[')
+        .and_then(|(_, r)| r.split_once(']'))
+        .map(|(s, _)| s.to_string())
+        .unwrap_or_else(|| "unknown".into());
+    (command, seeds)
+}
+
 const PAGE_HEAD: &str = "# CEL results\n\nProduced by `cargo xtask experiment cel` (3 seeds; \
-`--quick` runs a reduced version with one seed; `--only SECTION` runs one section, and every run \
-reassembles this page from the section fragments `cel.SECTION.md`/`.json` next to it). Means ± \
-sample standard deviation over seeds 1, 2, 3. Memory ratio = bytes of full tables of the same \
-width / bytes of the compressed tables (CEL: cluster rows + a 1-byte assignment per entity and \
+`--quick` runs a reduced version with one seed, fewer epochs and fewer points; `--only SECTION` \
+runs one section, and every run reassembles this page from the section fragments \
+`cel.SECTION.md`/`.json` next to it, so sections may come from different runs: the line at the end of \
+each section gives its exact command, its mode (full or `--quick`) and its seeds). Means ± \
+sample standard deviation over the seeds of the section. Memory ratio = bytes of full tables \
+of the same width / bytes of the compressed tables (CEL: cluster rows + a 1-byte assignment per entity and \
 table; see docs/cel.md). Under each table: what each claim needs and whether it holds, with the \
 numbers. `cargo xtask experiment cel --json` prints all tables as one JSON object on the last \
 line (model -> slice -> metric -> mean, std, values).\n\n";
@@ -800,8 +857,8 @@ personalization phase to step 6000) was run once on this machine with TensorFlow
 reading the same MovieLens-100k ratings; their own 80/20 split (numpy seed 0). It prints a \
 centroid-only validation MSE of 0.9079 at step 790 (its last report before the \
 personalization phase); the lowest centroid-only MSE it prints over the whole run is 0.8924 \
-(step ~1500, during personalization, with centroids averaged from personal vectors), and its \
-best personalized MSE 0.8688. See docs/cel.md for how it was run.\n";
+(step 1340, during personalization, with centroids averaged from personal vectors), and its \
+best personalized MSE 0.8688 (step 1560). See docs/cel.md for how it was run.\n";
 
 // ------------------------------------------------------------------ P-COLD
 
@@ -854,7 +911,7 @@ fn cold(cx: &mut Ctx2) -> Result<String> {
     for (name, metric) in [("deepfm", "auc"), ("nmf", "mse")] {
         let _ = writeln!(
             md,
-            "| {name} | {} |\n|---|---|---|---|---|---|",
+            "| {name} | {} |\n|---|---|---|---|---|",
             slices.map(|s| format!("{metric} {s}")).join(" | ")
         );
         for v in ["full", "cel"] {
