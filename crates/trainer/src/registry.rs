@@ -143,15 +143,17 @@ fn table_kind(t: &toml::Table) -> Result<&str> {
         .context("an embedding table needs `kind` (full, hashed, qr, frequency, cel)")
 }
 
+/// The default clustered-table settings and the per-field ones (`None`: that field's table is
+/// not clustered), as [`cel_configs`] reads them.
+pub type CelConfigs = (
+    Option<embedding_cel::CelConfig>,
+    std::collections::BTreeMap<String, Option<embedding_cel::CelConfig>>,
+);
+
 /// The clustered (`kind = "cel"`) tables of the `[embeddings]` section: the default (if the
 /// default kind is `cel`) and the per-field ones. Every other key of such a table is a
 /// [`embedding_cel::CelConfig`] setting.
-pub fn cel_configs(
-    cfg: &Config,
-) -> Result<(
-    Option<embedding_cel::CelConfig>,
-    std::collections::BTreeMap<String, Option<embedding_cel::CelConfig>>,
-)> {
+pub fn cel_configs(cfg: &Config) -> Result<CelConfigs> {
     let parse = |t: &toml::Table, what: &str| -> Result<Option<embedding_cel::CelConfig>> {
         if table_kind(t).with_context(|| format!("[embeddings] {what}"))? != "cel" {
             return Ok(None);
