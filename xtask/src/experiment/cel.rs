@@ -517,6 +517,10 @@ pub fn run(args: CelArgs) -> Result<()> {
     page.push_str(&body);
     rec_nn::io::write_atomic(&args.out.join("cel.md"), page.as_bytes())?;
     eprintln!("wrote {}", args.out.join("cel.md").display());
+    if args.assemble {
+        cx.results = merged.clone();
+        redraw(&cx)?;
+    }
     if args.json {
         println!("{}", merged.to_json_line());
     }
@@ -680,41 +684,7 @@ fn rating(cx: &mut Ctx2) -> Result<String> {
             );
         }
     }
-    let series: Vec<Series> = methods
-        .iter()
-        .map(|m| {
-            Series::new(
-                *m,
-                ratios
-                    .iter()
-                    .filter_map(|&r| {
-                        let k = format!("rating/{m} {r}x");
-                        let x = cx.mean(&k, "all", "ratio");
-                        let y = cx.mean(&k, "all", "mse");
-                        (x.is_finite() && y.is_finite()).then_some((x, y))
-                    })
-                    .collect(),
-            )
-        })
-        .chain([
-            Series::new(
-                "full (tuned L2)",
-                vec![(1.0, full), (ratios[ratios.len() - 1], full)],
-            ),
-            Series::new(
-                "full (no L2)",
-                vec![(1.0, untuned), (ratios[ratios.len() - 1], untuned)],
-            ),
-        ])
-        .collect();
-    cx.plot(
-        "cel_rating_memory.png",
-        "P-RATING: test MSE vs memory ratio (NMF)",
-        "memory ratio (x smaller)",
-        "test MSE",
-        true,
-        &series,
-    )?;
+    rating_plot(cx, &ratios, full, untuned)?;
     md.push_str("\n![P-RATING MSE vs memory](cel_rating_memory.png)\n");
     Ok(md)
 }
@@ -1073,6 +1043,82 @@ fn ctr(cx: &mut Ctx2) -> Result<String> {
             }
         );
     }
+    ctr_plot(cx, &ratios)?;
+    md.push_str("\n![P-CTR AUC vs memory](cel_ctr_memory.png)\n");
+    Ok(md)
+}
+
+/// Redraws the memory plots of the P-RATING and P-CTR sections from their fragments'
+/// results (`--assemble`), so a plot can change without rerunning the training.
+fn redraw(cx: &Ctx2) -> Result<()> {
+    let table = cx.results.table();
+    let ratios = |prefix: &str| -> Vec<f64> {
+        let mut r: Vec<f64> = table
+            .keys()
+            .filter_map(|m| m.strip_prefix(prefix)?.strip_suffix('x')?.parse().ok())
+            .collect();
+        r.sort_by(f64::total_cmp);
+        r
+    };
+    let rating = ratios("rating/cel ");
+    let tuned = table
+        .keys()
+        .find(|m| m.starts_with("rating/full (L2 ") && m.ends_with(" tuned)"));
+    if let (false, Some(tuned)) = (rating.is_empty(), tuned) {
+        let full = cx.mean(tuned, "all", "mse");
+        let untuned = cx.mean("rating/full (L2 0)", "all", "mse");
+        rating_plot(cx, &rating, full, untuned)?;
+    }
+    let ctr = ratios("ctr/cel ");
+    if !ctr.is_empty() {
+        ctr_plot(cx, &ctr)?;
+    }
+    Ok(())
+}
+
+/// The P-RATING memory plot from the section's results (also redrawn by `--assemble`).
+fn rating_plot(cx: &Ctx2, ratios: &[f64], full: f64, untuned: f64) -> Result<()> {
+    let methods = ["cel", "hashed", "qr", "frequency"];
+    let series: Vec<Series> = methods
+        .iter()
+        .map(|m| {
+            Series::new(
+                *m,
+                ratios
+                    .iter()
+                    .filter_map(|&r| {
+                        let k = format!("rating/{m} {r}x");
+                        let x = cx.mean(&k, "all", "ratio");
+                        let y = cx.mean(&k, "all", "mse");
+                        (x.is_finite() && y.is_finite()).then_some((x, y))
+                    })
+                    .collect(),
+            )
+        })
+        .chain([
+            Series::new(
+                "full (tuned L2)",
+                vec![(1.0, full), (ratios[ratios.len() - 1], full)],
+            ),
+            Series::new(
+                "full (no L2)",
+                vec![(1.0, untuned), (ratios[ratios.len() - 1], untuned)],
+            ),
+        ])
+        .collect();
+    cx.plot(
+        "cel_rating_memory.png",
+        "P-RATING: test MSE vs memory ratio (NMF)",
+        "memory ratio (x smaller)",
+        "test MSE",
+        true,
+        &series,
+    )
+}
+
+/// The P-CTR memory plot from the section's results (also redrawn by `--assemble`).
+fn ctr_plot(cx: &Ctx2, ratios: &[f64]) -> Result<()> {
+    let methods = ["cel", "hashed", "qr", "frequency"];
     let series: Vec<Series> = methods
         .iter()
         .map(|m| {
@@ -1104,9 +1150,7 @@ fn ctr(cx: &mut Ctx2) -> Result<String> {
         "test AUC",
         true,
         &series,
-    )?;
-    md.push_str("\n![P-CTR AUC vs memory](cel_ctr_memory.png)\n");
-    Ok(md)
+    )
 }
 
 // ------------------------------------------------------------------ identifiability
