@@ -240,7 +240,7 @@ impl CelConfig {
         if !(0.0..=1.0).contains(&self.keep_prob) {
             return Err(format!("keep_prob {} is not in [0, 1]", self.keep_prob));
         }
-        if !(self.lambda >= 0.0) {
+        if self.lambda.is_nan() || self.lambda < 0.0 {
             return Err(format!("lambda {} must be >= 0", self.lambda));
         }
         if self.reservoir < 2 {
@@ -248,7 +248,7 @@ impl CelConfig {
         }
         match self.reassign {
             Reassign::Approx { curvature } | Reassign::Exact { curvature, .. }
-                if !(curvature > 0.0) =>
+                if curvature.is_nan() || curvature <= 0.0 =>
             {
                 Err(format!("reassign curvature {curvature} must be positive"))
             }

@@ -145,9 +145,10 @@ pub fn reassign_exact(
     for (s, &e) in ents.iter().enumerate() {
         slot[e as usize] = s as u32;
     }
-    let mut cost = vec![vec![0f64; ranks]; ents.len()];
+    // cost[j][s]: summed loss of entity s's training samples with it in its j-th candidate.
+    let mut cost = vec![vec![0f64; ents.len()]; ranks];
     let result = (|| -> Result<()> {
-        for j in 0..ranks {
+        for (j, cost_j) in cost.iter_mut().enumerate() {
             let mut probe = base.clone();
             for (s, &e) in ents.iter().enumerate() {
                 probe[e as usize] = *cands[s].get(j).unwrap_or(&cands[s][0]);
@@ -163,7 +164,7 @@ pub fn reassign_exact(
                 for (k2, &li) in l.iter().enumerate() {
                     let e = ids[start + k2] as usize;
                     if e < vocab {
-                        cost[slot[e] as usize][j] += li;
+                        cost_j[slot[e] as usize] += li;
                     }
                 }
                 start = end;
@@ -177,10 +178,10 @@ pub fn reassign_exact(
     let mut cluster_loss = vec![0f64; k];
     let mut moves = Vec::new();
     for (s, &e) in ents.iter().enumerate() {
-        cluster_loss[cands[s][0] as usize] += cost[s][0];
+        cluster_loss[cands[s][0] as usize] += cost[0][s];
         let mut best = 0;
         for j in 1..cands[s].len() {
-            if cost[s][j] < cost[s][best] - 1e-12 {
+            if cost[j][s] < cost[best][s] - 1e-12 {
                 best = j;
             }
         }

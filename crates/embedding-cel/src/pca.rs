@@ -10,7 +10,7 @@ use crate::config::Threshold;
 /// component is positive (ties: the first). Returns `None` for fewer than two rows or when
 /// every centred row is zero (no direction to split along).
 pub fn principal_direction(g: &[f32], d: usize, iters: usize) -> Option<(Vec<f64>, Vec<f64>)> {
-    if d == 0 || g.len() % d != 0 {
+    if d == 0 || !g.len().is_multiple_of(d) {
         return None;
     }
     let m = g.len() / d;

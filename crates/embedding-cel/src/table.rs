@@ -447,9 +447,10 @@ impl ClusteredEmbedding {
         if let Some(p) = &mut self.personal {
             let d = self.dim;
             let v = p.rows.row(e as usize);
-            for j in 0..d {
-                p.sums[from * d + j] -= v[j] as f64;
-                p.sums[to as usize * d + j] += v[j] as f64;
+            let to = to as usize;
+            for (j, &x) in v.iter().enumerate().take(d) {
+                p.sums[from * d + j] -= x as f64;
+                p.sums[to * d + j] += x as f64;
             }
         }
         self.assign.set(e as usize, to);
@@ -964,8 +965,8 @@ impl ClusteredEmbedding {
             for e in 0..self.vocab {
                 let c = self.assign.get(e) as usize;
                 let r = p.rows.row(e);
-                for j in 0..d {
-                    p.sums[c * d + j] += r[j] as f64;
+                for (s, &x) in p.sums[c * d..(c + 1) * d].iter_mut().zip(r) {
+                    *s += x as f64;
                 }
             }
         }

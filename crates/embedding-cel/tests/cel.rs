@@ -426,9 +426,9 @@ fn save_and_load_resume_exactly_in_every_mode() -> Result<()> {
             .map(|_| (0..16).map(|_| rng.random_range(0..40)).collect())
             .collect();
         let run = |t: &mut ClusteredEmbedding, from: usize, to: usize| {
-            for s in from..to {
-                let bi: Vec<u32> = batches[s].iter().map(|&k| ids[k]).collect();
-                let bt: Vec<f32> = batches[s]
+            for (s, batch) in batches.iter().enumerate().take(to).skip(from) {
+                let bi: Vec<u32> = batch.iter().map(|&k| ids[k]).collect();
+                let bt: Vec<f32> = batch
                     .iter()
                     .flat_map(|&k| targets[k * d..(k + 1) * d].to_vec())
                     .collect();

@@ -104,7 +104,16 @@ pub fn line_chart(path: &Path, opts: &LineChart<'_>, series: &[Series]) -> Resul
     let log_x = opts.log_x;
     let fmt_x = move |v: &f64| {
         if log_x {
-            format!("1e{v:.0}")
+            // Ticks fall between powers of ten: label the value itself, not a rounded exponent.
+            let x = 10f64.powf(*v);
+            if x >= 10.0 {
+                format!("{x:.0}")
+            } else {
+                format!("{x:.2}")
+                    .trim_end_matches('0')
+                    .trim_end_matches('.')
+                    .to_string()
+            }
         } else if v.abs() >= 1000.0 {
             format!("{v:.0}")
         } else {

@@ -56,6 +56,9 @@ pub struct CelArgs {
     /// Run only these sections: rating, authors, cold, ctr, planted, lite (comma separated).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
+    /// Run no section: only reassemble the page and the JSON from the fragments in `out`.
+    #[arg(long, conflicts_with = "only")]
+    pub assemble: bool,
 }
 
 const SECTIONS: [&str; 6] = ["rating", "authors", "cold", "ctr", "planted", "lite"];
@@ -385,7 +388,8 @@ pub fn run(args: CelArgs) -> Result<()> {
         results: Results::new(),
         page: String::new(),
     };
-    let want = |s: &str| args.only.is_empty() || args.only.iter().any(|o| o == s);
+    let want =
+        |s: &str| !args.assemble && (args.only.is_empty() || args.only.iter().any(|o| o == s));
     type SectionFn = fn(&mut Ctx2) -> Result<String>;
     let all: [(&str, SectionFn); 6] = [
         ("rating", rating),
@@ -401,9 +405,20 @@ pub fn run(args: CelArgs) -> Result<()> {
         }
         let t0 = Instant::now();
         let body = f(&mut cx)?;
-        let mut md = format!(
-            "<!-- section {name}: `cargo xtask experiment cel{} --only {name}`, {} seed(s) {:?}, {:.0} min -->\n",
+        let command = format!(
+            "cargo xtask experiment cel{}{} --only {name}",
             if args.quick { " --quick" } else { "" },
+            args.seeds
+                .map(|n| format!(" --seeds {n}"))
+                .unwrap_or_default()
+        );
+        let mode = if args.quick {
+            "quick mode"
+        } else {
+            "full mode"
+        };
+        let mut md = format!(
+            "<!-- section {name}: `{command}`, {mode}, {} seed(s) {:?}, {:.0} min -->\n",
             cx.seeds.len(),
             cx.seeds,
             t0.elapsed().as_secs_f64() / 60.0
@@ -412,7 +427,8 @@ pub fn run(args: CelArgs) -> Result<()> {
         md.push_str(&std::mem::take(&mut cx.page));
         let _ = writeln!(
             md,
-            "\n_Section run: {} seed(s) {:?}, {:.0} minutes of wall time on a shared 2-core machine._\n",
+            "\n_Section run: `{command}` ({mode}), {} seed(s) {:?}, {:.0} minutes of wall time on a \
+             shared 2-core machine._\n",
             cx.seeds.len(),
             cx.seeds,
             t0.elapsed().as_secs_f64() / 60.0
@@ -432,20 +448,37 @@ pub fn run(args: CelArgs) -> Result<()> {
     }
     // Assemble the page and the JSON from every section's fragment present in `out` (sections
     // may run separately, e.g. in parallel with --only).
-    let mut page = String::from(PAGE_HEAD);
+    let mut body = String::new();
     let mut merged = Results::new();
+    // (section, command, mode, seeds) of each fragment, and every claim line tagged with it.
+    let mut runs: Vec<(String, String, &str, String)> = Vec::new();
+    let mut claims: Vec<String> = Vec::new();
     for (name, _) in all {
         let md = args.out.join(format!("cel.{name}.md"));
         let js = args.out.join(format!("cel.{name}.json"));
         if !(md.exists() && js.exists()) {
             let _ = writeln!(
-                page,
+                body,
                 "## Section `{name}`\n\nNot run yet (`cargo xtask experiment cel --only {name}`).\n"
             );
             continue;
         }
-        page.push_str(&std::fs::read_to_string(&md)?);
-        page.push('\n');
+        let text = std::fs::read_to_string(&md)?;
+        let (command, seeds) = fragment_run(&text);
+        let mode = if command.contains("--quick") {
+            "quick"
+        } else {
+            "full"
+        };
+        for l in text.lines().filter(|l| l.contains("**Claim")) {
+            claims.push(format!(
+                "- {} _({name}, {mode} mode, seeds {seeds})_",
+                l.trim_start_matches("- ").trim()
+            ));
+        }
+        runs.push((name.to_string(), command, mode, seeds));
+        body.push_str(&text);
+        body.push('\n');
         let t: rec_trainer::experiment::Table =
             serde_json::from_str(&std::fs::read_to_string(&js)?)
                 .with_context(|| format!("unreadable {}", js.display()))?;
@@ -459,19 +492,65 @@ pub fn run(args: CelArgs) -> Result<()> {
             }
         }
     }
+    // Step-cost figures of the criterion benchmark, written next to the fragments by hand
+    // from `cargo bench -p rec-benches --bench cel` (see docs/cel.md).
+    let bench = args.out.join("cel.bench.md");
+    if bench.exists() {
+        let text = std::fs::read_to_string(&bench)?;
+        for l in text.lines().filter(|l| l.contains("**Claim")) {
+            claims.push(format!(
+                "- {} _(criterion)_",
+                l.trim_start_matches("- ").trim()
+            ));
+        }
+        body.push_str(&text);
+        body.push('\n');
+    }
+    let mut page = String::from(PAGE_HEAD);
+    page.push_str(
+        "## How each section was run\n\n| section | command | mode | seeds |\n|---|---|---|---|\n",
+    );
+    for (name, command, mode, seeds) in &runs {
+        let _ = writeln!(page, "| {name} | `{command}` | {mode} | {seeds} |");
+    }
+    let _ = writeln!(page, "\n## Claims at a glance\n\n{}\n", claims.join("\n"));
+    page.push_str(&body);
     rec_nn::io::write_atomic(&args.out.join("cel.md"), page.as_bytes())?;
     eprintln!("wrote {}", args.out.join("cel.md").display());
+    if args.assemble {
+        cx.results = merged.clone();
+        redraw(&cx)?;
+    }
     if args.json {
         println!("{}", merged.to_json_line());
     }
     Ok(())
 }
 
+/// The command and seeds a section fragment records in its first line
+/// (`<!-- section NAME: `COMMAND`, ..., N seed(s) [SEEDS], ... -->`).
+fn fragment_run(fragment: &str) -> (String, String) {
+    let first = fragment.lines().next().unwrap_or_default();
+    let command = first
+        .split('`')
+        .nth(1)
+        .map(str::to_string)
+        .unwrap_or_else(|| "unknown".into());
+    let seeds = first
+        .split_once('[')
+        .and_then(|(_, r)| r.split_once(']'))
+        .map(|(s, _)| s.to_string())
+        .unwrap_or_else(|| "unknown".into());
+    (command, seeds)
+}
+
 const PAGE_HEAD: &str = "# CEL results\n\nProduced by `cargo xtask experiment cel` (3 seeds; \
-`--quick` runs a reduced version with one seed; `--only SECTION` runs one section, and every run \
-reassembles this page from the section fragments `cel.SECTION.md`/`.json` next to it). Means ± \
-sample standard deviation over seeds 1, 2, 3. Memory ratio = bytes of full tables of the same \
-width / bytes of the compressed tables (CEL: cluster rows + a 1-byte assignment per entity and \
+`--quick` runs a reduced version with one seed, fewer epochs and fewer points; `--only SECTION` \
+runs one section, and every run reassembles this page from the section fragments \
+`cel.SECTION.md`/`.json` next to it, so sections may come from different runs: the line at the end of \
+each section gives its exact command, its mode (full or `--quick`) and its seeds). Means ± \
+sample standard deviation over the seeds of the section. Memory ratio = bytes of full tables \
+of the same width / bytes of the compressed tables (CEL: cluster rows + a 1-byte assignment per entity and \
 table; see docs/cel.md). Under each table: what each claim needs and whether it holds, with the \
 numbers. `cargo xtask experiment cel --json` prints all tables as one JSON object on the last \
 line (model -> slice -> metric -> mean, std, values).\n\n";
@@ -605,41 +684,7 @@ fn rating(cx: &mut Ctx2) -> Result<String> {
             );
         }
     }
-    let series: Vec<Series> = methods
-        .iter()
-        .map(|m| {
-            Series::new(
-                *m,
-                ratios
-                    .iter()
-                    .filter_map(|&r| {
-                        let k = format!("rating/{m} {r}x");
-                        let x = cx.mean(&k, "all", "ratio");
-                        let y = cx.mean(&k, "all", "mse");
-                        (x.is_finite() && y.is_finite()).then_some((x, y))
-                    })
-                    .collect(),
-            )
-        })
-        .chain([
-            Series::new(
-                "full (tuned L2)",
-                vec![(1.0, full), (ratios[ratios.len() - 1], full)],
-            ),
-            Series::new(
-                "full (no L2)",
-                vec![(1.0, untuned), (ratios[ratios.len() - 1], untuned)],
-            ),
-        ])
-        .collect();
-    cx.plot(
-        "cel_rating_memory.png",
-        "P-RATING: test MSE vs memory ratio (NMF)",
-        "memory ratio (x smaller)",
-        "test MSE",
-        true,
-        &series,
-    )?;
+    rating_plot(cx, &ratios, full, untuned)?;
     md.push_str("\n![P-RATING MSE vs memory](cel_rating_memory.png)\n");
     Ok(md)
 }
@@ -692,12 +737,16 @@ fn authors(cx: &mut Ctx2) -> Result<String> {
     for &seed in &cx.seeds.clone() {
         let s = ds.protocol(Protocol::Rating, seed)?;
         let test = concat(&s.valid, &s.test)?;
-        // The protocol has no validation set: early stopping watches the last eighth of the
-        // (already shuffled) 80%, and the model trains on the rest; the 20% is only scored.
-        let cut = s.train.len() * 7 / 8;
+        // The protocol has no validation set: early stopping watches a random eighth of the
+        // 80% (seeded), and the model trains on the rest; the 20% is only scored.
+        let [tr, va, _] = rec_data::split::random_split(
+            s.train.len(),
+            mix_seed(seed, 0xA07),
+            [0.875, 0.125, 0.0],
+        );
         let split = Split {
-            valid: s.train.range(cut, s.train.len()),
-            train: s.train.range(0, cut),
+            valid: s.train.gather(&va),
+            train: s.train.gather(&tr),
             test,
             ..s
         };
@@ -722,7 +771,7 @@ fn authors(cx: &mut Ctx2) -> Result<String> {
     let _ = writeln!(
         md,
         "NMF (d = 64, no biases, non-negative factors), items in at most 50 clusters (users keep \
-         full rows), mini-batch training (batch 1024, lazy Adam lr 0.005) on 7/8 of the 80%, \
+         full rows), mini-batch training (batch 1024, lazy Adam lr 0.005) on a random 7/8 of the 80%, \
          early stopping (patience 3) on the other 1/8; test = the 20% (P-RATING's validation \
          and test parts together), never seen before scoring. The CEL number is the \
          centroid-only model (no personalization phase).\n"
@@ -778,8 +827,8 @@ personalization phase to step 6000) was run once on this machine with TensorFlow
 reading the same MovieLens-100k ratings; their own 80/20 split (numpy seed 0). It prints a \
 centroid-only validation MSE of 0.9079 at step 790 (its last report before the \
 personalization phase); the lowest centroid-only MSE it prints over the whole run is 0.8924 \
-(step ~1500, during personalization, with centroids averaged from personal vectors), and its \
-best personalized MSE 0.8688. See docs/cel.md for how it was run.\n";
+(step 1340, during personalization, with centroids averaged from personal vectors), and its \
+best personalized MSE 0.8688 (step 1560). See docs/cel.md for how it was run.\n";
 
 // ------------------------------------------------------------------ P-COLD
 
@@ -832,7 +881,7 @@ fn cold(cx: &mut Ctx2) -> Result<String> {
     for (name, metric) in [("deepfm", "auc"), ("nmf", "mse")] {
         let _ = writeln!(
             md,
-            "| {name} | {} |\n|---|---|---|---|---|---|",
+            "| {name} | {} |\n|---|---|---|---|---|",
             slices.map(|s| format!("{metric} {s}")).join(" | ")
         );
         for v in ["full", "cel"] {
@@ -994,6 +1043,82 @@ fn ctr(cx: &mut Ctx2) -> Result<String> {
             }
         );
     }
+    ctr_plot(cx, &ratios)?;
+    md.push_str("\n![P-CTR AUC vs memory](cel_ctr_memory.png)\n");
+    Ok(md)
+}
+
+/// Redraws the memory plots of the P-RATING and P-CTR sections from their fragments'
+/// results (`--assemble`), so a plot can change without rerunning the training.
+fn redraw(cx: &Ctx2) -> Result<()> {
+    let table = cx.results.table();
+    let ratios = |prefix: &str| -> Vec<f64> {
+        let mut r: Vec<f64> = table
+            .keys()
+            .filter_map(|m| m.strip_prefix(prefix)?.strip_suffix('x')?.parse().ok())
+            .collect();
+        r.sort_by(f64::total_cmp);
+        r
+    };
+    let rating = ratios("rating/cel ");
+    let tuned = table
+        .keys()
+        .find(|m| m.starts_with("rating/full (L2 ") && m.ends_with(" tuned)"));
+    if let (false, Some(tuned)) = (rating.is_empty(), tuned) {
+        let full = cx.mean(tuned, "all", "mse");
+        let untuned = cx.mean("rating/full (L2 0)", "all", "mse");
+        rating_plot(cx, &rating, full, untuned)?;
+    }
+    let ctr = ratios("ctr/cel ");
+    if !ctr.is_empty() {
+        ctr_plot(cx, &ctr)?;
+    }
+    Ok(())
+}
+
+/// The P-RATING memory plot from the section's results (also redrawn by `--assemble`).
+fn rating_plot(cx: &Ctx2, ratios: &[f64], full: f64, untuned: f64) -> Result<()> {
+    let methods = ["cel", "hashed", "qr", "frequency"];
+    let series: Vec<Series> = methods
+        .iter()
+        .map(|m| {
+            Series::new(
+                *m,
+                ratios
+                    .iter()
+                    .filter_map(|&r| {
+                        let k = format!("rating/{m} {r}x");
+                        let x = cx.mean(&k, "all", "ratio");
+                        let y = cx.mean(&k, "all", "mse");
+                        (x.is_finite() && y.is_finite()).then_some((x, y))
+                    })
+                    .collect(),
+            )
+        })
+        .chain([
+            Series::new(
+                "full (tuned L2)",
+                vec![(1.0, full), (ratios[ratios.len() - 1], full)],
+            ),
+            Series::new(
+                "full (no L2)",
+                vec![(1.0, untuned), (ratios[ratios.len() - 1], untuned)],
+            ),
+        ])
+        .collect();
+    cx.plot(
+        "cel_rating_memory.png",
+        "P-RATING: test MSE vs memory ratio (NMF)",
+        "memory ratio (x smaller)",
+        "test MSE",
+        true,
+        &series,
+    )
+}
+
+/// The P-CTR memory plot from the section's results (also redrawn by `--assemble`).
+fn ctr_plot(cx: &Ctx2, ratios: &[f64]) -> Result<()> {
+    let methods = ["cel", "hashed", "qr", "frequency"];
     let series: Vec<Series> = methods
         .iter()
         .map(|m| {
@@ -1025,9 +1150,7 @@ fn ctr(cx: &mut Ctx2) -> Result<String> {
         "test AUC",
         true,
         &series,
-    )?;
-    md.push_str("\n![P-CTR AUC vs memory](cel_ctr_memory.png)\n");
-    Ok(md)
+    )
 }
 
 // ------------------------------------------------------------------ identifiability
