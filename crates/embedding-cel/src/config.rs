@@ -12,7 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Which cluster a GPCA split divides. [paper][ref]
+/// Which cluster a GPCA split divides. \[paper\]\[ref\]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SplitChoice {
@@ -56,7 +56,7 @@ pub enum Mode {
     Lite,
 }
 
-/// How entities move between clusters after splits. [ref] (the loss criterion), [ours] (the
+/// How entities move between clusters after splits. \[ref\] (the loss criterion), \[ours\] (the
 /// approximations).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -257,7 +257,7 @@ impl CelConfig {
     }
 
     /// True when the step is a scheduled reassignment step of offline CEL: `every * n` for
-    /// n = 1 or prime n. [ref]
+    /// n = 1 or prime n. \[ref\]
     pub fn is_reassign_step(&self, step: u64) -> bool {
         if step == 0 || !step.is_multiple_of(self.reassign_every) {
             return false;

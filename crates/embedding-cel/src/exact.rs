@@ -1,5 +1,5 @@
 //! Exact loss-based reassignment: every entity moves to the candidate cluster under which the
-//! model's own loss on the entity's training interactions is smallest. [ref] (the criterion)
+//! model's own loss on the entity's training interactions is smallest. \[ref\] (the criterion)
 //!
 //! The loss of entity `i` under cluster `c` is measured, not modelled: the table serves every
 //! entity its `j`-th candidate ([`ClusteredEmbedding::set_probe`]), the model predicts all

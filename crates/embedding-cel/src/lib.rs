@@ -6,25 +6,25 @@
 //! model takes it unchanged (the trainer builds it for `kind = "cel"` in `[embeddings]`).
 //!
 //! # The algorithm
-//! Tags: [paper] stated by the paper, [ref] seen in the authors' public code, [ours] our
+//! Tags: \[paper\] stated by the paper, \[ref\] seen in the authors' public code, \[ours\] our
 //! design.
-//! - **Lookup and gradient averaging** [ref]: a training lookup gathers the batch's distinct
+//! - **Lookup and gradient averaging** \[ref\]: a training lookup gathers the batch's distinct
 //!   entities into a leaf initialised with their cluster rows, so backward yields each
 //!   entity's own gradient `g_i = dL/de_i`. A cluster row is updated with the *mean* of its
 //!   members' gradients in the batch (not their sum) by the row-wise optimizer.
-//! - **GPCA splits** [paper][ref]: every `split_every` steps, while there are fewer than
+//! - **GPCA splits** \[paper\]\[ref\]: every `split_every` steps, while there are fewer than
 //!   `max_clusters` clusters, the cluster chosen by [`SplitChoice`] is cut along the first
 //!   principal direction of its members' centred gradients (summed over the window since the
 //!   previous split): members with projection `>=` the [`Threshold`] stay, the rest move to a
 //!   new cluster whose row starts as a copy of the parent's. Members without a gradient in the
 //!   window stay. A split that would leave a side empty is not made (the next cluster in the
 //!   criterion's order is tried).
-//! - **Reassignment** [ref] at steps `40 n` for n = 1 and prime n: each entity moves to the
+//! - **Reassignment** \[ref\] at steps `40 n` for n = 1 and prime n: each entity moves to the
 //!   cluster minimising its loss; stabilizers: keep the old cluster with probability 0.3,
 //!   never empty a cluster, refill an empty cluster with a random half of the largest. The
 //!   loss is either modelled inside the table ([`Reassign::Approx`], second order) or measured
 //!   on the model ([`Reassign::Exact`] with [`exact::reassign_due`]).
-//! - **Personalization** [ref] (optional): see [`CelConfig::personalize_at`].
+//! - **Personalization** \[ref\] (optional): see [`CelConfig::personalize_at`].
 //! - **CEL-Lite** [ours; the paper's claim]: [`Mode::Lite`] keeps no per-entity floats. A
 //!   split collects a reservoir sample of member gradients, places the sampled members at
 //!   once and the others lazily, when they next appear, by the sign of their projection on

@@ -1,5 +1,5 @@
 //! The arithmetic of a GPCA split: the first principal direction of a set of gradients by
-//! power iteration, the projections, and the three thresholds. [paper][ref]
+//! power iteration, the projections, and the three thresholds. \[paper\]\[ref\]
 
 use crate::config::Threshold;
 

@@ -12,21 +12,21 @@
 //! Source: "Scenario-aware and Mutual-based approach for Multi-scenario Recommendation in
 //! E-Commerce" (ICDM Workshops 2020). No code is public, and only the abstract and secondary
 //! descriptions could be read, so several parts are a reconstruction. Tags:
-//! **[paper]** the part is described by the paper; **[ours]** the form is this crate's choice.
+//! **\[paper\]** the part is described by the paper; **\[ours\]** the form is this crate's choice.
 //! Every part is a switch of [`SamlConfig`] so that an ablation shows whether it earns its place.
 //!
 //! | part | status | where |
 //! |---|---|---|
-//! | scenario-aware embedding: a global and a per-scenario vector per field, kept apart | [paper] | [`ScenarioEmbedding`] |
-//! | per-scenario tables as one table over virtual IDs `id * M + s`; per-field choice | [ours] | [`ScenarioEmbedding`] |
-//! | scenario-aware attention: global and scenario attention over the behaviours, same values | [paper] | [`Saml`] |
-//! | DIN scoring `MLP([q; k; q*k; q-k])`; scenario query/key projections `I + P[s]` | [ours] | [`Saml`], [`InputLayer`] |
-//! | auxiliary network over the global representation, with its own loss | [paper] | [`Saml`] |
-//! | one branch per scenario, layer `k` reading `[h_m^(k-1); h_aux^(k-1)]` | [paper] | [`Saml`] |
-//! | branch `m` updated only by scenario `m`'s samples | [paper] | [`Routing::select_own`], [`MutualUnit`] |
+//! | scenario-aware embedding: a global and a per-scenario vector per field, kept apart | \[paper\] | [`ScenarioEmbedding`] |
+//! | per-scenario tables as one table over virtual IDs `id * M + s`; per-field choice | \[ours\] | [`ScenarioEmbedding`] |
+//! | scenario-aware attention: global and scenario attention over the behaviours, same values | \[paper\] | [`Saml`] |
+//! | DIN scoring `MLP([q; k; q*k; q-k])`; scenario query/key projections `I + P[s]` | \[ours\] | [`Saml`], [`InputLayer`] |
+//! | auxiliary network over the global representation, with its own loss | \[paper\] | [`Saml`] |
+//! | one branch per scenario, layer `k` reading `[h_m^(k-1); h_aux^(k-1)]` | \[paper\] | [`Saml`] |
+//! | branch `m` updated only by scenario `m`'s samples | \[paper\] | [`Routing::select_own`], [`MutualUnit`] |
 //! | mutual unit: cosine + learned affinity gates, stop-gradient borrowing | [paper; equations ours] | [`MutualUnit`] |
 //! | loss `BCE(y) + lambda_aux BCE(y_aux)`, `lambda_aux = 1`; optional KL term (off) | [paper; weights ours] | [`Saml`] |
-//! | all branches as one batched computation (stacked `[M, in, out]` weights) | [ours] | [`BatchedLinear`] |
+//! | all branches as one batched computation (stacked `[M, in, out]` weights) | \[ours\] | [`BatchedLinear`] |
 //!
 //! # Models
 //! - [`Saml`] ([`SamlConfig`]).

@@ -1,16 +1,16 @@
 //! SAML, Scenario-aware Mutual Learning (the ICDM Workshops 2020 paper "Scenario-aware and
 //! Mutual-based approach for Multi-scenario Recommendation in E-Commerce").
 //!
-//! Only the abstract of the paper is public; parts marked [ours] are this crate's
+//! Only the abstract of the paper is public; parts marked \[ours\] are this crate's
 //! reconstruction and each is a switch of [`SamlConfig`], so an ablation can show what it earns.
 //!
 //! For a sample of scenario `s` with global field vectors `e_g`, scenario field vectors `e_s`
 //! ([`ScenarioEmbedding`]), and, with a behaviour sequence, the global and scenario attention
 //! outputs `a_g`, `a_s`:
 //!
-//! 1. auxiliary network [paper]: `h_aux^(0) = [e_g; a_g]`, `h_aux^(k) = act(A_k h_aux^(k-1))`,
+//! 1. auxiliary network \[paper\]: `h_aux^(0) = [e_g; a_g]`, `h_aux^(k) = act(A_k h_aux^(k-1))`,
 //!    its own head `y_aux = sigmoid(w_aux . h_aux^(L))` and its own loss;
-//! 2. multi-branch network [paper]: `M` branches; layer `k` of branch `m` reads
+//! 2. multi-branch network \[paper\]: `M` branches; layer `k` of branch `m` reads
 //!    `[h_m^(k-1); h_aux^(k-1)]` with `h_m^(0) = [e_s; a_s]` (the same input for every branch:
 //!    the sample's own scenario representation). All `M` branches run for every sample as
 //!    batched matmuls ([`BatchedLinear`]);
@@ -75,7 +75,7 @@ pub struct SamlConfig {
     /// Dropout after every hidden layer (default 0).
     #[serde(default)]
     pub dropout: f64,
-    /// Every branch (and head) starts from the same weights [ours] (default true): the mutual
+    /// Every branch (and head) starts from the same weights \[ours\] (default true): the mutual
     /// unit adds other branches' hidden vectors to the own one, which only means something
     /// when the branches' hidden spaces are comparable; copies that diverge by scenario keep
     /// them so. `false` draws each branch independently.
@@ -87,7 +87,7 @@ pub struct SamlConfig {
     /// Keep at most this many most recent behaviours (default: all the data has).
     #[serde(default)]
     pub max_history: Option<usize>,
-    /// Scenario-aware embedding [paper] (default true). `false` is the "no scenario
+    /// Scenario-aware embedding \[paper\] (default true). `false` is the "no scenario
     /// embedding" ablation.
     #[serde(default = "yes")]
     pub scenario_embedding: bool,
@@ -95,21 +95,21 @@ pub struct SamlConfig {
     /// multi-hot field but the scenario field).
     #[serde(default)]
     pub scenario_fields: Option<Vec<String>>,
-    /// Scenario-aware attention [paper] when the data have a behaviour sequence (default true).
+    /// Scenario-aware attention \[paper\] when the data have a behaviour sequence (default true).
     #[serde(default = "yes")]
     pub scenario_attention: bool,
     /// `lambda_aux`, weight of the auxiliary network's loss (default 1; 0 is the "no auxiliary
     /// loss" ablation: the network still feeds the branches).
     #[serde(default = "one")]
     pub aux_loss_weight: f64,
-    /// The mutual unit [paper] (default true; `false`: `h~_s = h_s`).
+    /// The mutual unit \[paper\] (default true; `false`: `h~_s = h_s`).
     #[serde(default = "yes")]
     pub mutual: bool,
     /// Hidden layer (0-based) after which the mutual unit runs (default the last).
     #[serde(default)]
     pub mutual_layer: Option<usize>,
     /// `mu`, weight of the optional mutual-learning term `KL(y || stopgrad(y_aux))` (default 0,
-    /// off) [ours].
+    /// off) \[ours\].
     #[serde(default)]
     pub mutual_kl: f64,
 }

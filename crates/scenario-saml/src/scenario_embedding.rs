@@ -1,15 +1,15 @@
-//! SAML's scenario-aware embedding [paper]: besides its global table, a field has one table per
+//! SAML's scenario-aware embedding \[paper\]: besides its global table, a field has one table per
 //! scenario, and a sample of scenario `s` reads its IDs from table `s`. The two vectors (global
 //! `e_g`, scenario `e_s`) are kept apart, not summed.
 //!
-//! Layout [ours]: the `M` per-scenario tables of a field are one table over `vocab * M`
+//! Layout \[ours\]: the `M` per-scenario tables of a field are one table over `vocab * M`
 //! *virtual IDs*, `id * M + s`, built by the same [`TableFactory`] as every other table (under
 //! the name `{field}@scenario`, so a configuration can give it its own kind; it gets the
 //! default kind otherwise). One lookup serves the whole batch, whatever its scenario mix, and
 //! any [`EmbeddingTable`] works: hashed or clustered (CEL) tables bound the memory, and a
 //! full table costs `M` times the field's global table (rows of scenarios in which an ID never
 //! occurs are allocated but never touched: a user of one country only trains its own row).
-//! Which fields get scenario tables is a per-field choice [ours] (default: every categorical and
+//! Which fields get scenario tables is a per-field choice \[ours\] (default: every categorical and
 //! multi-hot field but the scenario field itself, whose scenario table would hold one
 //! useful row per scenario).
 //!
