@@ -38,20 +38,30 @@ pub fn dropout(x: &Tensor, p: f64, ctx: &mut Ctx) -> Result<Tensor> {
     if p >= 1.0 {
         return x.zeros_like();
     }
-    let keep = 1.0 / (1.0 - p);
-    let mask: Vec<f32> = (0..x.elem_count())
-        .map(|_| {
-            if ctx.rng.random::<f64>() >= p {
-                keep as f32
-            } else {
-                0.0
-            }
-        })
-        .collect();
+    let mask = dropout_mask(&mut ctx.rng, x.elem_count(), p);
     let mask = Tensor::from_vec(mask, x.shape(), &Device::Cpu)?
         .to_dtype(x.dtype())?
         .to_device(x.device())?;
     x * mask
+}
+
+/// The inverted-dropout mask of `n` elements: `1 / (1 - p)` where the element is kept, 0 where
+/// it is dropped. Element `i` is kept when the `i`-th uniform `f64` of `rng` is at least `p`,
+/// exactly as `rng.random::<f64>() >= p` drawn `n` times would decide; the words are drawn in
+/// one bulk fill and the uniform is compared without building it as a float per call, which
+/// made mask generation the largest hot spot of our own code in a DeepFM step
+/// (docs/benchmarks.md).
+fn dropout_mask(rng: &mut impl Rng, n: usize, p: f64) -> Vec<f32> {
+    let keep = (1.0 / (1.0 - p)) as f32;
+    let mut words = vec![0u64; n];
+    rng.fill(&mut words[..]);
+    // `random::<f64>()` is `(w >> 11) * 2^-53`; `>= p` is `(w >> 11) >= ceil(p * 2^53)`
+    // (both sides are exact: p * 2^53 only scales the exponent).
+    let threshold = (p * (1u64 << 53) as f64).ceil() as u64;
+    words
+        .iter()
+        .map(|&w| if (w >> 11) >= threshold { keep } else { 0.0 })
+        .collect()
 }
 
 /// Cuts `x` (`[T, ...]`) into its `T` slices along dimension 0.
@@ -84,6 +94,31 @@ mod tests {
     use crate::gradcheck::{GradCheck, check_gradients, random_var, weighted_sum};
     use candle_core::DType;
     use rand::SeedableRng;
+
+    /// The bulk mask decides exactly as one `random::<f64>() >= p` per element would, for
+    /// any generator position (a word already consumed) and probabilities at the edges.
+    #[test]
+    fn bulk_dropout_mask_equals_the_per_element_draws() {
+        for seed in 0..20u64 {
+            for &p in &[0.0, 1e-9, 0.1, 0.3, 0.5, 0.999_999] {
+                for &(skip, n) in &[(0, 1), (0, 17), (1, 64), (1, 1000), (3, 4099)] {
+                    let mut a = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+                    let mut b = a.clone();
+                    for _ in 0..skip {
+                        let _ = a.random::<u32>();
+                        let _ = b.random::<u32>();
+                    }
+                    let keep = (1.0 / (1.0 - p)) as f32;
+                    let want: Vec<f32> = (0..n)
+                        .map(|_| if a.random::<f64>() >= p { keep } else { 0.0 })
+                        .collect();
+                    assert_eq!(dropout_mask(&mut b, n, p), want, "seed {seed} p {p} n {n}");
+                    // Both generators end at the same position.
+                    assert_eq!(a.random::<u64>(), b.random::<u64>());
+                }
+            }
+        }
+    }
 
     #[test]
     fn softmax_matches_reference_and_has_gradients() -> Result<()> {
