@@ -441,24 +441,24 @@ fn checked_step(
             bail!("the gradient of parameter `{name}` is not finite (the loss was {value})");
         }
     }
-    // The other variables of the graph: the tables' per-batch leaves. The gradient store also
-    // holds gradients of constants (e.g. the masking operand of a `where_cond`), which may be
-    // NaN where a whole row is masked and which no update reads: those are not checked.
-    let leaves: Vec<_> = loss
-        .sorted_nodes()
-        .into_iter()
-        .filter(|t| t.is_variable() && !dense_ids.contains(&t.id()))
-        .map(|t| t.id())
-        .collect();
-    let mut table_grad_ok = true;
-    for id in &leaves {
-        if let Some(g) = grads.get_id(*id)
+    // The other gradients: the tables' per-batch leaves, but also constants (e.g. the masking
+    // operand of a `where_cond`), which may be NaN where a whole row is masked and which no
+    // update reads. Only a variable of the graph counts; the graph is walked to tell them apart
+    // only when a non-finite gradient turns up, so the common step pays nothing for it.
+    let mut bad = std::collections::HashSet::new();
+    for id in grads.get_ids() {
+        if !dense_ids.contains(id)
+            && let Some(g) = grads.get_id(*id)
             && !all_finite(g)?
         {
-            table_grad_ok = false;
-            break;
+            bad.insert(*id);
         }
     }
+    let table_grad_ok = bad.is_empty()
+        || !loss
+            .sorted_nodes()
+            .into_iter()
+            .any(|t| t.is_variable() && bad.contains(&t.id()));
     if !table_grad_ok {
         // Find the table: apply the (bad) sparse updates, then scan every table.
         for (_, t) in model.tables_mut() {
