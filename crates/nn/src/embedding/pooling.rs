@@ -111,7 +111,7 @@ pub fn padded_lookup(
 /// Masked pooling of a padded `[n, T, dim]` tensor over `T` (`mask` is `[n, T]`, same dtype).
 pub fn pool(x: &Tensor, mask: &Tensor, pooling: Pooling) -> Result<Tensor> {
     let m = mask.unsqueeze(D::Minus1)?;
-    let sum = x.broadcast_mul(&m)?.sum(1)?;
+    let sum = crate::layers::sum_middle(&x.broadcast_mul(&m)?)?;
     match pooling {
         Pooling::Sum => Ok(sum),
         Pooling::Mean => {

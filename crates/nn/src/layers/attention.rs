@@ -65,9 +65,7 @@ impl TargetAttention {
     ) -> Result<AttentionOutput> {
         let s = self.scores(query, keys, ctx)?;
         let weights = masked_softmax(&s, &mask.to_dtype(s.dtype())?)?;
-        let output = values
-            .broadcast_mul(&weights.unsqueeze(D::Minus1)?)?
-            .sum(1)?;
+        let output = super::sum_middle(&values.broadcast_mul(&weights.unsqueeze(D::Minus1)?)?)?;
         Ok(AttentionOutput { output, weights })
     }
 }

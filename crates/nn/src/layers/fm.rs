@@ -11,8 +11,8 @@ pub fn fm_interaction(x: &Tensor) -> Result<Tensor> {
 /// The bi-interaction vector `0.5 * ((sum_i v_i)^2 - sum_i v_i^2)`, `[n, d]` (the FM term
 /// before summing over `d`; NFM's bi-interaction pooling).
 pub fn fm_interaction_vector(x: &Tensor) -> Result<Tensor> {
-    let s = x.sum(1)?;
-    let sq = x.sqr()?.sum(1)?;
+    let s = super::sum_middle(x)?;
+    let sq = super::sum_middle(&x.sqr()?)?;
     (s.sqr()? - sq)?.affine(0.5, 0.0)
 }
 

@@ -15,6 +15,7 @@ mod lstm;
 mod mlp;
 mod norm;
 pub mod ops;
+mod reduce;
 
 pub use attention::{AttentionOutput, TargetAttention};
 pub use fm::{fm_interaction, fm_interaction_vector};
@@ -23,6 +24,7 @@ pub use lstm::{Lstm, LstmOutput};
 pub use mlp::{Activation, Mlp, MlpConfig, Norm};
 pub use norm::{BatchNorm, LayerNorm};
 pub use ops::{dropout, masked_softmax, softmax, split_steps};
+pub use reduce::sum_middle;
 
 #[cfg(test)]
 pub(crate) mod test_util {
