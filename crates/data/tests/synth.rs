@@ -756,3 +756,72 @@ fn dupn_history_is_everything_before_the_session() {
     let p = d.train.ctr.padded("hist_behaviour", None).unwrap();
     assert_eq!(p.lengths, expected);
 }
+
+/// One sample of a batch as comparable values (columns, labels with NaN as bits, weight).
+fn sample_key(b: &Batch, i: usize) -> (Vec<Column>, Vec<u32>, Option<u32>) {
+    let one = b.gather(&[i]);
+    (
+        one.columns,
+        one.labels.iter().map(|l| l[0].to_bits()).collect(),
+        one.weights.map(|w| w[0].to_bits()),
+    )
+}
+
+/// `part`'s samples appear in `whole`, in the same order.
+fn is_subsequence(part: &Batch, whole: &Batch) -> bool {
+    let mut j = 0;
+    for i in 0..part.len() {
+        let k = sample_key(part, i);
+        while j < whole.len() && sample_key(whole, j) != k {
+            j += 1;
+        }
+        if j == whole.len() {
+            return false;
+        }
+        j += 1;
+    }
+    true
+}
+
+#[test]
+fn dupn_train_from_day_keeps_the_new_day_only_and_changes_nothing_else() {
+    let log = SynthLog::generate(&tiny(80)).unwrap();
+    let test_day = (log.days() - 1) as u16;
+    assert!(
+        test_day >= 2,
+        "the tiny preset needs at least three days here"
+    );
+    let all = log.dupn_split(&DupnOptions::default());
+    let mut last = all.train.ctr.len() + 1;
+    for from in 0..test_day {
+        let d = log.dupn_split(&DupnOptions {
+            train_from_day: from,
+            ..DupnOptions::default()
+        });
+        // The test day is untouched.
+        for (a, b) in [
+            (&d.test.ctr, &all.test.ctr),
+            (&d.test.l2r, &all.test.l2r),
+            (&d.test.fifp, &all.test.fifp),
+            (&d.test.spp, &all.test.spp),
+        ] {
+            assert_eq!(a.len(), b.len());
+            assert_eq!(a.columns, b.columns);
+        }
+        // The training streams keep a part of the full ones, same samples in the same order
+        // (histories still reach back before `from`), and shrink as `from` moves on.
+        for (a, b) in [
+            (&d.train.ctr, &all.train.ctr),
+            (&d.train.ppp, &all.train.ppp),
+            (&d.train.fifp, &all.train.fifp),
+        ] {
+            assert!(is_subsequence(a, b), "from day {from}");
+        }
+        if from == 0 {
+            assert_eq!(d.train.ctr.columns, all.train.ctr.columns);
+        }
+        assert!(d.train.ctr.len() < last, "from day {from}");
+        assert!(!d.train.ctr.is_empty(), "from day {from}");
+        last = d.train.ctr.len();
+    }
+}

@@ -17,7 +17,9 @@ use crate::config::DataConfig;
 ///   mixed, each sample labelled for its own task). Options: `preset` (`tiny`, `small`
 ///   (default), `large`), `config` (a generator TOML file instead of a preset), `users`,
 ///   `items`, `days`, `seed` (of the generator; default the preset's), `history` (length of the
-///   behaviour sequence of `ctr`/`ms`, default 0), `max_history` (`ecom`, default 50).
+///   behaviour sequence of `ctr`/`ms`, default 0), `max_history` (`ecom`, default 50),
+///   `train_from_day` (`ecom`: train on days `train_from_day..D-1` only, for the daily update
+///   that fine-tunes yesterday's checkpoint on the new day; default 0).
 /// - `csv`: options `path` (the file) and `schema` (an [`InteractionSchema`] TOML file);
 ///   a seeded random 80/10/10 split.
 pub fn load_split(cfg: &DataConfig) -> Result<Split> {
@@ -71,7 +73,7 @@ pub fn load_split(cfg: &DataConfig) -> Result<Split> {
     }
 }
 
-const SYNTH_OPTIONS: [&str; 9] = [
+const SYNTH_OPTIONS: [&str; 10] = [
     "preset",
     "config",
     "users",
@@ -81,6 +83,7 @@ const SYNTH_OPTIONS: [&str; 9] = [
     "history",
     "max_history",
     "negative_rate",
+    "train_from_day",
 ];
 
 fn synthetic_split(cfg: &DataConfig) -> Result<Split> {
@@ -137,6 +140,20 @@ fn synthetic_split(cfg: &DataConfig) -> Result<Split> {
             .context("[data.options] negative_rate must be a number in (0, 1]")?
             as f32,
     };
+    let train_from_day = int("train_from_day")?.unwrap_or(0);
+    if opts.contains_key("train_from_day") {
+        if cfg.protocol != "ecom" {
+            bail!("[data.options] train_from_day applies to the `ecom` protocol only");
+        }
+        if train_from_day + 1 >= gen_cfg.days as u64 {
+            bail!(
+                "[data.options] train_from_day = {train_from_day} leaves no training day: days \
+                 0..{} train and day {} is the test day",
+                gen_cfg.days.saturating_sub(2),
+                gen_cfg.days.saturating_sub(1)
+            );
+        }
+    }
     let (name, schema, train, test) = match cfg.protocol.as_str() {
         "ctr" | "ms" | "rating" => {
             let target = if cfg.protocol == "rating" {
@@ -163,6 +180,7 @@ fn synthetic_split(cfg: &DataConfig) -> Result<Split> {
                 max_history: int("max_history")?.unwrap_or(50) as usize,
                 ctr_negative_rate: negative_rate,
                 seed: cfg.seed,
+                train_from_day: train_from_day as u16,
                 ..DupnOptions::default()
             });
             ("P-ECOM", s.schema.clone(), s.train.joint(), s.test.joint())

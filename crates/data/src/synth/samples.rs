@@ -87,6 +87,12 @@ pub struct DupnOptions {
     pub spp_negatives: usize,
     /// Seed of subsampling and negative draws.
     pub seed: u64,
+    /// First day (0-based) whose samples go into the training streams (default 0: all of
+    /// days 1..D-1). The daily update sets it to the new day, so that the model fine-tuned
+    /// from yesterday's checkpoint trains on that day only; earlier behaviours still form the
+    /// histories, and the kept samples, the test day and every random draw are the same as
+    /// without it.
+    pub train_from_day: u16,
 }
 
 impl Default for DupnOptions {
@@ -98,6 +104,7 @@ impl Default for DupnOptions {
             fifp_negatives: 1,
             spp_negatives: 1,
             seed: 0,
+            train_from_day: 0,
         }
     }
 }
@@ -569,6 +576,9 @@ impl SynthLog {
         let schema = Arc::new(self.dupn_schema());
         let mut train = TaskBuilders::new(&schema);
         let mut test = TaskBuilders::new(&schema);
+        // Samples of days before `train_from_day`: built (so that every draw stays in step)
+        // and dropped.
+        let mut skipped = TaskBuilders::new(&schema);
         let ev = &self.events;
         let cfg = self.config();
         let test_day = (cfg.days - 1) as u16;
@@ -591,10 +601,12 @@ impl SynthLog {
                 }
                 let t0 = ev.ts[a];
                 let day = ev.day[a];
-                let out = if day < test_day {
-                    &mut train
-                } else {
+                let out = if day >= test_day {
                     &mut test
+                } else if day < opts.train_from_day {
+                    &mut skipped
+                } else {
+                    &mut train
                 };
                 let k = behs.partition_point(|h| h.ts < t0);
                 let hist = &behs[k.saturating_sub(opts.max_history)..k];
@@ -664,10 +676,12 @@ impl SynthLog {
                 let day = (t - cfg.start_ts)
                     .div_euclid(86_400)
                     .clamp(0, test_day as i64) as u16;
-                let out = if day < test_day {
-                    &mut train
-                } else {
+                let out = if day >= test_day {
                     &mut test
+                } else if day < opts.train_from_day {
+                    &mut skipped
+                } else {
+                    &mut train
                 };
                 let k = behs.partition_point(|h| h.ts < t);
                 let hist = &behs[k.saturating_sub(opts.max_history)..k];
