@@ -105,6 +105,7 @@ pub mod batched;
 pub mod input;
 pub mod mmoe;
 pub mod mutual;
+pub mod routed;
 pub mod saml;
 pub mod scenario;
 pub mod scenario_embedding;

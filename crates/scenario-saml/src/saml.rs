@@ -26,7 +26,7 @@
 //! `k_sj = k_j (I + P_k[s])` with per-scenario matrices `P` (initialised to 0) and its own
 //! scoring MLP.
 
-use candle_core::{D, DType, Device, Result, Tensor, Var};
+use candle_core::{DType, Device, Result, Tensor, Var};
 use rec_data::{Batch, Schema};
 use rec_nn::embedding::{EmbeddingTable, Pooling, TableFactory};
 use rec_nn::layers::{Activation, Linear, MlpConfig, TargetAttention, dropout};
@@ -36,8 +36,9 @@ use serde::{Deserialize, Serialize};
 use crate::batched::{BatchedLinear, stacked_var};
 use crate::input::InputLayer;
 use crate::mutual::MutualUnit;
+use crate::routed::{inverse_index, routed_matmul, scenario_order};
 use crate::nn::{Init, VarStore, activation_init, join};
-use crate::scenario::{Routing, check_schema};
+use crate::scenario::{Routing, check_schema, scenario_ids};
 use crate::scenario_embedding::{ScenarioEmbedding, default_scenario_fields};
 
 fn d_dim() -> usize {
@@ -158,11 +159,20 @@ impl ScenarioAttention {
     fn project(&self, x: &Tensor, p: &Var, routing: &Routing) -> Result<Tensor> {
         let w = self.width;
         let n = routing.len();
-        let ps = routing.rows_of(p.as_tensor())?.reshape((n, w, w))?;
-        if x.rank() == 2 {
-            x + x.unsqueeze(1)?.matmul(&ps)?.squeeze(1)?
-        } else {
-            x + x.contiguous()?.matmul(&ps)?
+        let m = routing.num_scenarios;
+        let p3 = p.as_tensor().reshape((m, w, w))?;
+        match (x.rank(), &routing.groups) {
+            (2, _) => x + routing.matmul_own(x, &p3)?,
+            (_, Some(g)) => {
+                // [n, T, w] as [n T, w]: every sample's T rows stay in its scenario's block.
+                let (_, t, _) = x.dims3()?;
+                let flat = x.contiguous()?.reshape((n * t, w))?;
+                x + routed_matmul(&flat, &p3, &g.repeated(t))?.reshape((n, t, w))?
+            }
+            _ => {
+                let ps = routing.rows_of(p.as_tensor())?.reshape((n, w, w))?;
+                x + x.contiguous()?.matmul(&ps)?
+            }
         }
     }
 
@@ -441,7 +451,103 @@ impl Saml {
         ))
     }
 
+    /// The branches' input `[e_s; a_s; x_aux]` and the auxiliary net's input `x_aux` for a
+    /// batch, in the batch's order.
+    fn inputs(&mut self, batch: &Batch, routing: &Routing, ctx: &mut Ctx) -> Result<(Tensor, Tensor)> {
+        let inp = self.input.forward(batch, ctx)?;
+        let x_aux = inp.concat()?;
+        let mut branch_parts = Vec::new();
+        if let Some(se) = &mut self.scen_emb {
+            branch_parts.extend(se.forward(batch, &routing.ids, ctx.train)?);
+        }
+        if let (Some(sa), Some(target), Some((beh, mask))) =
+            (&self.scen_att, &inp.target, &inp.behaviours)
+        {
+            branch_parts.push(sa.forward(target, beh, mask, routing, ctx)?);
+        }
+        branch_parts.push(x_aux.clone());
+        Ok((Tensor::cat(&branch_parts, 1)?, x_aux))
+    }
+
+    /// The logits (and [`SamlInternals`]) of a batch.
+    ///
+    /// The samples are first sorted by scenario (a stable counting sort of the batch), so
+    /// that every per-scenario parameter (branch layers, heads, scenario projections) is
+    /// applied block by block to its own scenario's samples ([`crate::routed`]); the outputs
+    /// are put back in the batch's order at the end. The own branch is the only one that is
+    /// differentiated: the other branches' outputs, which the mutual unit reads as
+    /// stop-gradient values, are computed in a forward-only pass over detached inputs and
+    /// parameters (`[M, n, h]`, up to the mutual layer only). The result is the dense
+    /// formulation's (every branch on every sample, the own one picked by a mask) up to the
+    /// order of floating-point sums; with dropout, the masks fall on other positions.
     fn logits(&mut self, batch: &Batch, ctx: &mut Ctx) -> Result<Tensor> {
+        let device = self.vs.device().clone();
+        let ids = scenario_ids(batch, self.m)?;
+        let order = scenario_order(&ids, self.m);
+        let sorted;
+        let batch = match &order {
+            Some(o) => {
+                sorted = batch.gather(o);
+                &sorted
+            }
+            None => batch,
+        };
+        let routing = Routing::of_batch(batch, self.m, DType::F32, &device)?;
+        let (x_branch, x_aux) = self.inputs(batch, &routing, ctx)?;
+
+        let act = self.cfg.activation;
+        let p = self.cfg.dropout;
+        let mut h_aux = x_aux;
+        // The own branch `[n, h]`, and (with the mutual unit, up to its layer) every branch
+        // as constants `[M, n, h]`.
+        let mut own = x_branch;
+        let mut all: Option<Tensor> = None;
+        let mut gates = None;
+        for (k, (layer, aux)) in self.branches.iter().zip(&self.aux).enumerate() {
+            let pre = match &layer.fed {
+                None => layer.own.forward_own(&own, &routing)?,
+                Some(fed) => (layer.own.forward_own(&own, &routing)?
+                    + fed.forward_own(&h_aux, &routing)?)?,
+            };
+            let mut h = dropout(&act.apply(&pre)?, p, ctx)?;
+            if let Some(mu) = self.mutual.as_ref().filter(|_| k <= self.mutual_layer) {
+                let pre_all = match (&all, &layer.fed) {
+                    (None, _) => layer.own.forward_shared_detached(&own.detach())?,
+                    (Some(a), Some(fed)) => (layer.own.forward_detached(a)?
+                        + fed.forward_shared_detached(&h_aux.detach())?)?,
+                    (Some(_), None) => {
+                        unreachable!("only the first layer has no feed from the auxiliary net")
+                    }
+                };
+                let h_all = dropout(&act.apply(&pre_all)?, p, ctx)?;
+                if k == self.mutual_layer {
+                    let out = mu.combine(&h, &h_all, &routing)?;
+                    gates = Some(out.gates);
+                    h = out.output;
+                } else {
+                    all = Some(h_all);
+                }
+            }
+            h_aux = dropout(&act.apply(&aux.forward(&h_aux)?)?, p, ctx)?;
+            own = h;
+        }
+        let mut logit = (routing.matmul_own(&own, self.head_w.as_tensor())?.squeeze(1)?
+            + routing.rows_of(self.head_b.as_tensor())?)?;
+        let mut aux_logit = self.aux_head.forward(&h_aux)?.squeeze(1)?;
+        if let Some(o) = &order {
+            let inv = inverse_index(o, &device)?;
+            logit = logit.index_select(&inv, 0)?;
+            aux_logit = aux_logit.index_select(&inv, 0)?;
+            gates = gates.map(|g| g.index_select(&inv, 0)).transpose()?;
+        }
+        self.last = Some(SamlInternals { aux_logit, gates });
+        Ok(logit)
+    }
+
+    /// The first implementation, kept as the reference of the routed one: every branch on
+    /// every sample (`[M, n, h]`), the own branch picked by a masked sum.
+    #[cfg(test)]
+    fn logits_dense(&mut self, batch: &Batch, ctx: &mut Ctx) -> Result<Tensor> {
         let device = self.vs.device().clone();
         let routing = Routing::of_batch(batch, self.m, DType::F32, &device)?;
         let inp = self.input.forward(batch, ctx)?;
@@ -500,7 +606,7 @@ impl Saml {
         let n = routing.len();
         let w = routing.rows_of(self.head_w.as_tensor())?.reshape((n, ()))?;
         let b = routing.rows_of(self.head_b.as_tensor())?;
-        let logit = ((h * w)?.sum(D::Minus1)? + b)?;
+        let logit = ((h * w)?.sum(candle_core::D::Minus1)? + b)?;
         let aux_logit = self.aux_head.forward(&h_aux)?.squeeze(1)?;
         self.last = Some(SamlInternals { aux_logit, gates });
         Ok(logit)
@@ -639,6 +745,105 @@ mod tests {
             )?;
             weighted_sum(&out, 3)
         }
+    }
+
+    /// SAML with random dense parameters (so that untied branches, non-zero projections and
+    /// a non-zero affinity all matter) and SGD tables, built twice from the same seed.
+    fn random_saml(schema: &Schema, cfg: &SamlConfig) -> Result<Saml> {
+        use rec_nn::embedding::{DefaultTableFactory, TableOptions, TablesConfig};
+        use rec_nn::optim::OptimizerConfig;
+        let d = Device::Cpu;
+        let tables = TablesConfig {
+            options: TableOptions {
+                optimizer: OptimizerConfig::sgd(1.0),
+                ..Default::default()
+            },
+            ..TablesConfig::default()
+        };
+        let mut f = DefaultTableFactory::new(tables, 3, &d);
+        let mut factory = |spec: &rec_data::FieldSpec, dim: usize| f.build(spec, dim);
+        let model = Saml::new(schema, cfg, &mut factory, &d, 3)?;
+        for (k, (_, v)) in model.vs.vars().into_iter().enumerate() {
+            let r = input(v.dims(), 100 + k as u64)?.as_tensor().to_dtype(v.dtype())?;
+            v.set(&r.affine(0.6, 0.0)?)?;
+        }
+        Ok(model)
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+        (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
+    }
+
+    #[test]
+    fn routed_computation_equals_the_dense_one_with_its_gradients() -> Result<()> {
+        use crate::testing::planted;
+        use rec_nn::model::Model as _;
+        // Unsorted scenarios, a behaviour sequence (scenario attention), the mutual unit at
+        // the first and at the last layer, and without it.
+        let p = planted(&[30, 20, 14], &[0, 0, 1], 3, 7);
+        let batch = p.data.range(0, 48);
+        assert!(batch.scenarios().windows(2).any(|w| w[0] > w[1]));
+        let variants = [
+            (true, None),
+            (true, Some(0)),
+            (false, None),
+        ];
+        for (mutual, layer) in variants {
+            let cfg = SamlConfig {
+                dim: 4,
+                hidden: vec![8, 6, 5],
+                tied_init: false,
+                mutual,
+                mutual_layer: layer,
+                mutual_kl: 0.3,
+                ..SamlConfig::default()
+            };
+            let what = format!("mutual {mutual}, layer {layer:?}");
+            let mut routed = random_saml(&batch.schema, &cfg)?;
+            let mut dense = random_saml(&batch.schema, &cfg)?;
+            let mut ctx = Ctx::eval();
+            ctx.train = true;
+            let zr = routed.logits(&batch, &mut ctx)?;
+            let zd = dense.logits_dense(&batch, &mut ctx)?;
+            assert!(max_diff(&zr, &zd)? < 1e-5, "{what}: logits");
+            let (lr, ld) = (routed.last.clone().unwrap(), dense.last.clone().unwrap());
+            assert!(max_diff(&lr.aux_logit, &ld.aux_logit)? < 1e-5, "{what}");
+            assert_eq!(lr.gates.is_some(), mutual);
+            if let (Some(a), Some(b)) = (&lr.gates, &ld.gates) {
+                assert!(max_diff(a, b)? < 1e-5, "{what}: gates");
+            }
+            let loss_r = routed.loss(&batch, &[zr])?;
+            let loss_d = dense.loss(&batch, &[zd])?;
+            assert!(max_diff(&loss_r, &loss_d)? < 1e-5, "{what}: loss");
+            let (gr, gd) = (loss_r.backward()?, loss_d.backward()?);
+            let vars_d = dense.vs.vars();
+            for ((name, vr), (_, vd)) in routed.vs.vars().iter().zip(&vars_d) {
+                match (gr.get(vr.as_tensor()), gd.get(vd.as_tensor())) {
+                    (Some(a), Some(b)) => {
+                        let scale = b.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+                        let diff = max_diff(a, b)?;
+                        assert!(diff <= 1e-5 * scale.max(1.0), "{what}: {name}: {diff}");
+                    }
+                    (a, b) => assert_eq!(a.is_some(), b.is_some(), "{what}: {name}"),
+                }
+            }
+            // Table gradients, through one SGD step (lr 1) of every table.
+            for (model, g) in [(&mut routed, &gr), (&mut dense, &gd)] {
+                for (_, t) in model.tables_mut() {
+                    t.apply_gradients(g)?;
+                }
+            }
+            for ((name, a), (_, b)) in routed.tables().iter().zip(dense.tables()) {
+                let (mut ma, mut mb) = (rec_nn::TensorMap::new(), rec_nn::TensorMap::new());
+                a.save("", &mut ma)?;
+                b.save("", &mut mb)?;
+                for (k, ta) in &ma {
+                    let diff = max_diff(ta, &mb[k])?;
+                    assert!(diff < 1e-5, "{what}: table {name} {k}: {diff}");
+                }
+            }
+        }
+        Ok(())
     }
 
     #[test]
