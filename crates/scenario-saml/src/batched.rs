@@ -152,16 +152,13 @@ impl BatchedLinear {
         }
     }
 
-    /// [`forward`](Self::forward) with the parameters treated as constants (no gradient).
-    pub fn forward_detached(&self, x: &Tensor) -> Result<Tensor> {
-        let b = self.bias.as_ref().map(|b| b.as_tensor().detach());
-        apply(x, &self.weight.as_tensor().detach(), b.as_ref())
-    }
-
-    /// [`forward_shared`](Self::forward_shared) with the parameters treated as constants.
-    pub fn forward_shared_detached(&self, x: &Tensor) -> Result<Tensor> {
-        let b = self.bias.as_ref().map(|b| b.as_tensor().detach());
-        apply_shared(x, &self.weight.as_tensor().detach(), b.as_ref())
+    /// Branch `m` alone on `x: [k, in]`, parameters treated as constants: `[k, out]`.
+    pub fn forward_one_detached(&self, m: usize, x: &Tensor) -> Result<Tensor> {
+        let y = x.matmul(&self.weight.as_tensor().detach().get(m)?)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(&b.as_tensor().detach().get(m)?),
+            None => Ok(y),
+        }
     }
 }
 

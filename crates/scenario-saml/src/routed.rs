@@ -50,6 +50,11 @@ impl Groups {
         self.lens.len()
     }
 
+    /// `(start, len)` of scenario `m`'s block (`len` 0 when absent).
+    pub fn block(&self, m: usize) -> (usize, usize) {
+        (self.starts[m], self.lens[m])
+    }
+
     /// Number of samples.
     pub fn total(&self) -> usize {
         self.lens.iter().sum()

@@ -36,8 +36,8 @@ use serde::{Deserialize, Serialize};
 use crate::batched::{BatchedLinear, stacked_var};
 use crate::input::InputLayer;
 use crate::mutual::MutualUnit;
-use crate::routed::{inverse_index, routed_matmul, scenario_order};
 use crate::nn::{Init, VarStore, activation_init, join};
+use crate::routed::{Groups, inverse_index, routed_matmul, scenario_order};
 use crate::scenario::{Routing, check_schema, scenario_ids};
 use crate::scenario_embedding::{ScenarioEmbedding, default_scenario_fields};
 
@@ -453,7 +453,12 @@ impl Saml {
 
     /// The branches' input `[e_s; a_s; x_aux]` and the auxiliary net's input `x_aux` for a
     /// batch, in the batch's order.
-    fn inputs(&mut self, batch: &Batch, routing: &Routing, ctx: &mut Ctx) -> Result<(Tensor, Tensor)> {
+    fn inputs(
+        &mut self,
+        batch: &Batch,
+        routing: &Routing,
+        ctx: &mut Ctx,
+    ) -> Result<(Tensor, Tensor)> {
         let inp = self.input.forward(batch, ctx)?;
         let x_aux = inp.concat()?;
         let mut branch_parts = Vec::new();
@@ -479,7 +484,9 @@ impl Saml {
     /// stop-gradient values, are computed in a forward-only pass over detached inputs and
     /// parameters (`[M, n, h]`, up to the mutual layer only). The result is the dense
     /// formulation's (every branch on every sample, the own one picked by a mask) up to the
-    /// order of floating-point sums; with dropout, the masks fall on other positions.
+    /// order of floating-point sums; with dropout, the masks fall on other positions. In that
+    /// forward-only pass, branch `m` runs on the samples of the other scenarios only: its
+    /// value at its own scenario's samples is never used (the own branch's gate is 0).
     fn logits(&mut self, batch: &Batch, ctx: &mut Ctx) -> Result<Tensor> {
         let device = self.vs.device().clone();
         let ids = scenario_ids(batch, self.m)?;
@@ -501,37 +508,60 @@ impl Saml {
         // The own branch `[n, h]`, and (with the mutual unit, up to its layer) every branch
         // as constants `[M, n, h]`.
         let mut own = x_branch;
-        let mut all: Option<Tensor> = None;
+        // With the mutual unit, up to its layer: branch `m`'s activations (constants) on the
+        // samples outside scenario `m` (`complement[m]`, rows of the sorted batch).
+        let groups = routing
+            .groups
+            .clone()
+            .expect("the batch was sorted by scenario");
+        let complement = match &self.mutual {
+            Some(_) => complements(&groups, &device)?,
+            None => Vec::new(),
+        };
+        let mut others: Option<Vec<Option<Tensor>>> = None;
         let mut gates = None;
         for (k, (layer, aux)) in self.branches.iter().zip(&self.aux).enumerate() {
             let pre = match &layer.fed {
                 None => layer.own.forward_own(&own, &routing)?,
-                Some(fed) => (layer.own.forward_own(&own, &routing)?
-                    + fed.forward_own(&h_aux, &routing)?)?,
+                Some(fed) => {
+                    (layer.own.forward_own(&own, &routing)? + fed.forward_own(&h_aux, &routing)?)?
+                }
             };
             let mut h = dropout(&act.apply(&pre)?, p, ctx)?;
             if let Some(mu) = self.mutual.as_ref().filter(|_| k <= self.mutual_layer) {
-                let pre_all = match (&all, &layer.fed) {
-                    (None, _) => layer.own.forward_shared_detached(&own.detach())?,
-                    (Some(a), Some(fed)) => (layer.own.forward_detached(a)?
-                        + fed.forward_shared_detached(&h_aux.detach())?)?,
-                    (Some(_), None) => {
-                        unreachable!("only the first layer has no feed from the auxiliary net")
+                let (x_const, aux_const) = (own.detach(), h_aux.detach());
+                let mut next = Vec::with_capacity(self.m);
+                for (j, rows) in complement.iter().enumerate() {
+                    let Some(rows) = rows else {
+                        next.push(None);
+                        continue;
+                    };
+                    let input = match &others {
+                        None => x_const.index_select(rows, 0)?,
+                        Some(prev) => prev[j].clone().expect("same rows as the layer before"),
+                    };
+                    let mut pre = layer.own.forward_one_detached(j, &input)?;
+                    if let Some(fed) = &layer.fed {
+                        let a = aux_const.index_select(rows, 0)?;
+                        pre = (pre + fed.forward_one_detached(j, &a)?)?;
                     }
-                };
-                let h_all = dropout(&act.apply(&pre_all)?, p, ctx)?;
+                    next.push(Some(dropout(&act.apply(&pre)?, p, ctx)?));
+                }
                 if k == self.mutual_layer {
-                    let out = mu.combine(&h, &h_all, &routing)?;
+                    let all = assemble(&next, &groups, h.dim(1)?, &h)?;
+                    let out = mu.combine(&h, &all, &routing)?;
                     gates = Some(out.gates);
                     h = out.output;
                 } else {
-                    all = Some(h_all);
+                    others = Some(next);
                 }
             }
             h_aux = dropout(&act.apply(&aux.forward(&h_aux)?)?, p, ctx)?;
             own = h;
         }
-        let mut logit = (routing.matmul_own(&own, self.head_w.as_tensor())?.squeeze(1)?
+        let mut logit = (routing
+            .matmul_own(&own, self.head_w.as_tensor())?
+            .squeeze(1)?
             + routing.rows_of(self.head_b.as_tensor())?)?;
         let mut aux_logit = self.aux_head.forward(&h_aux)?.squeeze(1)?;
         if let Some(o) = &order {
@@ -611,6 +641,50 @@ impl Saml {
         self.last = Some(SamlInternals { aux_logit, gates });
         Ok(logit)
     }
+}
+
+/// For each scenario `m` of a sorted batch, the rows outside its block as an index tensor
+/// (`None` when every sample is of scenario `m`).
+fn complements(groups: &Groups, device: &Device) -> Result<Vec<Option<Tensor>>> {
+    let n = groups.total();
+    (0..groups.num_scenarios())
+        .map(|m| {
+            let (s, l) = groups.block(m);
+            if l == n {
+                return Ok(None);
+            }
+            let rows: Vec<u32> = (0..s).chain(s + l..n).map(|i| i as u32).collect();
+            Tensor::from_vec(rows, n - l, device).map(Some)
+        })
+        .collect()
+}
+
+/// Every branch's activations `[M, n, d]` from the compacted ones of [`complements`]: branch
+/// `m` at the rows of scenario `m` is 0 (the mutual unit gives those entries a zero gate and
+/// reads the own branch from the differentiable path instead).
+fn assemble(parts: &[Option<Tensor>], groups: &Groups, d: usize, like: &Tensor) -> Result<Tensor> {
+    let n = groups.total();
+    let zeros = |rows: usize| Tensor::zeros((rows, d), like.dtype(), like.device());
+    let branches = parts
+        .iter()
+        .enumerate()
+        .map(|(m, h)| {
+            let Some(h) = h else { return zeros(n) };
+            let (s, l) = groups.block(m);
+            let mut pieces = Vec::with_capacity(3);
+            if s > 0 {
+                pieces.push(h.narrow(0, 0, s)?);
+            }
+            if l > 0 {
+                pieces.push(zeros(l)?);
+            }
+            if n - s - l > 0 {
+                pieces.push(h.narrow(0, s, n - s - l)?);
+            }
+            Tensor::cat(&pieces, 0)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Tensor::stack(&branches, 0)
 }
 
 /// `KL(Bernoulli(sigmoid(z)) || Bernoulli(sigmoid(za)))` per sample, stable in the logits.
@@ -764,7 +838,9 @@ mod tests {
         let mut factory = |spec: &rec_data::FieldSpec, dim: usize| f.build(spec, dim);
         let model = Saml::new(schema, cfg, &mut factory, &d, 3)?;
         for (k, (_, v)) in model.vs.vars().into_iter().enumerate() {
-            let r = input(v.dims(), 100 + k as u64)?.as_tensor().to_dtype(v.dtype())?;
+            let r = input(v.dims(), 100 + k as u64)?
+                .as_tensor()
+                .to_dtype(v.dtype())?;
             v.set(&r.affine(0.6, 0.0)?)?;
         }
         Ok(model)
@@ -783,11 +859,7 @@ mod tests {
         let p = planted(&[30, 20, 14], &[0, 0, 1], 3, 7);
         let batch = p.data.range(0, 48);
         assert!(batch.scenarios().windows(2).any(|w| w[0] > w[1]));
-        let variants = [
-            (true, None),
-            (true, Some(0)),
-            (false, None),
-        ];
+        let variants = [(true, None), (true, Some(0)), (false, None)];
         for (mutual, layer) in variants {
             let cfg = SamlConfig {
                 dim: 4,
