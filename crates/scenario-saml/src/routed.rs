@@ -144,17 +144,7 @@ impl CustomOp3 for RoutedMatmul {
         y: &CpuStorage,
         ly: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let Some((a, b)) = ly.contiguous_offsets() else {
-            candle_core::bail!("routed matmul: the product is not contiguous");
-        };
-        let out = match y {
-            CpuStorage::F32(v) => CpuStorage::F32(v[a..b].to_vec()),
-            CpuStorage::F64(v) => CpuStorage::F64(v[a..b].to_vec()),
-            CpuStorage::BF16(v) => CpuStorage::BF16(v[a..b].to_vec()),
-            CpuStorage::F16(v) => CpuStorage::F16(v[a..b].to_vec()),
-            other => candle_core::bail!("routed matmul: unsupported dtype {:?}", other.dtype()),
-        };
-        Ok((out, ly.shape().clone()))
+        copy_contiguous(y, ly)
     }
 
     fn bwd(
@@ -182,6 +172,22 @@ impl CustomOp3 for RoutedMatmul {
         }
         Ok((Some(dx), Some(Tensor::stack(&dw, 0)?), None))
     }
+}
+
+/// A copy of the contiguous storage `y` (the forward of the ops whose value is computed
+/// outside and whose backward is written by hand).
+pub(crate) fn copy_contiguous(y: &CpuStorage, ly: &Layout) -> Result<(CpuStorage, Shape)> {
+    let Some((a, b)) = ly.contiguous_offsets() else {
+        candle_core::bail!("custom op: the precomputed value is not contiguous");
+    };
+    let out = match y {
+        CpuStorage::F32(v) => CpuStorage::F32(v[a..b].to_vec()),
+        CpuStorage::F64(v) => CpuStorage::F64(v[a..b].to_vec()),
+        CpuStorage::BF16(v) => CpuStorage::BF16(v[a..b].to_vec()),
+        CpuStorage::F16(v) => CpuStorage::F16(v[a..b].to_vec()),
+        other => candle_core::bail!("custom op: unsupported dtype {:?}", other.dtype()),
+    };
+    Ok((out, ly.shape().clone()))
 }
 
 /// A stable order of the samples by scenario (a counting sort), or `None` when `ids` is

@@ -549,7 +549,7 @@ impl Saml {
                 }
                 if k == self.mutual_layer {
                     let all = assemble(&next, &groups, h.dim(1)?, &h)?;
-                    let out = mu.combine(&h, &all, &routing)?;
+                    let out = mu.combine_with_constants(&h, &all, &routing)?;
                     gates = Some(out.gates);
                     h = out.output;
                 } else {
