@@ -147,7 +147,21 @@ fn dot(a: &Tensor, c: &Tensor) -> Result<Tensor> {
 
 /// `y[i, k] = sum_m g[i, m] c[m, i, k]` for `g: [n, M]` and a constant `c: [M, n, d]`.
 fn mix(g: &Tensor, c: &Tensor) -> Result<Tensor> {
-    c.broadcast_mul(&g.t()?.unsqueeze(D::Minus1)?)?.sum(0)
+    // A sum of M `[n, d]` terms: a broadcast product over `[M, n, d]` with a transposed `g`
+    // and a sum over the leading axis both take candle's slow strided paths.
+    let gt = g.t()?.contiguous()?; // [M, n]
+    let mut acc: Option<Tensor> = None;
+    for m in 0..c.dim(0)? {
+        let term = c.get(m)?.broadcast_mul(&gt.get(m)?.unsqueeze(1)?)?;
+        acc = Some(match acc {
+            None => term,
+            Some(a) => (a + term)?,
+        });
+    }
+    match acc {
+        Some(a) => Ok(a),
+        None => Tensor::zeros((g.dim(0)?, c.dim(2)?), c.dtype(), c.device()),
+    }
 }
 
 /// [`dot`] differentiable in `a` only.
