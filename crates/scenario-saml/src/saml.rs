@@ -12,11 +12,13 @@
 //!    its own head `y_aux = sigmoid(w_aux . h_aux^(L))` and its own loss;
 //! 2. multi-branch network \[paper\]: `M` branches; layer `k` of branch `m` reads
 //!    `[h_m^(k-1); h_aux^(k-1)]` with `h_m^(0) = [e_s; a_s]` (the same input for every branch:
-//!    the sample's own scenario representation). All `M` branches run for every sample as
-//!    batched matmuls ([`BatchedLinear`]);
+//!    the sample's own scenario representation). A sample is run (and differentiated) through
+//!    its own branch only: the batch is sorted by scenario and each scenario's block of rows
+//!    meets its branch's weights in one matmul ([`crate::routed`]);
 //! 3. mutual unit [paper; equations ours] at a chosen hidden layer ([`MutualUnit`]): the own
 //!    branch borrows from the others, whose outputs are stop-gradient, so branch `m` is trained
-//!    by scenario `m`'s samples only;
+//!    by scenario `m`'s samples only. Those outputs are computed in a forward-only pass of every
+//!    branch over the other scenarios' samples, up to the mutual layer;
 //! 4. output [paper; weights ours]: `y = sigmoid(w_s . h~_s + b_s)` with a head per scenario;
 //!    `L = BCE(y) + lambda_aux * BCE(y_aux) [+ mu * KL(y || stopgrad(y_aux))]`.
 //!
