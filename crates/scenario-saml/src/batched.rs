@@ -10,6 +10,7 @@
 use candle_core::{Result, Tensor, Var};
 
 use crate::nn::{Activation, Init, VarStore, join};
+use crate::scenario::Routing;
 
 /// A stacked `[M, in, out]` weight, each of the `M` matrices drawn from `init` with the
 /// fan-in and fan-out of one `in -> out` layer (not of the stack), from the store's seeded
@@ -135,6 +136,29 @@ impl BatchedLinear {
             self.weight.as_tensor(),
             self.bias.as_ref().map(Var::as_tensor),
         )
+    }
+
+    /// Applies to each sample of `x: [n, in]` its own scenario's branch only, giving
+    /// `[n, out]`: what [`forward_shared`](Self::forward_shared) followed by
+    /// [`Routing::select_own`] gives, at the cost of one branch (see [`crate::routed`]).
+    pub fn forward_own(&self, x: &Tensor, routing: &Routing) -> Result<Tensor> {
+        let y = routing.matmul_own(x, self.weight.as_tensor())?;
+        match &self.bias {
+            Some(b) => {
+                let (m, _, o) = b.dims3()?;
+                y + routing.rows_of(&b.as_tensor().reshape((m, o))?)?
+            }
+            None => Ok(y),
+        }
+    }
+
+    /// Branch `m` alone on `x: [k, in]`, parameters treated as constants: `[k, out]`.
+    pub fn forward_one_detached(&self, m: usize, x: &Tensor) -> Result<Tensor> {
+        let y = x.matmul(&self.weight.as_tensor().detach().get(m)?)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(&b.as_tensor().detach().get(m)?),
+            None => Ok(y),
+        }
     }
 }
 

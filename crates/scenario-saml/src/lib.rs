@@ -26,7 +26,7 @@
 //! | branch `m` updated only by scenario `m`'s samples | \[paper\] | [`Routing::select_own`], [`MutualUnit`] |
 //! | mutual unit: cosine + learned affinity gates, stop-gradient borrowing | [paper; equations ours] | [`MutualUnit`] |
 //! | loss `BCE(y) + lambda_aux BCE(y_aux)`, `lambda_aux = 1`; optional KL term (off) | [paper; weights ours] | [`Saml`] |
-//! | all branches as one batched computation (stacked `[M, in, out]` weights) | \[ours\] | [`BatchedLinear`] |
+//! | stacked `[M, in, out]` weights; each sample through its own branch, the batch sorted by scenario | \[ours\] | [`BatchedLinear`], [`routed`] |
 //!
 //! # Models
 //! - [`Saml`] ([`SamlConfig`]).
@@ -43,11 +43,15 @@
 //! hands it (full, hashed, QR, frequency, CEL's clustered table).
 //!
 //! # Cost and what to expect
-//! - SAML runs every branch for every sample up to the mutual layer (the mutual unit needs all
-//!   of them), so with `M` scenarios and equal hidden widths its dense work is roughly
-//!   `1 + 2M` times one network's (auxiliary net, plus `M` branches whose layers read both the
-//!   branch and the auxiliary net). `cargo bench -p rec-benches --bench saml` measures a full
-//!   training step against [`Shared`]'s with 3 scenarios.
+//! - SAML sorts each batch by scenario and runs every sample through its own branch only,
+//!   one matmul per scenario block with a hand-written backward ([`routed`]): the trained
+//!   dense work is the auxiliary net plus one branch (whose layers read both the branch and the
+//!   auxiliary net). The mutual unit also needs the other `M - 1` branches' outputs for every
+//!   sample, as constants: a forward-only pass, up to the mutual layer. With equal hidden
+//!   widths that is roughly `1 + 2 + 2(M - 1) / 3` networks' training work (a forward pass is
+//!   about a third of a training step). `cargo bench -p rec-benches --bench saml` measures a
+//!   full training step against [`Shared`]'s with 3 scenarios; docs/benchmarks.md has the
+//!   figures.
 //! - With [`SamlConfig::tied_init`] (the default) all branches start equal, so at the very
 //!   first step the mutual gates mix identical vectors and the affinity and `beta` get no
 //!   gradient; they start to move once the branches have diverged by scenario.
@@ -55,8 +59,10 @@
 //!   side by side, including where SAML does not win.
 //!
 //! # Invariants
-//! - No per-sample or per-scenario loop on the hot path: per-scenario parts are stacked weights
-//!   and batched matmuls; routing is a one-hot mask ([`Routing`]).
+//! - No per-sample loop on the hot path: per-scenario parts are stacked weights. MMoE and STAR
+//!   run them as batched matmuls over a one-hot routing mask ([`Routing`]); SAML applies them
+//!   block by block to a batch sorted by scenario (a loop over the `M` scenarios, one matmul
+//!   each), which is cheaper than computing every branch for every sample as soon as `M > 1`.
 //! - A scenario's own parameters (SAML's branch and head, MMoE's gate and tower, STAR's
 //!   scenario weights, Separate's network) receive gradient only from that scenario's samples.
 //! - A model never knows which table kind it holds.
@@ -105,6 +111,7 @@ pub mod batched;
 pub mod input;
 pub mod mmoe;
 pub mod mutual;
+pub mod routed;
 pub mod saml;
 pub mod scenario;
 pub mod scenario_embedding;

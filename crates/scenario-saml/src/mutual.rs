@@ -57,7 +57,20 @@ impl MutualUnit {
     /// plus the gated, stop-gradient outputs of the other branches.
     pub fn forward(&self, h: &Tensor, routing: &Routing) -> Result<MutualOutput> {
         let own = routing.select_own(h)?;
-        self.combine(&own, &h.detach(), routing)
+        self.combine_with_constants(&own, h, routing)
+    }
+
+    /// [`combine`](Self::combine) with `others` treated as constants (detached), which is how
+    /// the model uses it: the two contractions with `others` (the cosines and the borrowed
+    /// sum) are then ops whose backward computes the gradient of the own side only, instead
+    /// of also forming the (discarded) gradient of the `[M, n, d]` constants.
+    pub fn combine_with_constants(
+        &self,
+        own: &Tensor,
+        others: &Tensor,
+        routing: &Routing,
+    ) -> Result<MutualOutput> {
+        self.combine_impl(own, &others.detach(), routing, true)
     }
 
     /// The unit's formula with the two roles given separately: `own: [n, d]` (the sample's
@@ -68,6 +81,16 @@ impl MutualUnit {
         own: &Tensor,
         others: &Tensor,
         routing: &Routing,
+    ) -> Result<MutualOutput> {
+        self.combine_impl(own, others, routing, false)
+    }
+
+    fn combine_impl(
+        &self,
+        own: &Tensor,
+        others: &Tensor,
+        routing: &Routing,
+        constant: bool,
     ) -> Result<MutualOutput> {
         let (m, n, d) = others.dims3()?;
         if own.dims() != [n, d] || m != routing.num_scenarios || n != routing.len() {
@@ -88,21 +111,125 @@ impl MutualUnit {
         };
         let own_unit = own.broadcast_div(&norm(own)?)?; // [n, d]
         let others_unit = others.broadcast_div(&norm(others)?)?; // [M, n, d]
-        let cos = others_unit
-            .broadcast_mul(&own_unit.unsqueeze(0)?)?
-            .sum(D::Minus1)? // [M, n]
-            .t()?; // [n, M]
+        let cos = if constant {
+            dot_with_constant(&own_unit, &others_unit)?
+        } else {
+            others_unit
+                .broadcast_mul(&own_unit.unsqueeze(0)?)?
+                .sum(D::Minus1)? // [M, n]
+                .t()? // [n, M]
+        };
         let prior = routing.rows_of(self.affinity.as_tensor())?; // [n, M]
         let logits = (cos.broadcast_mul(self.beta.as_tensor())? + prior)?;
         let not_own = routing.one_hot.affine(-1.0, 1.0)?;
         let gates = rec_nn::layers::masked_softmax(&logits, &not_own)?; // [n, M]
-        let borrowed = others
-            .broadcast_mul(&gates.t()?.unsqueeze(D::Minus1)?)?
-            .sum(0)?; // [n, d]
+        let borrowed = if constant {
+            mix_constant(&gates, others)?
+        } else {
+            others
+                .broadcast_mul(&gates.t()?.unsqueeze(D::Minus1)?)?
+                .sum(0)? // [n, d]
+        };
         Ok(MutualOutput {
             output: (own + borrowed)?,
             gates,
         })
+    }
+}
+
+/// `y[i, m] = sum_k a[i, k] c[m, i, k]` for `a: [n, d]` and a constant `c: [M, n, d]`.
+fn dot(a: &Tensor, c: &Tensor) -> Result<Tensor> {
+    c.broadcast_mul(&a.unsqueeze(0)?)?
+        .sum(D::Minus1)?
+        .t()?
+        .contiguous()
+}
+
+/// `y[i, k] = sum_m g[i, m] c[m, i, k]` for `g: [n, M]` and a constant `c: [M, n, d]`.
+fn mix(g: &Tensor, c: &Tensor) -> Result<Tensor> {
+    // A sum of M `[n, d]` terms: a broadcast product over `[M, n, d]` with a transposed `g`
+    // and a sum over the leading axis both take candle's slow strided paths.
+    let gt = g.t()?.contiguous()?; // [M, n]
+    let mut acc: Option<Tensor> = None;
+    for m in 0..c.dim(0)? {
+        let term = c.get(m)?.broadcast_mul(&gt.get(m)?.unsqueeze(1)?)?;
+        acc = Some(match acc {
+            None => term,
+            Some(a) => (a + term)?,
+        });
+    }
+    match acc {
+        Some(a) => Ok(a),
+        None => Tensor::zeros((g.dim(0)?, c.dim(2)?), c.dtype(), c.device()),
+    }
+}
+
+/// [`dot`] differentiable in `a` only.
+fn dot_with_constant(a: &Tensor, c: &Tensor) -> Result<Tensor> {
+    let y = dot(&a.detach(), c)?;
+    with_constant(a, c, y, Contraction::Dot)
+}
+
+/// [`mix`] differentiable in `g` only.
+fn mix_constant(g: &Tensor, c: &Tensor) -> Result<Tensor> {
+    let y = mix(&g.detach(), c)?;
+    with_constant(g, c, y, Contraction::Mix)
+}
+
+fn with_constant(x: &Tensor, c: &Tensor, y: Tensor, kind: Contraction) -> Result<Tensor> {
+    if !x.device().is_cpu() {
+        // The op's forward is a CPU copy; elsewhere the plain ops (their backward also forms
+        // the constant's gradient, which is then dropped).
+        return match kind {
+            Contraction::Dot => dot(x, c),
+            Contraction::Mix => mix(x, c),
+        };
+    }
+    x.apply_op3(c, &y, kind)
+}
+
+/// The two contractions of the mutual unit with its constant `[M, n, d]` operand; each is the
+/// other's gradient. The forward returns the value computed outside (argument 3).
+#[derive(Clone, Copy)]
+enum Contraction {
+    Dot,
+    Mix,
+}
+
+impl candle_core::CustomOp3 for Contraction {
+    fn name(&self) -> &'static str {
+        match self {
+            Contraction::Dot => "mutual-dot",
+            Contraction::Mix => "mutual-mix",
+        }
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &candle_core::CpuStorage,
+        _: &candle_core::Layout,
+        _: &candle_core::CpuStorage,
+        _: &candle_core::Layout,
+        y: &candle_core::CpuStorage,
+        ly: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        crate::routed::copy_contiguous(y, ly)
+    }
+
+    fn bwd(
+        &self,
+        _: &Tensor,
+        c: &Tensor,
+        _: &Tensor,
+        _: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (c, dy) = (c.detach(), dy.detach());
+        let dx = match self {
+            Contraction::Dot => mix(&dy, &c)?,
+            Contraction::Mix => dot(&dy, &c)?,
+        };
+        Ok((Some(dx), None, None))
     }
 }
 
@@ -181,6 +308,39 @@ mod tests {
                 5,
             )
         })
+    }
+
+    #[test]
+    fn constant_form_has_the_values_and_own_side_gradients_of_the_formula() -> Result<()> {
+        let mut vs = store();
+        let u = unit(&mut vs);
+        let r = routing();
+        let own = input(&[5, 4], 2)?;
+        let others = input(&[3, 5, 4], 3)?;
+        let run = |constant: bool| -> Result<(Tensor, Vec<Tensor>)> {
+            let out = if constant {
+                u.combine_with_constants(own.as_tensor(), others.as_tensor(), &r)?
+            } else {
+                u.combine(own.as_tensor(), &others.as_tensor().detach(), &r)?
+            };
+            let loss = (weighted_sum(&out.output, 5)? + weighted_sum(&out.gates, 6)?)?;
+            let g = loss.backward()?;
+            let grads = [own.as_tensor(), u.beta.as_tensor(), u.affinity.as_tensor()]
+                .iter()
+                .map(|t| g.get(t).cloned().expect("a gradient"))
+                .collect();
+            Ok((out.output, grads))
+        };
+        let (a, ga) = run(true)?;
+        let (b, gb) = run(false)?;
+        let close = |x: &Tensor, y: &Tensor| -> Result<bool> {
+            Ok((x - y)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f64>()? < 1e-12)
+        };
+        assert!(close(&a, &b)?);
+        for (x, y) in ga.iter().zip(&gb) {
+            assert!(close(x, y)?);
+        }
+        Ok(())
     }
 
     #[test]

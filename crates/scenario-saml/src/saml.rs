@@ -12,11 +12,13 @@
 //!    its own head `y_aux = sigmoid(w_aux . h_aux^(L))` and its own loss;
 //! 2. multi-branch network \[paper\]: `M` branches; layer `k` of branch `m` reads
 //!    `[h_m^(k-1); h_aux^(k-1)]` with `h_m^(0) = [e_s; a_s]` (the same input for every branch:
-//!    the sample's own scenario representation). All `M` branches run for every sample as
-//!    batched matmuls ([`BatchedLinear`]);
+//!    the sample's own scenario representation). A sample is run (and differentiated) through
+//!    its own branch only: the batch is sorted by scenario and each scenario's block of rows
+//!    meets its branch's weights in one matmul ([`crate::routed`]);
 //! 3. mutual unit [paper; equations ours] at a chosen hidden layer ([`MutualUnit`]): the own
 //!    branch borrows from the others, whose outputs are stop-gradient, so branch `m` is trained
-//!    by scenario `m`'s samples only;
+//!    by scenario `m`'s samples only. Those outputs are computed in a forward-only pass of every
+//!    branch over the other scenarios' samples, up to the mutual layer;
 //! 4. output [paper; weights ours]: `y = sigmoid(w_s . h~_s + b_s)` with a head per scenario;
 //!    `L = BCE(y) + lambda_aux * BCE(y_aux) [+ mu * KL(y || stopgrad(y_aux))]`.
 //!
@@ -26,7 +28,7 @@
 //! `k_sj = k_j (I + P_k[s])` with per-scenario matrices `P` (initialised to 0) and its own
 //! scoring MLP.
 
-use candle_core::{D, DType, Device, Result, Tensor, Var};
+use candle_core::{DType, Device, Result, Tensor, Var};
 use rec_data::{Batch, Schema};
 use rec_nn::embedding::{EmbeddingTable, Pooling, TableFactory};
 use rec_nn::layers::{Activation, Linear, MlpConfig, TargetAttention, dropout};
@@ -37,7 +39,8 @@ use crate::batched::{BatchedLinear, stacked_var};
 use crate::input::InputLayer;
 use crate::mutual::MutualUnit;
 use crate::nn::{Init, VarStore, activation_init, join};
-use crate::scenario::{Routing, check_schema};
+use crate::routed::{Groups, inverse_index, routed_matmul, scenario_order};
+use crate::scenario::{Routing, check_schema, scenario_ids};
 use crate::scenario_embedding::{ScenarioEmbedding, default_scenario_fields};
 
 fn d_dim() -> usize {
@@ -158,11 +161,20 @@ impl ScenarioAttention {
     fn project(&self, x: &Tensor, p: &Var, routing: &Routing) -> Result<Tensor> {
         let w = self.width;
         let n = routing.len();
-        let ps = routing.rows_of(p.as_tensor())?.reshape((n, w, w))?;
-        if x.rank() == 2 {
-            x + x.unsqueeze(1)?.matmul(&ps)?.squeeze(1)?
-        } else {
-            x + x.contiguous()?.matmul(&ps)?
+        let m = routing.num_scenarios;
+        let p3 = p.as_tensor().reshape((m, w, w))?;
+        match (x.rank(), &routing.groups) {
+            (2, _) => x + routing.matmul_own(x, &p3)?,
+            (_, Some(g)) => {
+                // [n, T, w] as [n T, w]: every sample's T rows stay in its scenario's block.
+                let (_, t, _) = x.dims3()?;
+                let flat = x.contiguous()?.reshape((n * t, w))?;
+                x + routed_matmul(&flat, &p3, &g.repeated(t))?.reshape((n, t, w))?
+            }
+            _ => {
+                let ps = routing.rows_of(p.as_tensor())?.reshape((n, w, w))?;
+                x + x.contiguous()?.matmul(&ps)?
+            }
         }
     }
 
@@ -441,7 +453,133 @@ impl Saml {
         ))
     }
 
+    /// The branches' input `[e_s; a_s; x_aux]` and the auxiliary net's input `x_aux` for a
+    /// batch, in the batch's order.
+    fn inputs(
+        &mut self,
+        batch: &Batch,
+        routing: &Routing,
+        ctx: &mut Ctx,
+    ) -> Result<(Tensor, Tensor)> {
+        let inp = self.input.forward(batch, ctx)?;
+        let x_aux = inp.concat()?;
+        let mut branch_parts = Vec::new();
+        if let Some(se) = &mut self.scen_emb {
+            branch_parts.extend(se.forward(batch, &routing.ids, ctx.train)?);
+        }
+        if let (Some(sa), Some(target), Some((beh, mask))) =
+            (&self.scen_att, &inp.target, &inp.behaviours)
+        {
+            branch_parts.push(sa.forward(target, beh, mask, routing, ctx)?);
+        }
+        branch_parts.push(x_aux.clone());
+        Ok((Tensor::cat(&branch_parts, 1)?, x_aux))
+    }
+
+    /// The logits (and [`SamlInternals`]) of a batch.
+    ///
+    /// The samples are first sorted by scenario (a stable counting sort of the batch), so
+    /// that every per-scenario parameter (branch layers, heads, scenario projections) is
+    /// applied block by block to its own scenario's samples ([`crate::routed`]); the outputs
+    /// are put back in the batch's order at the end. The own branch is the only one that is
+    /// differentiated: the other branches' outputs, which the mutual unit reads as
+    /// stop-gradient values, are computed in a forward-only pass over detached inputs and
+    /// parameters (`[M, n, h]`, up to the mutual layer only). The result is the dense
+    /// formulation's (every branch on every sample, the own one picked by a mask) up to the
+    /// order of floating-point sums; with dropout, the masks fall on other positions. In that
+    /// forward-only pass, branch `m` runs on the samples of the other scenarios only: its
+    /// value at its own scenario's samples is never used (the own branch's gate is 0).
     fn logits(&mut self, batch: &Batch, ctx: &mut Ctx) -> Result<Tensor> {
+        let device = self.vs.device().clone();
+        let ids = scenario_ids(batch, self.m)?;
+        let order = scenario_order(&ids, self.m);
+        let sorted;
+        let batch = match &order {
+            Some(o) => {
+                sorted = batch.gather(o);
+                &sorted
+            }
+            None => batch,
+        };
+        let routing = Routing::of_batch(batch, self.m, DType::F32, &device)?;
+        let (x_branch, x_aux) = self.inputs(batch, &routing, ctx)?;
+
+        let act = self.cfg.activation;
+        let p = self.cfg.dropout;
+        let mut h_aux = x_aux;
+        // The own branch `[n, h]`, and (with the mutual unit, up to its layer) every branch
+        // as constants `[M, n, h]`.
+        let mut own = x_branch;
+        // With the mutual unit, up to its layer: branch `m`'s activations (constants) on the
+        // samples outside scenario `m` (`complement[m]`, rows of the sorted batch).
+        let groups = routing
+            .groups
+            .clone()
+            .expect("the batch was sorted by scenario");
+        let complement = match &self.mutual {
+            Some(_) => complements(&groups, &device)?,
+            None => Vec::new(),
+        };
+        let mut others: Option<Vec<Option<Tensor>>> = None;
+        let mut gates = None;
+        for (k, (layer, aux)) in self.branches.iter().zip(&self.aux).enumerate() {
+            let pre = match &layer.fed {
+                None => layer.own.forward_own(&own, &routing)?,
+                Some(fed) => {
+                    (layer.own.forward_own(&own, &routing)? + fed.forward_own(&h_aux, &routing)?)?
+                }
+            };
+            let mut h = dropout(&act.apply(&pre)?, p, ctx)?;
+            if let Some(mu) = self.mutual.as_ref().filter(|_| k <= self.mutual_layer) {
+                let (x_const, aux_const) = (own.detach(), h_aux.detach());
+                let mut next = Vec::with_capacity(self.m);
+                for (j, rows) in complement.iter().enumerate() {
+                    let Some(rows) = rows else {
+                        next.push(None);
+                        continue;
+                    };
+                    let input = match &others {
+                        None => x_const.index_select(rows, 0)?,
+                        Some(prev) => prev[j].clone().expect("same rows as the layer before"),
+                    };
+                    let mut pre = layer.own.forward_one_detached(j, &input)?;
+                    if let Some(fed) = &layer.fed {
+                        let a = aux_const.index_select(rows, 0)?;
+                        pre = (pre + fed.forward_one_detached(j, &a)?)?;
+                    }
+                    next.push(Some(dropout(&act.apply(&pre)?, p, ctx)?));
+                }
+                if k == self.mutual_layer {
+                    let all = assemble(&next, &groups, h.dim(1)?, &h)?;
+                    let out = mu.combine_with_constants(&h, &all, &routing)?;
+                    gates = Some(out.gates);
+                    h = out.output;
+                } else {
+                    others = Some(next);
+                }
+            }
+            h_aux = dropout(&act.apply(&aux.forward(&h_aux)?)?, p, ctx)?;
+            own = h;
+        }
+        let mut logit = (routing
+            .matmul_own(&own, self.head_w.as_tensor())?
+            .squeeze(1)?
+            + routing.rows_of(self.head_b.as_tensor())?)?;
+        let mut aux_logit = self.aux_head.forward(&h_aux)?.squeeze(1)?;
+        if let Some(o) = &order {
+            let inv = inverse_index(o, &device)?;
+            logit = logit.index_select(&inv, 0)?;
+            aux_logit = aux_logit.index_select(&inv, 0)?;
+            gates = gates.map(|g| g.index_select(&inv, 0)).transpose()?;
+        }
+        self.last = Some(SamlInternals { aux_logit, gates });
+        Ok(logit)
+    }
+
+    /// The first implementation, kept as the reference of the routed one: every branch on
+    /// every sample (`[M, n, h]`), the own branch picked by a masked sum.
+    #[cfg(test)]
+    fn logits_dense(&mut self, batch: &Batch, ctx: &mut Ctx) -> Result<Tensor> {
         let device = self.vs.device().clone();
         let routing = Routing::of_batch(batch, self.m, DType::F32, &device)?;
         let inp = self.input.forward(batch, ctx)?;
@@ -500,11 +638,55 @@ impl Saml {
         let n = routing.len();
         let w = routing.rows_of(self.head_w.as_tensor())?.reshape((n, ()))?;
         let b = routing.rows_of(self.head_b.as_tensor())?;
-        let logit = ((h * w)?.sum(D::Minus1)? + b)?;
+        let logit = ((h * w)?.sum(candle_core::D::Minus1)? + b)?;
         let aux_logit = self.aux_head.forward(&h_aux)?.squeeze(1)?;
         self.last = Some(SamlInternals { aux_logit, gates });
         Ok(logit)
     }
+}
+
+/// For each scenario `m` of a sorted batch, the rows outside its block as an index tensor
+/// (`None` when every sample is of scenario `m`).
+fn complements(groups: &Groups, device: &Device) -> Result<Vec<Option<Tensor>>> {
+    let n = groups.total();
+    (0..groups.num_scenarios())
+        .map(|m| {
+            let (s, l) = groups.block(m);
+            if l == n {
+                return Ok(None);
+            }
+            let rows: Vec<u32> = (0..s).chain(s + l..n).map(|i| i as u32).collect();
+            Tensor::from_vec(rows, n - l, device).map(Some)
+        })
+        .collect()
+}
+
+/// Every branch's activations `[M, n, d]` from the compacted ones of [`complements`]: branch
+/// `m` at the rows of scenario `m` is 0 (the mutual unit gives those entries a zero gate and
+/// reads the own branch from the differentiable path instead).
+fn assemble(parts: &[Option<Tensor>], groups: &Groups, d: usize, like: &Tensor) -> Result<Tensor> {
+    let n = groups.total();
+    let zeros = |rows: usize| Tensor::zeros((rows, d), like.dtype(), like.device());
+    let branches = parts
+        .iter()
+        .enumerate()
+        .map(|(m, h)| {
+            let Some(h) = h else { return zeros(n) };
+            let (s, l) = groups.block(m);
+            let mut pieces = Vec::with_capacity(3);
+            if s > 0 {
+                pieces.push(h.narrow(0, 0, s)?);
+            }
+            if l > 0 {
+                pieces.push(zeros(l)?);
+            }
+            if n - s - l > 0 {
+                pieces.push(h.narrow(0, s, n - s - l)?);
+            }
+            Tensor::cat(&pieces, 0)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Tensor::stack(&branches, 0)
 }
 
 /// `KL(Bernoulli(sigmoid(z)) || Bernoulli(sigmoid(za)))` per sample, stable in the logits.
@@ -639,6 +821,103 @@ mod tests {
             )?;
             weighted_sum(&out, 3)
         }
+    }
+
+    /// SAML with random dense parameters (so that untied branches, non-zero projections and
+    /// a non-zero affinity all matter) and SGD tables, built twice from the same seed.
+    fn random_saml(schema: &Schema, cfg: &SamlConfig) -> Result<Saml> {
+        use rec_nn::embedding::{DefaultTableFactory, TableOptions, TablesConfig};
+        use rec_nn::optim::OptimizerConfig;
+        let d = Device::Cpu;
+        let tables = TablesConfig {
+            options: TableOptions {
+                optimizer: OptimizerConfig::sgd(1.0),
+                ..Default::default()
+            },
+            ..TablesConfig::default()
+        };
+        let mut f = DefaultTableFactory::new(tables, 3, &d);
+        let mut factory = |spec: &rec_data::FieldSpec, dim: usize| f.build(spec, dim);
+        let model = Saml::new(schema, cfg, &mut factory, &d, 3)?;
+        for (k, (_, v)) in model.vs.vars().into_iter().enumerate() {
+            let r = input(v.dims(), 100 + k as u64)?
+                .as_tensor()
+                .to_dtype(v.dtype())?;
+            v.set(&r.affine(0.6, 0.0)?)?;
+        }
+        Ok(model)
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+        (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
+    }
+
+    #[test]
+    fn routed_computation_equals_the_dense_one_with_its_gradients() -> Result<()> {
+        use crate::testing::planted;
+        use rec_nn::model::Model as _;
+        // Unsorted scenarios, a behaviour sequence (scenario attention), the mutual unit at
+        // the first and at the last layer, and without it.
+        let p = planted(&[30, 20, 14], &[0, 0, 1], 3, 7);
+        let batch = p.data.range(0, 48);
+        assert!(batch.scenarios().windows(2).any(|w| w[0] > w[1]));
+        let variants = [(true, None), (true, Some(0)), (false, None)];
+        for (mutual, layer) in variants {
+            let cfg = SamlConfig {
+                dim: 4,
+                hidden: vec![8, 6, 5],
+                tied_init: false,
+                mutual,
+                mutual_layer: layer,
+                mutual_kl: 0.3,
+                ..SamlConfig::default()
+            };
+            let what = format!("mutual {mutual}, layer {layer:?}");
+            let mut routed = random_saml(&batch.schema, &cfg)?;
+            let mut dense = random_saml(&batch.schema, &cfg)?;
+            let mut ctx = Ctx::eval();
+            ctx.train = true;
+            let zr = routed.logits(&batch, &mut ctx)?;
+            let zd = dense.logits_dense(&batch, &mut ctx)?;
+            assert!(max_diff(&zr, &zd)? < 1e-5, "{what}: logits");
+            let (lr, ld) = (routed.last.clone().unwrap(), dense.last.clone().unwrap());
+            assert!(max_diff(&lr.aux_logit, &ld.aux_logit)? < 1e-5, "{what}");
+            assert_eq!(lr.gates.is_some(), mutual);
+            if let (Some(a), Some(b)) = (&lr.gates, &ld.gates) {
+                assert!(max_diff(a, b)? < 1e-5, "{what}: gates");
+            }
+            let loss_r = routed.loss(&batch, &[zr])?;
+            let loss_d = dense.loss(&batch, &[zd])?;
+            assert!(max_diff(&loss_r, &loss_d)? < 1e-5, "{what}: loss");
+            let (gr, gd) = (loss_r.backward()?, loss_d.backward()?);
+            let vars_d = dense.vs.vars();
+            for ((name, vr), (_, vd)) in routed.vs.vars().iter().zip(&vars_d) {
+                match (gr.get(vr.as_tensor()), gd.get(vd.as_tensor())) {
+                    (Some(a), Some(b)) => {
+                        let scale = b.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+                        let diff = max_diff(a, b)?;
+                        assert!(diff <= 1e-5 * scale.max(1.0), "{what}: {name}: {diff}");
+                    }
+                    (a, b) => assert_eq!(a.is_some(), b.is_some(), "{what}: {name}"),
+                }
+            }
+            // Table gradients, through one SGD step (lr 1) of every table.
+            for (model, g) in [(&mut routed, &gr), (&mut dense, &gd)] {
+                for (_, t) in model.tables_mut() {
+                    t.apply_gradients(g)?;
+                }
+            }
+            for ((name, a), (_, b)) in routed.tables().iter().zip(dense.tables()) {
+                let (mut ma, mut mb) = (rec_nn::TensorMap::new(), rec_nn::TensorMap::new());
+                a.save("", &mut ma)?;
+                b.save("", &mut mb)?;
+                for (k, ta) in &ma {
+                    let diff = max_diff(ta, &mb[k])?;
+                    assert!(diff < 1e-5, "{what}: table {name} {k}: {diff}");
+                }
+            }
+        }
+        Ok(())
     }
 
     #[test]

@@ -4,6 +4,8 @@
 use candle_core::{D, DType, Device, Result, Tensor};
 use rec_data::{Batch, Schema, TaskKind};
 
+use crate::routed::{Groups, routed_matmul};
+
 /// The scenario of every sample of `batch`, checked against `num_scenarios` (a value out of
 /// range is an error naming the sample and the value, never a panic). All 0 when the schema
 /// has no scenario field.
@@ -33,6 +35,9 @@ pub struct Routing {
     pub ids_tensor: Tensor,
     /// `[n, M]`, 1 at the sample's own scenario, 0 elsewhere (dtype of the model).
     pub one_hot: Tensor,
+    /// The row blocks of the scenarios when the samples are sorted by scenario (then
+    /// per-scenario parameters are applied block by block, see [`crate::routed`]).
+    pub groups: Option<Groups>,
 }
 
 impl Routing {
@@ -48,11 +53,13 @@ impl Routing {
         }
         let one_hot = Tensor::from_vec(oh, (n, num_scenarios), device)?.to_dtype(dtype)?;
         let ids_tensor = Tensor::from_slice(&ids, n, device)?;
+        let groups = Groups::of_sorted(&ids, num_scenarios);
         Ok(Self {
             num_scenarios,
             ids,
             ids_tensor,
             one_hot,
+            groups,
         })
     }
 
@@ -97,6 +104,20 @@ impl Routing {
         }
         let mask = self.one_hot.t()?.unsqueeze(D::Minus1)?; // [M, n, 1]
         h.broadcast_mul(&mask)?.sum(0)
+    }
+
+    /// `x[i] W[s_i]` for `x: [n, in]` and per-scenario matrices `w: [M, in, out]`: `[n, out]`.
+    /// Block by block ([`routed_matmul`]) when the samples are sorted by scenario; otherwise
+    /// every sample gathers its own matrix (`[n, in, out]`, a batched matmul).
+    pub fn matmul_own(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+        match &self.groups {
+            Some(g) => routed_matmul(x, w, g),
+            None => {
+                let (n, i) = x.dims2()?;
+                let ws = self.rows_of(w)?; // [n, in, out]
+                x.reshape((n, 1, i))?.matmul(&ws)?.squeeze(1)
+            }
+        }
     }
 
     /// The rows of a per-scenario parameter `p: [M, ...]` for each sample: `[n, ...]`.
