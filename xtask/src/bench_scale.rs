@@ -62,6 +62,9 @@ pub struct ScaleArgs {
     /// Where `scale.json`, `scale.csv` and the plots go.
     #[arg(long, default_value = "docs/benchmarks")]
     pub scale_out: PathBuf,
+    /// Redraw the plots and the CSV from the `scale.json` in `--scale-out`, without running.
+    #[arg(long)]
+    pub scale_replot: bool,
     /// Internal: run one point (`KIND:ROWS`) in this process and print its record.
     #[arg(long, hide = true)]
     pub scale_point: Option<String>,
@@ -110,6 +113,23 @@ pub fn run(args: &ScaleArgs, threads: usize) -> Result<()> {
         println!("{rec}");
         return Ok(());
     }
+    let out = if args.scale_out.is_absolute() {
+        args.scale_out.clone()
+    } else {
+        crate_root().join(&args.scale_out)
+    };
+    if args.scale_replot {
+        let path = out.join("scale.json");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let doc: Value =
+            serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+        let records = doc["points"]
+            .as_array()
+            .with_context(|| format!("{}: no `points` array", path.display()))?;
+        let threads = doc["threads"].as_u64().unwrap_or(threads as u64) as usize;
+        return write_outputs(records, &out, threads);
+    }
     let kinds = parse_kinds(&args.scale_kinds)?;
     if args.scale_min > args.scale_max || args.scale_max > 9 {
         bail!("--scale-min must not exceed --scale-max, and --scale-max is at most 9");
@@ -122,11 +142,6 @@ pub fn run(args: &ScaleArgs, threads: usize) -> Result<()> {
         child_point(&exe, spec, threads)
             .with_context(|| format!("point {}:{}", spec.kind, spec.rows))
     })?;
-    let out = if args.scale_out.is_absolute() {
-        args.scale_out.clone()
-    } else {
-        crate_root().join(&args.scale_out)
-    };
     write_outputs(&records, &out, threads)?;
     print!("{}", table_text(&records));
     eprintln!("scale: records and plots in {}", out.display());
@@ -554,20 +569,20 @@ pub fn write_outputs(records: &[Value], dir: &Path, threads: usize) -> Result<()
         &LineChart {
             title: &format!("DeepFM training, batch {BATCH}, {threads} thread(s)"),
             x_label: x,
-            y_label: "samples per second (wall clock)",
+            y_label: "thousand samples per second (wall clock)",
             log_x: true,
         },
-        &series(&|r| num(r, "samples_per_sec")),
+        &series(&|r| num(r, "samples_per_sec") / 1e3),
     )?;
     line_chart(
         &dir.join("scale_throughput_cpu.png"),
         &LineChart {
             title: &format!("DeepFM training, batch {BATCH}, {threads} thread(s), per CPU second"),
             x_label: x,
-            y_label: "samples per CPU-second",
+            y_label: "thousand samples per CPU-second",
             log_x: true,
         },
-        &series(&|r| num(r, "samples_per_cpu_sec")),
+        &series(&|r| num(r, "samples_per_cpu_sec") / 1e3),
     )?;
     line_chart(
         &dir.join("scale_memory.png"),
@@ -612,6 +627,7 @@ mod tests {
             scale_dim: 8,
             scale_kinds: "full,cel,cel-lite".into(),
             scale_out: dir.to_path_buf(),
+            scale_replot: false,
             scale_point: None,
         }
     }
@@ -679,6 +695,20 @@ mod tests {
         assert_eq!(csv.lines().next().unwrap().split(',').count(), 16);
         let text = table_text(&recs);
         assert_eq!(text.lines().count(), 8);
+        // --scale-replot redraws from scale.json alone.
+        std::fs::remove_file(dir.path().join("scale_memory.png")).unwrap();
+        let replot = ScaleArgs {
+            scale_replot: true,
+            ..a.clone()
+        };
+        run(&replot, 1).unwrap();
+        assert!(dir.path().join("scale_memory.png").exists());
+        let missing = tempfile::tempdir().unwrap();
+        let bad = ScaleArgs {
+            scale_out: missing.path().to_path_buf(),
+            ..replot
+        };
+        assert!(run(&bad, 1).is_err());
     }
 
     #[test]
