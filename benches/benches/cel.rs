@@ -9,6 +9,13 @@
 //! - `cel_model_step`: a whole DeepFM training step (user and item fields of 10^6 IDs, d = 64,
 //!   batch 1024) with full tables against CEL-Lite tables: the overhead a model sees.
 //!
+//! - `cel_lite_split/{batch}/{entities}`: one CEL-Lite split alone
+//!   ([`ClusteredEmbedding::lite_split_now`]) after one untimed table step of `batch` IDs has
+//!   filled its reservoir, at 10^4 ... 10^7 entities and batches of 256, 1024, 4096.
+//! - `cel_lite_reassign/{batch}/{entities}`: one CEL-Lite reassignment pass alone
+//!   ([`ClusteredEmbedding::lite_reassign`]) over the distinct entities of a batch, on a table
+//!   trained for 200 steps (about 20 clusters), same grid.
+//!
 //! Splits keep happening during the measurement (`max_clusters` is large), so the figures
 //! include them, amortised. Run: `cargo bench -p rec-benches --bench cel`.
 
@@ -22,6 +29,7 @@ use embedding_cel::{CelConfig, ClusteredEmbedding, Mode, Reassign};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rec_data::{Batch, Column, FieldSpec, Schema, TaskKind, TaskSpec};
+use rec_nn::embedding::rows::{RowGrads, dedup};
 use rec_nn::embedding::{EmbeddingTable, FullTable, TableOptions};
 use rec_nn::init::{Init, named_rng};
 use rec_nn::model::{Ctx, train_step};
@@ -234,5 +242,116 @@ fn model_steps(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, table_steps, lite_batches, model_steps);
+/// A CEL-Lite table of `rows` entities that only splits when told to.
+///
+/// Lazy placement windows last one step: a cluster with an open window is not split again, and
+/// with the default 200-step windows at 10^7 entities the only clusters left to split are
+/// children too small to appear in a batch, so most split calls would find nothing to do.
+fn manual_lite(rows: usize) -> ClusteredEmbedding {
+    let mut rng = named_rng(1, "bench");
+    let cfg = CelConfig {
+        split_every: 1 << 40,
+        placement_steps: 1,
+        ..cel_config(Mode::Lite)
+    };
+    ClusteredEmbedding::new("f", rows, DIM, cfg, &opts(), &mut rng, 1, &Device::Cpu).unwrap()
+}
+
+const GRID_ROWS: [usize; 4] = [10_000, 100_000, 1_000_000, 10_000_000];
+const GRID_BATCH: [usize; 3] = [256, 1024, 4096];
+
+fn lite_split(c: &mut Criterion) {
+    rec_nn::sys::tune_malloc();
+    let mut g = c.benchmark_group("cel_lite_split");
+    // Only the split is timed, but every timed split needs an untimed table step before it.
+    g.sample_size(10);
+    g.warm_up_time(Duration::from_millis(100));
+    g.measurement_time(Duration::from_millis(500));
+    for batch in GRID_BATCH {
+        let w = Tensor::randn(0f32, 1.0, (batch, DIM), &Device::Cpu).unwrap();
+        for rows in GRID_ROWS {
+            let batches = id_batches(rows, batch);
+            let mut t = manual_lite(rows);
+            t.lite_split_now().unwrap(); // opens the first reservoir
+            let (mut s, mut calls, mut made) = (0u64, 0u64, 0u64);
+            g.bench_with_input(BenchmarkId::new(batch.to_string(), rows), &rows, |b, _| {
+                // One timed split per iteration: table steps (untimed) fill the reservoir until
+                // a split is made (at most 20 tries; a try that splits nothing counts then).
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        for attempt in 0..20 {
+                            s += 1;
+                            let ids = &batches[s as usize % batches.len()];
+                            step(&mut t, ids, &w, s).unwrap();
+                            let t0 = std::time::Instant::now();
+                            let child = black_box(t.lite_split_now().unwrap());
+                            let dt = t0.elapsed();
+                            calls += 1;
+                            if child.is_some() || attempt == 19 {
+                                made += u64::from(child.is_some());
+                                total += dt;
+                                break;
+                            }
+                        }
+                    }
+                    total
+                })
+            });
+            eprintln!(
+                "cel_lite_split {batch}/{rows}: {made} splits in {calls} calls, {} clusters",
+                t.num_clusters()
+            );
+        }
+    }
+    g.finish();
+}
+
+fn lite_reassign(c: &mut Criterion) {
+    rec_nn::sys::tune_malloc();
+    let mut g = c.benchmark_group("cel_lite_reassign");
+    g.sample_size(20);
+    g.warm_up_time(Duration::from_millis(300));
+    g.measurement_time(Duration::from_secs(1));
+    for batch in GRID_BATCH {
+        let w = Tensor::randn(0f32, 1.0, (batch, DIM), &Device::Cpu).unwrap();
+        for rows in GRID_ROWS {
+            let batches = id_batches(rows, batch);
+            let mut t = table("cel_lite", rows);
+            for s in 1..=200u64 {
+                step(t.as_mut(), &batches[s as usize % batches.len()], &w, s).unwrap();
+            }
+            let t = t
+                .as_any_mut()
+                .and_then(|a| a.downcast_mut::<ClusteredEmbedding>())
+                .unwrap();
+            // The distinct entities of one batch with random gradients.
+            let dd = dedup(&batches[0]);
+            let mut rng = ChaCha8Rng::seed_from_u64(11);
+            let grads: Vec<f32> = (0..dd.unique.len() * DIM)
+                .map(|_| rng.random_range(-0.01f32..0.01))
+                .collect();
+            let rg = RowGrads::merge(DIM, &dd.unique, &grads, &dd.counts).unwrap();
+            g.throughput(Throughput::Elements(rg.len() as u64));
+            g.bench_with_input(BenchmarkId::new(batch.to_string(), rows), &rows, |b, _| {
+                b.iter(|| black_box(t.lite_reassign(&rg).unwrap()))
+            });
+            eprintln!(
+                "cel_lite_reassign {batch}/{rows}: {} clusters, {} distinct entities",
+                t.num_clusters(),
+                rg.len()
+            );
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    table_steps,
+    lite_batches,
+    model_steps,
+    lite_split,
+    lite_reassign
+);
 criterion_main!(benches);

@@ -41,6 +41,9 @@ pub struct BenchArgs {
     /// Python interpreter with PyTorch for `--compare`.
     #[arg(long, default_value = "python3")]
     pub python: String,
+    /// P-SCALE options (`--scale`, see xtask/src/bench_scale.rs).
+    #[command(flatten)]
+    pub scale: crate::bench_scale::ScaleArgs,
 }
 
 /// Runs `cargo bench -p rec-benches` with the chosen targets, filter and thread count.
@@ -50,6 +53,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     if args.compare {
         return compare(&args);
+    }
+    if args.scale.scale || args.scale.scale_point.is_some() {
+        return crate::bench_scale::run(&args.scale, args.threads);
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);

@@ -757,25 +757,83 @@ impl ClusteredEmbedding {
                 continue;
             }
             if reassign_now {
-                let cur = cur as usize;
-                let node = self.nodes[cur];
-                let mut cands: Vec<usize> = self.kids[cur].iter().map(|&c| c as usize).collect();
-                if let Some(p) = node.parent {
-                    cands.push(p as usize);
-                    cands.extend(self.kids[p as usize].iter().map(|&c| c as usize));
-                }
-                cands.truncate(8);
-                let best =
-                    self.best_candidate(gi, g.counts[i] as f64, cur, cands.into_iter(), curvature);
-                if best != cur
-                    && self.sizes[cur] > 1
-                    && self.rng.random::<f64>() >= self.cfg.keep_prob
-                {
-                    self.move_entity(e, best as u32);
-                }
+                self.lite_reassign_one(e, gi, g.counts[i], curvature);
             }
         }
         Ok(())
+    }
+
+    /// CEL-Lite reassignment of entity `e` (gradient `gi` summed over `count` occurrences)
+    /// among the tree neighbours of its cluster, with the stabilizers. Returns whether it moved.
+    fn lite_reassign_one(&mut self, e: u32, gi: &[f32], count: u32, curvature: f64) -> bool {
+        let cur = self.assign.get(e as usize) as usize;
+        let node = self.nodes[cur];
+        let mut cands: Vec<usize> = self.kids[cur].iter().map(|&c| c as usize).collect();
+        if let Some(p) = node.parent {
+            cands.push(p as usize);
+            cands.extend(self.kids[p as usize].iter().map(|&c| c as usize));
+        }
+        cands.truncate(8);
+        let best = self.best_candidate(gi, count as f64, cur, cands.into_iter(), curvature);
+        if best != cur && self.sizes[cur] > 1 && self.rng.random::<f64>() >= self.cfg.keep_prob {
+            self.move_entity(e, best as u32);
+            return true;
+        }
+        false
+    }
+
+    /// CEL-Lite's reassignment pass alone, for one batch of entity gradients (`g`: distinct
+    /// entities, each gradient summed over the batch, with its count): every entity moves to
+    /// the tree neighbour (parent, children, siblings of its cluster) preferred by the
+    /// second-order model, with the stabilizers. [`apply_gradients`] runs this same pass on
+    /// every reassignment step, for the entities that are not being placed after a split; this
+    /// method exists so its cost can be measured apart from the rest of a step. Its cost is
+    /// `O(entities in g x 8 x d)`, whatever the vocabulary. Returns how many entities moved.
+    ///
+    /// [`apply_gradients`]: EmbeddingTable::apply_gradients
+    pub fn lite_reassign(&mut self, g: &RowGrads) -> Result<usize> {
+        if self.cfg.mode != Mode::Lite {
+            candle_core::bail!(
+                "CEL table of `{}`: lite_reassign needs mode lite",
+                self.field
+            );
+        }
+        if g.dim != self.dim {
+            candle_core::bail!("gradients of width {}, table width {}", g.dim, self.dim);
+        }
+        if let Some(&e) = g.rows.iter().find(|&&e| e as usize >= self.vocab) {
+            candle_core::bail!("entity {e} is outside the vocabulary of {}", self.vocab);
+        }
+        let curvature = match self.cfg.reassign {
+            Reassign::Approx { curvature } | Reassign::Exact { curvature, .. } => curvature,
+            Reassign::None => 1.0,
+        };
+        let mut moved = 0;
+        for i in 0..g.len() {
+            moved +=
+                usize::from(self.lite_reassign_one(g.rows[i], g.grad(i), g.counts[i], curvature));
+        }
+        Ok(moved)
+    }
+
+    /// CEL-Lite's split step alone, as [`end_step`] runs it every `split_every` steps: the
+    /// cluster whose reservoir has been filling since the previous split step is cut along the
+    /// first principal direction of the sampled member gradients (sampled members are placed
+    /// at once, the others lazily), then a reservoir is opened on the next cluster to split.
+    /// Does nothing once `max_clusters` is reached or after the clustered phase. This method
+    /// exists so the cost of a split can be measured apart from the rest of a step: it is
+    /// `O(reservoir x d x power_iters + clusters)`, whatever the vocabulary. Returns the new
+    /// cluster, if a split was made.
+    ///
+    /// [`end_step`]: EmbeddingTable::end_step
+    pub fn lite_split_now(&mut self) -> Result<Option<u32>> {
+        if self.cfg.mode != Mode::Lite {
+            candle_core::bail!(
+                "CEL table of `{}`: lite_split_now needs mode lite",
+                self.field
+            );
+        }
+        self.lite_split_step()
     }
 
     fn lite_end_step(&mut self) -> Result<()> {
@@ -799,12 +857,18 @@ impl ClusteredEmbedding {
         if !step.is_multiple_of(self.cfg.split_every) {
             return Ok(());
         }
-        let clustering = self.cfg.clustering_at(step);
+        self.lite_split_step().map(|_| ())
+    }
+
+    /// The split step of CEL-Lite (see [`Self::lite_split_now`]).
+    fn lite_split_step(&mut self) -> Result<Option<u32>> {
+        let clustering = self.cfg.clustering_at(self.step);
+        let mut child = None;
         if let Some(w) = self.lite.take()
             && clustering
             && self.num_clusters() < self.cfg.max_clusters
         {
-            self.lite_split(w)?;
+            child = self.lite_split(w)?;
         }
         if clustering && self.num_clusters() < self.cfg.max_clusters {
             let open: Vec<u32> = self.open.iter().map(|o| o.parent).collect();
@@ -822,14 +886,14 @@ impl ClusteredEmbedding {
                 });
             }
         }
-        Ok(())
+        Ok(child)
     }
 
-    fn lite_split(&mut self, w: LiteWindow) -> Result<()> {
+    fn lite_split(&mut self, w: LiteWindow) -> Result<Option<u32>> {
         let d = self.dim;
         let parent = w.cluster;
         let Some((v, mean)) = principal_direction(&w.grads, d, self.cfg.power_iters) else {
-            return Ok(());
+            return Ok(None);
         };
         let proj: Vec<f64> = w
             .grads
@@ -845,7 +909,7 @@ impl ClusteredEmbedding {
             .map(|(e, _)| *e)
             .collect();
         if go.is_empty() || go.len() as u32 >= self.sizes[parent as usize] {
-            return Ok(());
+            return Ok(None);
         }
         let child = self.add_cluster(parent)?;
         for e in go {
@@ -861,7 +925,7 @@ impl ClusteredEmbedding {
             evidence: Vec::new(),
             index: IdMap::default(),
         });
-        Ok(())
+        Ok(Some(child))
     }
 
     // ---------------------------------------------------------------- personalization

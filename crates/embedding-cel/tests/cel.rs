@@ -528,3 +528,93 @@ fn personalization_gives_each_entity_its_vector_and_centroids_are_means() -> Res
     }
     Ok(())
 }
+
+#[test]
+fn lite_split_now_is_the_split_step_of_end_step() -> Result<()> {
+    // Table `a` splits on its own every 5 steps; table `b` never reaches its own split step
+    // and gets `lite_split_now` after the same steps: both must end in the same state.
+    let d = 4;
+    let cfg = CelConfig {
+        max_clusters: 6,
+        split_every: 5,
+        mode: Mode::Lite,
+        keep_prob: 0.2,
+        reservoir: 8,
+        placement_steps: 7,
+        ..Default::default()
+    };
+    let (ids, targets, _) = planted_targets(d);
+    let mut a = table(41, d, cfg.clone(), OptimizerConfig::adam(0.05));
+    let mut b = table(
+        41,
+        d,
+        CelConfig {
+            split_every: 1 << 40,
+            ..cfg
+        },
+        OptimizerConfig::adam(0.05),
+    );
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let mut splits = 0;
+    for s in 1..=60u64 {
+        let batch: Vec<usize> = (0..16).map(|_| rng.random_range(0..40)).collect();
+        let bi: Vec<u32> = batch.iter().map(|&k| ids[k]).collect();
+        let bt: Vec<f32> = batch
+            .iter()
+            .flat_map(|&k| targets[k * d..(k + 1) * d].to_vec())
+            .collect();
+        quad_step(&mut a, &bi, &bt, s)?;
+        quad_step(&mut b, &bi, &bt, s)?;
+        if s % 5 == 0 {
+            splits += usize::from(b.lite_split_now()?.is_some());
+        }
+        assert_eq!(a.assignment(), b.assignment(), "step {s}");
+    }
+    assert_eq!(a.tree(), b.tree());
+    assert_eq!(splits + 1, b.num_clusters());
+    assert!(b.num_clusters() > 2);
+    // Offline tables have no CEL-Lite split.
+    let mut off = table(41, d, CelConfig::default(), OptimizerConfig::adam(0.05));
+    assert!(off.lite_split_now().is_err());
+    Ok(())
+}
+
+#[test]
+fn lite_reassign_moves_an_entity_to_the_neighbour_its_gradient_points_at() -> Result<()> {
+    let d = 4;
+    let cfg = CelConfig {
+        max_clusters: 2,
+        split_every: 5,
+        mode: Mode::Lite,
+        reassign: Reassign::None,
+        keep_prob: 0.0,
+        ..Default::default()
+    };
+    let mut t = table(41, d, cfg, OptimizerConfig::sgd(0.05));
+    let (ids, targets, _) = planted_targets(d);
+    for s in 1..=60 {
+        quad_step(&mut t, &ids, &targets, s)?;
+    }
+    assert_eq!(t.num_clusters(), 2);
+    let e = 3u32;
+    let (from, to) = (t.cluster_of(e), 1 - t.cluster_of(e));
+    let (rf, rt) = (
+        t.cluster_rows().row(from as usize).to_vec(),
+        t.cluster_rows().row(to as usize).to_vec(),
+    );
+    // A gradient along (from - to): moving to `to` lowers the modelled loss.
+    let away: Vec<f32> = rf.iter().zip(&rt).map(|(a, b)| 10.0 * (a - b)).collect();
+    let g = rec_nn::embedding::rows::RowGrads::merge(d, &[e], &away, &[1])?;
+    assert_eq!(t.lite_reassign(&g)?, 1);
+    assert_eq!(t.cluster_of(e), to);
+    // The same gradient does not send it back (moving back would go against it).
+    let g = rec_nn::embedding::rows::RowGrads::merge(d, &[e], &away, &[1])?;
+    assert_eq!(t.lite_reassign(&g)?, 0);
+    assert_eq!(t.cluster_of(e), to);
+    // Entities outside the vocabulary and gradients of the wrong width are errors.
+    let g = rec_nn::embedding::rows::RowGrads::merge(d, &[41], &away, &[1])?;
+    assert!(t.lite_reassign(&g).is_err());
+    let g = rec_nn::embedding::rows::RowGrads::merge(2, &[1], &[0.0, 0.0], &[1])?;
+    assert!(t.lite_reassign(&g).is_err());
+    Ok(())
+}
