@@ -6,6 +6,7 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_compare;
 mod ci;
 mod data;
 mod experiment;
