@@ -201,7 +201,7 @@ mod tests {
         assert_eq!((&a.columns, &a.labels), (&again.columns, &again.labels));
         assert_ne!(a.columns, saml_batch(8, 10, 64, 4).columns);
         assert!(a.scenarios().iter().all(|&s| s < 8));
-        assert!(a.scenarios().iter().any(|&s| s == 7));
+        assert!(a.scenarios().contains(&7));
         let p = a.padded("hist_item_id", None).unwrap();
         assert_eq!(p.max_len, 10);
         assert!(p.mask.iter().all(|&m| m == 1.0));

@@ -223,7 +223,7 @@ pub fn export(data: &Batch, dir: &Path, model: Value, params: usize) -> Result<(
             }
             (Column::Ragged { values, offsets }, FieldKind::Sequence) => {
                 let rows = offsets.len() - 1;
-                let t = if rows == 0 { 0 } else { values.len() / rows };
+                let t = values.len().checked_div(rows).unwrap_or(0);
                 if offsets
                     .iter()
                     .enumerate()
