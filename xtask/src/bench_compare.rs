@@ -668,6 +668,21 @@ mod tests {
     }
 
     #[test]
+    fn the_model_choice_parses_and_defaults_to_all() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            bench: BenchArgs,
+        }
+        let c = Cli::try_parse_from(["x", "--compare", "--model", "dupn", "--steps", "3"]).unwrap();
+        assert_eq!((c.bench.model, c.bench.steps), (CompareModel::Dupn, 3));
+        let c = Cli::try_parse_from(["x", "--compare"]).unwrap();
+        assert_eq!(c.bench.model, CompareModel::All);
+        assert!(Cli::try_parse_from(["x", "--compare", "--model", "xyz"]).is_err());
+    }
+
+    #[test]
     fn serving_candidates_have_one_tag_each() {
         let (request, cols) = serving_data();
         assert_eq!(request.len(), 1);
