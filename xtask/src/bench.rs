@@ -37,7 +37,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub compare: bool,
     /// Models of `--compare`: `deepfm`, `saml` (3 and 8 scenarios), `dupn` (histories 50 and
-    /// 100, and serving), or `all`.
+    /// 100, and serving), `dupn-serving`, or `all`.
     #[arg(long, value_enum, default_value = "all")]
     pub model: crate::bench_compare::CompareModel,
     /// Timed steps per side in `--compare` (after 10 warm-up steps).

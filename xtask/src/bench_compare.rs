@@ -47,6 +47,8 @@ pub enum CompareModel {
     Saml,
     /// DUPN with histories 50 and 100, and DUPN serving.
     Dupn,
+    /// DUPN serving only.
+    DupnServing,
 }
 
 /// Batches per variant: the timed steps cycle over them.
@@ -346,7 +348,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "torch": {"train_samples_per_sec": torch.train, "infer_samples_per_sec": torch.infer},
         }));
     }
-    if matches!(model, CompareModel::All | CompareModel::Dupn) {
+    if matches!(
+        model,
+        CompareModel::All | CompareModel::Dupn | CompareModel::DupnServing
+    ) {
         let (ours, torch) = compare_serving(args)?;
         let _ = writeln!(
             table,
