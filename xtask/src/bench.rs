@@ -28,13 +28,18 @@ pub struct BenchArgs {
     /// `RAYON_NUM_THREADS`); the figures in docs/benchmarks.md say which they used.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
-    /// Instead of criterion: train DeepFM (the shipped ml-100k P-CTR configuration) here and
-    /// with the PyTorch reference (benches/reference/deepfm_torch.py) on the same batches, in
-    /// the same order, with the same thread count, and print both throughputs and the ratio.
+    /// Instead of criterion: train the models of `--model` here and with their PyTorch
+    /// references (benches/reference/*_torch.py) on the same batches, in the same order, with
+    /// the same thread count, and print both throughputs and the ratio (DeepFM: the shipped
+    /// ml-100k P-CTR configuration; see xtask/src/bench_compare.rs for the others).
     /// Run it with `--release`-built xtask for representative figures (`cargo run --release
     /// -p xtask -- bench --compare`).
     #[arg(long)]
     pub compare: bool,
+    /// Models of `--compare`: `deepfm`, `saml` (3 and 8 scenarios), `dupn` (histories 50 and
+    /// 100, and serving), `dupn-serving`, or `all`.
+    #[arg(long, value_enum, default_value = "all")]
+    pub model: crate::bench_compare::CompareModel,
     /// Timed steps per side in `--compare` (after 10 warm-up steps).
     #[arg(long, default_value_t = 200)]
     pub steps: usize,
@@ -52,7 +57,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         bail!("--threads must be at least 1");
     }
     if args.compare {
-        return compare(&args);
+        return crate::bench_compare::run(&args);
     }
     if args.scale.scale || args.scale.scale_point.is_some() {
         return crate::bench_scale::run(&args.scale, args.threads);
@@ -81,15 +86,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
     Ok(())
 }
 
-const BATCH: usize = 1024;
-const WARMUP: usize = 10;
+pub(crate) const BATCH: usize = 1024;
+pub(crate) const WARMUP: usize = 10;
 
-fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 /// Writes a one-dimensional (or `[n, dim]`) little-endian array in NumPy's `.npy` format.
-fn write_npy(path: &Path, descr: &str, shape: &[usize], bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_npy(path: &Path, descr: &str, shape: &[usize], bytes: &[u8]) -> Result<()> {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
     let shape = if dims.len() == 1 {
         format!("({},)", dims[0])
@@ -110,11 +115,11 @@ fn write_npy(path: &Path, descr: &str, shape: &[usize], bytes: &[u8]) -> Result<
     std::fs::write(path, out).with_context(|| format!("cannot write {}", path.display()))
 }
 
-fn u32_bytes(v: &[u32]) -> Vec<u8> {
+pub(crate) fn u32_bytes(v: &[u32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-fn f32_bytes(v: &[f32]) -> Vec<u8> {
+pub(crate) fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
@@ -165,7 +170,7 @@ fn export(data: &Batch, dir: &Path) -> Result<()> {
 }
 
 /// Trains DeepFM here and with PyTorch on the same batches and prints the throughputs.
-fn compare(args: &BenchArgs) -> Result<()> {
+pub(crate) fn compare(args: &BenchArgs) -> Result<()> {
     let threads = args.threads.to_string();
     // SAFETY: set before any thread of this process is started (candle and rayon read them
     // when their pools start, which has not happened yet in this command).

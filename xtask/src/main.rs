@@ -6,6 +6,7 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_compare;
 mod bench_scale;
 mod ci;
 mod data;
