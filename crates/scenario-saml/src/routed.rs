@@ -26,10 +26,10 @@ pub struct Groups {
 }
 
 impl Groups {
-    /// The blocks of `ids` over `m` scenarios, if `ids` is sorted (non-decreasing); `None`
-    /// otherwise. Ids must be below `m` (checked by the caller).
+    /// The blocks of `ids` over `m` scenarios, if `ids` is sorted (non-decreasing) and every
+    /// id is below `m`; `None` otherwise.
     pub fn of_sorted(ids: &[u32], m: usize) -> Option<Self> {
-        if ids.windows(2).any(|w| w[0] > w[1]) {
+        if ids.windows(2).any(|w| w[0] > w[1]) || ids.last().is_some_and(|&s| s as usize >= m) {
             return None;
         }
         let mut lens = vec![0usize; m];
@@ -191,16 +191,19 @@ pub(crate) fn copy_contiguous(y: &CpuStorage, ly: &Layout) -> Result<(CpuStorage
 }
 
 /// A stable order of the samples by scenario (a counting sort), or `None` when `ids` is
-/// already sorted.
-pub fn scenario_order(ids: &[u32], m: usize) -> Option<Vec<usize>> {
+/// already sorted; an error names the first sample whose scenario is not below `m`.
+pub fn scenario_order(ids: &[u32], m: usize) -> Result<Option<Vec<usize>>> {
+    if let Some((i, s)) = ids.iter().enumerate().find(|(_, s)| **s as usize >= m) {
+        candle_core::bail!("sample {i} has scenario {s} of {m}");
+    }
     if ids.windows(2).all(|w| w[0] <= w[1]) {
-        return None;
+        return Ok(None);
     }
     let mut buckets: Vec<Vec<usize>> = vec![Vec::new(); m];
     for (i, &s) in ids.iter().enumerate() {
         buckets[s as usize].push(i);
     }
-    Some(buckets.concat())
+    Ok(Some(buckets.concat()))
 }
 
 /// The inverse of a permutation `order` as a `u32` index tensor: `t.index_select(inv, 0)`
@@ -229,8 +232,15 @@ mod tests {
             [(0, 0, 4), (2, 4, 6)]
         );
         assert!(Groups::of_sorted(&[1, 0], 2).is_none());
-        assert_eq!(scenario_order(&[1, 0, 1, 0], 2), Some(vec![1, 3, 0, 2]));
-        assert_eq!(scenario_order(&[0, 1, 1], 2), None);
+        assert_eq!(
+            scenario_order(&[1, 0, 1, 0], 2).unwrap(),
+            Some(vec![1, 3, 0, 2])
+        );
+        assert_eq!(scenario_order(&[0, 1, 1], 2).unwrap(), None);
+        // Out-of-range scenarios: an error or no groups, never a panic.
+        let e = scenario_order(&[0, 2, 1], 2).unwrap_err().to_string();
+        assert!(e.contains("sample 1 has scenario 2 of 2"), "{e}");
+        assert!(Groups::of_sorted(&[0, 1, 5], 2).is_none());
     }
 
     #[test]

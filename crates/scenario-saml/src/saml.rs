@@ -492,7 +492,7 @@ impl Saml {
     fn logits(&mut self, batch: &Batch, ctx: &mut Ctx) -> Result<Tensor> {
         let device = self.vs.device().clone();
         let ids = scenario_ids(batch, self.m)?;
-        let order = scenario_order(&ids, self.m);
+        let order = scenario_order(&ids, self.m)?;
         let sorted;
         let batch = match &order {
             Some(o) => {
@@ -859,10 +859,22 @@ mod tests {
         // Unsorted scenarios, a behaviour sequence (scenario attention), the mutual unit at
         // the first and at the last layer, and without it.
         let p = planted(&[30, 20, 14], &[0, 0, 1], 3, 7);
-        let batch = p.data.range(0, 48);
-        assert!(batch.scenarios().windows(2).any(|w| w[0] > w[1]));
+        let all = p.data.range(0, 48);
+        assert!(all.scenarios().windows(2).any(|w| w[0] > w[1]));
+        // Also a batch without scenario 2 and a batch of scenario 0 alone (the mutual unit's
+        // constant inputs over all rows / over none).
+        let rows_where = |keep: &dyn Fn(u32) -> bool| -> Vec<usize> {
+            let sc = p.data.scenarios();
+            (0..sc.len().min(60)).filter(|&i| keep(sc[i])).collect()
+        };
+        let absent = p.data.gather(&rows_where(&|s| s != 2));
+        let alone = p.data.gather(&rows_where(&|s| s == 0));
+        assert!(!absent.is_empty() && !alone.is_empty());
         let variants = [(true, None), (true, Some(0)), (false, None)];
-        for (mutual, layer) in variants {
+        for (batch, (mutual, layer)) in [&all, &absent, &alone]
+            .into_iter()
+            .flat_map(|b| variants.into_iter().map(move |v| (b, v)))
+        {
             let cfg = SamlConfig {
                 dim: 4,
                 hidden: vec![8, 6, 5],
@@ -872,13 +884,19 @@ mod tests {
                 mutual_kl: 0.3,
                 ..SamlConfig::default()
             };
-            let what = format!("mutual {mutual}, layer {layer:?}");
+            let what = format!(
+                "mutual {mutual}, layer {layer:?}, scenarios {:?}",
+                batch
+                    .scenarios()
+                    .iter()
+                    .collect::<std::collections::BTreeSet<_>>()
+            );
             let mut routed = random_saml(&batch.schema, &cfg)?;
             let mut dense = random_saml(&batch.schema, &cfg)?;
             let mut ctx = Ctx::eval();
             ctx.train = true;
-            let zr = routed.logits(&batch, &mut ctx)?;
-            let zd = dense.logits_dense(&batch, &mut ctx)?;
+            let zr = routed.logits(batch, &mut ctx)?;
+            let zd = dense.logits_dense(batch, &mut ctx)?;
             assert!(max_diff(&zr, &zd)? < 1e-5, "{what}: logits");
             let (lr, ld) = (routed.last.clone().unwrap(), dense.last.clone().unwrap());
             assert!(max_diff(&lr.aux_logit, &ld.aux_logit)? < 1e-5, "{what}");
@@ -886,8 +904,8 @@ mod tests {
             if let (Some(a), Some(b)) = (&lr.gates, &ld.gates) {
                 assert!(max_diff(a, b)? < 1e-5, "{what}: gates");
             }
-            let loss_r = routed.loss(&batch, &[zr])?;
-            let loss_d = dense.loss(&batch, &[zd])?;
+            let loss_r = routed.loss(batch, &[zr])?;
+            let loss_d = dense.loss(batch, &[zd])?;
             assert!(max_diff(&loss_r, &loss_d)? < 1e-5, "{what}: loss");
             let (gr, gd) = (loss_r.backward()?, loss_d.backward()?);
             let vars_d = dense.vs.vars();

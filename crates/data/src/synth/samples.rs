@@ -87,8 +87,8 @@ pub struct DupnOptions {
     pub spp_negatives: usize,
     /// Seed of subsampling and negative draws.
     pub seed: u64,
-    /// First day (0-based) whose samples go into the training streams (default 0: all of
-    /// days 1..D-1). The daily update sets it to the new day, so that the model fine-tuned
+    /// First day (0-based) whose samples go into the training streams (default 0: every
+    /// training day, 0..=D-2; day D-1 is the test day). The daily update sets it to the new day, so that the model fine-tuned
     /// from yesterday's checkpoint trains on that day only; earlier behaviours still form the
     /// histories, and the kept samples, the test day and every random draw are the same as
     /// without it.
