@@ -13,7 +13,11 @@ Architecture (dim 16, hidden [128, 64], ReLU, no dropout, attention MLP [32], ev
   (zero at start) and its own scoring MLP, values the global behaviour vectors;
 - auxiliary net on x_aux = [global fields; attended] (96 -> 128 -> 64, ReLU), its own head and
   BCE loss (weight 1);
-- M branches as batched matmuls: layer 0 reads [scenario fields; scenario attention; x_aux]
+- M branches, routed as in the crate: the batch is sorted by scenario, each sample runs
+  through its own branch only (one matmul per scenario block, with gradient), and every other
+  branch runs without gradient on the other scenarios' samples, as the mutual unit's constant
+  inputs (`--dense` instead runs every branch on every sample as batched matmuls, the crate's
+  earlier computation). Layer 0 reads [scenario fields; scenario attention; x_aux]
   (176 -> 128), layer 1 reads the own branch's layer 0 (128 -> 64) plus the auxiliary net's
   layer 0 (128 -> 64, no bias); ReLU;
 - mutual unit after the last hidden layer: gates = softmax over the other branches of
@@ -21,12 +25,13 @@ Architecture (dim 16, hidden [128, 64], ReLU, no dropout, attention MLP [32], ev
 - a head per scenario: logit = w_s . h~ + b_s; loss = BCE(logit) + BCE(aux logit).
 Branch weights start tied (one draw copied to every branch), as in the crate.
 Optimizers: Adam (lr 1e-3) for the dense parameters; the tables are `sparse=True` and use
-SparseAdam (lr 1e-3), PyTorch's lazy Adam, the rule of the crate's row-wise Adam.
+SparseAdam (lr 1e-3), PyTorch's lazy Adam: the same arithmetic per touched row as the crate's
+row-wise Adam (SparseAdam keeps one step count per table, the crate one per row; the cost is
+the same).
 
 Deviations (none changes the amount of arithmetic by more than a few element-wise ops): every
 history in the benchmark data has the same length, so the softmaxes here take no padding mask
-(ours is a masked softmax over an all-ones mask); the own branch is picked with a gather (ours
-multiplies by a one-hot mask and sums over the branches).
+(ours is a masked softmax over an all-ones mask).
 
 The parameter count is checked against the Rust model's (`params` in meta.json) before
 anything is timed. Output: one JSON line with samples/s. Not part of CI.
@@ -78,8 +83,9 @@ class TargetAttention(nn.Module):
 
 
 class Saml(nn.Module):
-    def __init__(self, meta):
+    def __init__(self, meta, routed=True):
         super().__init__()
+        self.routed = routed
         cfg = meta["model"]
         self.m = m = meta["num_scenarios"]
         dim = cfg["dim"]
@@ -148,14 +154,51 @@ class Saml(nn.Module):
         k = beh + torch.bmm(beh, pk)
         scen_att = self.scen_attention(q, k, beh)
         x_branch = torch.cat(scen + [scen_att, x_aux], 1)
+        a0 = torch.relu(self.aux0(x_aux))
+        a = torch.relu(self.aux1(a0))
+        if self.routed:
+            return self.routed_head(s, x_branch, a0, a)
         h = torch.relu(self.shared(x_branch, self.b0_w) + self.b0_b)  # [M, n, h0]
-        a = torch.relu(self.aux0(x_aux))
-        h = torch.relu(torch.bmm(h, self.b1_w) + self.b1_b + self.shared(a, self.b1_fed))
-        a = torch.relu(self.aux1(a))
-        # Mutual unit.
+        h = torch.relu(torch.bmm(h, self.b1_w) + self.b1_b + self.shared(a0, self.b1_fed))
         rows = torch.arange(n)
         own = h[s, rows]  # [n, h1]
-        others = h.detach()
+        logit = self.mutual_and_head(s, own, h.detach())
+        return logit, self.aux_out(a).squeeze(1)
+
+    def branch(self, j, x, a0, w0, b0, w1, b1, fed):
+        h = torch.relu(x @ w0[j] + b0[j])
+        return torch.relu(h @ w1[j] + b1[j] + a0 @ fed[j])
+
+    def routed_head(self, s, x_branch, a0, a):
+        """The crate's routed computation: the batch sorted by scenario, each sample through
+        its own branch only; every other branch run without gradient (detached weights) on
+        the other scenarios' samples, as the mutual unit's constant inputs."""
+        m, n = self.m, s.shape[0]
+        order = torch.argsort(s, stable=True)
+        inv = torch.empty_like(order)
+        inv[order] = torch.arange(n)
+        ss, xs, as_ = s[order], x_branch[order], a0[order]
+        counts = torch.bincount(ss, minlength=m).tolist()
+        weights = (self.b0_w, self.b0_b, self.b1_w, self.b1_b, self.b1_fed)
+        blocks, start = [], 0
+        for j, c in enumerate(counts):
+            if c:
+                blocks.append(self.branch(j, xs[start:start + c], as_[start:start + c],
+                                          *weights))
+            start += c
+        own = torch.cat(blocks, 0)
+        others = torch.zeros(m, n, own.shape[1])
+        with torch.no_grad():
+            frozen = [w.detach() for w in weights]
+            for j in range(m):
+                comp = ss != j
+                if comp.any():
+                    others[j, comp] = self.branch(j, xs[comp], as_[comp], *frozen)
+        logit = self.mutual_and_head(ss, own, others)[inv]
+        return logit, self.aux_out(a).squeeze(1)
+
+    def mutual_and_head(self, s, own, others):
+        m, n = self.m, s.shape[0]
         own_u = own / (own.pow(2).sum(-1, keepdim=True) + 1e-8).sqrt()
         oth_u = others / (others.pow(2).sum(-1, keepdim=True) + 1e-8).sqrt()
         cos = (oth_u * own_u.unsqueeze(0)).sum(-1).t()  # [n, M]
@@ -163,8 +206,7 @@ class Saml(nn.Module):
         own_mask = F.one_hot(s, m).bool()
         gates = torch.softmax(logits.masked_fill(own_mask, float("-inf")), 1)
         out = own + (others * gates.t().unsqueeze(-1)).sum(0)
-        logit = (out * self.head_w[s].view(n, -1)).sum(-1) + self.head_b[s]
-        return logit, self.aux_out(a).squeeze(1)
+        return (out * self.head_w[s].view(n, -1)).sum(-1) + self.head_b[s]
 
 
 def load(dir):
@@ -185,12 +227,14 @@ def main():
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--batch", type=int, default=1024)
+    ap.add_argument("--dense", action="store_true",
+                    help="every branch on every sample (the crate's earlier computation)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(args.threads)
     torch.manual_seed(0)
     meta, cols, labels = load(args.dir)
-    model = Saml(meta)
+    model = Saml(meta, routed=not args.dense)
     params = sum(p.numel() for p in model.parameters())
     if params != meta["params"]:
         raise SystemExit(f"parameter count {params} != rec-rs {meta['params']}")
