@@ -191,13 +191,8 @@ impl PropertyGatedLstm {
         }
         if fused {
             let mask_t = mask.t()?.contiguous()?;
-            let seq = fused::Sequence { t, n, h };
-            let hidden = if proj.track_op() || self.w_hh.as_tensor().track_op() {
-                // Training: keep the forward pass's gates and cells for the backward pass.
-                proj.apply_op3(self.w_hh.as_tensor(), &mask_t, fused::Traced::new(seq))?
-            } else {
-                proj.apply_op3(self.w_hh.as_tensor(), &mask_t, seq)?
-            };
+            let hidden =
+                proj.apply_op3(self.w_hh.as_tensor(), &mask_t, fused::Sequence { t, n, h })?;
             return Ok(GatedLstmOutput {
                 last: hidden.get(t - 1)?,
                 outputs: hidden.transpose(0, 1)?.contiguous()?,
@@ -408,19 +403,8 @@ pub mod fused {
         grad: &[T],
         dims: (usize, usize, usize),
     ) -> Result<(Vec<T>, Tensor)> {
-        let tr = run_forward(proj, w_hh, mask, dims, true)?;
-        backward_from_trace(&tr, w_hh, mask, grad, dims)
-    }
-
-    /// The backward pass given the forward pass's trace (the same numbers as recomputing it).
-    fn backward_from_trace<T: Real>(
-        tr: &Trace<T>,
-        w_hh: &Tensor,
-        mask: &[T],
-        grad: &[T],
-        dims: (usize, usize, usize),
-    ) -> Result<(Vec<T>, Tensor)> {
         let (steps, n, h) = dims;
+        let tr = run_forward(proj, w_hh, mask, dims, true)?;
         let mut d_proj = vec![T::ZERO; steps * n * 4 * h];
         let mut dh_next = vec![T::ZERO; n * h];
         let mut dc_next = vec![T::ZERO; n * h];
@@ -567,120 +551,6 @@ pub mod fused {
             Ok((Some(dp), Some(dw), None))
         }
     }
-
-    /// A forward trace of either precision.
-    enum AnyTrace {
-        F32(Trace<f32>),
-        F64(Trace<f64>),
-    }
-
-    /// [`Sequence`] for training: the forward pass keeps its trace (gates and cells, about
-    /// 5x the output's size) for the backward pass instead of recomputing it there. Same
-    /// numbers as [`Sequence`], forward and backward.
-    pub struct Traced {
-        seq: Sequence,
-        trace: std::sync::Mutex<Option<AnyTrace>>,
-    }
-
-    impl Traced {
-        /// Wraps `seq`.
-        pub fn new(seq: Sequence) -> Self {
-            Self {
-                seq,
-                trace: std::sync::Mutex::new(None),
-            }
-        }
-    }
-
-    impl CustomOp3 for Traced {
-        fn name(&self) -> &'static str {
-            "fused-lstm-traced"
-        }
-
-        fn cpu_fwd(
-            &self,
-            s1: &CpuStorage,
-            l1: &Layout,
-            s2: &CpuStorage,
-            l2: &Layout,
-            s3: &CpuStorage,
-            l3: &Layout,
-        ) -> Result<(CpuStorage, Shape)> {
-            let q = &self.seq;
-            q.check(l1.dims(), l2.dims(), l3.dims())?;
-            let shape = Shape::from((q.t, q.n, q.h));
-            let (out, trace) = match (s1, s2, s3) {
-                (CpuStorage::F32(p), CpuStorage::F32(w), CpuStorage::F32(m)) => {
-                    let w = Tensor::from_slice(
-                        contiguous(w, l2, "weight")?,
-                        (4 * q.h, q.h),
-                        &Device::Cpu,
-                    )?;
-                    let tr = run_forward(
-                        contiguous(p, l1, "projections")?,
-                        &w,
-                        contiguous(m, l3, "mask")?,
-                        q.dims(),
-                        true,
-                    )?;
-                    (CpuStorage::F32(tr.hidden.clone()), AnyTrace::F32(tr))
-                }
-                (CpuStorage::F64(p), CpuStorage::F64(w), CpuStorage::F64(m)) => {
-                    let w = Tensor::from_slice(
-                        contiguous(w, l2, "weight")?,
-                        (4 * q.h, q.h),
-                        &Device::Cpu,
-                    )?;
-                    let tr = run_forward(
-                        contiguous(p, l1, "projections")?,
-                        &w,
-                        contiguous(m, l3, "mask")?,
-                        q.dims(),
-                        true,
-                    )?;
-                    (CpuStorage::F64(tr.hidden.clone()), AnyTrace::F64(tr))
-                }
-                _ => candle_core::bail!("fused LSTM: inputs must all be f32 or all f64"),
-            };
-            *self.trace.lock().unwrap_or_else(|e| e.into_inner()) = Some(trace);
-            Ok((out, shape))
-        }
-
-        fn bwd(
-            &self,
-            proj: &Tensor,
-            w_hh: &Tensor,
-            mask: &Tensor,
-            res: &Tensor,
-            grad: &Tensor,
-        ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-            let (t, n, h) = self.seq.dims();
-            let dev = proj.device();
-            let guard = self.trace.lock().unwrap_or_else(|e| e.into_inner());
-            let w = w_hh.to_device(&Device::Cpu)?.contiguous()?;
-            macro_rules! from_trace {
-                ($ty:ty, $tr:expr) => {{
-                    let v = |x: &Tensor| x.to_device(&Device::Cpu)?.flatten_all()?.to_vec1::<$ty>();
-                    let (dp, dw) =
-                        backward_from_trace($tr, &w, &v(mask)?, &v(grad)?, self.seq.dims())?;
-                    (
-                        Tensor::from_vec(dp, (t, n, 4 * h), dev)?,
-                        dw.to_device(dev)?,
-                    )
-                }};
-            }
-            let (dp, dw) = match (&*guard, proj.dtype()) {
-                (Some(AnyTrace::F32(tr)), DType::F32) => from_trace!(f32, tr),
-                (Some(AnyTrace::F64(tr)), DType::F64) => from_trace!(f64, tr),
-                // No trace (not expected): recompute, as the untraced op does.
-                _ => {
-                    drop(guard);
-                    return self.seq.bwd(proj, w_hh, mask, res, grad);
-                }
-            };
-            Ok((Some(dp), Some(dw), None))
-        }
-    }
 }
 
 #[cfg(test)]
@@ -708,43 +578,6 @@ mod tests {
             let o = lstm.forward(e.as_tensor(), Some(p.as_tensor()), &mask)?;
             weighted_sum(&o.outputs, 1)? + weighted_sum(&o.last, 2)?
         })
-    }
-
-    /// The training op keeps its forward trace for the backward pass; that must give the very
-    /// same bits as the op that recomputes it (f32, with padding).
-    #[test]
-    fn traced_op_is_bit_identical_to_the_recomputing_one() -> Result<()> {
-        use candle_core::Var;
-        let (t, n, h) = (6, 3, 4);
-        let dev = Device::Cpu;
-        let proj = Var::from_tensor(&Tensor::randn(0f32, 1.0, (t, n, 4 * h), &dev)?)?;
-        let w = Var::from_tensor(&Tensor::randn(0f32, 0.5, (4 * h, h), &dev)?)?;
-        let mut m = vec![1f32; t * n];
-        m[5 * n + 1] = 0.0; // row 1 padded at the last two steps
-        m[4 * n + 1] = 0.0;
-        let mask = Tensor::from_vec(m, (t, n), &dev)?;
-        let weights = Tensor::randn(0f32, 1.0, (t, n, h), &dev)?;
-        let seq = fused::Sequence { t, n, h };
-        let bits = |x: &Tensor| -> Result<Vec<u32>> {
-            Ok(x.flatten_all()?
-                .to_vec1::<f32>()?
-                .iter()
-                .map(|v| v.to_bits())
-                .collect())
-        };
-        let a = proj.apply_op3(w.as_tensor(), &mask, fused::Traced::new(seq))?;
-        let b = proj.apply_op3(w.as_tensor(), &mask, seq)?;
-        assert_eq!(bits(&a)?, bits(&b)?);
-        let ga = (a * &weights)?.sum_all()?.backward()?;
-        let gb = (b * &weights)?.sum_all()?.backward()?;
-        for v in [&proj, &w] {
-            let (x, y) = (
-                ga.get(v.as_tensor()).unwrap(),
-                gb.get(v.as_tensor()).unwrap(),
-            );
-            assert_eq!(bits(x)?, bits(y)?);
-        }
-        Ok(())
     }
 
     #[test]
