@@ -1089,10 +1089,10 @@ fn redraw(cx: &Ctx2) -> Result<()> {
     Ok(())
 }
 
-/// The P-RATING memory plot from the section's results (also redrawn by `--assemble`).
-fn rating_plot(cx: &Ctx2, ratios: &[f64], full: f64, untuned: f64) -> Result<()> {
-    let methods = ["cel", "hashed", "qr", "frequency"];
-    let series: Vec<Series> = methods
+/// One series per compressed-table method of a memory plot: (measured ratio, `metric`) for
+/// each target ratio of `section` that has results.
+fn method_series(cx: &Ctx2, section: &str, metric: &str, ratios: &[f64]) -> Vec<Series> {
+    ["cel", "hashed", "qr", "frequency"]
         .iter()
         .map(|m| {
             Series::new(
@@ -1100,14 +1100,21 @@ fn rating_plot(cx: &Ctx2, ratios: &[f64], full: f64, untuned: f64) -> Result<()>
                 ratios
                     .iter()
                     .filter_map(|&r| {
-                        let k = format!("rating/{m} {r}x");
+                        let k = format!("{section}/{m} {r}x");
                         let x = cx.mean(&k, "all", "ratio");
-                        let y = cx.mean(&k, "all", "mse");
+                        let y = cx.mean(&k, "all", metric);
                         (x.is_finite() && y.is_finite()).then_some((x, y))
                     })
                     .collect(),
             )
         })
+        .collect()
+}
+
+/// The P-RATING memory plot from the section's results (also redrawn by `--assemble`).
+fn rating_plot(cx: &Ctx2, ratios: &[f64], full: f64, untuned: f64) -> Result<()> {
+    let series: Vec<Series> = method_series(cx, "rating", "mse", ratios)
+        .into_iter()
         .chain([
             Series::new(
                 "full (tuned L2)",
@@ -1131,23 +1138,8 @@ fn rating_plot(cx: &Ctx2, ratios: &[f64], full: f64, untuned: f64) -> Result<()>
 
 /// The P-CTR memory plot from the section's results (also redrawn by `--assemble`).
 fn ctr_plot(cx: &Ctx2, ratios: &[f64]) -> Result<()> {
-    let methods = ["cel", "hashed", "qr", "frequency"];
-    let series: Vec<Series> = methods
-        .iter()
-        .map(|m| {
-            Series::new(
-                *m,
-                ratios
-                    .iter()
-                    .filter_map(|&r| {
-                        let k = format!("ctr/{m} {r}x");
-                        let x = cx.mean(&k, "all", "ratio");
-                        let y = cx.mean(&k, "all", "auc");
-                        (x.is_finite() && y.is_finite()).then_some((x, y))
-                    })
-                    .collect(),
-            )
-        })
+    let series: Vec<Series> = method_series(cx, "ctr", "auc", ratios)
+        .into_iter()
         .chain([Series::new(
             "full",
             vec![
