@@ -17,11 +17,12 @@ Output: one JSON line with samples/s. Not part of CI; PyTorch installs from PyPI
 import argparse
 import json
 import os
-import time
 
 import numpy as np
 import torch
 from torch import nn
+
+from harness import report, time_train_and_infer
 
 
 class DeepFM(nn.Module):
@@ -129,41 +130,10 @@ def main():
     opt_d = torch.optim.Adam(dense, lr=1e-3)
     opt_s = torch.optim.SparseAdam(sparse, lr=3e-3)
     loss_fn = nn.BCEWithLogitsLoss()
-    model.train()
-
-    def step(i):
-        b, y = batches[i % nb]
-        opt_d.zero_grad(set_to_none=True)
-        opt_s.zero_grad(set_to_none=True)
-        loss = loss_fn(model(b), y)
-        loss.backward()
-        opt_d.step()
-        opt_s.step()
-        return loss
-
-    for i in range(args.warmup):
-        step(i)
-    t = time.perf_counter()
-    for i in range(args.steps):
-        step(args.warmup + i)
-    train_s = time.perf_counter() - t
-
-    model.eval()
-    with torch.no_grad():
-        for i in range(args.warmup):
-            model(batches[i % nb][0])
-        t = time.perf_counter()
-        for i in range(args.steps):
-            model(batches[i % nb][0])
-        infer_s = time.perf_counter() - t
-    print(json.dumps({
-        "framework": f"pytorch {torch.__version__}",
-        "threads": args.threads,
-        "batch": args.batch,
-        "steps": args.steps,
-        "train_samples_per_sec": args.steps * args.batch / train_s,
-        "infer_samples_per_sec": args.steps * args.batch / infer_s,
-    }))
+    train_s, infer_s = time_train_and_infer(
+        model, batches, lambda b, y: loss_fn(model(b), y), model, [opt_d, opt_s],
+        args.warmup, args.steps, infer_ctx=torch.no_grad)
+    report(args, train_s, infer_s)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness import report, time_train_and_infer
+
 
 def table(vocab, dim):
     w = nn.Parameter(torch.empty(vocab, dim))
@@ -250,47 +252,19 @@ def main():
     cfg = meta["model"]
     opt_d = torch.optim.Adagrad(dense, lr=cfg["dense_optimizer"]["lr"], eps=1e-10)
     opt_s = torch.optim.Adagrad(sparse, lr=cfg["sparse_optimizer"]["lr"], eps=1e-10)
-    model.train()
 
-    def step(i):
-        b, y = batches[i % nb]
-        opt_d.zero_grad(set_to_none=True)
-        opt_s.zero_grad(set_to_none=True)
+    def loss_of(b, y):
         ctr, ppp = model(b)
-        loss = (F.binary_cross_entropy_with_logits(ctr, y["ctr"])
+        return (F.binary_cross_entropy_with_logits(ctr, y["ctr"])
                 + F.cross_entropy(ppp, y["ppp"].long()))
-        loss.backward()
-        opt_d.step()
-        opt_s.step()
-        return loss
 
-    for i in range(args.warmup):
-        step(i)
-    t = time.perf_counter()
-    for i in range(args.steps):
-        step(args.warmup + i)
-    train_s = time.perf_counter() - t
+    def predict(b):
+        ctr, ppp = model(b)
+        return torch.sigmoid(ctr), torch.softmax(ppp, 1)
 
-    model.eval()
-    with torch.inference_mode():
-        def predict(b):
-            ctr, ppp = model(b)
-            return torch.sigmoid(ctr), torch.softmax(ppp, 1)
-        for i in range(args.warmup):
-            predict(batches[i % nb][0])
-        t = time.perf_counter()
-        for i in range(args.steps):
-            predict(batches[i % nb][0])
-        infer_s = time.perf_counter() - t
-    print(json.dumps({
-        "framework": f"pytorch {torch.__version__}",
-        "params": params,
-        "threads": args.threads,
-        "batch": args.batch,
-        "steps": args.steps,
-        "train_samples_per_sec": args.steps * args.batch / train_s,
-        "infer_samples_per_sec": args.steps * args.batch / infer_s,
-    }))
+    train_s, infer_s = time_train_and_infer(
+        model, batches, loss_of, predict, [opt_d, opt_s], args.warmup, args.steps)
+    report(args, train_s, infer_s, params=params)
 
 
 if __name__ == "__main__":

@@ -40,12 +40,13 @@ anything is timed. Output: one JSON line with samples/s. Not part of CI.
 import argparse
 import json
 import os
-import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from harness import report, time_train_and_infer
 
 
 def table(vocab, dim):
@@ -247,44 +248,16 @@ def main():
     opt_d = torch.optim.Adam(dense, lr=meta["model"]["dense_optimizer"]["lr"])
     opt_s = torch.optim.SparseAdam(sparse, lr=meta["model"]["sparse_optimizer"]["lr"])
     aux_w = meta["model"]["aux_loss_weight"]
-    model.train()
 
-    def step(i):
-        b, y = batches[i % nb]
-        opt_d.zero_grad(set_to_none=True)
-        opt_s.zero_grad(set_to_none=True)
+    def loss_of(b, y):
         logit, aux = model(b)
-        loss = (F.binary_cross_entropy_with_logits(logit, y)
+        return (F.binary_cross_entropy_with_logits(logit, y)
                 + aux_w * F.binary_cross_entropy_with_logits(aux, y))
-        loss.backward()
-        opt_d.step()
-        opt_s.step()
-        return loss
 
-    for i in range(args.warmup):
-        step(i)
-    t = time.perf_counter()
-    for i in range(args.steps):
-        step(args.warmup + i)
-    train_s = time.perf_counter() - t
-
-    model.eval()
-    with torch.inference_mode():
-        for i in range(args.warmup):
-            torch.sigmoid(model(batches[i % nb][0])[0])
-        t = time.perf_counter()
-        for i in range(args.steps):
-            torch.sigmoid(model(batches[i % nb][0])[0])
-        infer_s = time.perf_counter() - t
-    print(json.dumps({
-        "framework": f"pytorch {torch.__version__}",
-        "params": params,
-        "threads": args.threads,
-        "batch": args.batch,
-        "steps": args.steps,
-        "train_samples_per_sec": args.steps * args.batch / train_s,
-        "infer_samples_per_sec": args.steps * args.batch / infer_s,
-    }))
+    train_s, infer_s = time_train_and_infer(
+        model, batches, loss_of, lambda b: torch.sigmoid(model(b)[0]), [opt_d, opt_s],
+        args.warmup, args.steps)
+    report(args, train_s, infer_s, params=params)
 
 
 if __name__ == "__main__":
