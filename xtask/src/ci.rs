@@ -15,7 +15,39 @@ pub struct CiArgs {
 }
 
 fn cargo() -> Command {
-    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    // A CI checkout is built once: incremental caches would never be reused there, and they
+    // are the largest part of a debug target directory (about 40%), enough to fill a small CI
+    // disk. A user's own `cargo test` keeps incremental builds.
+    cmd.env("CARGO_INCREMENTAL", "0");
+    cmd
+}
+
+/// The space a CI run's target directory needs on a fresh checkout, measured (see
+/// docs/ARCHITECTURE.md, "CI"), with a margin.
+const CI_DISK_BYTES: u64 = 3_000_000_000;
+
+/// Says up front, with the numbers, when the disk looks too small for the build, instead of
+/// letting a compiler step fail half-way with "No space left on device".
+fn check_disk() {
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from("."));
+    let probe = if dir.exists() {
+        dir
+    } else {
+        std::path::PathBuf::from(".")
+    };
+    match rec_trainer::train::free_bytes(&probe) {
+        Some(free) if free < CI_DISK_BYTES => eprintln!(
+            "== warning: {} MB free on the disk of {}; a CI build from a fresh checkout needs about {} MB",
+            free / 1_000_000,
+            probe.display(),
+            CI_DISK_BYTES / 1_000_000
+        ),
+        Some(free) => eprintln!("== disk: {} MB free", free / 1_000_000),
+        None => {}
+    }
 }
 
 fn step(name: &str, mut cmd: Command) -> Result<()> {
@@ -40,6 +72,7 @@ fn step(name: &str, mut cmd: Command) -> Result<()> {
 /// suite, and the docs with warnings denied.
 pub fn run(args: CiArgs) -> Result<()> {
     let t = Instant::now();
+    check_disk();
     eprintln!("== data: fetching MovieLens-100k if needed");
     crate::data::fetch_ml100k()?;
     if !args.tests_only {
