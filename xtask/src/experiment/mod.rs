@@ -6,6 +6,7 @@
 use anyhow::Result;
 use clap::Subcommand;
 
+pub mod cache;
 pub mod cel;
 pub mod dupn;
 pub mod saml;

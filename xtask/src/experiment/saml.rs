@@ -37,6 +37,8 @@ use rec_trainer::{Config, Evaluation, evaluate};
 use scenario_saml::{Saml, SamlConfig};
 use serde_json::json;
 
+use super::cache::RunCache;
+
 /// Options of `cargo xtask experiment saml`.
 #[derive(Args, Debug, Default)]
 pub struct SamlArgs {
@@ -56,6 +58,10 @@ pub struct SamlArgs {
     /// Run only these data sets: ml-100k, synthetic (comma separated).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
+    /// Recompute every training run instead of reusing the ones an earlier (interrupted) run
+    /// of the same configuration stored in `target/experiments/saml/`.
+    #[arg(long)]
+    pub fresh: bool,
 }
 
 const DATASETS: [&str; 2] = ["ml-100k", "synthetic"];
@@ -305,6 +311,7 @@ fn config(ds: &Dataset, spec: &Spec, point: Point, seed: u64) -> Result<Config> 
 }
 
 /// What one training run produced.
+#[derive(serde::Serialize, serde::Deserialize)]
 struct RunOut {
     valid_auc: f64,
     test: Evaluation,
@@ -424,7 +431,25 @@ struct DatasetResult {
     sizes: Vec<[usize; 3]>,
 }
 
-fn run_dataset(ds: &Dataset, seeds: &[u64], quick: bool) -> Result<DatasetResult> {
+/// `fit` through the result cache: the key is the whole configuration (data, seed, model,
+/// optimizer, budget) and the early-stopping patience.
+fn fit_cached(
+    cache: &RunCache,
+    label: &str,
+    cfg: &Config,
+    split: &Split,
+    patience: usize,
+) -> Result<RunOut> {
+    let key = json!({ "format": "saml-fit-1", "config": cfg, "patience": patience });
+    cache.get_or_run(label, &key, || fit(cfg, split, patience))
+}
+
+fn run_dataset(
+    ds: &Dataset,
+    seeds: &[u64],
+    quick: bool,
+    cache: &RunCache,
+) -> Result<DatasetResult> {
     let split1 = rec_trainer::data::load_split(&DataConfig {
         seed: seeds[0],
         ..ds.data.clone()
@@ -470,7 +495,12 @@ fn run_dataset(ds: &Dataset, seeds: &[u64], quick: bool) -> Result<DatasetResult
             let v = if points.len() == 1 {
                 f64::NAN
             } else {
-                let r = fit(&config(ds, spec, p, seeds[0])?, &split1, ds.patience)?;
+                let label = format!(
+                    "{} tune {} lr {} dropout {}",
+                    ds.key, spec.label, p.lr, p.dropout
+                );
+                let cfg = config(ds, spec, p, seeds[0])?;
+                let r = fit_cached(cache, &label, &cfg, &split1, ds.patience)?;
                 eprintln!(
                     "[saml] {} tune {} lr {} dropout {}: valid AUC {:.4}",
                     ds.key, spec.label, p.lr, p.dropout, r.valid_auc
@@ -503,7 +533,9 @@ fn run_dataset(ds: &Dataset, seeds: &[u64], quick: bool) -> Result<DatasetResult
                 saml_point
             };
             let t0 = Instant::now();
-            let r = fit(&config(ds, spec, point, seed)?, &split, ds.patience)?;
+            let label = format!("{} seed {seed} {}", ds.key, spec.label);
+            let cfg = config(ds, spec, point, seed)?;
+            let r = fit_cached(cache, &label, &cfg, &split, ds.patience)?;
             let auc = r.test.get(None, "auc").unwrap_or(f64::NAN);
             eprintln!(
                 "[saml] {} seed {seed} {}: test AUC {auc:.4} (best epoch {}, {:.0} s)",
@@ -781,6 +813,7 @@ fn write_page(
     sets: &[(Dataset, DatasetResult)],
     claims: &[Claim],
     plots: &[(String, String)],
+    provenance: &str,
 ) -> Result<String> {
     let mut s = String::new();
     let mut cmd = String::from("cargo xtask experiment saml");
@@ -802,7 +835,7 @@ fn write_page(
         "Produced by `{cmd}` (crate `scenario-saml`, experiment `xtask/src/experiment/saml.rs`). \
          Seeds {}; cells are mean ± sample std over the seeds, on the test split, at the best \
          validation epoch. The model and which of its parts are reconstructed: the crate docs of \
-         `scenario-saml` (`cargo doc -p scenario-saml --open`).\n",
+         `scenario-saml` (`cargo doc -p scenario-saml --open`). {provenance}\n",
         seeds
             .iter()
             .map(|s| s.to_string())
@@ -1090,8 +1123,9 @@ pub fn run(args: SamlArgs) -> Result<()> {
     anyhow::ensure!(n_seeds >= 1, "--seeds must be at least 1");
     let seeds: Vec<u64> = (1..=n_seeds as u64).collect();
     let mut sets = Vec::new();
+    let cache = RunCache::new("saml", args.fresh);
     for ds in datasets(&args)? {
-        let r = run_dataset(&ds, &seeds, args.quick)?;
+        let r = run_dataset(&ds, &seeds, args.quick, &cache)?;
         sets.push((ds, r));
     }
     std::fs::create_dir_all(&args.out)
@@ -1153,7 +1187,14 @@ pub fn run(args: SamlArgs) -> Result<()> {
         }
     }
     let all_claims: Vec<Claim> = sets.iter().flat_map(|(ds, r)| claims(ds, r)).collect();
-    let page = write_page(&args, &seeds, &sets, &all_claims, &plots)?;
+    let page = write_page(
+        &args,
+        &seeds,
+        &sets,
+        &all_claims,
+        &plots,
+        &cache.provenance(),
+    )?;
     let path = args.out.join(format!("saml{suffix}.md"));
     write_atomic(&path, &page)?;
     eprintln!("[saml] wrote {}", path.display());

@@ -1,0 +1,260 @@
+//! A result cache for long experiments: every finished unit of work (one training run, one
+//! seed of a section) is stored as a JSON file keyed by everything that determines it, so an
+//! interrupted `cargo xtask experiment ...` continues where it stopped instead of starting
+//! over. The full protocols take hours on a 2-core machine; without this, a stopped run loses
+//! all of them.
+//!
+//! Files: `<target dir>/experiments/<experiment>/<hash>.json`, each holding the key, the git
+//! commit that produced it, and the value. A file is written atomically (temporary file +
+//! rename) after its unit finishes, so a killed run never leaves a half-written entry. A file
+//! whose key differs from the one asked for (a hash collision, or a changed format) is ignored
+//! and recomputed.
+//!
+//! The key holds the configuration, the seed and a format version, not the code: after
+//! changing a model or the experiment, run with `--fresh` (recompute everything). The results
+//! page lists the commits its numbers come from.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+/// The cache of one experiment.
+#[derive(Debug)]
+pub struct RunCache {
+    dir: Option<PathBuf>,
+    fresh: bool,
+    commit: String,
+    /// Commits of the entries used or written by this run, and how many came from disk.
+    seen: Mutex<(BTreeSet<String>, usize, usize)>,
+}
+
+/// FNV-1a, 64 bits: a stable hash for file names (the key itself is checked on load).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// The commit of the working tree (with `+dirty` when it has uncommitted changes), or
+/// "unknown" outside a git checkout.
+fn current_commit() -> String {
+    let out = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match out(&["rev-parse", "--short=12", "HEAD"]) {
+        Some(c) if !c.is_empty() => {
+            let dirty = out(&["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|s| !s.is_empty());
+            if dirty { format!("{c}+dirty") } else { c }
+        }
+        _ => "unknown".into(),
+    }
+}
+
+/// The target directory cargo uses here (`CARGO_TARGET_DIR` or `target`).
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target"))
+}
+
+impl RunCache {
+    /// The cache of `experiment` under the target directory. With `fresh`, nothing is read
+    /// (every unit is recomputed) but results are still written.
+    pub fn new(experiment: &str, fresh: bool) -> Self {
+        Self::at(
+            Some(target_dir().join("experiments").join(experiment)),
+            fresh,
+        )
+    }
+
+    /// A cache in `dir`, or none at all (`None`: every unit is computed and nothing stored).
+    pub fn at(dir: Option<PathBuf>, fresh: bool) -> Self {
+        RunCache {
+            dir,
+            fresh,
+            commit: current_commit(),
+            seen: Mutex::new((BTreeSet::new(), 0, 0)),
+        }
+    }
+
+    fn path(&self, key: &Value) -> Option<PathBuf> {
+        let text = key.to_string();
+        self.dir
+            .as_ref()
+            .map(|d| d.join(format!("{:016x}.json", fnv1a(text.as_bytes()))))
+    }
+
+    fn note(&self, commit: &str, from_disk: bool) {
+        let mut s = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        s.0.insert(commit.to_string());
+        if from_disk {
+            s.1 += 1;
+        } else {
+            s.2 += 1;
+        }
+    }
+
+    /// The stored value for `key`, if there is a readable entry with exactly this key.
+    fn load<T: DeserializeOwned>(&self, path: &Path, key: &Value) -> Option<(T, String)> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let entry: Value = serde_json::from_str(&text).ok()?;
+        if entry.get("key")? != key {
+            return None;
+        }
+        let commit = entry.get("commit")?.as_str()?.to_string();
+        let value = serde_json::from_value(entry.get("value")?.clone()).ok()?;
+        Some((value, commit))
+    }
+
+    /// The value of the unit `key`: from the cache when a previous run stored it, otherwise
+    /// computed by `run` and stored. `label` names the unit in the progress output.
+    pub fn get_or_run<T, F>(&self, label: &str, key: &Value, run: F) -> Result<T>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Result<T>,
+    {
+        let path = self.path(key);
+        if let (Some(p), false) = (&path, self.fresh)
+            && let Some((v, commit)) = self.load(p, key)
+        {
+            eprintln!(
+                "  {label}: from the cache ({}, commit {commit})",
+                p.display()
+            );
+            self.note(&commit, true);
+            return Ok(v);
+        }
+        let value = run()?;
+        if let Some(p) = path {
+            let stored = serde_json::to_value(&value).context("cache entry to JSON")?;
+            // JSON has no NaN: a value holding one comes back as null and would not load.
+            if serde_json::from_value::<T>(stored.clone()).is_err() {
+                eprintln!("  {label}: not cached (its result holds a number JSON cannot store)");
+                self.note(&self.commit, false);
+                return Ok(value);
+            }
+            let entry = json!({ "key": key, "commit": self.commit, "value": stored });
+            let dir = p.parent().context("cache path has a directory")?;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            rec_trainer::checkpoint::write_atomic(&p, entry.to_string().as_bytes())
+                .with_context(|| format!("cannot write the cache entry {}", p.display()))?;
+        }
+        self.note(&self.commit, false);
+        Ok(value)
+    }
+
+    /// One sentence for a results page: how many units were computed now and how many came
+    /// from earlier runs, and the commits that produced them.
+    pub fn provenance(&self) -> String {
+        let s = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let commits: Vec<&str> = s.0.iter().map(String::as_str).collect();
+        format!(
+            "Units of work: {} computed in this run, {} reused from earlier runs of the same \
+             configuration (the experiment's result cache; `--fresh` recomputes everything); \
+             commits: {}.",
+            s.2,
+            s.1,
+            if commits.is_empty() {
+                "none".to_string()
+            } else {
+                commits.join(", ")
+            }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    #[test]
+    fn a_stored_unit_is_reused_and_a_different_key_is_recomputed() {
+        let dir = tempfile::tempdir().unwrap();
+        let calls = Cell::new(0);
+        let run = |v: f64| {
+            calls.set(calls.get() + 1);
+            Ok(vec![v, v + 1.0])
+        };
+        let key = json!({"model": "saml", "seed": 1});
+        let c = RunCache::at(Some(dir.path().to_path_buf()), false);
+        let a: Vec<f64> = c.get_or_run("a", &key, || run(0.25)).unwrap();
+        assert_eq!((a, calls.get()), (vec![0.25, 1.25], 1));
+        // A second cache over the same directory (a later invocation) reads it back.
+        let c2 = RunCache::at(Some(dir.path().to_path_buf()), false);
+        let b: Vec<f64> = c2.get_or_run("a", &key, || run(9.0)).unwrap();
+        assert_eq!((b, calls.get()), (vec![0.25, 1.25], 1));
+        assert!(c2.provenance().contains("0 computed in this run, 1 reused"));
+        // Another key is another unit.
+        let other = json!({"model": "saml", "seed": 2});
+        let d: Vec<f64> = c2.get_or_run("b", &other, || run(3.0)).unwrap();
+        assert_eq!((d, calls.get()), (vec![3.0, 4.0], 2));
+        // --fresh recomputes and overwrites.
+        let f = RunCache::at(Some(dir.path().to_path_buf()), true);
+        let e: Vec<f64> = f.get_or_run("a", &key, || run(5.0)).unwrap();
+        assert_eq!((e, calls.get()), (vec![5.0, 6.0], 3));
+        let g: Vec<f64> = c.get_or_run("a", &key, || run(7.0)).unwrap();
+        assert_eq!((g, calls.get()), (vec![5.0, 6.0], 3));
+    }
+
+    #[test]
+    fn a_corrupt_or_foreign_entry_is_recomputed_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = json!({"k": 1});
+        let c = RunCache::at(Some(dir.path().to_path_buf()), false);
+        let p = c.path(&key).unwrap();
+        std::fs::write(&p, b"{\"key\": {\"k\": 1}, \"commit\": \"x\", \"val").unwrap();
+        let v: u32 = c.get_or_run("k", &key, || Ok(7)).unwrap();
+        assert_eq!(v, 7);
+        // An entry stored under this file name for another key (a collision) is not used.
+        std::fs::write(
+            &p,
+            json!({"key": {"k": 2}, "commit": "x", "value": 1}).to_string(),
+        )
+        .unwrap();
+        let v: u32 = c.get_or_run("k", &key, || Ok(8)).unwrap();
+        assert_eq!(v, 8);
+        // A failed unit stores nothing.
+        let other = json!({"k": 3});
+        assert!(
+            c.get_or_run::<u32, _>("k", &other, || anyhow::bail!("no"))
+                .is_err()
+        );
+        assert!(!c.path(&other).unwrap().exists());
+    }
+
+    #[test]
+    fn a_value_json_cannot_hold_is_returned_but_not_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = RunCache::at(Some(dir.path().to_path_buf()), false);
+        let key = json!("nan");
+        let v: f64 = c.get_or_run("n", &key, || Ok(f64::NAN)).unwrap();
+        assert!(v.is_nan());
+        assert!(!c.path(&key).unwrap().exists());
+    }
+
+    #[test]
+    fn without_a_directory_everything_is_computed() {
+        let c = RunCache::at(None, false);
+        let key = json!(1);
+        let a: u32 = c.get_or_run("x", &key, || Ok(1)).unwrap();
+        let b: u32 = c.get_or_run("x", &key, || Ok(2)).unwrap();
+        assert_eq!((a, b), (1, 2));
+    }
+}
