@@ -602,30 +602,30 @@ fn ecom(cx: &mut Cx) -> Result<String> {
         // Single-task DUPN and Wide&Deep, one model per task.
         for t in JOINT {
             let data = narrow(d.train.get(t).context("stream")?, &[t]);
-            let label = format!("seed {seed} DUPN-single {t}");
-            let unit: Unit =
-                cx.cache
-                    .get_or_run(&label, &key(&format!("DUPN-single/{t}")), || {
-                        let mut m = build_dupn(&schema, &plan.dupn, &[t], plan.lr, seed)?;
-                        run(&mut m, &data, plan.epochs)?;
-                        let mut u = Unit::default();
-                        let v = task_metric(&mut m, &[t], t, &d.test)?;
-                        u.add("DUPN-single", &format!("P-ECOM/{t}"), metric_name(t), v);
-                        Ok(u)
-                    })?;
-            unit.replay(&mut cx.results);
-            let label = format!("seed {seed} Wide&Deep {t}");
-            let unit: Unit =
-                cx.cache
-                    .get_or_run(&label, &key(&format!("Wide&Deep/{t}")), || {
-                        let mut w = build_wide_deep(&schema, &plan.wide_deep, &[t], plan.lr, seed)?;
-                        run(&mut w, &data, plan.epochs)?;
-                        let mut u = Unit::default();
-                        let v = task_metric(&mut w, &[t], t, &d.test)?;
-                        u.add("Wide&Deep", &format!("P-ECOM/{t}"), metric_name(t), v);
-                        Ok(u)
-                    })?;
-            unit.replay(&mut cx.results);
+            for name in ["DUPN-single", "Wide&Deep"] {
+                let label = format!("seed {seed} {name} {t}");
+                let unit: Unit =
+                    cx.cache
+                        .get_or_run(&label, &key(&format!("{name}/{t}")), || {
+                            let mut m: Box<dyn Model> = if name == "Wide&Deep" {
+                                Box::new(build_wide_deep(
+                                    &schema,
+                                    &plan.wide_deep,
+                                    &[t],
+                                    plan.lr,
+                                    seed,
+                                )?)
+                            } else {
+                                Box::new(build_dupn(&schema, &plan.dupn, &[t], plan.lr, seed)?)
+                            };
+                            run(m.as_mut(), &data, plan.epochs)?;
+                            let mut u = Unit::default();
+                            let v = task_metric(m.as_mut(), &[t], t, &d.test)?;
+                            u.add(name, &format!("P-ECOM/{t}"), metric_name(t), v);
+                            Ok(u)
+                        })?;
+                unit.replay(&mut cx.results);
+            }
         }
         eprintln!(
             "  seed {seed} single-task done ({:.0} s)",
