@@ -339,7 +339,11 @@ impl DenseOptimizer {
                 continue;
             };
             let w = var.as_tensor();
-            let g = g.to_dtype(w.dtype())?;
+            // Detached: candle leaves a variable's gradient attached to the backward graph
+            // (for a matmul weight it references the layer's input activation, and through
+            // it the whole forward pass). A state slot computed from it would keep that graph,
+            // and each slot the previous one, so every step's activations would stay alive.
+            let g = g.detach().to_dtype(w.dtype())?;
             match self.config {
                 OptimizerConfig::Sgd { lr, weight_decay } => {
                     let g = add_decay(&g, w, weight_decay)?;
@@ -713,6 +717,58 @@ mod tests {
             .validate()
             .is_err()
         );
+    }
+
+    #[test]
+    fn state_never_holds_the_backward_graph() -> Result<()> {
+        // A weight whose gradient candle computes from a tracked activation (`h` depends on
+        // the variable `x`), as for any layer behind another: the gradient references `h` and
+        // through it the forward pass. The state slots must be plain values, or each step's
+        // graph would stay alive through them (a leak that grew by megabytes per step).
+        let d = Device::Cpu;
+        for config in [
+            OptimizerConfig::sgd(0.1),
+            OptimizerConfig::adagrad(0.1),
+            OptimizerConfig::adam(0.1),
+            OptimizerConfig::AdamW {
+                lr: 0.1,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 0.01,
+            },
+        ] {
+            let x = Var::from_slice(&[1f32, -2.0, 3.0, 0.5, -1.0, 2.0], (3, 2), &d)?;
+            let w = Var::from_slice(&[0.5f32, -0.25], (2, 1), &d)?;
+            let mut opt = DenseOptimizer::new(
+                config,
+                vec![("x".into(), x.clone()), ("w".into(), w.clone())],
+            )?;
+            for _ in 0..3 {
+                let h = x.as_tensor().relu()?;
+                let loss = h.matmul(w.as_tensor())?.sqr()?.sum_all()?;
+                let grads = loss.backward()?;
+                assert!(
+                    grads.get(w.as_tensor()).unwrap().sorted_nodes().len() > 1,
+                    "the premise: candle's gradient of `w` carries a graph"
+                );
+                opt.step(&grads)?;
+            }
+            let mut map = TensorMap::new();
+            opt.save_state("", &mut map)?;
+            for (name, t) in &map {
+                assert!(
+                    t.sorted_nodes().len() <= 1,
+                    "{}: state slot {name} holds a graph of {} nodes",
+                    config.kind(),
+                    t.sorted_nodes().len()
+                );
+            }
+            for v in [&x, &w] {
+                assert!(v.as_tensor().sorted_nodes().len() <= 1);
+            }
+        }
+        Ok(())
     }
 
     #[test]
