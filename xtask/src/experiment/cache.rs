@@ -65,6 +65,64 @@ fn current_commit() -> String {
     }
 }
 
+/// A unit being computed by this process: the file `<hash>.lock` holding our process id,
+/// removed when the guard is dropped (also when the unit fails). A lock whose process is gone
+/// (killed) is stale and taken over.
+struct UnitLock(PathBuf);
+
+impl UnitLock {
+    /// Takes the lock, or `None` when a live process holds it.
+    fn take(path: &Path) -> Result<Option<Self>> {
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)
+            {
+                Ok(mut f) => {
+                    use std::io::Write as _;
+                    write!(f, "{}", std::process::id())
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    return Ok(Some(UnitLock(path.to_path_buf())));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let holder = std::fs::read_to_string(path)
+                        .ok()
+                        .and_then(|t| t.trim().parse::<u32>().ok());
+                    // A lock still being written (no id yet) counts as held.
+                    if holder.is_none_or(process_alive) {
+                        return Ok(None);
+                    }
+                    let _ = std::fs::remove_file(path);
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot create {}", path.display()));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl Drop for UnitLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Whether process `pid` exists (signal 0 checks without sending anything).
+fn process_alive(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
+    }
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill with signal 0 only checks that the process exists and may be signalled.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
 /// The target directory cargo uses here (`CARGO_TARGET_DIR` or `target`).
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
@@ -122,41 +180,73 @@ impl RunCache {
     }
 
     /// The value of the unit `key`: from the cache when a previous run stored it, otherwise
-    /// computed by `run` and stored. `label` names the unit in the progress output.
-    pub fn get_or_run<T, F>(&self, label: &str, key: &Value, run: F) -> Result<T>
+    /// computed by `run` and stored. When another process is computing the same unit right
+    /// now, waits for its result. `label` names the unit in the progress output.
+    pub fn get_or_run<T, F>(&self, label: &str, key: &Value, mut run: F) -> Result<T>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnMut() -> Result<T>,
+    {
+        let mut said = false;
+        loop {
+            if let Some(v) = self.try_get_or_run(label, key, &mut run)? {
+                return Ok(v);
+            }
+            if !said {
+                eprintln!("  {label}: another process is computing it; waiting");
+                said = true;
+            }
+            std::thread::sleep(std::time::Duration::from_secs(2));
+        }
+    }
+
+    /// Like [`get_or_run`](Self::get_or_run), but returns `None` at once when another live
+    /// process holds the unit (a `<hash>.lock` file naming its process id). Two invocations of
+    /// the same experiment sharing the target directory thus split the work between them: each
+    /// first takes the units nobody holds, then waits for the rest.
+    pub fn try_get_or_run<T, F>(&self, label: &str, key: &Value, run: F) -> Result<Option<T>>
     where
         T: Serialize + DeserializeOwned,
         F: FnOnce() -> Result<T>,
     {
-        let path = self.path(key);
-        if let (Some(p), false) = (&path, self.fresh)
-            && let Some((v, commit)) = self.load(p, key)
+        let Some(path) = self.path(key) else {
+            return run().map(Some);
+        };
+        if !self.fresh
+            && let Some((v, commit)) = self.load(&path, key)
         {
             eprintln!(
                 "  {label}: from the cache ({}, commit {commit})",
-                p.display()
+                path.display()
             );
             self.note(&commit, true);
-            return Ok(v);
+            return Ok(Some(v));
+        }
+        let dir = path.parent().context("cache path has a directory")?;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let Some(_lock) = UnitLock::take(&path.with_extension("lock"))? else {
+            return Ok(None);
+        };
+        // Another process may have finished the unit between the look-up and the lock.
+        if !self.fresh
+            && let Some((v, commit)) = self.load(&path, key)
+        {
+            self.note(&commit, true);
+            return Ok(Some(v));
         }
         let value = run()?;
-        if let Some(p) = path {
-            let stored = serde_json::to_value(&value).context("cache entry to JSON")?;
-            // JSON has no NaN: a value holding one comes back as null and would not load.
-            if serde_json::from_value::<T>(stored.clone()).is_err() {
-                eprintln!("  {label}: not cached (its result holds a number JSON cannot store)");
-                self.note(&self.commit, false);
-                return Ok(value);
-            }
-            let entry = json!({ "key": key, "commit": self.commit, "value": stored });
-            let dir = p.parent().context("cache path has a directory")?;
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-            rec_trainer::checkpoint::write_atomic(&p, entry.to_string().as_bytes())
-                .with_context(|| format!("cannot write the cache entry {}", p.display()))?;
+        let stored = serde_json::to_value(&value).context("cache entry to JSON")?;
+        // JSON has no NaN: a value holding one comes back as null and would not load.
+        if serde_json::from_value::<T>(stored.clone()).is_err() {
+            eprintln!("  {label}: not cached (its result holds a number JSON cannot store)");
+            self.note(&self.commit, false);
+            return Ok(Some(value));
         }
+        let entry = json!({ "key": key, "commit": self.commit, "value": stored });
+        rec_trainer::checkpoint::write_atomic(&path, entry.to_string().as_bytes())
+            .with_context(|| format!("cannot write the cache entry {}", path.display()))?;
         self.note(&self.commit, false);
-        Ok(value)
+        Ok(Some(value))
     }
 
     /// One sentence for a results page: how many units were computed now and how many came
@@ -247,6 +337,40 @@ mod tests {
         let v: f64 = c.get_or_run("n", &key, || Ok(f64::NAN)).unwrap();
         assert!(v.is_nan());
         assert!(!c.path(&key).unwrap().exists());
+    }
+
+    #[test]
+    fn a_unit_held_by_a_live_process_is_skipped_and_a_stale_lock_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = RunCache::at(Some(dir.path().to_path_buf()), false);
+        let key = json!({"unit": 1});
+        let lock = c.path(&key).unwrap().with_extension("lock");
+        // Held by a live process (pid 1 always exists): not computed here.
+        std::fs::write(&lock, "1").unwrap();
+        let v: Option<u32> = c.try_get_or_run("u", &key, || Ok(5)).unwrap();
+        assert_eq!(v, None);
+        // The other process finishes: its entry is read, and waiting returns it.
+        let other = RunCache::at(Some(dir.path().to_path_buf()), false);
+        std::fs::remove_file(&lock).unwrap();
+        let w: u32 = other.get_or_run("u", &key, || Ok(9)).unwrap();
+        assert_eq!(w, 9);
+        std::fs::write(&lock, "1").unwrap();
+        let r: u32 = c.get_or_run("u", &key, || Ok(5)).unwrap();
+        assert_eq!(r, 9);
+        // A lock left by a process that no longer exists is taken over, and released after.
+        let key2 = json!({"unit": 2});
+        let lock2 = c.path(&key2).unwrap().with_extension("lock");
+        std::fs::write(&lock2, format!("{}", i32::MAX)).unwrap();
+        let v: Option<u32> = c.try_get_or_run("u", &key2, || Ok(6)).unwrap();
+        assert_eq!(v, Some(6));
+        assert!(!lock2.exists());
+        // A failing unit releases its lock too.
+        let key3 = json!({"unit": 3});
+        assert!(
+            c.try_get_or_run::<u32, _>("u", &key3, || anyhow::bail!("no"))
+                .is_err()
+        );
+        assert!(!c.path(&key3).unwrap().with_extension("lock").exists());
     }
 
     #[test]

@@ -431,17 +431,30 @@ struct DatasetResult {
     sizes: Vec<[usize; 3]>,
 }
 
-/// `fit` through the result cache: the key is the whole configuration (data, seed, model,
-/// optimizer, budget) and the early-stopping patience.
-fn fit_cached(
+/// One training run of the experiment: model label, grid point, progress label, configuration.
+type Unit = (&'static str, Point, String, Config);
+
+/// Runs `units` through the cache in two passes (see [`RunCache::try_get_or_run`]): those no
+/// other process holds, then the rest, waiting for them. Results in the order of `units`.
+fn run_units<'a>(
     cache: &RunCache,
-    label: &str,
-    cfg: &Config,
-    split: &Split,
+    units: &[Unit],
+    split: impl Fn(&Config) -> &'a Split,
     patience: usize,
-) -> Result<RunOut> {
-    let key = json!({ "format": "saml-fit-1", "config": cfg, "patience": patience });
-    cache.get_or_run(label, &key, || fit(cfg, split, patience))
+) -> Result<Vec<RunOut>> {
+    let key = |cfg: &Config| json!({ "format": "saml-fit-1", "config": cfg, "patience": patience });
+    let mut out: Vec<Option<RunOut>> = Vec::with_capacity(units.len());
+    for (_, _, label, cfg) in units {
+        out.push(cache.try_get_or_run(label, &key(cfg), || fit(cfg, split(cfg), patience))?);
+    }
+    units
+        .iter()
+        .zip(out)
+        .map(|((_, _, label, cfg), r)| match r {
+            Some(r) => Ok(r),
+            None => cache.get_or_run(label, &key(cfg), || fit(cfg, split(cfg), patience)),
+        })
+        .collect()
 }
 
 fn run_dataset(
@@ -487,26 +500,37 @@ fn run_dataset(
         num_scenarios: m,
         sizes,
     };
-    // Tuning on seed 1's validation AUC.
+    // Tuning on seed 1's validation AUC. Every unit goes through the result cache in two
+    // passes: first the units no other process holds, then (waiting if need be) the rest, so
+    // that several invocations sharing the target directory split the work.
     let points = grid(quick);
-    for spec in specs.iter().filter(|s| s.tuned) {
-        let mut scored = Vec::new();
-        for &p in &points {
-            let v = if points.len() == 1 {
-                f64::NAN
-            } else {
+    let mut tune_units = Vec::new();
+    if points.len() > 1 {
+        for spec in specs.iter().filter(|s| s.tuned) {
+            for &p in &points {
                 let label = format!(
                     "{} tune {} lr {} dropout {}",
                     ds.key, spec.label, p.lr, p.dropout
                 );
-                let cfg = config(ds, spec, p, seeds[0])?;
-                let r = fit_cached(cache, &label, &cfg, &split1, ds.patience)?;
+                tune_units.push((spec.label, p, label, config(ds, spec, p, seeds[0])?));
+            }
+        }
+    }
+    let tuned = run_units(cache, &tune_units, |_| &split1, ds.patience)?;
+    for spec in specs.iter().filter(|s| s.tuned) {
+        let mut scored = Vec::new();
+        for &p in &points {
+            let v = tune_units
+                .iter()
+                .zip(&tuned)
+                .find(|((l, q, _, _), _)| *l == spec.label && *q == p)
+                .map_or(f64::NAN, |(_, r)| r.valid_auc);
+            if !v.is_nan() {
                 eprintln!(
-                    "[saml] {} tune {} lr {} dropout {}: valid AUC {:.4}",
-                    ds.key, spec.label, p.lr, p.dropout, r.valid_auc
+                    "[saml] {} tune {} lr {} dropout {}: valid AUC {v:.4}",
+                    ds.key, spec.label, p.lr, p.dropout
                 );
-                r.valid_auc
-            };
+            }
             scored.push((p, v));
         }
         let best = scored
@@ -517,50 +541,55 @@ fn run_dataset(
         out.tuning.insert(spec.label.to_string(), (scored, best));
     }
     let saml_point = out.tuning["saml"].1;
+    let mut splits = vec![split1];
+    for &seed in &seeds[1..] {
+        splits.push(rec_trainer::data::load_split(&DataConfig {
+            seed,
+            ..ds.data.clone()
+        })?);
+    }
+    let mut final_units = Vec::new();
     for &seed in seeds {
-        let split = if seed == seeds[0] {
-            split1.clone()
-        } else {
-            rec_trainer::data::load_split(&DataConfig {
-                seed,
-                ..ds.data.clone()
-            })?
-        };
         for spec in &specs {
             let point = if spec.tuned {
                 out.tuning[spec.label].1
             } else {
                 saml_point
             };
-            let t0 = Instant::now();
             let label = format!("{} seed {seed} {}", ds.key, spec.label);
-            let cfg = config(ds, spec, point, seed)?;
-            let r = fit_cached(cache, &label, &cfg, &split, ds.patience)?;
-            let auc = r.test.get(None, "auc").unwrap_or(f64::NAN);
-            eprintln!(
-                "[saml] {} seed {seed} {}: test AUC {auc:.4} (best epoch {}, {:.0} s)",
-                ds.key,
-                spec.label,
-                r.best_epoch,
-                t0.elapsed().as_secs_f64()
-            );
-            out.results.add_evaluation(spec.label, &r.test);
-            out.results.add(spec.label, "valid", "auc", r.valid_auc);
-            let us = 1e6 * r.train_secs / r.samples.max(1) as f64;
-            out.results.add(spec.label, "cost", "us_per_sample", us);
-            out.us_per_sample
-                .entry(spec.label.into())
-                .or_default()
-                .push(us);
-            out.best_epochs
-                .entry(spec.label.into())
-                .or_default()
-                .push(r.best_epoch);
-            out.params.insert(spec.label.into(), r.params);
-            if spec.label == "saml" {
-                out.affinity.extend(r.affinity);
-                out.gates.extend(r.gates);
-            }
+            final_units.push((spec.label, point, label, config(ds, spec, point, seed)?));
+        }
+    }
+    let seed_index = |cfg: &Config| seeds.iter().position(|&s| s == cfg.data.seed).unwrap_or(0);
+    let finals = run_units(
+        cache,
+        &final_units,
+        |cfg| &splits[seed_index(cfg)],
+        ds.patience,
+    )?;
+    for ((spec_label, _, label, _), r) in final_units.iter().zip(finals) {
+        let auc = r.test.get(None, "auc").unwrap_or(f64::NAN);
+        eprintln!(
+            "[saml] {label}: test AUC {auc:.4} (best epoch {}, {:.0} s of training)",
+            r.best_epoch, r.train_secs
+        );
+        let spec_label: &str = spec_label;
+        out.results.add_evaluation(spec_label, &r.test);
+        out.results.add(spec_label, "valid", "auc", r.valid_auc);
+        let us = 1e6 * r.train_secs / r.samples.max(1) as f64;
+        out.results.add(spec_label, "cost", "us_per_sample", us);
+        out.us_per_sample
+            .entry(spec_label.into())
+            .or_default()
+            .push(us);
+        out.best_epochs
+            .entry(spec_label.into())
+            .or_default()
+            .push(r.best_epoch);
+        out.params.insert(spec_label.into(), r.params);
+        if spec_label == "saml" {
+            out.affinity.extend(r.affinity);
+            out.gates.extend(r.gates);
         }
     }
     Ok(out)
