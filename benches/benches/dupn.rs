@@ -15,8 +15,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rec_benches::workloads::dupn_batch;
 use rec_data::Batch;
-use rec_nn::embedding::{DefaultTableFactory, TableOptions, TablesConfig};
-use rec_nn::init::Init;
+use rec_nn::embedding::DefaultTableFactory;
 use rec_nn::optim::{DenseOptimizer, OptimizerConfig};
 use rec_nn::{Ctx, Model};
 use user_dupn::{Dupn, DupnConfig};
@@ -24,16 +23,7 @@ use user_dupn::{Dupn, DupnConfig};
 const BATCH: usize = 1024;
 
 fn build(history: usize, data: &Batch) -> Dupn {
-    let tables = TablesConfig {
-        options: TableOptions::new(
-            Init::Normal {
-                mean: 0.0,
-                std: 0.05,
-            },
-            OptimizerConfig::adagrad(0.05),
-        ),
-        ..TablesConfig::default()
-    };
+    let tables = rec_benches::workloads::dupn_tables();
     let mut f = DefaultTableFactory::new(tables, 1, &Device::Cpu);
     let mut factory = |spec: &rec_data::FieldSpec, dim: usize| f.build(spec, dim);
     let cfg = DupnConfig {

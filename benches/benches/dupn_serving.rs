@@ -28,10 +28,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rec_data::synth::{DupnOptions, SynthConfig, SynthLog};
 use rec_data::{Batch, Column, FieldKind, Schema};
-use rec_nn::embedding::{DefaultTableFactory, TableOptions, TablesConfig};
-use rec_nn::init::Init;
+use rec_nn::embedding::DefaultTableFactory;
 use rec_nn::model::{Ctx, Model};
-use rec_nn::optim::OptimizerConfig;
 use user_dupn::serving::Candidates;
 use user_dupn::{Dupn, DupnConfig};
 
@@ -117,16 +115,7 @@ fn setup() -> Setup {
         .collect();
     let candidates = Candidates::new(cand_cols.clone()).unwrap();
     let cfg = DupnConfig::paper();
-    let tables = TablesConfig {
-        options: TableOptions::new(
-            Init::Normal {
-                mean: 0.0,
-                std: 0.05,
-            },
-            OptimizerConfig::adagrad(0.05),
-        ),
-        ..TablesConfig::default()
-    };
+    let tables = rec_benches::workloads::dupn_tables();
     let mut f = DefaultTableFactory::new(tables, 1, &Device::Cpu);
     let mut factory = |field: &rec_data::FieldSpec, dim: usize| f.build(field, dim);
     let model = Dupn::new(&schema, &cfg, &mut factory, &Device::Cpu, 1).unwrap();

@@ -85,6 +85,18 @@ pub const DUPN_PPP_CLASSES: usize = 6;
 /// The item fields of a DUPN target and, with `hist_` in front, of a behaviour.
 pub const DUPN_ITEM_FIELDS: [&str; 5] = ["item_id", "brand", "shop", "category", "tags"];
 
+/// The embedding tables of the DUPN workloads: the default initialisation (normal, std 0.05)
+/// and row-wise AdaGrad at the learning rate DUPN trains with (0.05), as in the paper.
+pub fn dupn_tables() -> rec_nn::embedding::TablesConfig {
+    rec_nn::embedding::TablesConfig {
+        options: rec_nn::embedding::TableOptions {
+            optimizer: rec_nn::optim::OptimizerConfig::adagrad(0.05),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
 /// Schema of [`dupn_batch`]. Profile `user_id`, `country`, `age`, `gender`; `query` (multi-hot
 /// terms); the target item `item_id`, `brand`, `shop`, `category`, `tags` (multi-hot); the
 /// history group `hist`: `hist_item_id`, `hist_brand`, `hist_shop`, `hist_category`,

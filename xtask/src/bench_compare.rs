@@ -26,7 +26,6 @@ use rand_chacha::ChaCha8Rng;
 use rec_benches::workloads::{self, DUPN_ITEM_FIELDS};
 use rec_data::{Batch, Column, FieldKind, TaskKind};
 use rec_nn::embedding::{DefaultTableFactory, TableOptions, TablesConfig};
-use rec_nn::init::Init;
 use rec_nn::optim::{DenseOptimizer, OptimizerConfig};
 use rec_nn::{Ctx, Model};
 use scenario_saml::{Saml, SamlConfig};
@@ -141,33 +140,10 @@ fn dupn_config(history: usize) -> DupnConfig {
 }
 
 fn dupn_model(data: &Batch, cfg: &DupnConfig) -> Result<Dupn> {
-    let tables = TablesConfig {
-        options: TableOptions::new(
-            Init::Normal {
-                mean: 0.0,
-                std: 0.05,
-            },
-            OptimizerConfig::adagrad(0.05),
-        ),
-        ..TablesConfig::default()
-    };
+    let tables = workloads::dupn_tables();
     let mut f = DefaultTableFactory::new(tables, 1, &Device::Cpu);
     let mut factory = |spec: &rec_data::FieldSpec, dim: usize| f.build(spec, dim);
     Ok(Dupn::new(&data.schema, cfg, &mut factory, &Device::Cpu, 1)?)
-}
-
-/// Trainable parameters: dense variables plus table parameters.
-pub fn num_params(model: &dyn Model) -> usize {
-    model
-        .dense_vars()
-        .iter()
-        .map(|(_, v)| v.elem_count())
-        .sum::<usize>()
-        + model
-            .tables()
-            .iter()
-            .map(|(_, t)| t.num_params())
-            .sum::<usize>()
 }
 
 /// The hyperparameters the reference script builds its model from.
@@ -387,7 +363,7 @@ fn compare_variant(v: Variant, args: &BenchArgs) -> Result<(Figures, Figures, St
         .map(|i| data.range(i * BATCH, (i + 1) * BATCH))
         .collect();
     let (mut model, dense) = build(v, &data)?;
-    let params = num_params(model.as_ref());
+    let params = model.num_params();
     let dir = root().join("target/bench-compare").join(v.name());
     export(&data, &dir, model_meta(v), params)?;
     eprintln!("compare {}: {params} parameters, timing rec-rs", v.name());
@@ -495,7 +471,7 @@ fn compare_serving(args: &BenchArgs) -> Result<((f64, f64), (f64, f64))> {
         ..DupnConfig::paper()
     };
     let mut model = dupn_model(&request, &cfg)?;
-    let params = num_params(&model);
+    let params = model.num_params();
     let dir = root().join("target/bench-compare/dupn-serving");
     export(&request, &dir, dupn_meta(&cfg), params)?;
     for (f, col) in &cand_cols {
@@ -661,7 +637,7 @@ mod tests {
         let global = 5000 + 2000 + 20 + 21 + 3;
         let scenario = 3 * (5000 + 2000 + 20 + 21);
         assert_eq!(tables, 16 * (global + scenario));
-        assert!(num_params(model.as_ref()) > tables);
+        assert!(model.num_params() > tables);
         let data = workloads::dupn_batch(3, 8, 1);
         let (model, _) = build(Variant::Dupn(3), &data)?;
         let tables: usize = model.tables().iter().map(|(_, t)| t.num_params()).sum();

@@ -78,6 +78,19 @@ pub trait Model: Send {
     /// The embedding tables, mutable, in the same order as [`tables`](Self::tables).
     fn tables_mut(&mut self) -> Vec<(String, &mut dyn EmbeddingTable)>;
 
+    /// Number of trainable floats: the dense variables and the tables' parameters.
+    fn num_params(&self) -> usize {
+        self.dense_vars()
+            .iter()
+            .map(|(_, v)| v.elem_count())
+            .sum::<usize>()
+            + self
+                .tables()
+                .iter()
+                .map(|(_, t)| t.num_params())
+                .sum::<usize>()
+    }
+
     /// Called after every optimizer step (e.g. NMF clips its factors here). Default nothing.
     fn after_step(&mut self, _step: u64) -> Result<()> {
         Ok(())

@@ -447,16 +447,6 @@ impl Dupn {
         self.rep_width
     }
 
-    /// Number of trainable floats: dense variables and table parameters.
-    pub fn num_params(&self) -> usize {
-        self.vs.num_params()
-            + self
-                .tables()
-                .iter()
-                .map(|(_, t)| t.num_params())
-                .sum::<usize>()
-    }
-
     fn table_sets(&self) -> Vec<&TableSet> {
         [
             Some(&self.item),

@@ -332,16 +332,7 @@ fn fit(cfg: &Config, split: &Split, patience: usize) -> Result<RunOut> {
     let device = Device::Cpu;
     let seed = cfg.data.seed;
     let mut model = build_model(cfg, &split.schema, &split.train, &device)?;
-    let params: usize = model
-        .dense_vars()
-        .iter()
-        .map(|(_, v)| v.elem_count())
-        .sum::<usize>()
-        + model
-            .tables()
-            .iter()
-            .map(|(_, t)| t.num_params())
-            .sum::<usize>();
+    let params = model.num_params();
     let mut opt = DenseOptimizer::new(cfg.optimizer.dense, model.dense_vars())?;
     let mut ctx = Ctx::new(true, 0, ChaCha8Rng::seed_from_u64(mix_seed(seed, 0xD409)));
     let mut best: Option<(f64, usize, rec_nn::TensorMap, serde_json::Value)> = None;
