@@ -22,7 +22,9 @@ Architecture (dim 16, hidden [128, 64], ReLU, no dropout, attention MLP [32], ev
   layer 0 (128 -> 64, no bias); ReLU;
 - mutual unit after the last hidden layer: gates = softmax over the other branches of
   beta * cos(h_own, h_m) + c[s, m] (others detached), h~ = h_own + sum_m gate_m h_m;
-- a head per scenario: logit = w_s . h~ + b_s; loss = BCE(logit) + BCE(aux logit).
+- a head per scenario: logit = w_s . h~ + b_s (+ the auxiliary logit when `aux_in_output`,
+  the crate's default); loss = BCE(logit) + BCE(aux logit) + scenario_l2 * (mean over the
+  batch of the scenario vectors' squared norms).
 Branch weights start tied (one draw copied to every branch), as in the crate.
 Optimizers: Adam (lr 1e-3) for the dense parameters; the tables are `sparse=True` and use
 SparseAdam (lr 1e-3), PyTorch's lazy Adam: the same arithmetic per touched row as the crate's
@@ -87,6 +89,7 @@ class Saml(nn.Module):
     def __init__(self, meta, routed=True):
         super().__init__()
         self.routed = routed
+        self.aux_in_output = meta["model"]["aux_in_output"]
         cfg = meta["model"]
         self.m = m = meta["num_scenarios"]
         dim = cfg["dim"]
@@ -137,6 +140,12 @@ class Saml(nn.Module):
         return (x @ wide).reshape(x.shape[0], m, o).transpose(0, 1)
 
     def forward(self, b):
+        logit, aux = self.logits(b)
+        if self.aux_in_output:
+            logit = logit + aux
+        return logit, aux
+
+    def logits(self, b):
         s = b[self.scen_field]
         n = s.shape[0]
         vecs = {f["name"]: F.embedding(b[f["name"]], self.tables[f["name"]], sparse=True)
@@ -149,6 +158,8 @@ class Saml(nn.Module):
         m, w = self.m, self.width
         scen = [F.embedding(b[f["name"]] * m + s, self.scen_tables[f["name"]], sparse=True)
                 for f in self.scen]
+        # mean over the batch of the scenario vectors' squared norms (the scenario_l2 term)
+        self.scen_sq = torch.cat(scen, 1).pow(2).sum(1).mean()
         pq = self.proj_q[s].view(n, w, w)
         pk = self.proj_k[s].view(n, w, w)
         q = target + torch.bmm(target.unsqueeze(1), pq).squeeze(1)
@@ -248,11 +259,13 @@ def main():
     opt_d = torch.optim.Adam(dense, lr=meta["model"]["dense_optimizer"]["lr"])
     opt_s = torch.optim.SparseAdam(sparse, lr=meta["model"]["sparse_optimizer"]["lr"])
     aux_w = meta["model"]["aux_loss_weight"]
+    l2 = meta["model"]["scenario_l2"]
 
     def loss_of(b, y):
         logit, aux = model(b)
         return (F.binary_cross_entropy_with_logits(logit, y)
-                + aux_w * F.binary_cross_entropy_with_logits(aux, y))
+                + aux_w * F.binary_cross_entropy_with_logits(aux, y)
+                + l2 * model.scen_sq)
 
     train_s, infer_s = time_train_and_infer(
         model, batches, loss_of, lambda b: torch.sigmoid(model(b)[0]), [opt_d, opt_s],

@@ -155,6 +155,7 @@ fn model_meta(variant: Variant) -> Value {
                 "model": "saml", "scenarios": m, "dim": c.dim, "hidden": c.hidden,
                 "attention_hidden": c.attention.hidden, "dropout": c.dropout,
                 "aux_loss_weight": c.aux_loss_weight, "tied_init": c.tied_init,
+                "aux_in_output": c.aux_in_output, "scenario_l2": c.scenario_l2,
                 "dense_optimizer": {"kind": "adam", "lr": 1e-3},
                 "sparse_optimizer": {"kind": "adam", "lr": 1e-3},
             })

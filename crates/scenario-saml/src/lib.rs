@@ -26,6 +26,8 @@
 //! | branch `m` updated only by scenario `m`'s samples | \[paper\] | [`Routing::select_own`], [`MutualUnit`] |
 //! | mutual unit: cosine + learned affinity gates, stop-gradient borrowing | [paper; equations ours] | [`MutualUnit`] |
 //! | loss `BCE(y) + lambda_aux BCE(y_aux)`, `lambda_aux = 1`; optional KL term (off) | [paper; weights ours] | [`Saml`] |
+//! | the auxiliary logit added to every branch's output logit (`aux_in_output`, on) | \[ours\] | [`Saml`] |
+//! | mini-batch L2 penalty on the scenario vectors (`scenario_l2 = 1`): a scenario vector survives only where its scenario's data support it | \[ours\] | [`Saml`] |
 //! | stacked `[M, in, out]` weights; each sample through its own branch, the batch sorted by scenario | \[ours\] | [`BatchedLinear`], [`routed`] |
 //!
 //! # Models

@@ -115,6 +115,18 @@ pub struct SamlConfig {
     /// off) \[ours\].
     #[serde(default)]
     pub mutual_kl: f64,
+    /// Add the auxiliary network's logit to every branch's output logit \[ours\]
+    /// (default true): `y = sigmoid(w_s . h~_s + b_s + w_aux . h_aux^(L))`, so the branches
+    /// learn their scenario's correction to the network every scenario trains (as STAR's
+    /// auxiliary network does). `false`: `y = sigmoid(w_s . h~_s + b_s)`.
+    #[serde(default = "yes")]
+    pub aux_in_output: bool,
+    /// Weight of a mini-batch L2 penalty on the scenario vectors \[ours\] (default 1; 0 is off):
+    /// `scenario_l2 * mean over the batch of sum_f ||e_s,f||^2`. The branches also read the
+    /// global vectors, so shrinking a scenario vector to 0 falls back on the global one: the
+    /// scenario part survives where its scenario's data support it.
+    #[serde(default = "one")]
+    pub scenario_l2: f64,
 }
 
 impl Default for SamlConfig {
@@ -135,6 +147,8 @@ impl Default for SamlConfig {
             mutual: true,
             mutual_layer: None,
             mutual_kl: 0.0,
+            aux_in_output: true,
+            scenario_l2: 1.0,
         }
     }
 }
@@ -209,6 +223,8 @@ pub struct SamlInternals {
     pub aux_logit: Tensor,
     /// The mutual unit's gates `[n, M]` (with the mutual unit on).
     pub gates: Option<Tensor>,
+    /// `mean over the batch of sum_f ||e_s,f||^2` (training with `scenario_l2 > 0` only).
+    pub scenario_sq: Option<Tensor>,
 }
 
 /// See the [module documentation](self).
@@ -247,8 +263,13 @@ impl Saml {
         if !(0.0..1.0).contains(&cfg.dropout) {
             candle_core::bail!("saml: dropout must be in [0, 1), got {}", cfg.dropout);
         }
-        if cfg.aux_loss_weight < 0.0 || cfg.mutual_kl < 0.0 {
-            candle_core::bail!("saml: loss weights must be >= 0");
+        if !(cfg.aux_loss_weight >= 0.0 && cfg.mutual_kl >= 0.0 && cfg.scenario_l2 >= 0.0) {
+            candle_core::bail!(
+                "saml: aux_loss_weight, mutual_kl and scenario_l2 must be >= 0, got {}, {}, {}",
+                cfg.aux_loss_weight,
+                cfg.mutual_kl,
+                cfg.scenario_l2
+            );
         }
         let mutual_layer = cfg.mutual_layer.unwrap_or(cfg.hidden.len() - 1);
         if mutual_layer >= cfg.hidden.len() {
@@ -460,12 +481,18 @@ impl Saml {
         batch: &Batch,
         routing: &Routing,
         ctx: &mut Ctx,
-    ) -> Result<(Tensor, Tensor)> {
+    ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
         let inp = self.input.forward(batch, ctx)?;
         let x_aux = inp.concat()?;
         let mut branch_parts = Vec::new();
+        let mut scenario_sq = None;
         if let Some(se) = &mut self.scen_emb {
-            branch_parts.extend(se.forward(batch, &routing.ids, ctx.train)?);
+            let vs = se.forward(batch, &routing.ids, ctx.train)?;
+            if ctx.train && self.cfg.scenario_l2 > 0.0 {
+                let sq = Tensor::cat(&vs, 1)?.sqr()?.sum(1)?.mean(0)?;
+                scenario_sq = Some(sq);
+            }
+            branch_parts.extend(vs);
         }
         if let (Some(sa), Some(target), Some((beh, mask))) =
             (&self.scen_att, &inp.target, &inp.behaviours)
@@ -473,7 +500,7 @@ impl Saml {
             branch_parts.push(sa.forward(target, beh, mask, routing, ctx)?);
         }
         branch_parts.push(x_aux.clone());
-        Ok((Tensor::cat(&branch_parts, 1)?, x_aux))
+        Ok((Tensor::cat(&branch_parts, 1)?, x_aux, scenario_sq))
     }
 
     /// The logits (and [`SamlInternals`]) of a batch.
@@ -502,7 +529,7 @@ impl Saml {
             None => batch,
         };
         let routing = Routing::of_batch(batch, self.m, DType::F32, &device)?;
-        let (x_branch, x_aux) = self.inputs(batch, &routing, ctx)?;
+        let (x_branch, x_aux, scenario_sq) = self.inputs(batch, &routing, ctx)?;
 
         let act = self.cfg.activation;
         let p = self.cfg.dropout;
@@ -566,13 +593,20 @@ impl Saml {
             .squeeze(1)?
             + routing.rows_of(self.head_b.as_tensor())?)?;
         let mut aux_logit = self.aux_head.forward(&h_aux)?.squeeze(1)?;
+        if self.cfg.aux_in_output {
+            logit = (logit + &aux_logit)?;
+        }
         if let Some(o) = &order {
             let inv = inverse_index(o, &device)?;
             logit = logit.index_select(&inv, 0)?;
             aux_logit = aux_logit.index_select(&inv, 0)?;
             gates = gates.map(|g| g.index_select(&inv, 0)).transpose()?;
         }
-        self.last = Some(SamlInternals { aux_logit, gates });
+        self.last = Some(SamlInternals {
+            aux_logit,
+            gates,
+            scenario_sq,
+        });
         Ok(logit)
     }
 
@@ -582,19 +616,7 @@ impl Saml {
     fn logits_dense(&mut self, batch: &Batch, ctx: &mut Ctx) -> Result<Tensor> {
         let device = self.vs.device().clone();
         let routing = Routing::of_batch(batch, self.m, DType::F32, &device)?;
-        let inp = self.input.forward(batch, ctx)?;
-        let x_aux = inp.concat()?;
-        let mut branch_parts = Vec::new();
-        if let Some(se) = &mut self.scen_emb {
-            branch_parts.extend(se.forward(batch, &routing.ids, ctx.train)?);
-        }
-        if let (Some(sa), Some(target), Some((beh, mask))) =
-            (&self.scen_att, &inp.target, &inp.behaviours)
-        {
-            branch_parts.push(sa.forward(target, beh, mask, &routing, ctx)?);
-        }
-        branch_parts.push(x_aux.clone());
-        let x_branch = Tensor::cat(&branch_parts, 1)?;
+        let (x_branch, x_aux, scenario_sq) = self.inputs(batch, &routing, ctx)?;
 
         let act = self.cfg.activation;
         let p = self.cfg.dropout;
@@ -638,9 +660,16 @@ impl Saml {
         let n = routing.len();
         let w = routing.rows_of(self.head_w.as_tensor())?.reshape((n, ()))?;
         let b = routing.rows_of(self.head_b.as_tensor())?;
-        let logit = ((h * w)?.sum(candle_core::D::Minus1)? + b)?;
+        let mut logit = ((h * w)?.sum(candle_core::D::Minus1)? + b)?;
         let aux_logit = self.aux_head.forward(&h_aux)?.squeeze(1)?;
-        self.last = Some(SamlInternals { aux_logit, gates });
+        if self.cfg.aux_in_output {
+            logit = (logit + &aux_logit)?;
+        }
+        self.last = Some(SamlInternals {
+            aux_logit,
+            gates,
+            scenario_sq,
+        });
         Ok(logit)
     }
 }
@@ -742,6 +771,9 @@ impl Model for Saml {
                 }
             };
             total = (total + kl.affine(self.cfg.mutual_kl, 0.0)?)?;
+        }
+        if let Some(sq) = &last.scenario_sq {
+            total = (total + sq.affine(self.cfg.scenario_l2, 0.0)?)?;
         }
         Ok(total)
     }
@@ -870,8 +902,13 @@ mod tests {
         let absent = p.data.gather(&rows_where(&|s| s != 2));
         let alone = p.data.gather(&rows_where(&|s| s == 0));
         assert!(!absent.is_empty() && !alone.is_empty());
-        let variants = [(true, None), (true, Some(0)), (false, None)];
-        for (batch, (mutual, layer)) in [&all, &absent, &alone]
+        let variants = [
+            (true, None, true),
+            (true, Some(0), true),
+            (false, None, true),
+            (true, None, false),
+        ];
+        for (batch, (mutual, layer, aux_in_output)) in [&all, &absent, &alone]
             .into_iter()
             .flat_map(|b| variants.into_iter().map(move |v| (b, v)))
         {
@@ -882,10 +919,12 @@ mod tests {
                 mutual,
                 mutual_layer: layer,
                 mutual_kl: 0.3,
+                aux_in_output,
+                scenario_l2: 0.7,
                 ..SamlConfig::default()
             };
             let what = format!(
-                "mutual {mutual}, layer {layer:?}, scenarios {:?}",
+                "mutual {mutual}, layer {layer:?}, aux in output {aux_in_output}, scenarios {:?}",
                 batch
                     .scenarios()
                     .iter()
@@ -900,6 +939,8 @@ mod tests {
             assert!(max_diff(&zr, &zd)? < 1e-5, "{what}: logits");
             let (lr, ld) = (routed.last.clone().unwrap(), dense.last.clone().unwrap());
             assert!(max_diff(&lr.aux_logit, &ld.aux_logit)? < 1e-5, "{what}");
+            let (sr, sd) = (lr.scenario_sq.unwrap(), ld.scenario_sq.unwrap());
+            assert!(max_diff(&sr, &sd)? < 1e-5, "{what}: scenario penalty");
             assert_eq!(lr.gates.is_some(), mutual);
             if let (Some(a), Some(b)) = (&lr.gates, &ld.gates) {
                 assert!(max_diff(a, b)? < 1e-5, "{what}: gates");
@@ -935,6 +976,77 @@ mod tests {
                 }
             }
         }
+        Ok(())
+    }
+
+    #[test]
+    fn the_output_adds_the_auxiliary_logit_when_asked() -> Result<()> {
+        use crate::testing::planted;
+        let p = planted(&[20, 12, 9], &[0, 0, 1], 3, 5);
+        let batch = p.data.range(0, 41);
+        let cfg = |aux_in_output| SamlConfig {
+            dim: 4,
+            hidden: vec![8, 6],
+            tied_init: false,
+            aux_in_output,
+            ..SamlConfig::default()
+        };
+        let mut with = random_saml(&batch.schema, &cfg(true))?;
+        let mut without = random_saml(&batch.schema, &cfg(false))?;
+        let zw = with.logits(&batch, &mut Ctx::eval())?;
+        let zo = without.logits(&batch, &mut Ctx::eval())?;
+        let aux = without.last.clone().unwrap().aux_logit;
+        assert!(max_diff(&aux, &with.last.clone().unwrap().aux_logit)? < 1e-6);
+        assert!(max_diff(&zw, &(zo + &aux)?)? < 1e-5);
+        assert!(
+            aux.abs()?.sum_all()?.to_scalar::<f32>()? > 1e-3,
+            "aux logits are not all 0"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn the_scenario_penalty_is_the_mean_squared_norm_and_only_in_training() -> Result<()> {
+        use crate::testing::planted;
+        use rec_nn::model::Model as _;
+        let p = planted(&[20, 12, 9], &[0, 0, 1], 3, 5);
+        let batch = p.data.range(0, 41);
+        let cfg = |scenario_l2| SamlConfig {
+            dim: 4,
+            hidden: vec![8, 6],
+            scenario_l2,
+            ..SamlConfig::default()
+        };
+        let mut ctx = Ctx::eval();
+        ctx.train = true;
+        let mut on = random_saml(&batch.schema, &cfg(0.5))?;
+        let mut off = random_saml(&batch.schema, &cfg(0.0))?;
+        // With dropout 0, training and evaluation compute the same logits.
+        let z_on = on.logits(&batch, &mut ctx)?;
+        let z_off = off.logits(&batch, &mut ctx)?;
+        assert!(off.last.as_ref().unwrap().scenario_sq.is_none());
+        // The penalty by hand: every scenario vector of every sample.
+        let routing = Routing::of_batch(&batch, 3, DType::F32, &Device::Cpu)?;
+        let vs = on
+            .scen_emb
+            .as_mut()
+            .unwrap()
+            .forward(&batch, &routing.ids, false)?;
+        let mut by_hand = 0.0f64;
+        for v in &vs {
+            by_hand += v.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+        }
+        by_hand /= batch.len() as f64;
+        assert!(by_hand > 1e-3);
+        let l_on = on.loss(&batch, &[z_on])?.to_scalar::<f32>()? as f64;
+        let l_off = off.loss(&batch, &[z_off])?.to_scalar::<f32>()? as f64;
+        assert!(
+            (l_on - l_off - 0.5 * by_hand).abs() < 1e-4 * (1.0 + l_on.abs()),
+            "{l_on} - {l_off} != 0.5 * {by_hand}"
+        );
+        // Not in evaluation.
+        on.logits(&batch, &mut Ctx::eval())?;
+        assert!(on.last.as_ref().unwrap().scenario_sq.is_none());
         Ok(())
     }
 

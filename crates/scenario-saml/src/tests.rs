@@ -354,6 +354,14 @@ fn saml_switches_change_the_model_and_bad_configs_are_errors() -> Result<()> {
             hidden: vec![],
             ..small_saml()
         },
+        SamlConfig {
+            scenario_l2: -1.0,
+            ..small_saml()
+        },
+        SamlConfig {
+            scenario_l2: f64::NAN,
+            ..small_saml()
+        },
     ] {
         assert!(build_with("saml", &schema, TablesConfig::default(), &bad, 1).is_err());
     }

@@ -286,6 +286,20 @@ fn specs(has_sequence: bool) -> Vec<Spec> {
         },
     ));
     v.push(ablation(
+        "saml-no-scenario-l2",
+        "without the L2 penalty on scenario vectors (scenario_l2 = 0)",
+        &|p| {
+            p.insert("scenario_l2".into(), 0.0.into());
+        },
+    ));
+    v.push(ablation(
+        "saml-no-aux-output",
+        "without the auxiliary logit in the output (aux_in_output = false)",
+        &|p| {
+            p.insert("aux_in_output".into(), false.into());
+        },
+    ));
+    v.push(ablation(
         "saml-bigger-emb",
         "no scenario embeddings, global width doubled (d = 32)",
         &|p| {
@@ -425,6 +439,18 @@ struct DatasetResult {
 /// One training run of the experiment: model label, grid point, progress label, configuration.
 type Unit = (&'static str, Point, String, Config);
 
+/// The cache key of a training run: the configuration as written, and for SAML also its
+/// configuration with every default filled in, so that a change of SAML's defaults is a
+/// change of key (the baselines' keys stay as they were).
+fn key(cfg: &Config, patience: usize) -> serde_json::Value {
+    let mut k = json!({ "format": "saml-fit-1", "config": cfg, "patience": patience });
+    if cfg.model.name == "saml" {
+        let resolved: Option<SamlConfig> = cfg.model.params.clone().try_into().ok();
+        k["saml"] = json!(resolved);
+    }
+    k
+}
+
 /// Runs `units` through the cache in two passes (see [`RunCache::try_get_or_run`]): those no
 /// other process holds, then the rest, waiting for them. Results in the order of `units`.
 fn run_units<'a>(
@@ -433,17 +459,20 @@ fn run_units<'a>(
     split: impl Fn(&Config) -> &'a Split,
     patience: usize,
 ) -> Result<Vec<RunOut>> {
-    let key = |cfg: &Config| json!({ "format": "saml-fit-1", "config": cfg, "patience": patience });
     let mut out: Vec<Option<RunOut>> = Vec::with_capacity(units.len());
     for (_, _, label, cfg) in units {
-        out.push(cache.try_get_or_run(label, &key(cfg), || fit(cfg, split(cfg), patience))?);
+        out.push(cache.try_get_or_run(label, &key(cfg, patience), || {
+            fit(cfg, split(cfg), patience)
+        })?);
     }
     units
         .iter()
         .zip(out)
         .map(|((_, _, label, cfg), r)| match r {
             Some(r) => Ok(r),
-            None => cache.get_or_run(label, &key(cfg), || fit(cfg, split(cfg), patience)),
+            None => cache.get_or_run(label, &key(cfg, patience), || {
+                fit(cfg, split(cfg), patience)
+            }),
         })
         .collect()
 }
@@ -1283,7 +1312,37 @@ mod tests {
                 assert_eq!(cfg.model.name, spec.model);
             }
         }
-        assert_eq!(specs(false).len(), 9);
-        assert_eq!(specs(true).len(), 10);
+        assert_eq!(specs(false).len(), 11);
+        assert_eq!(specs(true).len(), 12);
+    }
+
+    #[test]
+    fn saml_runs_are_keyed_by_their_configuration_with_defaults_filled_in() {
+        let args = SamlArgs {
+            quick: true,
+            only: vec!["ml-100k".into()],
+            ..SamlArgs::default()
+        };
+        let ds = &datasets(&args).unwrap()[0];
+        let all = specs(false);
+        let p = grid(true)[0];
+        let saml = config(ds, &all.iter().find(|s| s.label == "saml").unwrap(), p, 1).unwrap();
+        let shared = config(ds, &all[0], p, 1).unwrap();
+        // A baseline's key is the configuration as written (earlier entries stay valid).
+        let k = key(&shared, 2);
+        assert!(k.get("saml").is_none());
+        assert_eq!(k["format"], "saml-fit-1");
+        // SAML's holds its whole configuration, defaults included: a changed default is a
+        // changed key, though the written parameters are the same.
+        let k = key(&saml, 2);
+        assert_eq!(k["saml"]["scenario_l2"], 1.0);
+        assert_eq!(k["saml"]["aux_in_output"], true);
+        let mut explicit = saml.clone();
+        explicit
+            .model
+            .params
+            .insert("scenario_l2".into(), 0.5.into());
+        assert_ne!(key(&explicit, 2), k);
+        assert_eq!(key(&saml, 2), k);
     }
 }
