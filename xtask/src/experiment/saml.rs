@@ -1326,7 +1326,7 @@ mod tests {
         let ds = &datasets(&args).unwrap()[0];
         let all = specs(false);
         let p = grid(true)[0];
-        let saml = config(ds, &all.iter().find(|s| s.label == "saml").unwrap(), p, 1).unwrap();
+        let saml = config(ds, all.iter().find(|s| s.label == "saml").unwrap(), p, 1).unwrap();
         let shared = config(ds, &all[0], p, 1).unwrap();
         // A baseline's key is the configuration as written (earlier entries stay valid).
         let k = key(&shared, 2);
