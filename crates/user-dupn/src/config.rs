@@ -78,6 +78,11 @@ pub enum HeadConfig {
     Rank {
         /// The dense field holding the ranking features.
         features: String,
+        /// Also add an item term \[ours\]: `score = weight(rep)^T r + MLP([rep; e_item])`, the
+        /// CTR head's form (default false: the paper's head, which sees the item only through
+        /// its ranking features).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        item: bool,
     },
     /// A shallow MLP on `[rep; embeddings of fields]` (FIFP: the icon's fields; SPP: the shop).
     Fields {
@@ -277,6 +282,7 @@ impl DupnConfig {
         match (task, kind) {
             ("l2r", _) => HeadConfig::Rank {
                 features: "rank_features".into(),
+                item: false,
             },
             ("fifp", _) => HeadConfig::Fields {
                 fields: ["icon_id", "icon_category", "icon_price"]

@@ -159,8 +159,16 @@ impl SplitMlp {
 pub(crate) enum HeadKind {
     Item(SplitMlp),
     Rep(SplitMlp),
-    Rank { features: String, weight: Linear },
-    Fields { fields: Vec<String>, mlp: SplitMlp },
+    Rank {
+        features: String,
+        weight: Linear,
+        /// The optional item term `MLP([rep; e_item])` \[ours\].
+        item: Option<SplitMlp>,
+    },
+    Fields {
+        fields: Vec<String>,
+        mlp: SplitMlp,
+    },
 }
 
 pub(crate) struct Head {
@@ -372,7 +380,7 @@ impl Dupn {
                 HeadConfig::Rep => {
                     HeadKind::Rep(SplitMlp::new(&mut vs, &p, rep_width, 0, &cfg.head, out)?)
                 }
-                HeadConfig::Rank { features } => {
+                HeadConfig::Rank { features, item } => {
                     let k = match schema.field(&features).map(|f| f.kind) {
                         Some(FieldKind::Dense { dim }) => dim,
                         _ => candle_core::bail!(
@@ -383,9 +391,23 @@ impl Dupn {
                     if out != 1 {
                         candle_core::bail!("dupn: rank task `{}` must be binary", t.name);
                     }
+                    let weight = Linear::new(&mut vs, &join(&p, "weight"), rep_width, k)?;
+                    let item = if item {
+                        Some(SplitMlp::new(
+                            &mut vs,
+                            &join(&p, "item"),
+                            rep_width,
+                            de,
+                            &cfg.head,
+                            1,
+                        )?)
+                    } else {
+                        None
+                    };
                     HeadKind::Rank {
                         features,
-                        weight: Linear::new(&mut vs, &join(&p, "weight"), rep_width, k)?,
+                        weight,
+                        item,
                     }
                 }
                 HeadConfig::Fields { fields } => {
@@ -588,10 +610,12 @@ impl Dupn {
 
     /// Outputs of every head on `batch` given the representation `rep`.
     fn heads_forward(&mut self, batch: &Batch, rep: &Tensor, ctx: &mut Ctx) -> Result<Vec<Tensor>> {
-        let needs_item = self
-            .heads
-            .iter()
-            .any(|h| matches!(h.kind, HeadKind::Item(_)));
+        let needs_item = self.heads.iter().any(|h| {
+            matches!(
+                h.kind,
+                HeadKind::Item(_) | HeadKind::Rank { item: Some(_), .. }
+            )
+        });
         let e_item = if needs_item {
             Some(self.target_items(batch, ctx.train)?)
         } else {
@@ -613,12 +637,20 @@ impl Dupn {
                 HeadKind::Item(m) => m.forward(rep, e_item.as_ref(), ctx)?,
                 HeadKind::Rep(m) => m.forward(rep, None, ctx)?,
                 HeadKind::Fields { mlp, .. } => mlp.forward(rep, fx.as_ref(), ctx)?,
-                HeadKind::Rank { features, weight } => {
+                HeadKind::Rank {
+                    features,
+                    weight,
+                    item,
+                } => {
                     let Some(Column::Dense { values, dim }) = batch.column(features) else {
                         candle_core::bail!("the batch has no dense field `{features}`");
                     };
                     let r = Tensor::from_slice(values, (n, *dim), self.vs.device())?;
-                    (weight.forward(rep)? * r)?.sum_keepdim(1)?
+                    let score = (weight.forward(rep)? * r)?.sum_keepdim(1)?;
+                    match item {
+                        Some(m) => (score + m.forward(rep, e_item.as_ref(), ctx)?)?,
+                        None => score,
+                    }
                 }
             };
             out.push(match head.task_kind {

@@ -14,7 +14,7 @@ use rec_nn::optim::{DenseOptimizer, OptimizerConfig};
 use rec_nn::{Ctx, Model, TensorMap};
 use user_dupn::serving::Candidates;
 use user_dupn::transfer::load_matching;
-use user_dupn::{Dupn, DupnConfig, LossWeighting, TaskWideDeep, TaskWideDeepConfig};
+use user_dupn::{Dupn, DupnConfig, HeadConfig, LossWeighting, TaskWideDeep, TaskWideDeepConfig};
 
 fn data() -> &'static DupnSplit {
     static DATA: OnceLock<DupnSplit> = OnceLock::new();
@@ -150,6 +150,52 @@ fn every_variant_gives_every_parameter_and_table_a_gradient() -> Result<()> {
             let has_property = names.iter().any(|n| n.starts_with("property."));
             assert_eq!(has_property, variant != "nobp", "{variant}: {names:?}");
         }
+    }
+    Ok(())
+}
+
+#[test]
+fn the_rank_head_can_add_an_item_term() -> Result<()> {
+    let b = mixed_batch(24);
+    let mut with_item = small_cfg();
+    with_item.heads.insert(
+        "l2r".into(),
+        HeadConfig::Rank {
+            features: "rank_features".into(),
+            item: true,
+        },
+    );
+    // Every parameter, the item term's included, gets a gradient.
+    let mut m = build(&with_item, &JOINT, 1)?;
+    assert!(
+        m.dense_vars()
+            .iter()
+            .any(|(n, _)| n.starts_with("head.l2r.item"))
+    );
+    let mut ctx = Ctx::new(true, 0, rand_chacha::ChaCha8Rng::seed_from_u64(0));
+    let out = m.forward(&b, &mut ctx)?;
+    let grads = m.loss(&b, &out)?.backward()?;
+    for (name, v) in m.dense_vars() {
+        let g = grads
+            .get(v.as_tensor())
+            .unwrap_or_else(|| panic!("`{name}` has no gradient"));
+        let s: f32 = g.abs()?.sum_all()?.to_scalar()?;
+        assert!(s > 0.0 && s.is_finite(), "`{name}` gradient {s}");
+    }
+    // Two copies of an L2R sample that differ only in the target item: the paper's head
+    // scores them alike (it sees the item through its ranking features only), the head with
+    // the item term does not.
+    let l2r = b.labels[1].iter().position(|y| !y.is_nan()).unwrap();
+    let mut pair = b.gather(&[l2r, l2r]);
+    let k = pair.schema.field_index("item_id").unwrap();
+    let Column::Ids(ids) = &mut pair.columns[k] else {
+        panic!("item_id is categorical")
+    };
+    ids[1] = if ids[0] == 1 { 2 } else { 1 };
+    for (cfg, differ) in [(with_item, true), (small_cfg(), false)] {
+        let mut m = build(&cfg, &JOINT, 1)?;
+        let p = rec_nn::predict(&mut m, &pair)?;
+        assert_eq!(p[1][0] != p[1][1], differ, "{:?}", cfg.heads);
     }
     Ok(())
 }
