@@ -41,4 +41,4 @@ pub mod optim;
 pub mod sys;
 
 pub use embedding::{EmbeddingTable, TensorMap};
-pub use model::{Ctx, Model, predict, train_step};
+pub use model::{Ctx, Model, predict, predict_in_chunks, train_step};

@@ -140,9 +140,42 @@ pub fn train_step(
     Ok(value)
 }
 
+/// [`predict`] on `rows` samples at a time, the outputs concatenated: the same values (a
+/// model's evaluation output for a sample does not depend on the other samples of its batch),
+/// in memory bounded by the chunk instead of the whole batch. Use it for large evaluation
+/// sets: candle keeps every intermediate tensor of a forward pass that reads the model's
+/// variables alive until its output is dropped, so one pass over 10^5 samples through a
+/// sequence encoder can take tens of GB.
+pub fn predict_in_chunks(
+    model: &mut dyn Model,
+    batch: &Batch,
+    rows: usize,
+) -> Result<Vec<Vec<f32>>> {
+    if rows == 0 {
+        candle_core::bail!("predict_in_chunks: chunks of 0 rows");
+    }
+    let n = batch.len();
+    if n <= rows {
+        return predict(model, batch);
+    }
+    let mut out: Vec<Vec<f32>> = Vec::new();
+    for start in (0..n).step_by(rows) {
+        let part = predict(model, &batch.range(start, (start + rows).min(n)))?;
+        if out.is_empty() {
+            out = part;
+        } else {
+            for (acc, p) in out.iter_mut().zip(part) {
+                acc.extend(p);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Predictions of `model` on `batch`, one vector per schema task: probabilities (sigmoid) for
 /// binary tasks, values for regression tasks, and for multi-class tasks the softmax rows,
-/// flattened (`n * classes` values, sample after sample).
+/// flattened (`n * classes` values, sample after sample). One forward pass over the whole
+/// batch; see [`predict_in_chunks`] for large ones.
 pub fn predict(model: &mut dyn Model, batch: &Batch) -> Result<Vec<Vec<f32>>> {
     use rec_data::TaskKind;
     let kinds: Vec<TaskKind> = model.schema().tasks.iter().map(|t| t.kind).collect();

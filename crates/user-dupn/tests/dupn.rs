@@ -454,3 +454,28 @@ fn task_wide_deep_predicts_multiclass_and_learns() -> Result<()> {
     assert!(losses[59] < losses[0], "{losses:?}");
     Ok(())
 }
+
+#[test]
+fn predicting_in_chunks_gives_the_whole_batch_predictions() -> Result<()> {
+    // PPP is multi-class: its chunks are whole rows of 7 probabilities.
+    let b = mixed_batch(24);
+    for variant in ["all", "lstm"] {
+        let mut m = build(&small_cfg().variant(variant).unwrap(), &JOINT, 3)?;
+        let whole = rec_nn::predict(&mut m, &b)?;
+        for rows in [1, 7, b.len() - 1, b.len(), 10 * b.len()] {
+            let chunked = rec_nn::predict_in_chunks(&mut m, &b, rows)?;
+            assert_eq!(chunked.len(), whole.len());
+            for (c, w) in chunked.iter().zip(&whole) {
+                assert_eq!(c.len(), w.len(), "{variant}, chunks of {rows}");
+                for (x, y) in c.iter().zip(w) {
+                    assert!(
+                        (x - y).abs() < 1e-5,
+                        "{variant}, chunks of {rows}: {x} vs {y}"
+                    );
+                }
+            }
+        }
+        assert!(rec_nn::predict_in_chunks(&mut m, &b, 0).is_err());
+    }
+    Ok(())
+}

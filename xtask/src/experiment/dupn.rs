@@ -915,6 +915,10 @@ fn markdown_rows(r: &Results, rows: &[&str], cols: &[(&str, &str)], digits: usiz
 // ---------------------------------------------------------------------------------------------
 // P-SEQ: ml-100k sequences
 
+/// Samples per forward pass when evaluating P-SEQ (its next-item candidates are 101 per test
+/// user: one pass over all of them through the standard LSTM took over 20 GB).
+const EVAL_CHUNK: usize = 4096;
+
 fn seq(cx: &mut Cx) -> Result<String> {
     let plan = cx.plan.clone();
     let ds = MovieLens100k::load_or_fetch().context("loading ml-100k")?;
@@ -976,7 +980,7 @@ fn seq(cx: &mut Cx) -> Result<String> {
                     None,
                 )?;
                 let test = &split.test;
-                let p = rec_nn::predict(&mut m, test)?;
+                let p = rec_nn::predict_in_chunks(&mut m, test, EVAL_CHUNK)?;
                 for (k, t) in split.schema.tasks.iter().enumerate() {
                     match t.kind {
                         rec_data::TaskKind::Multiclass { classes } => {
@@ -986,7 +990,7 @@ fn seq(cx: &mut Cx) -> Result<String> {
                         _ if t.name == "next_item" => {
                             let rs = &extras.ranking_test;
                             let cb = rs.candidate_batch(test, items, 0..rs.len());
-                            let s = rec_nn::predict(&mut m, &cb)?;
+                            let s = rec_nn::predict_in_chunks(&mut m, &cb, EVAL_CHUNK)?;
                             let w = rs.width();
                             let relevant: Vec<bool> = (0..s[k].len()).map(|i| i % w == 0).collect();
                             let q = rec_metrics::ranking::Queries::fixed(&s[k], &relevant, w)?;
