@@ -915,6 +915,133 @@ fn markdown_rows(r: &Results, rows: &[&str], cols: &[(&str, &str)], digits: usiz
 // ---------------------------------------------------------------------------------------------
 // P-SEQ: ml-100k sequences
 
+/// One P-SEQ unit: encoder `variant` trained on seed `seed`'s split, its task metrics and its
+/// frozen representation's attribute probe.
+fn seq_unit(plan: &Plan, ds: &MovieLens100k, seed: u64, name: &str, variant: &str) -> Result<Unit> {
+    let split: Split = ds.protocol(Protocol::Seq, seed)?;
+    let extras = split.seq.as_ref().context("P-SEQ extras")?;
+    let items = split.items.as_ref().context("P-SEQ item table")?;
+    let tasks: Vec<String> = split.schema.tasks.iter().map(|t| t.name.clone()).collect();
+    let task_refs: Vec<&str> = tasks.iter().map(String::as_str).collect();
+    let mut out = Unit::default();
+    let cfg = DupnConfig {
+        max_history: plan.seq_history,
+        profile: vec!["user_id".into()],
+        ..plan
+            .dupn
+            .clone()
+            .variant(variant)
+            .map_err(anyhow::Error::msg)?
+    };
+    let mut m = build_dupn(&split.schema, &cfg, &task_refs, plan.lr, seed)?;
+    let mut prep = |b: Batch, rng: &mut ChaCha8Rng| -> Result<Batch> {
+        rec_data::ranking::with_negatives(&b, items, &extras.sampler, "next_item", 1, rng)
+            .map_err(anyhow::Error::msg)
+    };
+    train(
+        &mut m,
+        &split.train,
+        plan.seq_epochs,
+        plan.batch,
+        plan.lr,
+        seed,
+        Some(&mut prep),
+        None,
+    )?;
+    let test = &split.test;
+    let p = rec_nn::predict_in_chunks(&mut m, test, EVAL_CHUNK)?;
+    for (k, t) in split.schema.tasks.iter().enumerate() {
+        match t.kind {
+            rec_data::TaskKind::Multiclass { classes } => {
+                let v = precision(&p[k], classes, &test.labels[k])?;
+                out.add(name, &format!("P-SEQ/{}", t.name), "precision", v);
+            }
+            _ if t.name == "next_item" => {
+                let rs = &extras.ranking_test;
+                let cb = rs.candidate_batch(test, items, 0..rs.len());
+                let s = rec_nn::predict_in_chunks(&mut m, &cb, EVAL_CHUNK)?;
+                let w = rs.width();
+                let relevant: Vec<bool> = (0..s[k].len()).map(|i| i % w == 0).collect();
+                let q = rec_metrics::ranking::Queries::fixed(&s[k], &relevant, w)?;
+                let mut auc = 0.0;
+                for c in s[k].chunks(w) {
+                    let below: f64 = c[1..]
+                        .iter()
+                        .map(|&x| {
+                            if x < c[0] {
+                                1.0
+                            } else if x == c[0] {
+                                0.5
+                            } else {
+                                0.0
+                            }
+                        })
+                        .sum();
+                    auc += below / (w - 1) as f64;
+                }
+                auc /= rs.len() as f64;
+                let sl = "P-SEQ/next_item";
+                out.add(name, sl, "auc", auc);
+                out.add(name, sl, "hr@10", rec_metrics::ranking::hr_at_k(&q, 10)?);
+                out.add(
+                    name,
+                    sl,
+                    "ndcg@10",
+                    rec_metrics::ranking::ndcg_at_k(&q, 10)?,
+                );
+            }
+            _ => {
+                let v = binary_auc(&p[k], &test.labels[k])?;
+                out.add(name, &format!("P-SEQ/{}", t.name), "auc", v);
+            }
+        }
+    }
+    // Frozen representation -> held-out user attributes (a linear probe).
+    let rep = m.encode(test, false)?.rep.to_vec2::<f32>()?;
+    let u = &extras.users;
+    let rows = |sel: &[u32]| -> Vec<Vec<f32>> {
+        sel.iter()
+            .map(|&r| rep[u.row[r as usize] as usize].clone())
+            .collect()
+    };
+    let (xtr, xte) = (rows(&u.probe_train), rows(&u.probe_test));
+    let lab = |v: &[u32], sel: &[u32]| -> Vec<usize> {
+        sel.iter().map(|&r| v[r as usize] as usize).collect()
+    };
+    let sl = "P-SEQ/user_attributes";
+    let g = softmax_probe(&xtr, &lab(&u.gender, &u.probe_train), &xte, 2)?;
+    let gl: Vec<f32> = lab(&u.gender, &u.probe_test)
+        .iter()
+        .map(|&y| y as f32)
+        .collect();
+    let gs: Vec<f32> = g.iter().map(|p| p[1]).collect();
+    out.add(name, sl, "gender_auc", rec_metrics::auc(&gs, &gl)?);
+    let acc = |probs: &[Vec<f32>], y: &[usize]| -> f64 {
+        let hits = probs
+            .iter()
+            .zip(y)
+            .filter(|(p, y)| argmax(p) == **y)
+            .count();
+        hits as f64 / y.len().max(1) as f64
+    };
+    let a = softmax_probe(&xtr, &lab(&u.age_band, &u.probe_train), &xte, 3)?;
+    out.add(
+        name,
+        sl,
+        "age_acc",
+        acc(&a, &lab(&u.age_band, &u.probe_test)),
+    );
+    let nocc = u.occupations.len();
+    let o = softmax_probe(&xtr, &lab(&u.occupation, &u.probe_train), &xte, nocc)?;
+    out.add(
+        name,
+        sl,
+        "occupation_acc",
+        acc(&o, &lab(&u.occupation, &u.probe_test)),
+    );
+    Ok(out)
+}
+
 /// Samples per forward pass when evaluating P-SEQ (its next-item candidates are 101 per test
 /// user: one pass over all of them through the standard LSTM took over 20 GB).
 const EVAL_CHUNK: usize = 4096;
@@ -927,15 +1054,15 @@ fn seq(cx: &mut Cx) -> Result<String> {
         ("mean pooling", "mean"),
         ("standard LSTM", "lstm"),
     ];
+    // Two passes, as in the SAML experiment: first the units no other process holds, then
+    // the rest (waiting for them), so two invocations split the work; results in order.
     let mut sizes = String::new();
+    let mut found: Vec<Option<Unit>> = Vec::new();
+    let mut plan_units = Vec::new();
     for &seed in &cx.seeds.clone() {
-        let t0 = Instant::now();
-        let split: Split = ds.protocol(Protocol::Seq, seed)?;
-        let extras = split.seq.as_ref().context("P-SEQ extras")?;
-        let items = split.items.as_ref().context("P-SEQ item table")?;
-        let tasks: Vec<String> = split.schema.tasks.iter().map(|t| t.name.clone()).collect();
-        let task_refs: Vec<&str> = tasks.iter().map(String::as_str).collect();
         if sizes.is_empty() {
+            let split: Split = ds.protocol(Protocol::Seq, seed)?;
+            let tasks: Vec<String> = split.schema.tasks.iter().map(|t| t.name.clone()).collect();
             sizes = format!(
                 "ml-100k P-SEQ (seed {seed}): {} training samples, {} test users; tasks {}.\n\n",
                 split.train.len(),
@@ -946,138 +1073,26 @@ fn seq(cx: &mut Cx) -> Result<String> {
         for (name, variant) in models {
             let label = format!("seed {seed} P-SEQ {name}");
             let key = json!({ "format": "dupn-seq-1", "plan": &plan, "seed": seed, "model": name });
-            let unit: Unit = cx.cache.get_or_run(&label, &key, || {
-                let mut out = Unit::default();
-                let cfg = DupnConfig {
-                    max_history: plan.seq_history,
-                    profile: vec!["user_id".into()],
-                    ..plan
-                        .dupn
-                        .clone()
-                        .variant(variant)
-                        .map_err(anyhow::Error::msg)?
-                };
-                let mut m = build_dupn(&split.schema, &cfg, &task_refs, plan.lr, seed)?;
-                let mut prep = |b: Batch, rng: &mut ChaCha8Rng| -> Result<Batch> {
-                    rec_data::ranking::with_negatives(
-                        &b,
-                        items,
-                        &extras.sampler,
-                        "next_item",
-                        1,
-                        rng,
-                    )
-                    .map_err(anyhow::Error::msg)
-                };
-                train(
-                    &mut m,
-                    &split.train,
-                    plan.seq_epochs,
-                    plan.batch,
-                    plan.lr,
-                    seed,
-                    Some(&mut prep),
-                    None,
-                )?;
-                let test = &split.test;
-                let p = rec_nn::predict_in_chunks(&mut m, test, EVAL_CHUNK)?;
-                for (k, t) in split.schema.tasks.iter().enumerate() {
-                    match t.kind {
-                        rec_data::TaskKind::Multiclass { classes } => {
-                            let v = precision(&p[k], classes, &test.labels[k])?;
-                            out.add(name, &format!("P-SEQ/{}", t.name), "precision", v);
-                        }
-                        _ if t.name == "next_item" => {
-                            let rs = &extras.ranking_test;
-                            let cb = rs.candidate_batch(test, items, 0..rs.len());
-                            let s = rec_nn::predict_in_chunks(&mut m, &cb, EVAL_CHUNK)?;
-                            let w = rs.width();
-                            let relevant: Vec<bool> = (0..s[k].len()).map(|i| i % w == 0).collect();
-                            let q = rec_metrics::ranking::Queries::fixed(&s[k], &relevant, w)?;
-                            let mut auc = 0.0;
-                            for c in s[k].chunks(w) {
-                                let below: f64 = c[1..]
-                                    .iter()
-                                    .map(|&x| {
-                                        if x < c[0] {
-                                            1.0
-                                        } else if x == c[0] {
-                                            0.5
-                                        } else {
-                                            0.0
-                                        }
-                                    })
-                                    .sum();
-                                auc += below / (w - 1) as f64;
-                            }
-                            auc /= rs.len() as f64;
-                            let sl = "P-SEQ/next_item";
-                            out.add(name, sl, "auc", auc);
-                            out.add(name, sl, "hr@10", rec_metrics::ranking::hr_at_k(&q, 10)?);
-                            out.add(
-                                name,
-                                sl,
-                                "ndcg@10",
-                                rec_metrics::ranking::ndcg_at_k(&q, 10)?,
-                            );
-                        }
-                        _ => {
-                            let v = binary_auc(&p[k], &test.labels[k])?;
-                            out.add(name, &format!("P-SEQ/{}", t.name), "auc", v);
-                        }
-                    }
-                }
-                // Frozen representation -> held-out user attributes (a linear probe).
-                let rep = m.encode(test, false)?.rep.to_vec2::<f32>()?;
-                let u = &extras.users;
-                let rows = |sel: &[u32]| -> Vec<Vec<f32>> {
-                    sel.iter()
-                        .map(|&r| rep[u.row[r as usize] as usize].clone())
-                        .collect()
-                };
-                let (xtr, xte) = (rows(&u.probe_train), rows(&u.probe_test));
-                let lab = |v: &[u32], sel: &[u32]| -> Vec<usize> {
-                    sel.iter().map(|&r| v[r as usize] as usize).collect()
-                };
-                let sl = "P-SEQ/user_attributes";
-                let g = softmax_probe(&xtr, &lab(&u.gender, &u.probe_train), &xte, 2)?;
-                let gl: Vec<f32> = lab(&u.gender, &u.probe_test)
-                    .iter()
-                    .map(|&y| y as f32)
-                    .collect();
-                let gs: Vec<f32> = g.iter().map(|p| p[1]).collect();
-                out.add(name, sl, "gender_auc", rec_metrics::auc(&gs, &gl)?);
-                let acc = |probs: &[Vec<f32>], y: &[usize]| -> f64 {
-                    let hits = probs
-                        .iter()
-                        .zip(y)
-                        .filter(|(p, y)| argmax(p) == **y)
-                        .count();
-                    hits as f64 / y.len().max(1) as f64
-                };
-                let a = softmax_probe(&xtr, &lab(&u.age_band, &u.probe_train), &xte, 3)?;
-                out.add(
-                    name,
-                    sl,
-                    "age_acc",
-                    acc(&a, &lab(&u.age_band, &u.probe_test)),
-                );
-                let nocc = u.occupations.len();
-                let o = softmax_probe(&xtr, &lab(&u.occupation, &u.probe_train), &xte, nocc)?;
-                out.add(
-                    name,
-                    sl,
-                    "occupation_acc",
-                    acc(&o, &lab(&u.occupation, &u.probe_test)),
-                );
-                Ok(out)
-            })?;
-            unit.replay(&mut cx.results);
-            eprintln!(
-                "  seed {seed} P-SEQ {name} done ({:.0} s)",
-                t0.elapsed().as_secs_f64()
+            found.push(
+                cx.cache
+                    .try_get_or_run(&label, &key, || seq_unit(&plan, &ds, seed, name, variant))?,
             );
+            plan_units.push((seed, name, variant, label, key));
         }
+    }
+    let t0 = Instant::now();
+    for ((seed, name, variant, label, key), unit) in plan_units.into_iter().zip(found) {
+        let unit: Unit = match unit {
+            Some(u) => u,
+            None => cx
+                .cache
+                .get_or_run(&label, &key, || seq_unit(&plan, &ds, seed, name, variant))?,
+        };
+        unit.replay(&mut cx.results);
+        eprintln!(
+            "  seed {seed} P-SEQ {name} done ({:.0} s)",
+            t0.elapsed().as_secs_f64()
+        );
     }
     let r = &cx.results;
     let rows: Vec<&str> = models.iter().map(|m| m.0).collect();
