@@ -19,8 +19,11 @@
 //!    branch borrows from the others, whose outputs are stop-gradient, so branch `m` is trained
 //!    by scenario `m`'s samples only. Those outputs are computed in a forward-only pass of every
 //!    branch over the other scenarios' samples, up to the mutual layer;
-//! 4. output [paper; weights ours]: `y = sigmoid(w_s . h~_s + b_s)` with a head per scenario;
-//!    `L = BCE(y) + lambda_aux * BCE(y_aux) [+ mu * KL(y || stopgrad(y_aux))]`.
+//! 4. output [paper; weights ours]: `y = sigmoid(w_s . h~_s + b_s [+ z_aux])` with a head per
+//!    scenario, where `z_aux = w_aux . h_aux^(L)` is the auxiliary logit, added by default
+//!    (`aux_in_output`, \[ours\]);
+//!    `L = BCE(y) + lambda_aux * BCE(y_aux) [+ mu * KL(y || stopgrad(y_aux))]
+//!    + scenario_l2 * mean_batch sum_f ||e_s,f||^2` (the last term \[ours\], `scenario_l2 = 1`).
 //!
 //! Scenario-aware attention [paper; form ours]: a global DIN attention (in [`InputLayer`]) and a
 //! scenario attention over the same values (the global behaviour vectors), differing in the
