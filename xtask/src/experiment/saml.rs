@@ -442,13 +442,18 @@ type Unit = (&'static str, Point, String, Config);
 /// The cache key of a training run: the configuration as written, and for SAML also its
 /// configuration with every default filled in, so that a change of SAML's defaults is a
 /// change of key (the baselines' keys stay as they were).
-fn key(cfg: &Config, patience: usize) -> serde_json::Value {
+fn key(cfg: &Config, patience: usize) -> Result<serde_json::Value> {
     let mut k = json!({ "format": "saml-fit-1", "config": cfg, "patience": patience });
     if cfg.model.name == "saml" {
-        let resolved: Option<SamlConfig> = cfg.model.params.clone().try_into().ok();
+        let resolved: SamlConfig = cfg
+            .model
+            .params
+            .clone()
+            .try_into()
+            .context("SAML's [model.params]")?;
         k["saml"] = json!(resolved);
     }
-    k
+    Ok(k)
 }
 
 /// Runs `units` through the cache in two passes (see [`RunCache::try_get_or_run`]): those no
@@ -461,7 +466,7 @@ fn run_units<'a>(
 ) -> Result<Vec<RunOut>> {
     let mut out: Vec<Option<RunOut>> = Vec::with_capacity(units.len());
     for (_, _, label, cfg) in units {
-        out.push(cache.try_get_or_run(label, &key(cfg, patience), || {
+        out.push(cache.try_get_or_run(label, &key(cfg, patience)?, || {
             fit(cfg, split(cfg), patience)
         })?);
     }
@@ -470,7 +475,7 @@ fn run_units<'a>(
         .zip(out)
         .map(|((_, _, label, cfg), r)| match r {
             Some(r) => Ok(r),
-            None => cache.get_or_run(label, &key(cfg, patience), || {
+            None => cache.get_or_run(label, &key(cfg, patience)?, || {
                 fit(cfg, split(cfg), patience)
             }),
         })
@@ -1329,12 +1334,12 @@ mod tests {
         let saml = config(ds, all.iter().find(|s| s.label == "saml").unwrap(), p, 1).unwrap();
         let shared = config(ds, &all[0], p, 1).unwrap();
         // A baseline's key is the configuration as written (earlier entries stay valid).
-        let k = key(&shared, 2);
+        let k = key(&shared, 2).unwrap();
         assert!(k.get("saml").is_none());
         assert_eq!(k["format"], "saml-fit-1");
         // SAML's holds its whole configuration, defaults included: a changed default is a
         // changed key, though the written parameters are the same.
-        let k = key(&saml, 2);
+        let k = key(&saml, 2).unwrap();
         assert_eq!(k["saml"]["scenario_l2"], 1.0);
         assert_eq!(k["saml"]["aux_in_output"], true);
         let mut explicit = saml.clone();
@@ -1342,7 +1347,7 @@ mod tests {
             .model
             .params
             .insert("scenario_l2".into(), 0.5.into());
-        assert_ne!(key(&explicit, 2), k);
-        assert_eq!(key(&saml, 2), k);
+        assert_ne!(key(&explicit, 2).unwrap(), k);
+        assert_eq!(key(&saml, 2).unwrap(), k);
     }
 }
