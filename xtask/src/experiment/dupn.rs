@@ -572,12 +572,14 @@ fn ecom(cx: &mut Cx) -> Result<String> {
             t0.elapsed().as_secs_f64()
         );
         // The ablations of the multi-task model.
-        // And DUPN-all with the item term in its L2R head [ours].
+        // And DUPN-all with the item term in its L2R head, and with uncertainty weighting of
+        // the task losses (both [ours]).
         for (name, variant) in [
             ("DUPN-nobp", "nobp"),
             ("DUPN-bplstm", "bplstm"),
             ("DUPN-bpatt", "bpatt"),
             (ALL_ITEM, "all"),
+            (ALL_UNCERTAINTY, "all"),
         ] {
             let label = format!("seed {seed} {name}");
             let unit: Unit = cx.cache.get_or_run(&label, &key(name), || {
@@ -594,6 +596,9 @@ fn ecom(cx: &mut Cx) -> Result<String> {
                             item: true,
                         },
                     );
+                }
+                if name == ALL_UNCERTAINTY {
+                    cfg.weighting = user_dupn::LossWeighting::Uncertainty;
                 }
                 let mut m = build_dupn(&schema, &cfg, &JOINT, plan.lr, seed)?;
                 run(&mut m, &joint, plan.epochs)?;
@@ -767,6 +772,9 @@ fn mean_curve(runs: &[Vec<(f64, f64)>]) -> Vec<(f64, f64)> {
 /// DUPN-all whose L2R head also scores the target item \[ours\].
 const ALL_ITEM: &str = "DUPN-all+item";
 
+/// DUPN-all with uncertainty weighting of the task losses \[ours\] instead of equal weights.
+const ALL_UNCERTAINTY: &str = "DUPN-all+uncertainty";
+
 fn ecom_page(cx: &Cx, sizes: &str, by_type: &[Vec<f64>]) -> String {
     let r = &cx.results;
     let cols = [
@@ -786,8 +794,9 @@ fn ecom_page(cx: &Cx, sizes: &str, by_type: &[Vec<f64>]) -> String {
          history in the item's shop): it sees the target item only through them, while \
          Wide&Deep embeds the item's ID, brand, shop and category. DUPN-all+item [ours] is \
          DUPN-all with an item term added to that head (`+ MLP([rep; e_item])`, the CTR \
-         head's form); it is not one of the paper's models and is not counted in the claim \
-         check.\n\n",
+         head's form); DUPN-all+uncertainty [ours] is DUPN-all with the task losses weighted \
+         by learned uncertainty (Kendall, Gal & Cipolla 2018) instead of summed. Neither is one \
+         of the paper's models and neither is counted in the claim check.\n\n",
     );
     let table_rows = [
         "Wide&Deep",
@@ -796,6 +805,7 @@ fn ecom_page(cx: &Cx, sizes: &str, by_type: &[Vec<f64>]) -> String {
         "DUPN-bpatt",
         "DUPN-all",
         ALL_ITEM,
+        ALL_UNCERTAINTY,
         "DUPN-single",
     ];
     s.push_str(&markdown_rows(r, &table_rows, &cols, 4));
@@ -837,6 +847,21 @@ fn ecom_page(cx: &Cx, sizes: &str, by_type: &[Vec<f64>]) -> String {
             loses.join("; ")
         }
     );
+    s.push_str(&paired_rows(
+        r,
+        "DUPN-all",
+        &[
+            "Wide&Deep",
+            "DUPN-nobp",
+            "DUPN-bplstm",
+            "DUPN-bpatt",
+            "DUPN-single",
+        ],
+        &cols,
+        4,
+    ));
+    s.push('\n');
+    s.push_str(PAIRED_NOTE);
     s.push_str("## Transfer to a new task (SPP)\n\n");
     s.push_str(
         "SPP (shop preference) is not trained jointly. RS: a DUPN for SPP alone from scratch; \
@@ -856,7 +881,19 @@ fn ecom_page(cx: &Cx, sizes: &str, by_type: &[Vec<f64>]) -> String {
         ],
         4,
     ));
-    s.push_str("\n![SPP transfer curves](dupn_transfer.png)\n\n");
+    s.push('\n');
+    for m in ["SPP-FT", "SPP-RA"] {
+        s.push_str(&paired_rows(
+            r,
+            m,
+            &["SPP-RS", "SPP-RT"],
+            &[("P-ECOM/spp", "auc")],
+            4,
+        ));
+        s.push('\n');
+    }
+    s.push_str(PAIRED_AGAIN);
+    s.push_str("![SPP transfer curves](dupn_transfer.png)\n\n");
     s.push_str("## Attention by behaviour type and time gap\n\n");
     s.push_str(
         "Mean attention weight of DUPN-all on the CTR test stream, multiplied by the number of \
@@ -911,6 +948,54 @@ fn markdown_rows(r: &Results, rows: &[&str], cols: &[(&str, &str)], digits: usiz
     }
     s
 }
+
+/// A markdown table of paired differences `model - other` per seed (one row per `other`,
+/// one column per (slice, metric)), cells `mean ± std` of the differences, marked `*` where
+/// the mean difference is larger than its seed std. With 3 seeds this is a rough guide to
+/// which gaps are beyond seed noise, not a significance test.
+fn paired_rows(
+    r: &Results,
+    model: &str,
+    others: &[&str],
+    cols: &[(&str, &str)],
+    digits: usize,
+) -> String {
+    let mut s = format!("| {model} minus |");
+    for (sl, me) in cols {
+        let _ = write!(s, " {sl} {me} |");
+    }
+    s.push_str("\n|---|");
+    for _ in cols {
+        s.push_str("---|");
+    }
+    s.push('\n');
+    for o in others {
+        let _ = write!(s, "| {o} |");
+        for (sl, me) in cols {
+            match r.paired(model, o, sl, me) {
+                Some(d) => {
+                    let mark = if d.n > 1 && d.mean.abs() > d.std {
+                        "*"
+                    } else {
+                        ""
+                    };
+                    let _ = write!(s, " {:+.digits$} ± {:.digits$}{mark} |", d.mean, d.std);
+                }
+                None => s.push_str(" - |"),
+            }
+        }
+        s.push('\n');
+    }
+    s
+}
+
+/// The note under the first [`paired_rows`] table of the page.
+const PAIRED_NOTE: &str = "Paired per seed (both models trained and tested on the same seed's \
+    data): mean ± std of the differences; `*` where the mean difference is larger than its std. \
+    With 3 seeds this separates gaps beyond seed noise from the rest only roughly.\n\n";
+
+/// The note under the later [`paired_rows`] tables.
+const PAIRED_AGAIN: &str = "Paired per seed, as under the task table.\n\n";
 
 // ---------------------------------------------------------------------------------------------
 // P-SEQ: ml-100k sequences
@@ -1105,34 +1190,33 @@ fn seq(cx: &mut Cx) -> Result<String> {
          target against 100 sampled unrated items. Precision is argmax accuracy over the 7 \
          popularity levels.\n\n",
     );
-    s.push_str(&markdown_rows(
-        r,
-        &rows,
-        &[
-            ("P-SEQ/like", "auc"),
-            ("P-SEQ/next_item", "auc"),
-            ("P-SEQ/next_item", "hr@10"),
-            ("P-SEQ/next_item", "ndcg@10"),
-            ("P-SEQ/popularity", "precision"),
-        ],
-        4,
-    ));
+    let task_cols = [
+        ("P-SEQ/like", "auc"),
+        ("P-SEQ/next_item", "auc"),
+        ("P-SEQ/next_item", "hr@10"),
+        ("P-SEQ/next_item", "ndcg@10"),
+        ("P-SEQ/popularity", "precision"),
+    ];
+    s.push_str(&markdown_rows(r, &rows, &task_cols, 4));
+    s.push('\n');
+    s.push_str(&paired_rows(r, "DUPN", &rows[1..], &task_cols, 4));
+    s.push('\n');
+    s.push_str(PAIRED_AGAIN);
     s.push_str(
-        "\nA linear (softmax) probe on each encoder's frozen representation of a user's test \
+        "A linear (softmax) probe on each encoder's frozen representation of a user's test \
          request, trained on 80% of the users and tested on the other 20% (gender AUC; age band \
          and occupation accuracy):\n\n",
     );
-    s.push_str(&markdown_rows(
-        r,
-        &rows,
-        &[
-            ("P-SEQ/user_attributes", "gender_auc"),
-            ("P-SEQ/user_attributes", "age_acc"),
-            ("P-SEQ/user_attributes", "occupation_acc"),
-        ],
-        4,
-    ));
+    let probe_cols = [
+        ("P-SEQ/user_attributes", "gender_auc"),
+        ("P-SEQ/user_attributes", "age_acc"),
+        ("P-SEQ/user_attributes", "occupation_acc"),
+    ];
+    s.push_str(&markdown_rows(r, &rows, &probe_cols, 4));
     s.push('\n');
+    s.push_str(&paired_rows(r, "DUPN", &rows[1..], &probe_cols, 4));
+    s.push('\n');
+    s.push_str(PAIRED_AGAIN);
     Ok(s)
 }
 
@@ -1210,4 +1294,37 @@ fn softmax_probe(
         }
     }
     Ok(test.iter().map(|r| probs(&w, &z(r))).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paired_table_marks_gaps_beyond_their_seed_std() {
+        let mut r = Results::new();
+        // a - b: +0.01, +0.02, +0.03 (beyond its std); a - c: +0.05, -0.04, +0.02 (not).
+        for (a, b, c) in [(0.70, 0.69, 0.65), (0.60, 0.58, 0.64), (0.80, 0.77, 0.78)] {
+            r.add("a", "s", "auc", a);
+            r.add("b", "s", "auc", b);
+            r.add("c", "s", "auc", c);
+        }
+        let t = paired_rows(&r, "a", &["b", "c", "missing"], &[("s", "auc")], 3);
+        assert!(t.contains("| b | +0.020 ± 0.010* |"), "{t}");
+        assert!(t.contains("| c | +0.010 ± 0.046 |"), "{t}");
+        assert!(t.contains("| missing | - |"), "{t}");
+    }
+
+    #[test]
+    fn probe_separates_a_linearly_separable_attribute() {
+        // Label = sign of the first coordinate; the second is noise.
+        let x: Vec<Vec<f32>> = (0..200)
+            .map(|i| vec![(i as f32 - 99.5) / 50.0, ((i * 37) % 11) as f32])
+            .collect();
+        let y: Vec<usize> = (0..200).map(|i| usize::from(i >= 100)).collect();
+        let test = vec![vec![-1.0, 3.0], vec![1.0, 3.0]];
+        let p = softmax_probe(&x, &y, &test, 2).unwrap();
+        assert!(p[0][0] > 0.9 && p[1][1] > 0.9, "{p:?}");
+        assert!((p[0][0] + p[0][1] - 1.0).abs() < 1e-5);
+    }
 }
