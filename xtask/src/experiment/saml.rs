@@ -718,6 +718,21 @@ fn fmt_stat(s: Option<Stat>, digits: usize) -> String {
     }
 }
 
+/// The test-AUC difference `a - b` paired per seed: `mean ± std`, `*` when the mean is larger
+/// than the std; `–` when the two do not pair.
+fn fmt_paired(r: &Results, a: &str, b: &str, slice: &str) -> String {
+    match r.paired(a, b, slice, "auc") {
+        Some(d) if d.n > 1 => format!(
+            "{:+.4} ± {:.4}{}",
+            d.mean,
+            d.std,
+            if d.mean.abs() > d.std { "*" } else { "" }
+        ),
+        Some(d) => format!("{:+.4}", d.mean),
+        None => "–".into(),
+    }
+}
+
 /// One claim with its verdict and the numbers behind it.
 struct Claim {
     dataset: &'static str,
@@ -992,7 +1007,35 @@ fn write_page(
         }
         writeln!(
             s,
-            "Ablations of SAML (test AUC; difference to full SAML in the last column):\n"
+            "SAML minus each baseline, test AUC paired per seed (both trained and tested on the \
+             same seed's split): mean ± std of the differences; `*` where the mean is larger than \
+             its std (with 3 seeds, a rough guide to which gaps are beyond seed noise):\n"
+        )?;
+        write!(s, "| SAML minus | all |")?;
+        for l in &r.scenario_labels {
+            write!(s, " {l} |")?;
+        }
+        write!(s, "\n|---|---|")?;
+        for _ in &r.scenario_labels {
+            write!(s, "---|")?;
+        }
+        writeln!(s)?;
+        for b in BASELINES {
+            write!(s, "| {b} | {} |", fmt_paired(&r.results, "saml", b, "all"))?;
+            for k in 0..r.num_scenarios {
+                write!(
+                    s,
+                    " {} |",
+                    fmt_paired(&r.results, "saml", b, &format!("scenario_{k}"))
+                )?;
+            }
+            writeln!(s)?;
+        }
+        writeln!(s)?;
+        writeln!(
+            s,
+            "Ablations of SAML (test AUC; in the last column the difference to full SAML, paired \
+             per seed as above):\n"
         )?;
         write!(s, "| variant | all |")?;
         for l in &r.scenario_labels {
@@ -1024,7 +1067,14 @@ fn write_page(
                 )?;
             }
             let a = stat(&r.results, spec.label, "all", "auc").map_or(f64::NAN, |s| s.mean);
-            writeln!(s, " {:+.4} |", a - full)?;
+            match r.results.paired(spec.label, "saml", "all", "auc") {
+                Some(_) => writeln!(
+                    s,
+                    " {} |",
+                    fmt_paired(&r.results, spec.label, "saml", "all")
+                )?,
+                None => writeln!(s, " {:+.4} |", a - full)?,
+            }
         }
         if !r.specs.iter().any(|sp| sp.label == "saml-no-scenario-att") {
             writeln!(
