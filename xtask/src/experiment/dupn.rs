@@ -571,6 +571,43 @@ fn ecom(cx: &mut Cx) -> Result<String> {
             "  seed {seed} transfer done ({:.0} s)",
             t0.elapsed().as_secs_f64()
         );
+        // The attention-by-event diagnostic: DUPN-all trained again on the same seed (training
+        // is deterministic, so it is the same model; its CTR AUC is checked against the unit
+        // above), so that adding it did not invalidate that unit's cached transfer runs.
+        let label = format!("seed {seed} DUPN-all attention by event");
+        let ev: Unit = cx.cache.get_or_run(&label, &key("DUPN-all events"), || {
+            let mut u = Unit::default();
+            let mut base = build_dupn(&schema, &plan.dupn, &JOINT, plan.lr, seed)?;
+            run(&mut base, &joint, plan.epochs)?;
+            let auc = task_metric(&mut base, &JOINT, "ctr", &d.test)?;
+            u.add("DUPN-all (events unit)", "P-ECOM/ctr", "auc", auc);
+            let (per_event, within) = event_attention(&mut base, &narrow(&d.test.ctr, &JOINT))?;
+            for (k, b) in BEHAVIOURS.iter().enumerate() {
+                u.add("DUPN-all", "attention/event", b, per_event[k]);
+                u.add("DUPN-all", "attention/within_event", b, within[k]);
+            }
+            Ok(u)
+        })?;
+        let (again, first) = (
+            ev.cells
+                .iter()
+                .find(|c| c.1 == "P-ECOM/ctr")
+                .and_then(|c| c.3),
+            all.cells
+                .iter()
+                .find(|c| c.0 == "DUPN-all" && c.1 == "P-ECOM/ctr")
+                .and_then(|c| c.3),
+        );
+        anyhow::ensure!(
+            again == first,
+            "seed {seed}: DUPN-all trained twice gave CTR AUC {first:?} and {again:?}; the \
+             attention-by-event diagnostic would describe another model"
+        );
+        for c in ev.cells.iter().filter(|c| c.1.starts_with("attention/")) {
+            if let Some(v) = c.3 {
+                cx.results.add(&c.0, &c.1, &c.2, v);
+            }
+        }
         // The ablations of the multi-task model.
         // And DUPN-all with the item term in its L2R head, and with uncertainty weighting of
         // the task losses (both [ours]).
@@ -757,6 +794,112 @@ fn attention_profile(m: &mut Dupn, batch: &Batch) -> Result<(Vec<f64>, Vec<f64>)
     Ok((avg(&sum_t, &cnt_t), gaps))
 }
 
+/// Attention by *event* (a diagnostic beside [`attention_profile`]). The generator logs an
+/// impression that went as far as, say, a purchase as four consecutive behaviours on the same
+/// item (click, fav, cart, purchase), so a per-behaviour average mixes "which events" with "which
+/// position inside an event". Here the behaviours of one event (consecutive positions on the
+/// same item with rising behaviour type) are grouped and two things are returned, indexed by
+/// the event's deepest behaviour type (click, fav, cart, purchase):
+/// - the event's total attention times the number of events in the sequence (1 = uniform over
+///   events);
+/// - for events of two or more behaviours, the attention on the deepest behaviour's position
+///   times the event's size, divided by the event's total (1 = uniform inside the event; `NaN`
+///   for click, which is never part of a longer event's top).
+fn event_attention(m: &mut Dupn, batch: &Batch) -> Result<(Vec<f64>, Vec<f64>)> {
+    let n = batch.len().min(4096);
+    let k = BEHAVIOURS.len();
+    let (mut sum_e, mut cnt_e) = (vec![0.0; k], vec![0usize; k]);
+    let (mut sum_w, mut cnt_w) = (vec![0.0; k], vec![0usize; k]);
+    for start in (0..n).step_by(512) {
+        let b = batch.range(start, (start + 512).min(n));
+        let (a, mask) = m.attention(&b)?.context("DUPN-all has attention")?;
+        let a = a.to_vec2::<f32>()?;
+        let mask = mask.to_vec2::<f32>()?;
+        let steps = a.first().map(Vec::len).unwrap_or(0);
+        let kind = b
+            .padded("hist_behaviour", Some(steps))
+            .context("hist_behaviour")?;
+        let item = b
+            .padded("hist_item_id", Some(steps))
+            .context("hist_item_id")?;
+        for (i, (row, mrow)) in a.iter().zip(&mask).enumerate() {
+            let span = i * steps..(i + 1) * steps;
+            let events = group_events(&item.ids[span.clone()], &kind.ids[span], row, mrow, k);
+            let ne = events.len() as f64;
+            for Event {
+                deepest: deep,
+                total,
+                top,
+                size,
+            } in events
+            {
+                sum_e[deep - 1] += total * ne;
+                cnt_e[deep - 1] += 1;
+                if size > 1 && total > 0.0 {
+                    sum_w[deep - 1] += top * size as f64 / total;
+                    cnt_w[deep - 1] += 1;
+                }
+            }
+        }
+    }
+    let avg = |s: &[f64], c: &[usize]| -> Vec<f64> {
+        s.iter()
+            .zip(c)
+            .map(|(s, &c)| if c > 0 { s / c as f64 } else { f64::NAN })
+            .collect()
+    };
+    Ok((avg(&sum_e, &cnt_e), avg(&sum_w, &cnt_w)))
+}
+
+/// One event of a behaviour sequence: consecutive behaviours on one item with rising type.
+#[derive(Debug, PartialEq)]
+struct Event {
+    /// Its deepest behaviour type (1..=kinds).
+    deepest: usize,
+    /// Attention on all its behaviours.
+    total: f64,
+    /// Attention on its deepest behaviour.
+    top: f64,
+    /// Number of behaviours.
+    size: usize,
+}
+
+/// The events of one sequence from its item ids, behaviour types (1..=`kinds`; others
+/// skipped), attention weights and mask (0 = padding, skipped).
+fn group_events(
+    items: &[u32],
+    kinds: &[u32],
+    w: &[f32],
+    mask: &[f32],
+    kinds_n: usize,
+) -> Vec<Event> {
+    let mut events: Vec<Event> = Vec::new();
+    let mut prev: Option<(u32, usize)> = None;
+    for t in 0..w.len() {
+        let (it, ki) = (items[t], kinds[t] as usize);
+        if mask[t] == 0.0 || !(1..=kinds_n).contains(&ki) {
+            continue;
+        }
+        let wt = f64::from(w[t]);
+        match (prev, events.last_mut()) {
+            (Some((pi, pk)), Some(e)) if pi == it && ki > pk => {
+                e.deepest = ki;
+                e.total += wt;
+                e.top = wt;
+                e.size += 1;
+            }
+            _ => events.push(Event {
+                deepest: ki,
+                total: wt,
+                top: wt,
+                size: 1,
+            }),
+        }
+        prev = Some((it, ki));
+    }
+    events
+}
+
 /// Pointwise mean of curves sampled at the same steps (the shortest length wins).
 fn mean_curve(runs: &[Vec<(f64, f64)>]) -> Vec<(f64, f64)> {
     let len = runs.iter().map(Vec::len).min().unwrap_or(0);
@@ -920,6 +1063,33 @@ fn ecom_page(cx: &Cx, sizes: &str, by_type: &[Vec<f64>]) -> String {
          ![attention by time gap](dupn_attention_gap.png)\n\n",
         ranked.join(" > ")
     );
+    s.push_str(
+        "Diagnostic, by event (not the paper's measure): the generator logs an impression that \
+         went as far as a purchase as four consecutive behaviours on one item (click, fav, cart, \
+         purchase), so the table above mixes which events the model attends to with which \
+         position inside an event takes the weight. Grouping each event's behaviours (same item, \
+         consecutive, rising type) and indexing by the event's deepest behaviour: *per event* is \
+         the event's total attention times the number of events in the sequence (1 = uniform \
+         over events); *within event* is, for events of two or more behaviours, the weight on \
+         the deepest behaviour times the event's size over the event's total (1 = uniform inside \
+         the event). Mean ± std over seeds; DUPN-all retrained on each seed (deterministic: \
+         the same model, checked by its CTR AUC).\n\n",
+    );
+    s.push_str(&markdown_rows(
+        r,
+        &["DUPN-all"],
+        &BEHAVIOURS
+            .iter()
+            .map(|b| ("attention/event", *b))
+            .chain(
+                BEHAVIOURS[1..]
+                    .iter()
+                    .map(|b| ("attention/within_event", *b)),
+            )
+            .collect::<Vec<_>>(),
+        3,
+    ));
+    s.push('\n');
     s
 }
 
@@ -1313,6 +1483,22 @@ mod tests {
         assert!(t.contains("| b | +0.020 ± 0.010* |"), "{t}");
         assert!(t.contains("| c | +0.010 ± 0.046 |"), "{t}");
         assert!(t.contains("| missing | - |"), "{t}");
+    }
+
+    #[test]
+    fn events_group_consecutive_rising_behaviours_on_one_item() {
+        // Padding, click(7), click(7) again (a new event), click+cart+purchase(9), fav(3) after
+        // a click on another item, click(9) (a new event: the type falls).
+        let items = [0, 7, 7, 9, 9, 9, 4, 3, 9];
+        let kinds = [0, 1, 1, 1, 3, 4, 1, 2, 1];
+        let mask = [0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0];
+        let w = [0.5, 0.1, 0.1, 0.1, 0.2, 0.3, 0.05, 0.05, 0.1];
+        let e = group_events(&items, &kinds, &w, &mask, 4);
+        let got: Vec<(usize, usize)> = e.iter().map(|e| (e.deepest, e.size)).collect();
+        assert_eq!(got, vec![(1, 1), (1, 1), (4, 3), (1, 1), (2, 1), (1, 1)]);
+        assert!((e[2].total - 0.6).abs() < 1e-6 && (e[2].top - 0.3).abs() < 1e-6);
+        let total: f64 = e.iter().map(|e| e.total).sum();
+        assert!((total - 1.0).abs() < 1e-6, "padding excluded: {total}");
     }
 
     #[test]
