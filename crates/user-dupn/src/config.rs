@@ -22,6 +22,18 @@ pub enum EncoderKind {
     Lstm,
     /// Baseline: `rep_s = tanh(W mean_t [e_t; p_t] + b)`, the masked mean of the behaviours.
     Mean,
+    /// \[ours\] A standard LSTM over `[e_t; p_t]` (the property enters every gate *and* the
+    /// cell candidate) followed by DUPN's attention net (which sees `p_t` as `property`
+    /// selects): DUPN with the paper's gating replaced, to tell the gating's effect from the
+    /// attention's.
+    LstmAttention,
+}
+
+impl EncoderKind {
+    /// True when the encoder pools with DUPN's attention net (and so reads the query).
+    pub fn has_attention(self) -> bool {
+        matches!(self, EncoderKind::GatedLstm | EncoderKind::LstmAttention)
+    }
 }
 
 /// Where the behaviour property `p_t` enters the DUPN encoder (the paper's ablations).
@@ -260,9 +272,11 @@ impl DupnConfig {
             "bpatt" => (EncoderKind::GatedLstm, PropertyUse::Attention),
             "lstm" => (EncoderKind::Lstm, PropertyUse::All),
             "mean" => (EncoderKind::Mean, PropertyUse::All),
+            "lstmatt" => (EncoderKind::LstmAttention, PropertyUse::All),
             other => {
                 return Err(format!(
-                    "unknown DUPN variant `{other}` (all, nobp, bplstm, bpatt, lstm, mean)"
+                    "unknown DUPN variant `{other}` (all, nobp, bplstm, bpatt, lstm, mean, \
+                     lstmatt)"
                 ));
             }
         };

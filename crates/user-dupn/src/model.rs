@@ -281,7 +281,7 @@ impl Dupn {
             })
             .transpose()?;
         // The query enters through the attention net only: the baselines without one skip it.
-        if cfg.encoder != EncoderKind::GatedLstm {
+        if !cfg.encoder.has_attention() {
             roles.query = None;
         }
         let query = roles
@@ -309,6 +309,21 @@ impl Dupn {
                 let ap = if cfg.property.in_attention() { dp } else { 0 };
                 Encoder::Dupn {
                     lstm: PropertyGatedLstm::new(&mut vs, "encoder.lstm", de, lp, h)?,
+                    attention: BehaviourAttention::new(
+                        &mut vs,
+                        "encoder.attention",
+                        h,
+                        dq + du,
+                        ap,
+                        cfg.attention_hidden,
+                    )?,
+                }
+            }
+            EncoderKind::LstmAttention => {
+                // Property width 0: a standard LSTM, fed `[e_t; p_t]` as its item input.
+                let ap = if cfg.property.in_attention() { dp } else { 0 };
+                Encoder::Dupn {
+                    lstm: PropertyGatedLstm::new(&mut vs, "encoder.lstm", de + dp, 0, h)?,
                     attention: BehaviourAttention::new(
                         &mut vs,
                         "encoder.attention",
@@ -524,12 +539,20 @@ impl Dupn {
         };
         let (rep_s, attention) = match &self.encoder {
             Encoder::Dupn { lstm, attention } => {
-                let lp = if lstm.property_width() > 0 {
-                    p.as_ref()
+                let h = if self.cfg.encoder == EncoderKind::LstmAttention {
+                    let x = match &p {
+                        Some(p) => Tensor::cat(&[&e, p], 2)?,
+                        None => e.clone(),
+                    };
+                    lstm.forward(&x, None, &mask)?.outputs
                 } else {
-                    None
+                    let lp = if lstm.property_width() > 0 {
+                        p.as_ref()
+                    } else {
+                        None
+                    };
+                    lstm.forward(&e, lp, &mask)?.outputs
                 };
-                let h = lstm.forward(&e, lp, &mask)?.outputs;
                 let ctx = match (&q, &u) {
                     (Some(q), Some(u)) => Some(Tensor::cat(&[q, u], 1)?),
                     (Some(q), None) => Some(q.clone()),

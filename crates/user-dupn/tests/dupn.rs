@@ -108,7 +108,7 @@ fn table_weights(t: &dyn EmbeddingTable) -> Result<Vec<f32>> {
 #[test]
 fn every_variant_gives_every_parameter_and_table_a_gradient() -> Result<()> {
     let b = mixed_batch(24);
-    for variant in ["all", "nobp", "bplstm", "bpatt", "lstm", "mean"] {
+    for variant in ["all", "nobp", "bplstm", "bpatt", "lstm", "mean", "lstmatt"] {
         for weighting in [LossWeighting::Equal, LossWeighting::Uncertainty] {
             let cfg = DupnConfig {
                 weighting,
@@ -476,6 +476,47 @@ fn predicting_in_chunks_gives_the_whole_batch_predictions() -> Result<()> {
             }
         }
         assert!(rec_nn::predict_in_chunks(&mut m, &b, 0).is_err());
+    }
+    Ok(())
+}
+
+#[test]
+fn lstm_attention_variant_is_a_standard_lstm_under_dupn_attention() -> Result<()> {
+    let cfg = small_cfg().variant("lstmatt").unwrap();
+    let mut m = build(&cfg, &JOINT, 4)?;
+    let vars: Vec<(String, Vec<usize>)> = m
+        .dense_vars()
+        .into_iter()
+        .map(|(n, v)| (n, v.dims().to_vec()))
+        .collect();
+    // The LSTM reads `[e_t; p_t]` through one input weight (the property reaches the cell
+    // candidate too), and there is no separate gate-only property weight.
+    let w_e = vars
+        .iter()
+        .find(|(n, _)| n == "encoder.lstm.w_e")
+        .map(|(_, d)| d.clone())
+        .expect("encoder.lstm.w_e");
+    let de = m.roles().item_history.len() * cfg.item_dim;
+    let dp = m.roles().property_history.len() * cfg.property_dim;
+    assert!(dp > 0);
+    assert_eq!(w_e, vec![4 * cfg.hidden, de + dp]);
+    assert!(
+        !vars.iter().any(|(n, _)| n == "encoder.lstm.w_p"),
+        "{vars:?}"
+    );
+    // It pools with the attention net, and padding never changes a prediction.
+    let b = mixed_batch(6);
+    assert!(m.attention(&b)?.is_some());
+    let together = rec_nn::predict(&mut m, &b)?;
+    for i in 0..b.len() {
+        let alone = rec_nn::predict(&mut m, &b.range(i, i + 1))?;
+        for (t, p) in alone.iter().enumerate() {
+            let w = p.len();
+            for k in 0..w {
+                let (a, c) = (p[k], together[t][i * w + k]);
+                assert!((a - c).abs() < 1e-5, "sample {i} task {t}: {a} vs {c}");
+            }
+        }
     }
     Ok(())
 }
