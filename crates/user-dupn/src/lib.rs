@@ -11,7 +11,8 @@
 //!
 //! - [`Dupn`]: the model (a [`rec_nn::Model`]); [`DupnConfig`] its hyperparameters, including
 //!   the ablations (`property`: all, lstm, attention, none) and the baseline encoders
-//!   (`encoder`: mean pooling, standard LSTM).
+//!   (`encoder`: mean pooling, standard LSTM; and `lstm_attention` \[ours\], a standard LSTM
+//!   under DUPN's attention net, which separates the paper's gating from its attention).
 //! - [`TaskWideDeep`]: Wide & Deep with one output per task, multi-class tasks included (the
 //!   per-task baseline of the paper's Table 2).
 //! - [`loss::weighted_pointwise_logistic`]: the L2R loss.
