@@ -130,6 +130,17 @@ pub struct SamlConfig {
     /// scenario part survives where its scenario's data support it.
     #[serde(default = "one")]
     pub scenario_l2: f64,
+    /// Scenario tables start at zero \[ours\] (default false: they start like every table, at
+    /// small random values). An (ID, scenario) pair that training never reaches keeps its
+    /// initial row, which the branch then reads at test time; at zero it falls back on the
+    /// global vector, as `scenario_l2` intends for pairs with little data. Not serialized when
+    /// false, so configurations written before it keep their form.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub scenario_zero_init: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Default for SamlConfig {
@@ -152,6 +163,7 @@ impl Default for SamlConfig {
             mutual_kl: 0.0,
             aux_in_output: true,
             scenario_l2: 1.0,
+            scenario_zero_init: false,
         }
     }
 }
@@ -303,6 +315,7 @@ impl Saml {
                 m,
                 cfg.dim,
                 cfg.pooling,
+                cfg.scenario_zero_init,
                 factory,
                 device,
             )?)
@@ -806,6 +819,22 @@ impl Model for Saml {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn zero_scenario_init_is_serialized_only_when_on() {
+        // Experiment cache keys hold the serialized configuration: the default must keep the
+        // form it had before the switch existed.
+        let off = serde_json::to_value(SamlConfig::default()).unwrap();
+        assert!(off.get("scenario_zero_init").is_none(), "{off}");
+        let on = SamlConfig {
+            scenario_zero_init: true,
+            ..SamlConfig::default()
+        };
+        let v = serde_json::to_value(&on).unwrap();
+        assert_eq!(v["scenario_zero_init"], serde_json::json!(true));
+        let back: SamlConfig = serde_json::from_value(v).unwrap();
+        assert_eq!(back, on);
+    }
     use super::*;
     use crate::testing::{input, store};
     use rec_nn::gradcheck::{

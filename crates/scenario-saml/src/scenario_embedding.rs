@@ -52,13 +52,17 @@ pub struct ScenarioEmbedding {
 
 impl ScenarioEmbedding {
     /// Scenario tables of width `dim` for `fields` (categorical or multi-hot fields of `schema`)
-    /// over `m` scenarios.
+    /// over `m` scenarios; with `zero_init` every table starts at zero
+    /// ([`EmbeddingTable::start_at_zero`]), so an (ID, scenario) pair never trained reads a
+    /// zero vector instead of its random initial row.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         schema: &Schema,
         fields: &[String],
         m: usize,
         dim: usize,
         pooling: Pooling,
+        zero_init: bool,
         factory: &mut TableFactory<'_>,
         device: &Device,
     ) -> Result<Self> {
@@ -104,7 +108,15 @@ impl ScenarioEmbedding {
                 if spec.kind == FieldKind::Sequence {
                     spec.kind = FieldKind::MultiHot;
                 }
-                let t = factory(&spec, dim)?;
+                let mut t = factory(&spec, dim)?;
+                if zero_init {
+                    t.start_at_zero().map_err(|e| {
+                        candle_core::Error::Msg(format!(
+                            "scenario table `{}`: {e} (set scenario_zero_init = false)",
+                            spec.name
+                        ))
+                    })?;
+                }
                 if t.dim() != dim {
                     candle_core::bail!(
                         "the factory built a table of width {} for `{}`, expected {dim}",
@@ -230,7 +242,7 @@ pub fn virtual_column(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rec_nn::embedding::{DefaultTableFactory, TablesConfig};
+    use rec_nn::embedding::{DefaultTableFactory, TableConfig, TablesConfig};
     use std::sync::Arc;
 
     #[test]
@@ -280,6 +292,7 @@ mod tests {
             2,
             3,
             Pooling::Mean,
+            false,
             &mut factory,
             &d,
         )?;
@@ -318,6 +331,71 @@ mod tests {
         assert_eq!(after[1], items[1]);
         let names: Vec<String> = se.tables().into_iter().map(|(n, _)| n).collect();
         assert_eq!(names, ["scen.item_id", "scen.tags"]);
+        Ok(())
+    }
+
+    #[test]
+    fn zero_init_reads_zero_until_trained_and_then_learns() -> Result<()> {
+        let schema = Arc::new(Schema {
+            fields: vec![
+                FieldSpec::categorical("item_id", 4),
+                FieldSpec::categorical("country", 2),
+            ],
+            tasks: vec![],
+            scenario_field: Some("country".into()),
+            num_scenarios: 2,
+            ..Default::default()
+        });
+        let d = Device::Cpu;
+        let fields = default_scenario_fields(&schema);
+        let batch = Batch {
+            schema: schema.clone(),
+            columns: vec![Column::Ids(vec![2, 2]), Column::Ids(vec![0, 1])],
+            labels: vec![],
+            weights: None,
+            slices: vec![],
+        };
+        let build = |zero: bool, kind: TableConfig| -> Result<ScenarioEmbedding> {
+            let cfg = TablesConfig {
+                default: kind,
+                ..TablesConfig::default()
+            };
+            let mut f = DefaultTableFactory::new(cfg, 1, &d);
+            let mut factory = |spec: &FieldSpec, dim: usize| f.build(spec, dim);
+            ScenarioEmbedding::new(
+                &schema,
+                &fields,
+                2,
+                3,
+                Pooling::Mean,
+                zero,
+                &mut factory,
+                &d,
+            )
+        };
+        // Random start: both rows non-zero.
+        let mut random = build(false, TableConfig::Full)?;
+        let r = random.forward(&batch, &[0, 1], false)?[0].to_vec2::<f32>()?;
+        assert!(r.iter().all(|row| row.iter().any(|v| *v != 0.0)), "{r:?}");
+        // Zero start: both rows zero; training scenario 0's row moves it, scenario 1's stays 0.
+        let mut se = build(true, TableConfig::Full)?;
+        let out = se.forward(&batch, &[0, 1], true)?;
+        assert!(out[0].to_vec2::<f32>()?.iter().flatten().all(|v| *v == 0.0));
+        let grads = out[0].get(0)?.sum_all()?.backward()?;
+        for (_, t) in se.tables_mut() {
+            t.apply_gradients(&grads)?;
+        }
+        let after = se.forward(&batch, &[0, 1], false)?[0].to_vec2::<f32>()?;
+        assert!(after[0].iter().all(|v| *v != 0.0), "{after:?}");
+        assert!(after[1].iter().all(|v| *v == 0.0), "{after:?}");
+        // Hashed tables start at zero too; QR tables refuse (a product of zero rows never learns).
+        let mut hashed = build(true, TableConfig::Hashed { rows: 3 })?;
+        let h = hashed.forward(&batch, &[0, 1], false)?[0].to_vec2::<f32>()?;
+        assert!(h.iter().flatten().all(|v| *v == 0.0));
+        let err = build(true, TableConfig::Qr { collisions: 2 })
+            .err()
+            .expect("QR refuses");
+        assert!(err.to_string().contains("scenario_zero_init"), "{err}");
         Ok(())
     }
 }

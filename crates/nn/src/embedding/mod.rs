@@ -92,6 +92,14 @@ pub trait EmbeddingTable: Send {
         )
     }
 
+    /// Sets every learnable value to zero, for a table that must start neutral (e.g. SAML's
+    /// scenario tables added to a global vector). The default zeroes through
+    /// [`clamp_params`](Self::clamp_params); a table whose lookup would then never learn (a
+    /// product of rows) refuses.
+    fn start_at_zero(&mut self) -> Result<()> {
+        self.clamp_params(0.0, 0.0)
+    }
+
     /// Called once after every training step, after `apply_gradients` (CEL splits and
     /// reassigns here). The default does nothing.
     fn end_step(&mut self, _step: u64) -> Result<()> {

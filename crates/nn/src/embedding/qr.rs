@@ -107,6 +107,12 @@ impl EmbeddingTable for QrTable {
     fn bytes(&self) -> usize {
         self.q.bytes() + self.r.bytes()
     }
+    fn start_at_zero(&mut self) -> Result<()> {
+        candle_core::bail!(
+            "a QR table cannot start at zero: its vectors are products of two rows, whose \
+             gradients would then stay zero"
+        )
+    }
     fn clamp_params(&mut self, min: f32, max: f32) -> Result<()> {
         self.q.clamp(min, max);
         self.r.clamp(min, max);
