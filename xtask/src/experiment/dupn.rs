@@ -1092,6 +1092,32 @@ fn ecom_page(cx: &Cx, sizes: &str, by_type: &[Vec<f64>]) -> String {
             .collect::<Vec<_>>(),
         3,
     ));
+    // The event ranking, overall and per seed, against the generator's order.
+    let generator = ["purchase", "cart", "fav", "click"];
+    let rank = |v: &[f64]| -> Vec<&str> {
+        let mut o: Vec<(usize, f64)> = v.iter().copied().enumerate().collect();
+        o.sort_by(|a, b| b.1.total_cmp(&a.1));
+        o.iter().map(|(k, _)| BEHAVIOURS[*k]).collect()
+    };
+    let stats: Vec<Option<rec_trainer::experiment::Stat>> = BEHAVIOURS
+        .iter()
+        .map(|b| r.stat("DUPN-all", "attention/event", b))
+        .collect();
+    if stats.iter().all(Option::is_some) {
+        let st: Vec<_> = stats.into_iter().flatten().collect();
+        let means: Vec<f64> = st.iter().map(|x| x.mean).collect();
+        let seeds = st.iter().map(|x| x.values.len()).min().unwrap_or(0);
+        let agree = (0..seeds)
+            .filter(|&i| rank(&st.iter().map(|x| x.values[i]).collect::<Vec<_>>()) == generator)
+            .count();
+        let _ = write!(
+            s,
+            "\nRanking of events by attention: {} ({} of {seeds} seeds rank them in the \
+             generator's order purchase > cart > fav > click).\n",
+            rank(&means).join(" > "),
+            agree
+        );
+    }
     s.push('\n');
     s
 }
