@@ -110,7 +110,9 @@ pub struct EmbeddingsConfig {
     /// Table for every field not listed in `fields`. Default `{ kind = "full" }`.
     #[serde(default)]
     pub default: Option<toml::Table>,
-    /// Per-field overrides, keyed by schema field name.
+    /// Per-field overrides, keyed by schema field name; with model `saml`, also
+    /// `"{field}@scenario"` for that field's scenario tables (e.g.
+    /// `[embeddings.fields."item_id@scenario"] kind = "hashed"`).
     #[serde(default)]
     pub fields: BTreeMap<String, toml::Table>,
     /// Initial values of every table row. Default `{ kind = "normal", mean = 0, std = 0.05 }`.

@@ -279,6 +279,29 @@ pub fn build_model(
     device: &Device,
 ) -> Result<Box<dyn Model>> {
     for name in cfg.embeddings.fields.keys() {
+        // SAML builds a field's scenario tables under `{field}@scenario` (one table over
+        // field x scenario), so they can get their own kind.
+        if let Some(base) = name.strip_suffix(scenario_saml::scenario_embedding::SCENARIO_SUFFIX) {
+            if cfg.model.name != "saml" {
+                bail!(
+                    "[embeddings.fields.\"{name}\"]: only model `saml` has scenario tables \
+                     (the model is `{}`)",
+                    cfg.model.name
+                );
+            }
+            if schema.field(base).is_none() {
+                bail!(
+                    "[embeddings.fields.\"{name}\"]: the data has no field `{base}` (fields: {})",
+                    schema
+                        .fields
+                        .iter()
+                        .map(|f| f.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            continue;
+        }
         if schema.field(name).is_none() {
             bail!(
                 "[embeddings.fields.{name}]: the data has no field `{name}` (fields: {})",

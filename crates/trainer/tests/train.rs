@@ -411,3 +411,74 @@ fn dupn_config_trains_and_warm_starts_the_next_day() {
         "{err}"
     );
 }
+
+/// SAML's scenario tables can get their own kind through `[embeddings.fields."{field}@scenario"]`
+/// (the name the scenario embedding builds them under); other models refuse such a name.
+#[test]
+fn saml_scenario_tables_take_their_own_kind() {
+    let schema = Arc::new(Schema {
+        fields: vec![
+            FieldSpec::categorical("user_id", 11),
+            FieldSpec::categorical("item_id", 9),
+            FieldSpec::categorical("country", 3),
+        ],
+        tasks: vec![TaskSpec::new("like", TaskKind::Binary)],
+        user_field: Some("user_id".into()),
+        item_field: Some("item_id".into()),
+        scenario_field: Some("country".into()),
+        num_scenarios: 3,
+    });
+    let n = 12u32;
+    let train = Batch {
+        schema: schema.clone(),
+        columns: vec![
+            Column::Ids((0..n).map(|k| k % 10 + 1).collect()),
+            Column::Ids((0..n).map(|k| k % 8 + 1).collect()),
+            Column::Ids((0..n).map(|k| k % 3).collect()),
+        ],
+        labels: vec![(0..n).map(|k| (k % 2) as f32).collect()],
+        weights: None,
+        slices: Vec::new(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), "saml");
+    cfg.embeddings.fields.insert(
+        "item_id@scenario".into(),
+        toml::from_str("kind = \"hashed\"\nrows = 5\n").unwrap(),
+    );
+    let model = registry::build_model(&cfg, &schema, &train, &Device::Cpu).unwrap();
+    let kinds: BTreeMap<String, &str> = model
+        .tables()
+        .into_iter()
+        .map(|(name, t)| (name, t.kind()))
+        .collect();
+    assert_eq!(kinds.get("scen.item_id"), Some(&"hashed"), "{kinds:?}");
+    assert_eq!(kinds.get("scen.user_id"), Some(&"full"), "{kinds:?}");
+    // A scenario table of a field the data lack, or for a model without scenario tables, is
+    // a clear error.
+    let mut bad = cfg.clone();
+    bad.embeddings.fields.clear();
+    bad.embeddings.fields.insert(
+        "price@scenario".into(),
+        toml::from_str("kind = \"full\"\n").unwrap(),
+    );
+    let e = format!(
+        "{:#}",
+        registry::build_model(&bad, &schema, &train, &Device::Cpu)
+            .err()
+            .unwrap()
+    );
+    assert!(
+        e.contains("price@scenario") && e.contains("no field `price`"),
+        "{e}"
+    );
+    let mut other = cfg.clone();
+    other.model.name = "shared".into();
+    let e = format!(
+        "{:#}",
+        registry::build_model(&other, &schema, &train, &Device::Cpu)
+            .err()
+            .unwrap()
+    );
+    assert!(e.contains("only model `saml`"), "{e}");
+}
