@@ -289,7 +289,7 @@ pub fn build_model(
                     cfg.model.name
                 );
             }
-            if schema.field(base).is_none() {
+            let Some(field) = schema.field(base) else {
                 bail!(
                     "[embeddings.fields.\"{name}\"]: the data has no field `{base}` (fields: {})",
                     schema
@@ -298,6 +298,13 @@ pub fn build_model(
                         .map(|f| f.name.as_str())
                         .collect::<Vec<_>>()
                         .join(", ")
+                );
+            };
+            // Fields sharing a vocabulary share their scenario table, named after the owner.
+            if let Some(owner) = &field.shares_vocab_with {
+                bail!(
+                    "[embeddings.fields.\"{name}\"]: `{base}` shares the vocabulary of \
+                     `{owner}`, whose scenario table it uses; configure \"{owner}@scenario\""
                 );
             }
             continue;

@@ -472,6 +472,24 @@ fn saml_scenario_tables_take_their_own_kind() {
         e.contains("price@scenario") && e.contains("no field `price`"),
         "{e}"
     );
+    // A field that shares another's vocabulary uses the owner's scenario table.
+    let mut shared_vocab = (*schema).clone();
+    shared_vocab
+        .fields
+        .push(FieldSpec::categorical("prev_item", 9).sharing("item_id"));
+    let mut via = cfg.clone();
+    via.embeddings.fields.clear();
+    via.embeddings.fields.insert(
+        "prev_item@scenario".into(),
+        toml::from_str("kind = \"full\"\n").unwrap(),
+    );
+    let e = format!(
+        "{:#}",
+        registry::build_model(&via, &shared_vocab, &train, &Device::Cpu)
+            .err()
+            .unwrap()
+    );
+    assert!(e.contains("\"item_id@scenario\""), "{e}");
     let mut other = cfg.clone();
     other.model.name = "shared".into();
     let e = format!(
