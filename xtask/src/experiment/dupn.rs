@@ -1008,6 +1008,15 @@ fn ecom_page(cx: &Cx, sizes: &str, by_type: &[Vec<f64>]) -> String {
     ));
     s.push('\n');
     s.push_str(PAIRED_NOTE);
+    s.push_str(&paired_rows(
+        r,
+        ALL_UNCERTAINTY,
+        &["DUPN-all", "DUPN-single", "Wide&Deep"],
+        &cols,
+        4,
+    ));
+    s.push('\n');
+    s.push_str(PAIRED_AGAIN);
     s.push_str("## Transfer to a new task (SPP)\n\n");
     s.push_str(
         "SPP (shop preference) is not trained jointly. RS: a DUPN for SPP alone from scratch; \
