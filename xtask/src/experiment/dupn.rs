@@ -189,7 +189,8 @@ pub fn run(args: DupnArgs) -> Result<()> {
         describe_plan(&cx.plan),
     );
     let note = if args.quick { QUICK_NOTE } else { "" };
-    let md = format!("{head}{note}{page}");
+    let claims = claims_section(&cx.results);
+    let md = format!("{head}{note}{claims}{page}");
     write_atomic(&cx.out.join("dupn.md"), md.as_bytes())?;
     write_atomic(
         &cx.out.join("dupn.json"),
@@ -200,6 +201,181 @@ pub fn run(args: DupnArgs) -> Result<()> {
         println!("{}", cx.results.to_json_line());
     }
     Ok(())
+}
+
+/// `a` against each of `others` on each (slice, metric) by mean over seeds: the number of
+/// comparisons where `a` is ahead, their total, and the others as "task vs model (difference)".
+fn compare_means(
+    r: &Results,
+    a: &str,
+    others: &[&str],
+    cols: &[(&str, &str)],
+) -> (usize, usize, Vec<String>) {
+    let (mut ahead, mut total, mut behind) = (0, 0, Vec::new());
+    for (sl, me) in cols {
+        let Some(x) = r.stat(a, sl, me) else { continue };
+        for o in others {
+            let Some(y) = r.stat(o, sl, me) else { continue };
+            total += 1;
+            if x.mean > y.mean {
+                ahead += 1;
+            } else {
+                let task = sl.rsplit('/').next().unwrap_or(sl);
+                behind.push(format!("{task} {me} vs {o} ({:+.4})", x.mean - y.mean));
+            }
+        }
+    }
+    (ahead, total, behind)
+}
+
+/// The must-show claims of the DUPN specification, checked against the means of `r` (only
+/// those whose numbers this invocation has).
+fn claims_section(r: &Results) -> String {
+    let mut rows: Vec<(String, bool, String)> = Vec::new();
+    let cmp = |text: &str, a: &str, others: &[&str], cols: &[(&str, &str)]| {
+        let (ahead, total, behind) = compare_means(r, a, others, cols);
+        (total > 0).then(|| {
+            let detail = if behind.is_empty() {
+                format!("ahead in {ahead} of {total}")
+            } else {
+                format!("ahead in {ahead} of {total}; not in: {}", behind.join(", "))
+            };
+            (text.to_string(), ahead == total, detail)
+        })
+    };
+    let ecom = [
+        ("P-ECOM/ctr", "auc"),
+        ("P-ECOM/l2r", "auc"),
+        ("P-ECOM/fifp", "auc"),
+        ("P-ECOM/ppp", "precision"),
+    ];
+    rows.extend(cmp(
+        "P-ECOM: DUPN-all beats Wide&Deep, DUPN-nobp, DUPN-bplstm and DUPN-bpatt on CTR, L2R, \
+         FIFP AUC and PPP precision",
+        "DUPN-all",
+        &["Wide&Deep", "DUPN-nobp", "DUPN-bplstm", "DUPN-bpatt"],
+        &ecom,
+    ));
+    rows.extend(cmp(
+        "P-ECOM: multi-task (DUPN-all) beats single-task DUPN on CTR, L2R and PPP",
+        "DUPN-all",
+        &["DUPN-single"],
+        &ecom[..2]
+            .iter()
+            .chain(&ecom[3..])
+            .copied()
+            .collect::<Vec<_>>(),
+    ));
+    let spp = [("P-ECOM/spp", "auc")];
+    {
+        let (a1, t1, b1) = compare_means(r, "SPP-FT", &["SPP-RS", "SPP-RT"], &spp);
+        let (a2, t2, b2) = compare_means(r, "SPP-RA", &["SPP-RS", "SPP-RT"], &spp);
+        if t1 + t2 > 0 {
+            let behind: Vec<String> = b1
+                .iter()
+                .map(|b| format!("FT: {b}"))
+                .chain(b2.iter().map(|b| format!("RA: {b}")))
+                .collect();
+            rows.push((
+                "Transfer: FT and RA beat RS and RT on SPP AUC".into(),
+                a1 + a2 == t1 + t2,
+                if behind.is_empty() {
+                    format!("ahead in {} of {}", a1 + a2, t1 + t2)
+                } else {
+                    format!(
+                        "ahead in {} of {}; not in: {}",
+                        a1 + a2,
+                        t1 + t2,
+                        behind.join(", ")
+                    )
+                },
+            ));
+        }
+    }
+    let steps: Vec<(&str, f64)> = ["SPP-RS", "SPP-RA", "SPP-RT", "SPP-FT"]
+        .iter()
+        .filter_map(|m| {
+            r.stat(m, "P-ECOM/spp", "steps_to_95pct")
+                .map(|s| (*m, s.mean))
+        })
+        .collect();
+    if let Some(rt) = steps.iter().find(|(m, _)| *m == "SPP-RT").map(|x| x.1) {
+        rows.push((
+            "Transfer: RT converges in the fewest steps (to 95% of its own gain)".into(),
+            steps.iter().all(|(m, v)| *m == "SPP-RT" || rt < *v),
+            steps
+                .iter()
+                .map(|(m, v)| format!("{} {v:.0}", m.trim_start_matches("SPP-")))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ));
+    }
+    rows.extend(cmp(
+        "P-SEQ: DUPN beats mean pooling and the standard LSTM on every task",
+        "DUPN",
+        &["mean pooling", "standard LSTM"],
+        &[
+            ("P-SEQ/like", "auc"),
+            ("P-SEQ/next_item", "auc"),
+            ("P-SEQ/next_item", "hr@10"),
+            ("P-SEQ/next_item", "ndcg@10"),
+            ("P-SEQ/popularity", "precision"),
+        ],
+    ));
+    rows.extend(cmp(
+        "P-SEQ: DUPN's frozen representation predicts the held-out user attributes better than \
+         mean pooling's and the standard LSTM's",
+        "DUPN",
+        &["mean pooling", "standard LSTM"],
+        &[
+            ("P-SEQ/user_attributes", "gender_auc"),
+            ("P-SEQ/user_attributes", "age_acc"),
+            ("P-SEQ/user_attributes", "occupation_acc"),
+        ],
+    ));
+    let by_type: Vec<Option<f64>> = BEHAVIOURS
+        .iter()
+        .map(|b| r.stat("DUPN-all", "attention/behaviour", b).map(|s| s.mean))
+        .collect();
+    if by_type.iter().all(Option::is_some) {
+        let mut o: Vec<(&str, f64)> = BEHAVIOURS
+            .iter()
+            .zip(by_type.iter().flatten())
+            .map(|(b, v)| (*b, *v))
+            .collect();
+        o.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let ranked: Vec<&str> = o.iter().map(|x| x.0).collect();
+        rows.push((
+            "Attention (per behaviour) ranks the behaviour types in the generator's order \
+             purchase > cart > fav > click"
+                .into(),
+            ranked == ["purchase", "cart", "fav", "click"],
+            format!(
+                "{} (by event, a diagnostic: see the attention section)",
+                ranked.join(" > ")
+            ),
+        ));
+    }
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from(
+        "## Claims
+
+The specification's claims, checked against the means over seeds below \
+         (paired per-seed differences are under each table). Serving latency is measured by \
+         criterion (`cargo bench -p rec-benches --bench dupn_serving`), not here.\n\n\
+         | claim | holds | numbers |\n|---|---|---|\n",
+    );
+    for (text, holds, detail) in rows {
+        let _ = writeln!(
+            s,
+            "| {text} | {} | {detail} |",
+            if holds { "yes" } else { "**no**" }
+        );
+    }
+    s.push('\n');
+    s
 }
 
 fn describe_plan(p: &Plan) -> String {
@@ -1526,6 +1702,43 @@ mod tests {
         assert!(t.contains("| b | +0.020 ± 0.010* |"), "{t}");
         assert!(t.contains("| c | +0.010 ± 0.046 |"), "{t}");
         assert!(t.contains("| missing | - |"), "{t}");
+    }
+
+    #[test]
+    fn claims_are_checked_on_means_and_name_what_fails() {
+        let mut r = Results::new();
+        for seed in 0..3 {
+            let e = seed as f64 * 0.001;
+            for (m, v) in [
+                ("DUPN-all", 0.80),
+                ("Wide&Deep", 0.70),
+                ("DUPN-nobp", 0.71),
+                ("DUPN-bplstm", 0.72),
+                ("DUPN-bpatt", 0.73),
+                ("DUPN-single", 0.75),
+            ] {
+                for t in ["ctr", "l2r", "fifp"] {
+                    r.add(m, &format!("P-ECOM/{t}"), "auc", v + e);
+                }
+                // PPP: single-task ahead of DUPN-all.
+                let ppp = if m == "DUPN-single" { 0.9 } else { v };
+                r.add(m, "P-ECOM/ppp", "precision", ppp + e);
+            }
+        }
+        let s = claims_section(&r);
+        assert!(
+            s.contains("| P-ECOM: DUPN-all beats Wide&Deep, DUPN-nobp, DUPN-bplstm and DUPN-bpatt on CTR, L2R, FIFP AUC and PPP precision | yes | ahead in 16 of 16 |"),
+            "{s}"
+        );
+        assert!(
+            s.contains(
+                "| **no** | ahead in 2 of 3; not in: ppp precision vs DUPN-single (-0.1000) |"
+            ),
+            "{s}"
+        );
+        // Claims without numbers (no transfer, P-SEQ or attention here) are left out.
+        assert!(!s.contains("Transfer") && !s.contains("P-SEQ") && !s.contains("Attention"));
+        assert!(claims_section(&Results::new()).is_empty());
     }
 
     #[test]
