@@ -456,6 +456,50 @@ impl DenseOptimizer {
     }
 }
 
+impl DenseOptimizer {
+    /// Restores the state slots of the parameters that `keep` accepts and that
+    /// [`save_state`](Self::save_state) wrote under the same name with the same shape (a
+    /// partial load, e.g. a fine-tuned model continuing the optimizer state of the encoder it
+    /// took from another model); the other parameters keep their fresh state and the step
+    /// count stays this optimizer's. The saved optimizer kind must match. Returns the names
+    /// loaded.
+    pub fn load_state_matching(
+        &mut self,
+        prefix: &str,
+        tensors: &TensorMap,
+        meta: &serde_json::Value,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<Vec<String>> {
+        let kind = meta.get("kind").and_then(|k| k.as_str()).unwrap_or("");
+        if kind != self.config.kind() {
+            candle_core::bail!(
+                "optimizer state was saved by `{kind}`, this optimizer is `{}`",
+                self.config.kind()
+            );
+        }
+        let slot_names = self.config.slot_names();
+        let mut loaded = Vec::new();
+        for ((n, v), slots) in self.params.iter().zip(self.state.iter_mut()) {
+            if !keep(n) {
+                continue;
+            }
+            let saved: Option<Vec<&Tensor>> = slot_names
+                .iter()
+                .map(|s| tensors.get(&format!("{prefix}{n}.{s}")))
+                .collect();
+            let Some(saved) = saved else { continue };
+            if saved.iter().any(|t| t.dims() != v.dims()) {
+                continue;
+            }
+            for (slot, t) in slots.iter_mut().zip(saved) {
+                *slot = t.to_dtype(v.dtype())?.to_device(v.device())?;
+            }
+            loaded.push(n.clone());
+        }
+        Ok(loaded)
+    }
+}
+
 fn add_decay(g: &Tensor, w: &Tensor, wd: f64) -> Result<Tensor> {
     if wd == 0.0 {
         Ok(g.clone())
@@ -693,6 +737,58 @@ mod tests {
         assert!(fewer.load_state("opt.", &map, &meta).is_err());
         map.remove("opt.a.v");
         assert!(opt2.load_state("opt.", &map, &meta).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn partial_state_load_takes_matching_kept_parameters_only() -> Result<()> {
+        let d = Device::Cpu;
+        let cfg = OptimizerConfig::adagrad(0.1);
+        let enc = Var::from_slice(&[1f32, 2.0], 2, &d)?;
+        let old_head = Var::from_slice(&[3f32], 1, &d)?;
+        let mut opt = DenseOptimizer::new(
+            cfg,
+            vec![
+                ("enc.w".into(), enc.clone()),
+                ("head.w".into(), old_head.clone()),
+            ],
+        )?;
+        let loss = (enc.as_tensor().sqr()?.sum_all()? + old_head.as_tensor().sum_all()?)?;
+        opt.backward_step(&loss)?;
+        let mut map = TensorMap::new();
+        let meta = opt.save_state("opt.", &mut map)?;
+        // A new model: the same encoder, a head of another shape, a parameter never saved.
+        let enc2 = Var::from_slice(&[1f32, 2.0], 2, &d)?;
+        let head2 = Var::from_slice(&[0f32, 0.0], 2, &d)?;
+        let extra = Var::from_slice(&[0f32], 1, &d)?;
+        let mut next = DenseOptimizer::new(
+            cfg,
+            vec![
+                ("enc.w".into(), enc2),
+                ("head.w".into(), head2),
+                ("new.w".into(), extra),
+            ],
+        )?;
+        let fresh = next.state.clone();
+        let loaded = next.load_state_matching("opt.", &map, &meta, |_| true)?;
+        assert_eq!(loaded, ["enc.w"], "head: other shape; new: never saved");
+        let acc = next.state[0][0].to_vec1::<f32>()?;
+        assert_eq!(acc, map["opt.enc.w.acc"].to_vec1::<f32>()?);
+        assert_ne!(acc, fresh[0][0].to_vec1::<f32>()?);
+        assert_eq!(next.steps(), 0, "the step count stays this optimizer's");
+        // `keep` filters; another optimizer kind is an error.
+        let mut again = DenseOptimizer::new(cfg, vec![("enc.w".into(), enc.clone())])?;
+        assert!(
+            again
+                .load_state_matching("opt.", &map, &meta, |n| n.starts_with("head."))?
+                .is_empty()
+        );
+        let mut adam =
+            DenseOptimizer::new(OptimizerConfig::adam(0.1), vec![("enc.w".into(), enc)])?;
+        assert!(
+            adam.load_state_matching("opt.", &map, &meta, |_| true)
+                .is_err()
+        );
         Ok(())
     }
 
