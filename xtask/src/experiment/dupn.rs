@@ -799,92 +799,39 @@ fn ecom(cx: &mut Cx) -> Result<String> {
                 cx.results.add(&c.0, &c.1, &c.2, v);
             }
         }
-        // FT as above, but the encoder's dense variables also continue their AdaGrad state
-        // (the tables already do: their rows' accumulators are part of the saved model), so
-        // fine-tuning does not restart the pretrained encoder at full step size [ours]. DUPN-all
-        // retrained as for the events unit (checked equal by its CTR AUC).
-        let label = format!("seed {seed} {FT_STATE}");
-        let fts: Unit = cx.cache.get_or_run(&label, &key(FT_STATE), || {
-            let mut u = Unit::default();
-            let mut base = build_dupn(&schema, &plan.dupn, &JOINT, plan.lr, seed)?;
-            let mut opt =
-                DenseOptimizer::new(OptimizerConfig::adagrad(plan.lr), base.dense_vars())?;
-            train_with(
-                &mut base,
-                &mut opt,
-                &joint,
-                plan.epochs,
-                plan.batch,
-                seed,
-                None,
-                None,
-            )?;
-            let auc = task_metric(&mut base, &JOINT, "ctr", &d.test)?;
-            u.add("DUPN-all (FT+state unit)", "P-ECOM/ctr", "auc", auc);
-            let (tensors, meta) = rec_nn::io::model_state(&base)?;
-            let mut saved = rec_nn::TensorMap::new();
-            let opt_meta = opt.save_state("", &mut saved)?;
-            let tasks = ["spp"];
-            let mut m = build_dupn(&schema, &plan.dupn, &tasks, plan.lr, seed)?;
-            let r = load_matching(&mut m, &tensors, &meta, Dupn::is_encoder_part)?;
-            anyhow::ensure!(
-                r.missing.is_empty(),
-                "encoder parts missing: {:?}",
-                r.missing
-            );
-            let mut opt = DenseOptimizer::new(OptimizerConfig::adagrad(plan.lr), m.dense_vars())?;
-            let loaded = opt.load_state_matching("", &saved, &opt_meta, Dupn::is_encoder_part)?;
-            anyhow::ensure!(
-                !loaded.is_empty(),
-                "no encoder optimizer state was carried over"
-            );
-            let spp_train = narrow(&d.train.spp, &["spp"]);
-            let mut curve = Vec::new();
-            let test = &d.test;
-            let mut probe = |m: &mut dyn Model, steps: usize| -> Result<()> {
-                curve.push((steps as f64, task_metric(m, &tasks, "spp", test)?));
-                Ok(())
-            };
-            train_with(
-                &mut m,
-                &mut opt,
-                &spp_train,
-                plan.transfer_epochs,
-                plan.batch,
-                seed,
-                None,
-                Some((plan.curve_points, &mut probe)),
-            )?;
-            let best = curve.iter().map(|p| p.1).fold(f64::MIN, f64::max);
-            let first = curve.first().map(|p| p.1).unwrap_or(f64::NAN);
-            let reach = curve
+        // FT with the optimizer state handled differently [ours]. In FT the tables continue
+        // DUPN-all's AdaGrad accumulators (their row state is part of the saved model) while
+        // the dense encoder restarts at full step size. FT+state also carries the dense
+        // encoder's accumulators; FT+fresh-state resets the tables' too. DUPN-all retrained
+        // as for the events unit (checked equal by its CTR AUC).
+        for (name, carry_dense, reset_tables) in [(FT_STATE, true, false), (FT_FRESH, false, true)]
+        {
+            let label = format!("seed {seed} {name}");
+            let fts: Unit = cx.cache.get_or_run(&label, &key(name), || {
+                ft_variant(&FtRun {
+                    name,
+                    carry_dense,
+                    reset_tables,
+                    plan: &plan,
+                    schema: &schema,
+                    joint: &joint,
+                    data: &d,
+                    seed,
+                })
+            })?;
+            let again = fts
+                .cells
                 .iter()
-                .find(|p| p.1 >= first + 0.95 * (best - first))
-                .map(|p| p.0)
-                .unwrap_or(f64::NAN);
-            let last = curve.last().map(|p| p.1).unwrap_or(f64::NAN);
-            u.add(FT_STATE, "P-ECOM/spp", "auc", last);
-            u.add(FT_STATE, "P-ECOM/spp", "steps_to_95pct", reach);
-            u.add(
-                FT_STATE,
-                "P-ECOM/spp",
-                "steps",
-                curve.last().map_or(0.0, |p| p.0),
+                .find(|c| c.1 == "P-ECOM/ctr")
+                .and_then(|c| c.3);
+            anyhow::ensure!(
+                again == first,
+                "seed {seed}: DUPN-all trained for {name} gave CTR AUC {again:?}, not {first:?}"
             );
-            Ok(u)
-        })?;
-        let again = fts
-            .cells
-            .iter()
-            .find(|c| c.1 == "P-ECOM/ctr")
-            .and_then(|c| c.3);
-        anyhow::ensure!(
-            again == first,
-            "seed {seed}: DUPN-all trained for {FT_STATE} gave CTR AUC {again:?}, not {first:?}"
-        );
-        for c in fts.cells.iter().filter(|c| c.0 == FT_STATE) {
-            if let Some(v) = c.3 {
-                cx.results.add(&c.0, &c.1, &c.2, v);
+            for c in fts.cells.iter().filter(|c| c.0 == name) {
+                if let Some(v) = c.3 {
+                    cx.results.add(&c.0, &c.1, &c.2, v);
+                }
             }
         }
         // The ablations of the multi-task model.
@@ -1073,6 +1020,117 @@ fn attention_profile(m: &mut Dupn, batch: &Batch) -> Result<(Vec<f64>, Vec<f64>)
     Ok((avg(&sum_t, &cnt_t), gaps))
 }
 
+/// One FT variant of [`ecom`]: what it needs.
+struct FtRun<'a> {
+    name: &'a str,
+    /// The new model's encoder variables continue DUPN-all's dense AdaGrad state.
+    carry_dense: bool,
+    /// The tables' AdaGrad accumulators restart from their initial value.
+    reset_tables: bool,
+    plan: &'a Plan,
+    schema: &'a rec_data::Schema,
+    joint: &'a Batch,
+    data: &'a DupnSplit,
+    seed: u64,
+}
+
+/// Trains DUPN-all (as the DUPN-all unit does), then fine-tunes a new SPP model from its
+/// encoder with the optimizer state `r` asks for; the unit holds DUPN-all's CTR AUC (to check
+/// it is the same model) and the SPP cells under `r.name`.
+fn ft_variant(r: &FtRun<'_>) -> Result<Unit> {
+    let (plan, seed, d) = (r.plan, r.seed, r.data);
+    let mut u = Unit::default();
+    let mut base = build_dupn(r.schema, &plan.dupn, &JOINT, plan.lr, seed)?;
+    let mut opt = DenseOptimizer::new(OptimizerConfig::adagrad(plan.lr), base.dense_vars())?;
+    train_with(
+        &mut base,
+        &mut opt,
+        r.joint,
+        plan.epochs,
+        plan.batch,
+        seed,
+        None,
+        None,
+    )?;
+    let auc = task_metric(&mut base, &JOINT, "ctr", &d.test)?;
+    u.add(
+        &format!("DUPN-all ({} unit)", r.name),
+        "P-ECOM/ctr",
+        "auc",
+        auc,
+    );
+    let (mut tensors, meta) = rec_nn::io::model_state(&base)?;
+    if r.reset_tables {
+        let OptimizerConfig::Adagrad {
+            initial_accumulator,
+            ..
+        } = OptimizerConfig::adagrad(plan.lr)
+        else {
+            anyhow::bail!("the tables' optimizer is AdaGrad");
+        };
+        let mut n = 0;
+        for (k, t) in tensors.iter_mut() {
+            if k.starts_with("table/") && k.ends_with("/acc") {
+                *t = t.ones_like()?.affine(initial_accumulator, 0.0)?;
+                n += 1;
+            }
+        }
+        anyhow::ensure!(n > 0, "no table accumulator found to reset");
+    }
+    let mut saved = rec_nn::TensorMap::new();
+    let opt_meta = opt.save_state("", &mut saved)?;
+    let tasks = ["spp"];
+    let mut m = build_dupn(r.schema, &plan.dupn, &tasks, plan.lr, seed)?;
+    let lr = load_matching(&mut m, &tensors, &meta, Dupn::is_encoder_part)?;
+    anyhow::ensure!(
+        lr.missing.is_empty(),
+        "encoder parts missing: {:?}",
+        lr.missing
+    );
+    let mut opt = DenseOptimizer::new(OptimizerConfig::adagrad(plan.lr), m.dense_vars())?;
+    if r.carry_dense {
+        let loaded = opt.load_state_matching("", &saved, &opt_meta, Dupn::is_encoder_part)?;
+        anyhow::ensure!(
+            !loaded.is_empty(),
+            "no encoder optimizer state was carried over"
+        );
+    }
+    let spp_train = narrow(&d.train.spp, &["spp"]);
+    let mut curve = Vec::new();
+    let test = &d.test;
+    let mut probe = |m: &mut dyn Model, steps: usize| -> Result<()> {
+        curve.push((steps as f64, task_metric(m, &tasks, "spp", test)?));
+        Ok(())
+    };
+    train_with(
+        &mut m,
+        &mut opt,
+        &spp_train,
+        plan.transfer_epochs,
+        plan.batch,
+        seed,
+        None,
+        Some((plan.curve_points, &mut probe)),
+    )?;
+    let best = curve.iter().map(|p| p.1).fold(f64::MIN, f64::max);
+    let first = curve.first().map(|p| p.1).unwrap_or(f64::NAN);
+    let reach = curve
+        .iter()
+        .find(|p| p.1 >= first + 0.95 * (best - first))
+        .map(|p| p.0)
+        .unwrap_or(f64::NAN);
+    let last = curve.last().map(|p| p.1).unwrap_or(f64::NAN);
+    u.add(r.name, "P-ECOM/spp", "auc", last);
+    u.add(r.name, "P-ECOM/spp", "steps_to_95pct", reach);
+    u.add(
+        r.name,
+        "P-ECOM/spp",
+        "steps",
+        curve.last().map_or(0.0, |p| p.0),
+    );
+    Ok(u)
+}
+
 /// Attention by *event* (a diagnostic beside [`attention_profile`]). The generator logs an
 /// impression that went as far as, say, a purchase as four consecutive behaviours on the same
 /// item (click, fav, cart, purchase), so a per-behaviour average mixes "which events" with "which
@@ -1194,6 +1252,9 @@ fn mean_curve(runs: &[Vec<(f64, f64)>]) -> Vec<(f64, f64)> {
 /// SPP-FT whose encoder also continues its dense optimizer state \[ours\].
 const FT_STATE: &str = "SPP-FT+state";
 
+/// SPP-FT whose tables restart their optimizer state too \[ours\].
+const FT_FRESH: &str = "SPP-FT+fresh-state";
+
 /// P-SEQ: DUPN with a standard LSTM under its attention net \[ours\].
 const LSTM_ATT: &str = "LSTM+attention";
 
@@ -1307,10 +1368,12 @@ fn ecom_page(cx: &Cx, sizes: &str, by_type: &[Vec<f64>]) -> String {
          loaded, a new head, everything fine-tuned. SPP-FT+state [ours, not in the claim]: FT \
          whose encoder variables also continue DUPN-all's AdaGrad accumulators (in FT only the \
          tables do, their row state being part of the saved model, while the dense encoder \
-         restarts at full step size). `steps_to_95pct`: steps until the curve first reaches 95% \
+         restarts at full step size); SPP-FT+fresh-state [ours, not in the claim]: FT whose tables \
+         restart their accumulators too (every optimizer state fresh, as for RS). \
+         `steps_to_95pct`: steps until the curve first reaches 95% \
          of its own gain from the first to the best evaluation.\n\n",
     );
-    let rows = ["SPP-RS", "SPP-RA", "SPP-RT", "SPP-FT", FT_STATE];
+    let rows = ["SPP-RS", "SPP-RA", "SPP-RT", "SPP-FT", FT_STATE, FT_FRESH];
     s.push_str(&markdown_rows(
         r,
         &rows,
@@ -1322,7 +1385,7 @@ fn ecom_page(cx: &Cx, sizes: &str, by_type: &[Vec<f64>]) -> String {
         4,
     ));
     s.push('\n');
-    for m in ["SPP-FT", "SPP-RA", FT_STATE] {
+    for m in ["SPP-FT", "SPP-RA", FT_STATE, FT_FRESH] {
         s.push_str(&paired_rows(
             r,
             m,
