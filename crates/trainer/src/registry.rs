@@ -271,6 +271,16 @@ pub fn tables_config(cfg: &Config) -> Result<TablesConfig> {
 
 use serde::Deserialize as _;
 
+/// The schema's field names, comma separated (for error messages).
+fn field_names(schema: &Schema) -> String {
+    schema
+        .fields
+        .iter()
+        .map(|f| f.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Builds the model named in `cfg` for `schema`, with the tables `[embeddings]` asks for.
 pub fn build_model(
     cfg: &Config,
@@ -292,12 +302,7 @@ pub fn build_model(
             let Some(field) = schema.field(base) else {
                 bail!(
                     "[embeddings.fields.\"{name}\"]: the data has no field `{base}` (fields: {})",
-                    schema
-                        .fields
-                        .iter()
-                        .map(|f| f.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    field_names(schema)
                 );
             };
             // Fields sharing a vocabulary share their scenario table, named after the owner.
@@ -312,12 +317,7 @@ pub fn build_model(
         if schema.field(name).is_none() {
             bail!(
                 "[embeddings.fields.{name}]: the data has no field `{name}` (fields: {})",
-                schema
-                    .fields
-                    .iter()
-                    .map(|f| f.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                field_names(schema)
             );
         }
     }

@@ -304,26 +304,17 @@ impl Dupn {
         };
         let h = cfg.hidden;
         let encoder = match cfg.encoder {
-            EncoderKind::GatedLstm => {
-                let lp = if cfg.property.in_lstm() { dp } else { 0 };
+            EncoderKind::GatedLstm | EncoderKind::LstmAttention => {
+                // LstmAttention: property width 0, i.e. a standard LSTM fed `[e_t; p_t]` as
+                // its item input.
+                let (item_in, lp) = match cfg.encoder {
+                    EncoderKind::GatedLstm if cfg.property.in_lstm() => (de, dp),
+                    EncoderKind::GatedLstm => (de, 0),
+                    _ => (de + dp, 0),
+                };
                 let ap = if cfg.property.in_attention() { dp } else { 0 };
                 Encoder::Dupn {
-                    lstm: PropertyGatedLstm::new(&mut vs, "encoder.lstm", de, lp, h)?,
-                    attention: BehaviourAttention::new(
-                        &mut vs,
-                        "encoder.attention",
-                        h,
-                        dq + du,
-                        ap,
-                        cfg.attention_hidden,
-                    )?,
-                }
-            }
-            EncoderKind::LstmAttention => {
-                // Property width 0: a standard LSTM, fed `[e_t; p_t]` as its item input.
-                let ap = if cfg.property.in_attention() { dp } else { 0 };
-                Encoder::Dupn {
-                    lstm: PropertyGatedLstm::new(&mut vs, "encoder.lstm", de + dp, 0, h)?,
+                    lstm: PropertyGatedLstm::new(&mut vs, "encoder.lstm", item_in, lp, h)?,
                     attention: BehaviourAttention::new(
                         &mut vs,
                         "encoder.attention",

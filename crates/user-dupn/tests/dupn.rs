@@ -205,10 +205,14 @@ fn padding_and_batch_company_never_change_a_prediction() -> Result<()> {
     // Each sample predicted alone (padded to its own history) equals its prediction inside a
     // batch padded to the longest history.
     let mut m = build(&small_cfg(), &JOINT, 2)?;
-    let b = mixed_batch(6);
-    let together = rec_nn::predict(&mut m, &b)?;
+    assert_alone_equals_together(&mut m, &mixed_batch(6))
+}
+
+/// Each sample of `b` predicted alone equals its prediction inside `b`.
+fn assert_alone_equals_together(m: &mut Dupn, b: &Batch) -> Result<()> {
+    let together = rec_nn::predict(m, b)?;
     for i in 0..b.len() {
-        let alone = rec_nn::predict(&mut m, &b.range(i, i + 1))?;
+        let alone = rec_nn::predict(m, &b.range(i, i + 1))?;
         for (t, p) in alone.iter().enumerate() {
             let w = p.len();
             for k in 0..w {
@@ -507,16 +511,5 @@ fn lstm_attention_variant_is_a_standard_lstm_under_dupn_attention() -> Result<()
     // It pools with the attention net, and padding never changes a prediction.
     let b = mixed_batch(6);
     assert!(m.attention(&b)?.is_some());
-    let together = rec_nn::predict(&mut m, &b)?;
-    for i in 0..b.len() {
-        let alone = rec_nn::predict(&mut m, &b.range(i, i + 1))?;
-        for (t, p) in alone.iter().enumerate() {
-            let w = p.len();
-            for k in 0..w {
-                let (a, c) = (p[k], together[t][i * w + k]);
-                assert!((a - c).abs() < 1e-5, "sample {i} task {t}: {a} vs {c}");
-            }
-        }
-    }
-    Ok(())
+    assert_alone_equals_together(&mut m, &b)
 }

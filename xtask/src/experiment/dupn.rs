@@ -725,20 +725,7 @@ fn ecom(cx: &mut Cx) -> Result<String> {
                     None,
                     Some((plan.curve_points, &mut probe)),
                 )?;
-                let best = curve.iter().map(|p| p.1).fold(f64::MIN, f64::max);
-                let last = curve.last().map(|p| p.1).unwrap_or(f64::NAN);
-                let first = curve.first().map(|p| p.1).unwrap_or(f64::NAN);
-                // Steps until the curve first reaches 95% of its own gain (first -> best).
-                let reach = curve
-                    .iter()
-                    .find(|p| p.1 >= first + 0.95 * (best - first))
-                    .map(|p| p.0)
-                    .unwrap_or(f64::NAN);
-                let name = format!("SPP-{}", mode.label());
-                u.add(&name, "P-ECOM/spp", "auc", last);
-                u.add(&name, "P-ECOM/spp", "steps_to_95pct", reach);
-                let steps = curve.last().map(|p| p.0).unwrap_or(0.0);
-                u.add(&name, "P-ECOM/spp", "steps", steps);
+                add_curve_cells(&mut u, &format!("SPP-{}", mode.label()), &curve);
                 u.curves.push(curve);
             }
             Ok(u)
@@ -972,52 +959,60 @@ fn ecom(cx: &mut Cx) -> Result<String> {
 /// Mean attention weight times the number of valid behaviours (1 = uniform attention), by
 /// behaviour type (click, fav, cart, purchase) and by time-gap bucket, over `batch`.
 fn attention_profile(m: &mut Dupn, batch: &Batch) -> Result<(Vec<f64>, Vec<f64>)> {
-    let n = batch.len().min(4096);
     let mut sum_t = vec![0.0; BEHAVIOURS.len()];
     let mut cnt_t = vec![0usize; BEHAVIOURS.len()];
     let mut sum_g = vec![0.0; 16];
     let mut cnt_g = vec![0usize; 16];
-    for start in (0..n).step_by(512) {
-        let b = batch.range(start, (start + 512).min(n));
-        let (a, mask) = m.attention(&b)?.context("DUPN-all has attention")?;
-        let a = a.to_vec2::<f32>()?;
-        let mask = mask.to_vec2::<f32>()?;
-        let steps = a.first().map(Vec::len).unwrap_or(0);
-        let kind = b
-            .padded("hist_behaviour", Some(steps))
-            .context("hist_behaviour")?;
-        let gap = b.padded("hist_gap", Some(steps)).context("hist_gap")?;
-        for (i, (row, mrow)) in a.iter().zip(&mask).enumerate() {
+    each_attention_row(
+        m,
+        batch,
+        ["hist_behaviour", "hist_gap"],
+        |row, mrow, [kind, gap]| {
             let len: f32 = mrow.iter().sum();
             for (t, (&w, &v)) in row.iter().zip(mrow).enumerate() {
                 if v == 0.0 {
                     continue;
                 }
                 let rel = f64::from(w * len);
-                let k = kind.ids[i * steps + t] as usize;
+                let k = kind[t] as usize;
                 if (1..=BEHAVIOURS.len()).contains(&k) {
                     sum_t[k - 1] += rel;
                     cnt_t[k - 1] += 1;
                 }
-                let g = gap.ids[i * steps + t] as usize;
+                let g = gap[t] as usize;
                 if (1..=sum_g.len()).contains(&g) {
                     sum_g[g - 1] += rel;
                     cnt_g[g - 1] += 1;
                 }
             }
-        }
-    }
-    let avg = |s: &[f64], c: &[usize]| -> Vec<f64> {
-        s.iter()
-            .zip(c)
-            .map(|(s, &c)| if c > 0 { s / c as f64 } else { f64::NAN })
-            .collect()
-    };
-    let mut gaps = avg(&sum_g, &cnt_g);
+        },
+    )?;
+    let mut gaps = mean_by(&sum_g, &cnt_g);
     while gaps.last().is_some_and(|g| g.is_nan()) {
         gaps.pop();
     }
-    Ok((avg(&sum_t, &cnt_t), gaps))
+    Ok((mean_by(&sum_t, &cnt_t), gaps))
+}
+
+/// The SPP cells of a transfer curve under `name`: the last AUC, the steps until the curve
+/// first reaches 95% of its own gain (first -> best evaluation), and the steps in all.
+fn add_curve_cells(u: &mut Unit, name: &str, curve: &Curve) {
+    let best = curve.iter().map(|p| p.1).fold(f64::MIN, f64::max);
+    let last = curve.last().map(|p| p.1).unwrap_or(f64::NAN);
+    let first = curve.first().map(|p| p.1).unwrap_or(f64::NAN);
+    let reach = curve
+        .iter()
+        .find(|p| p.1 >= first + 0.95 * (best - first))
+        .map(|p| p.0)
+        .unwrap_or(f64::NAN);
+    u.add(name, "P-ECOM/spp", "auc", last);
+    u.add(name, "P-ECOM/spp", "steps_to_95pct", reach);
+    u.add(
+        name,
+        "P-ECOM/spp",
+        "steps",
+        curve.last().map_or(0.0, |p| p.0),
+    );
 }
 
 /// One FT variant of [`ecom`]: what it needs.
@@ -1112,22 +1107,7 @@ fn ft_variant(r: &FtRun<'_>) -> Result<Unit> {
         None,
         Some((plan.curve_points, &mut probe)),
     )?;
-    let best = curve.iter().map(|p| p.1).fold(f64::MIN, f64::max);
-    let first = curve.first().map(|p| p.1).unwrap_or(f64::NAN);
-    let reach = curve
-        .iter()
-        .find(|p| p.1 >= first + 0.95 * (best - first))
-        .map(|p| p.0)
-        .unwrap_or(f64::NAN);
-    let last = curve.last().map(|p| p.1).unwrap_or(f64::NAN);
-    u.add(r.name, "P-ECOM/spp", "auc", last);
-    u.add(r.name, "P-ECOM/spp", "steps_to_95pct", reach);
-    u.add(
-        r.name,
-        "P-ECOM/spp",
-        "steps",
-        curve.last().map_or(0.0, |p| p.0),
-    );
+    add_curve_cells(&mut u, r.name, &curve);
     Ok(u)
 }
 
@@ -1143,25 +1123,15 @@ fn ft_variant(r: &FtRun<'_>) -> Result<Unit> {
 ///   times the event's size, divided by the event's total (1 = uniform inside the event; `NaN`
 ///   for click, which is never part of a longer event's top).
 fn event_attention(m: &mut Dupn, batch: &Batch) -> Result<(Vec<f64>, Vec<f64>)> {
-    let n = batch.len().min(4096);
     let k = BEHAVIOURS.len();
     let (mut sum_e, mut cnt_e) = (vec![0.0; k], vec![0usize; k]);
     let (mut sum_w, mut cnt_w) = (vec![0.0; k], vec![0usize; k]);
-    for start in (0..n).step_by(512) {
-        let b = batch.range(start, (start + 512).min(n));
-        let (a, mask) = m.attention(&b)?.context("DUPN-all has attention")?;
-        let a = a.to_vec2::<f32>()?;
-        let mask = mask.to_vec2::<f32>()?;
-        let steps = a.first().map(Vec::len).unwrap_or(0);
-        let kind = b
-            .padded("hist_behaviour", Some(steps))
-            .context("hist_behaviour")?;
-        let item = b
-            .padded("hist_item_id", Some(steps))
-            .context("hist_item_id")?;
-        for (i, (row, mrow)) in a.iter().zip(&mask).enumerate() {
-            let span = i * steps..(i + 1) * steps;
-            let events = group_events(&item.ids[span.clone()], &kind.ids[span], row, mrow, k);
+    each_attention_row(
+        m,
+        batch,
+        ["hist_item_id", "hist_behaviour"],
+        |row, mrow, [item, kind]| {
+            let events = group_events(item, kind, row, mrow, k);
             let ne = events.len() as f64;
             for Event {
                 deepest: deep,
@@ -1177,15 +1147,46 @@ fn event_attention(m: &mut Dupn, batch: &Batch) -> Result<(Vec<f64>, Vec<f64>)> 
                     cnt_w[deep - 1] += 1;
                 }
             }
+        },
+    )?;
+    Ok((mean_by(&sum_e, &cnt_e), mean_by(&sum_w, &cnt_w)))
+}
+
+/// Calls `f(weights, mask, columns)` for each of the first 4,096 samples of `batch` with its
+/// attention weights and mask (`[T]` each) and the padded ids of the sequence fields `cols`
+/// (`[T]` each), in chunks of 512 samples.
+fn each_attention_row<const C: usize>(
+    m: &mut Dupn,
+    batch: &Batch,
+    cols: [&str; C],
+    mut f: impl FnMut(&[f32], &[f32], [&[u32]; C]),
+) -> Result<()> {
+    let n = batch.len().min(4096);
+    for start in (0..n).step_by(512) {
+        let b = batch.range(start, (start + 512).min(n));
+        let (a, mask) = m.attention(&b)?.context("DUPN-all has attention")?;
+        let a = a.to_vec2::<f32>()?;
+        let mask = mask.to_vec2::<f32>()?;
+        let steps = a.first().map(Vec::len).unwrap_or(0);
+        let padded = cols
+            .iter()
+            .map(|c| b.padded(c, Some(steps)).context(c.to_string()))
+            .collect::<Result<Vec<_>>>()?;
+        for (i, (row, mrow)) in a.iter().zip(&mask).enumerate() {
+            let ids: [&[u32]; C] =
+                std::array::from_fn(|c| &padded[c].ids[i * steps..(i + 1) * steps]);
+            f(row, mrow, ids);
         }
     }
-    let avg = |s: &[f64], c: &[usize]| -> Vec<f64> {
-        s.iter()
-            .zip(c)
-            .map(|(s, &c)| if c > 0 { s / c as f64 } else { f64::NAN })
-            .collect()
-    };
-    Ok((avg(&sum_e, &cnt_e), avg(&sum_w, &cnt_w)))
+    Ok(())
+}
+
+/// `sums[k] / counts[k]`, `NaN` where the count is 0.
+fn mean_by(sums: &[f64], counts: &[usize]) -> Vec<f64> {
+    sums.iter()
+        .zip(counts)
+        .map(|(s, &c)| if c > 0 { s / c as f64 } else { f64::NAN })
+        .collect()
 }
 
 /// One event of a behaviour sequence: consecutive behaviours on one item with rising type.
