@@ -1124,6 +1124,13 @@ impl EmbeddingTable for ClusteredEmbedding {
         self.memory().serving_bytes
     }
 
+    fn reset_optimizer_state(&mut self) -> Result<()> {
+        self.rows.reset_state();
+        if let Some(p) = &mut self.personal {
+            p.rows.reset_state();
+        }
+        Ok(())
+    }
     fn clamp_params(&mut self, min: f32, max: f32) -> Result<()> {
         self.rows.clamp(min, max);
         if let Some(p) = &mut self.personal {

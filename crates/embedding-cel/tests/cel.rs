@@ -618,3 +618,45 @@ fn lite_reassign_moves_an_entity_to_the_neighbour_its_gradient_points_at() -> Re
     assert!(t.lite_reassign(&g).is_err());
     Ok(())
 }
+
+#[test]
+fn reset_optimizer_state_zeroes_the_moments_of_clusters_and_personal_vectors() -> Result<()> {
+    let d = 4;
+    let cfg = CelConfig {
+        max_clusters: 2,
+        split_every: 5,
+        reassign: Reassign::None,
+        personalize_at: Some(10),
+        ..Default::default()
+    };
+    let mut t = table(41, d, cfg, OptimizerConfig::adam(0.05));
+    let (ids, targets, _) = planted_targets(d);
+    for s in 1..=15 {
+        quad_step(&mut t, &ids, &targets, s)?;
+    }
+    assert!(t.personalized());
+    let state = |n: &str| ["m", "v", "steps"].iter().any(|s| n.ends_with(s));
+    let values = |m: &TensorMap, n: &str| {
+        host_f32(&m[n].to_dtype(candle_core::DType::F32).unwrap()).unwrap()
+    };
+    let (before, _) = saved(&t);
+    let moments: Vec<&String> = before.keys().filter(|n| state(n)).collect();
+    // Cluster rows and personal vectors each have m, v and steps.
+    assert_eq!(moments.len(), 6, "{moments:?}");
+    assert!(
+        moments
+            .iter()
+            .any(|n| values(&before, n).iter().any(|&x| x != 0.0))
+    );
+    t.reset_optimizer_state()?;
+    let (after, _) = saved(&t);
+    for n in after.keys() {
+        let v = values(&after, n);
+        if state(n) {
+            assert!(v.iter().all(|&x| x == 0.0), "{n}");
+        } else {
+            assert_eq!(v, values(&before, n), "{n}");
+        }
+    }
+    Ok(())
+}

@@ -42,7 +42,8 @@
 //! only the new day): it exercises the warm start, not the cost saving; a production source
 //! would hand the new day's samples only.
 //! For a new task on top of a trained encoder (transfer) use [`transfer::load_matching`], which
-//! loads only the parts whose names and shapes match.
+//! loads only the parts whose names and shapes match, with the tables' optimizer state fresh
+//! ([`transfer::TableState::Fresh`]) so that the pretrained rows fine-tune at full step size.
 //!
 //! # Invariants
 //! - Padding never changes a result: the gated LSTM carries its state over masked steps and the

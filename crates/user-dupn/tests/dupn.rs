@@ -13,7 +13,7 @@ use rec_nn::init::Init;
 use rec_nn::optim::{DenseOptimizer, OptimizerConfig};
 use rec_nn::{Ctx, Model, TensorMap};
 use user_dupn::serving::Candidates;
-use user_dupn::transfer::load_matching;
+use user_dupn::transfer::{TableState, load_matching};
 use user_dupn::{Dupn, DupnConfig, HeadConfig, LossWeighting, TaskWideDeep, TaskWideDeepConfig};
 
 fn data() -> &'static DupnSplit {
@@ -365,7 +365,13 @@ fn frozen_encoder_stays_put_and_loads_from_a_model_with_other_heads() -> Result<
         ..small_cfg()
     };
     let mut spp = build(&cfg, &["spp"], 6)?;
-    let report = load_matching(&mut spp, &tensors, &meta, Dupn::is_encoder_part)?;
+    let report = load_matching(
+        &mut spp,
+        &tensors,
+        &meta,
+        Dupn::is_encoder_part,
+        TableState::Fresh,
+    )?;
     assert!(report.missing.is_empty(), "{:?}", report.missing);
     assert!(report.vars.iter().any(|v| v.starts_with("encoder.lstm")));
     assert!(report.tables.contains(&"item.item_id".to_string()));
@@ -408,8 +414,56 @@ fn frozen_encoder_stays_put_and_loads_from_a_model_with_other_heads() -> Result<
         &["spp"],
         8,
     )?;
-    let e = load_matching(&mut wide, &tensors, &meta, Dupn::is_encoder_part).unwrap_err();
+    let e = load_matching(
+        &mut wide,
+        &tensors,
+        &meta,
+        Dupn::is_encoder_part,
+        TableState::Fresh,
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("encoder."), "{e}");
+    Ok(())
+}
+
+#[test]
+fn a_loaded_table_restarts_or_keeps_its_optimizer_state_as_asked() -> Result<()> {
+    let d = data();
+    let mut joint = build(&small_cfg(), &JOINT, 5)?;
+    train(&mut joint, &narrow(&d.train.joint(), &JOINT), 5, 0.05, 5)?;
+    let (tensors, meta) = rec_nn::io::model_state(&joint)?;
+    let (fresh, _) = rec_nn::io::model_state(&build(&small_cfg(), &["spp"], 6)?)?;
+    let values = |m: &rec_nn::TensorMap, k: &str| -> Result<Vec<f32>> {
+        m[k].flatten_all()?
+            .to_dtype(candle_core::DType::F32)?
+            .to_vec1::<f32>()
+    };
+    let is_state = |k: &str| {
+        ["/acc", "/m", "/v", "/steps"]
+            .iter()
+            .any(|s| k.ends_with(s))
+    };
+    for mode in [TableState::Fresh, TableState::Saved] {
+        let mut spp = build(&small_cfg(), &["spp"], 6)?;
+        load_matching(&mut spp, &tensors, &meta, Dupn::is_encoder_part, mode)?;
+        let (got, _) = rec_nn::io::model_state(&spp)?;
+        let mut states = 0;
+        for k in got.keys().filter(|k| k.starts_with("table/")) {
+            let want = if is_state(k) && mode == TableState::Fresh {
+                states += 1;
+                values(&fresh, k)?
+            } else {
+                values(&tensors, k)?
+            };
+            assert_eq!(values(&got, k)?, want, "{mode:?} {k}");
+        }
+        if mode == TableState::Fresh {
+            assert!(states > 0, "the tables have optimizer state to restart");
+        }
+    }
+    // Training moved the joint model's accumulators, so the two modes really differ.
+    let k = fresh.keys().find(|k| is_state(k)).expect("a state tensor");
+    assert_ne!(values(&tensors, k)?, values(&fresh, k)?, "{k}");
     Ok(())
 }
 

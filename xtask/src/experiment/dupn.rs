@@ -24,7 +24,7 @@ use rec_trainer::checkpoint::write_atomic;
 use rec_trainer::experiment::Results;
 use rec_trainer::plot::{LineChart, Series, line_chart};
 use serde_json::json;
-use user_dupn::transfer::{TransferMode, load_matching};
+use user_dupn::transfer::{TableState, TransferMode, load_matching};
 use user_dupn::{Dupn, DupnConfig, TaskWideDeep, TaskWideDeepConfig};
 
 use super::cache::RunCache;
@@ -660,8 +660,12 @@ fn ecom(cx: &mut Cx) -> Result<String> {
         let key = |unit: &str| json!({ "format": "dupn-ecom-1", "plan": &plan, "seed": seed, "unit": unit });
         // Multi-task DUPN-all, its attention profile and the transfer to SPP from it: one unit
         // (the transfer starts from this model's state).
+        // (The key says that RT and FT load the tables with fresh optimizer state; units from
+        // before that, whose FT continued DUPN-all's table accumulators, are not reused.)
         let label = format!("seed {seed} DUPN-all, attention, transfer");
-        let all: Unit = cx.cache.get_or_run(&label, &key("DUPN-all"), || {
+        let mut all_key = key("DUPN-all");
+        all_key["transfer_tables"] = json!("fresh");
+        let all: Unit = cx.cache.get_or_run(&label, &all_key, || {
             let mut u = Unit::default();
             let mut base = build_dupn(&schema, &plan.dupn, &JOINT, plan.lr, seed)?;
             run(&mut base, &joint, plan.epochs)?;
@@ -695,7 +699,13 @@ fn ecom(cx: &mut Cx) -> Result<String> {
                 };
                 let mut m = build_dupn(&schema, &cfg, tasks, plan.lr, seed)?;
                 if mode.warm() {
-                    let r = load_matching(&mut m, &tensors, &meta, Dupn::is_encoder_part)?;
+                    let r = load_matching(
+                        &mut m,
+                        &tensors,
+                        &meta,
+                        Dupn::is_encoder_part,
+                        TableState::Fresh,
+                    )?;
                     anyhow::ensure!(
                         r.missing.is_empty(),
                         "encoder parts missing: {:?}",
@@ -786,19 +796,15 @@ fn ecom(cx: &mut Cx) -> Result<String> {
                 cx.results.add(&c.0, &c.1, &c.2, v);
             }
         }
-        // FT with the optimizer state handled differently [ours]. In FT the tables continue
-        // DUPN-all's AdaGrad accumulators (their row state is part of the saved model) while
-        // the dense encoder restarts at full step size. FT+state also carries the dense
-        // encoder's accumulators; FT+fresh-state resets the tables' too. DUPN-all retrained
-        // as for the events unit (checked equal by its CTR AUC).
-        for (name, carry_dense, reset_tables) in [(FT_STATE, true, false), (FT_FRESH, false, true)]
+        // FT continuing DUPN-all's optimizer state [ours]: the tables' AdaGrad accumulators and
+        // the dense encoder's (FT restarts both). DUPN-all retrained as for the events unit
+        // (checked equal by its CTR AUC).
         {
+            let name = FT_STATE;
             let label = format!("seed {seed} {name}");
             let fts: Unit = cx.cache.get_or_run(&label, &key(name), || {
                 ft_variant(&FtRun {
                     name,
-                    carry_dense,
-                    reset_tables,
                     plan: &plan,
                     schema: &schema,
                     joint: &joint,
@@ -1015,13 +1021,9 @@ fn add_curve_cells(u: &mut Unit, name: &str, curve: &Curve) {
     );
 }
 
-/// One FT variant of [`ecom`]: what it needs.
+/// The FT variant of [`ecom`] that continues DUPN-all's optimizer state: what it needs.
 struct FtRun<'a> {
     name: &'a str,
-    /// The new model's encoder variables continue DUPN-all's dense AdaGrad state.
-    carry_dense: bool,
-    /// The tables' AdaGrad accumulators restart from their initial value.
-    reset_tables: bool,
     plan: &'a Plan,
     schema: &'a rec_data::Schema,
     joint: &'a Batch,
@@ -1030,7 +1032,8 @@ struct FtRun<'a> {
 }
 
 /// Trains DUPN-all (as the DUPN-all unit does), then fine-tunes a new SPP model from its
-/// encoder with the optimizer state `r` asks for; the unit holds DUPN-all's CTR AUC (to check
+/// encoder, continuing DUPN-all's AdaGrad state (the tables' accumulators and the dense
+/// encoder's); the unit holds DUPN-all's CTR AUC (to check
 /// it is the same model) and the SPP cells under `r.name`.
 fn ft_variant(r: &FtRun<'_>) -> Result<Unit> {
     let (plan, seed, d) = (r.plan, r.seed, r.data);
@@ -1054,42 +1057,29 @@ fn ft_variant(r: &FtRun<'_>) -> Result<Unit> {
         "auc",
         auc,
     );
-    let (mut tensors, meta) = rec_nn::io::model_state(&base)?;
-    if r.reset_tables {
-        let OptimizerConfig::Adagrad {
-            initial_accumulator,
-            ..
-        } = OptimizerConfig::adagrad(plan.lr)
-        else {
-            anyhow::bail!("the tables' optimizer is AdaGrad");
-        };
-        let mut n = 0;
-        for (k, t) in tensors.iter_mut() {
-            if k.starts_with("table/") && k.ends_with("/acc") {
-                *t = t.ones_like()?.affine(initial_accumulator, 0.0)?;
-                n += 1;
-            }
-        }
-        anyhow::ensure!(n > 0, "no table accumulator found to reset");
-    }
+    let (tensors, meta) = rec_nn::io::model_state(&base)?;
     let mut saved = rec_nn::TensorMap::new();
     let opt_meta = opt.save_state("", &mut saved)?;
     let tasks = ["spp"];
     let mut m = build_dupn(r.schema, &plan.dupn, &tasks, plan.lr, seed)?;
-    let lr = load_matching(&mut m, &tensors, &meta, Dupn::is_encoder_part)?;
+    let lr = load_matching(
+        &mut m,
+        &tensors,
+        &meta,
+        Dupn::is_encoder_part,
+        TableState::Saved,
+    )?;
     anyhow::ensure!(
         lr.missing.is_empty(),
         "encoder parts missing: {:?}",
         lr.missing
     );
     let mut opt = DenseOptimizer::new(OptimizerConfig::adagrad(plan.lr), m.dense_vars())?;
-    if r.carry_dense {
-        let loaded = opt.load_state_matching("", &saved, &opt_meta, Dupn::is_encoder_part)?;
-        anyhow::ensure!(
-            !loaded.is_empty(),
-            "no encoder optimizer state was carried over"
-        );
-    }
+    let loaded = opt.load_state_matching("", &saved, &opt_meta, Dupn::is_encoder_part)?;
+    anyhow::ensure!(
+        !loaded.is_empty(),
+        "no encoder optimizer state was carried over"
+    );
     let spp_train = narrow(&d.train.spp, &["spp"]);
     let mut curve = Vec::new();
     let test = &d.test;
@@ -1250,11 +1240,8 @@ fn mean_curve(runs: &[Vec<(f64, f64)>]) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// SPP-FT whose encoder also continues its dense optimizer state \[ours\].
+/// SPP-FT continuing DUPN-all's optimizer state, the tables' and the dense encoder's \[ours\].
 const FT_STATE: &str = "SPP-FT+state";
-
-/// SPP-FT whose tables restart their optimizer state too \[ours\].
-const FT_FRESH: &str = "SPP-FT+fresh-state";
 
 /// P-SEQ: DUPN with a standard LSTM under its attention net \[ours\].
 const LSTM_ATT: &str = "LSTM+attention";
@@ -1366,15 +1353,15 @@ fn ecom_page(cx: &Cx, sizes: &str, by_type: &[Vec<f64>]) -> String {
         "SPP (shop preference) is not trained jointly. RS: a DUPN for SPP alone from scratch; \
          RA: a DUPN for all five tasks from scratch (its curve counts steps over every task's \
          stream); RT: the DUPN-all encoder frozen, a new SPP head; FT: the DUPN-all encoder \
-         loaded, a new head, everything fine-tuned. SPP-FT+state [ours, not in the claim]: FT \
-         whose encoder variables also continue DUPN-all's AdaGrad accumulators (in FT only the \
-         tables do, their row state being part of the saved model, while the dense encoder \
-         restarts at full step size); SPP-FT+fresh-state [ours, not in the claim]: FT whose tables \
-         restart their accumulators too (every optimizer state fresh, as for RS). \
+         loaded, a new head, everything fine-tuned with fresh optimizer state (the loaded \
+         tables restart their AdaGrad accumulators, `TableState::Fresh`, as the new model's \
+         dense variables do). SPP-FT+state [ours, not in the claim]: FT that continues \
+         DUPN-all's AdaGrad state instead, the tables' accumulators and the dense encoder's; \
+         the accumulators of a long pretraining make the step size on the new task small. \
          `steps_to_95pct`: steps until the curve first reaches 95% \
          of its own gain from the first to the best evaluation.\n\n",
     );
-    let rows = ["SPP-RS", "SPP-RA", "SPP-RT", "SPP-FT", FT_STATE, FT_FRESH];
+    let rows = ["SPP-RS", "SPP-RA", "SPP-RT", "SPP-FT", FT_STATE];
     s.push_str(&markdown_rows(
         r,
         &rows,
@@ -1386,7 +1373,7 @@ fn ecom_page(cx: &Cx, sizes: &str, by_type: &[Vec<f64>]) -> String {
         4,
     ));
     s.push('\n');
-    for m in ["SPP-FT", "SPP-RA", FT_STATE, FT_FRESH] {
+    for m in ["SPP-FT", "SPP-RA", FT_STATE] {
         s.push_str(&paired_rows(
             r,
             m,

@@ -124,6 +124,10 @@ impl EmbeddingTable for FrequencyTable {
     fn bytes(&self) -> usize {
         self.rows.bytes() + self.top.len() * std::mem::size_of::<u32>()
     }
+    fn reset_optimizer_state(&mut self) -> Result<()> {
+        self.rows.reset_state();
+        Ok(())
+    }
     fn clamp_params(&mut self, min: f32, max: f32) -> Result<()> {
         self.rows.clamp(min, max);
         Ok(())

@@ -91,6 +91,10 @@ impl EmbeddingTable for HashedTable {
     fn bytes(&self) -> usize {
         self.rows.bytes()
     }
+    fn reset_optimizer_state(&mut self) -> Result<()> {
+        self.rows.reset_state();
+        Ok(())
+    }
     fn clamp_params(&mut self, min: f32, max: f32) -> Result<()> {
         self.rows.clamp(min, max);
         Ok(())

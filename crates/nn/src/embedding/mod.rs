@@ -100,6 +100,17 @@ pub trait EmbeddingTable: Send {
         self.clamp_params(0.0, 0.0)
     }
 
+    /// Restarts the table's optimizer state (every row's, e.g. AdaGrad's accumulators) at its
+    /// initial value, keeping the learned values, so that a loaded table is fine-tuned like a
+    /// new one at full step size. The default returns an error: a table that cannot honour it
+    /// says so.
+    fn reset_optimizer_state(&mut self) -> Result<()> {
+        candle_core::bail!(
+            "the `{}` table cannot restart its optimizer state",
+            self.kind()
+        )
+    }
+
     /// Called once after every training step, after `apply_gradients` (CEL splits and
     /// reassigns here). The default does nothing.
     fn end_step(&mut self, _step: u64) -> Result<()> {

@@ -113,6 +113,11 @@ impl EmbeddingTable for QrTable {
              gradients would then stay zero"
         )
     }
+    fn reset_optimizer_state(&mut self) -> Result<()> {
+        self.q.reset_state();
+        self.r.reset_state();
+        Ok(())
+    }
     fn clamp_params(&mut self, min: f32, max: f32) -> Result<()> {
         self.q.clamp(min, max);
         self.r.clamp(min, max);

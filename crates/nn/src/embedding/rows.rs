@@ -382,6 +382,22 @@ impl SparseRows {
         &self.data[b..b + self.dim]
     }
 
+    /// Restarts every row's optimizer state (AdaGrad's accumulator, Adam's moments and update
+    /// count) at its initial value, keeping the values: the rows then train as if they had
+    /// just been created with these values (e.g. fine-tuning a loaded table on a new task).
+    /// Pending lookups are kept.
+    pub fn reset_state(&mut self) {
+        let (d, st, counted) = (self.dim, self.stride, self.counted());
+        let init = self.config.slot_init() as f32;
+        for row in self.data.chunks_exact_mut(st) {
+            let end = st - usize::from(counted);
+            row[d..end].fill(init);
+            if counted {
+                row[st - 1] = f32::from_bits(0);
+            }
+        }
+    }
+
     /// Appends a row with `values` and fresh optimizer state; returns its number. (CEL creates
     /// a cluster row as a copy of its parent this way.)
     pub fn push_row(&mut self, values: &[f32]) -> Result<u32> {
