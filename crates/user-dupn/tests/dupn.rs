@@ -494,6 +494,67 @@ fn attention_weights_are_a_distribution_over_valid_behaviours() -> Result<()> {
 }
 
 #[test]
+fn a_behaviour_property_acts_at_its_own_position_and_later() -> Result<()> {
+    // The sample with the longest history, and a copy whose behaviour at position t has
+    // another type. Attention weights are softmax(score_j), so a position whose score did not
+    // change keeps its ratio to any other such position.
+    let b = mixed_batch(10);
+    let len = |i: usize| {
+        b.column("hist_behaviour")
+            .unwrap()
+            .ragged_row(i)
+            .unwrap()
+            .len()
+    };
+    let i = (0..b.len()).max_by_key(|&i| len(i)).unwrap();
+    let one = b.range(i, i + 1);
+    let n = len(i);
+    assert!(n >= 6, "history of {n}");
+    let t = n / 2;
+    let mut other = one.clone();
+    let k = other.schema.field_index("hist_behaviour").unwrap();
+    let rec_data::Column::Ragged { values, .. } = &mut other.columns[k] else {
+        panic!("hist_behaviour is a sequence");
+    };
+    values[t] = values[t] % 4 + 1;
+    let close = |a: f32, b: f32| (a - b).abs() <= 1e-4 * a.abs().max(b.abs());
+    // For each variant: the positions whose score must not change.
+    let fixed_before_t: Vec<usize> = (0..t).collect();
+    let all_but_t: Vec<usize> = (0..n).filter(|&j| j != t).collect();
+    let every: Vec<usize> = (0..n).collect();
+    for (variant, fixed) in [
+        ("bpatt", &all_but_t),
+        ("bplstm", &fixed_before_t),
+        ("all", &fixed_before_t),
+        ("nobp", &every),
+    ] {
+        let mut m = build(&small_cfg().variant(variant).unwrap(), &JOINT, 11)?;
+        let weights = |m: &mut Dupn, x: &Batch| -> Result<Vec<f32>> {
+            Ok(m.attention(x)?.unwrap().0.to_vec2::<f32>()?.remove(0))
+        };
+        let (a, c) = (weights(&mut m, &one)?, weights(&mut m, &other)?);
+        let r = fixed[0];
+        for &j in fixed {
+            assert!(
+                close(a[j] / a[r], c[j] / c[r]),
+                "{variant}: position {j} changed its score"
+            );
+        }
+        // And the change is seen where it may be.
+        if variant != "nobp" {
+            let moved = (0..n).filter(|j| !fixed.contains(j));
+            assert!(
+                moved.into_iter().any(|j| !close(a[j] / a[r], c[j] / c[r])),
+                "{variant}: the changed behaviour moved nothing"
+            );
+        } else {
+            assert_eq!(a, c);
+        }
+    }
+    Ok(())
+}
+
+#[test]
 fn task_wide_deep_predicts_multiclass_and_learns() -> Result<()> {
     let d = data();
     let mut schema = (*d.schema).clone();
