@@ -803,14 +803,7 @@ fn ecom(cx: &mut Cx) -> Result<String> {
             let name = FT_STATE;
             let label = format!("seed {seed} {name}");
             let fts: Unit = cx.cache.get_or_run(&label, &key(name), || {
-                ft_variant(&FtRun {
-                    name,
-                    plan: &plan,
-                    schema: &schema,
-                    joint: &joint,
-                    data: &d,
-                    seed,
-                })
+                ft_with_state(&plan, &schema, &joint, &d, seed)
             })?;
             let again = fts
                 .cells
@@ -1021,29 +1014,24 @@ fn add_curve_cells(u: &mut Unit, name: &str, curve: &Curve) {
     );
 }
 
-/// The FT variant of [`ecom`] that continues DUPN-all's optimizer state: what it needs.
-struct FtRun<'a> {
-    name: &'a str,
-    plan: &'a Plan,
-    schema: &'a rec_data::Schema,
-    joint: &'a Batch,
-    data: &'a DupnSplit,
+/// SPP-FT+state: trains DUPN-all (as the DUPN-all unit does), then fine-tunes a new SPP model
+/// from its encoder, continuing DUPN-all's AdaGrad state (the tables' accumulators and the
+/// dense encoder's); the unit holds DUPN-all's CTR AUC (to check it is the same model) and the
+/// SPP cells under [`FT_STATE`].
+fn ft_with_state(
+    plan: &Plan,
+    schema: &rec_data::Schema,
+    joint: &Batch,
+    d: &DupnSplit,
     seed: u64,
-}
-
-/// Trains DUPN-all (as the DUPN-all unit does), then fine-tunes a new SPP model from its
-/// encoder, continuing DUPN-all's AdaGrad state (the tables' accumulators and the dense
-/// encoder's); the unit holds DUPN-all's CTR AUC (to check
-/// it is the same model) and the SPP cells under `r.name`.
-fn ft_variant(r: &FtRun<'_>) -> Result<Unit> {
-    let (plan, seed, d) = (r.plan, r.seed, r.data);
+) -> Result<Unit> {
     let mut u = Unit::default();
-    let mut base = build_dupn(r.schema, &plan.dupn, &JOINT, plan.lr, seed)?;
+    let mut base = build_dupn(schema, &plan.dupn, &JOINT, plan.lr, seed)?;
     let mut opt = DenseOptimizer::new(OptimizerConfig::adagrad(plan.lr), base.dense_vars())?;
     train_with(
         &mut base,
         &mut opt,
-        r.joint,
+        joint,
         plan.epochs,
         plan.batch,
         seed,
@@ -1052,7 +1040,7 @@ fn ft_variant(r: &FtRun<'_>) -> Result<Unit> {
     )?;
     let auc = task_metric(&mut base, &JOINT, "ctr", &d.test)?;
     u.add(
-        &format!("DUPN-all ({} unit)", r.name),
+        &format!("DUPN-all ({FT_STATE} unit)"),
         "P-ECOM/ctr",
         "auc",
         auc,
@@ -1061,7 +1049,7 @@ fn ft_variant(r: &FtRun<'_>) -> Result<Unit> {
     let mut saved = rec_nn::TensorMap::new();
     let opt_meta = opt.save_state("", &mut saved)?;
     let tasks = ["spp"];
-    let mut m = build_dupn(r.schema, &plan.dupn, &tasks, plan.lr, seed)?;
+    let mut m = build_dupn(schema, &plan.dupn, &tasks, plan.lr, seed)?;
     let lr = load_matching(
         &mut m,
         &tensors,
@@ -1097,7 +1085,7 @@ fn ft_variant(r: &FtRun<'_>) -> Result<Unit> {
         None,
         Some((plan.curve_points, &mut probe)),
     )?;
-    add_curve_cells(&mut u, r.name, &curve);
+    add_curve_cells(&mut u, FT_STATE, &curve);
     Ok(u)
 }
 
@@ -1467,9 +1455,15 @@ fn ecom_page(cx: &Cx, sizes: &str, by_type: &[Vec<f64>]) -> String {
     s
 }
 
-/// A markdown table of `rows` (models) by `cols` (slice, metric), `mean ± std` cells.
-fn markdown_rows(r: &Results, rows: &[&str], cols: &[(&str, &str)], digits: usize) -> String {
-    let mut s = String::from("| model |");
+/// A markdown table: a header cell `corner`, one row per entry of `rows`, one column per
+/// (slice, metric) of `cols`, each cell from `cell(row, slice, metric)` (`-` where `None`).
+fn table_of(
+    corner: &str,
+    rows: &[&str],
+    cols: &[(&str, &str)],
+    cell: impl Fn(&str, &str, &str) -> Option<String>,
+) -> String {
+    let mut s = format!("| {corner} |");
     for (sl, me) in cols {
         let _ = write!(s, " {sl} {me} |");
     }
@@ -1481,16 +1475,20 @@ fn markdown_rows(r: &Results, rows: &[&str], cols: &[(&str, &str)], digits: usiz
     for m in rows {
         let _ = write!(s, "| {m} |");
         for (sl, me) in cols {
-            match r.stat(m, sl, me) {
-                Some(st) => {
-                    let _ = write!(s, " {:.digits$} ± {:.digits$} |", st.mean, st.std);
-                }
-                None => s.push_str(" - |"),
-            }
+            let c = cell(m, sl, me).unwrap_or_else(|| "-".to_string());
+            let _ = write!(s, " {c} |");
         }
         s.push('\n');
     }
     s
+}
+
+/// A markdown table of `rows` (models) by `cols` (slice, metric), `mean ± std` cells.
+fn markdown_rows(r: &Results, rows: &[&str], cols: &[(&str, &str)], digits: usize) -> String {
+    table_of("model", rows, cols, |m, sl, me| {
+        r.stat(m, sl, me)
+            .map(|st| format!("{:.digits$} ± {:.digits$}", st.mean, st.std))
+    })
 }
 
 /// A markdown table of paired differences `model - other` per seed (one row per `other`,
@@ -1504,33 +1502,16 @@ fn paired_rows(
     cols: &[(&str, &str)],
     digits: usize,
 ) -> String {
-    let mut s = format!("| {model} minus |");
-    for (sl, me) in cols {
-        let _ = write!(s, " {sl} {me} |");
-    }
-    s.push_str("\n|---|");
-    for _ in cols {
-        s.push_str("---|");
-    }
-    s.push('\n');
-    for o in others {
-        let _ = write!(s, "| {o} |");
-        for (sl, me) in cols {
-            match r.paired(model, o, sl, me) {
-                Some(d) => {
-                    let mark = if d.n > 1 && d.mean.abs() > d.std {
-                        "*"
-                    } else {
-                        ""
-                    };
-                    let _ = write!(s, " {:+.digits$} ± {:.digits$}{mark} |", d.mean, d.std);
-                }
-                None => s.push_str(" - |"),
-            }
-        }
-        s.push('\n');
-    }
-    s
+    table_of(&format!("{model} minus"), others, cols, |o, sl, me| {
+        r.paired(model, o, sl, me).map(|d| {
+            let mark = if d.n > 1 && d.mean.abs() > d.std {
+                "*"
+            } else {
+                ""
+            };
+            format!("{:+.digits$} ± {:.digits$}{mark}", d.mean, d.std)
+        })
+    })
 }
 
 /// The note under the first [`paired_rows`] table of the page.

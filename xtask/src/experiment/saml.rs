@@ -733,6 +733,20 @@ fn fmt_stat(s: Option<Stat>, digits: usize) -> String {
     }
 }
 
+/// The header of a table with one row per model and the columns `all`, one per scenario and
+/// optionally `last`: the names line and the separator line, each ending in a newline.
+fn scenario_header(corner: &str, labels: &[String], last: Option<&str>) -> String {
+    let names: Vec<&str> = std::iter::once("all")
+        .chain(labels.iter().map(String::as_str))
+        .chain(last)
+        .collect();
+    format!(
+        "| {corner} | {} |\n|---|{}\n",
+        names.join(" | "),
+        "---|".repeat(names.len())
+    )
+}
+
 /// The test-AUC difference `a - b` paired per seed: `mean ± std`, `*` when the mean is larger
 /// than the std; `–` when the two do not pair.
 fn fmt_paired(r: &Results, a: &str, b: &str, slice: &str) -> String {
@@ -990,15 +1004,7 @@ fn write_page(
                 "Test {} (overall and per scenario):\n",
                 if metric == "auc" { "AUC" } else { "LogLoss" }
             )?;
-            write!(s, "| model | all |")?;
-            for l in &r.scenario_labels {
-                write!(s, " {l} |")?;
-            }
-            write!(s, "\n|---|---|")?;
-            for _ in &r.scenario_labels {
-                write!(s, "---|")?;
-            }
-            writeln!(s)?;
+            s.push_str(&scenario_header("model", &r.scenario_labels, None));
             for spec in r.specs.iter().filter(|sp| sp.tuned) {
                 write!(
                     s,
@@ -1026,15 +1032,7 @@ fn write_page(
              same seed's split): mean ± std of the differences; `*` where the mean is larger than \
              its std (with 3 seeds, a rough guide to which gaps are beyond seed noise):\n"
         )?;
-        write!(s, "| SAML minus | all |")?;
-        for l in &r.scenario_labels {
-            write!(s, " {l} |")?;
-        }
-        write!(s, "\n|---|---|")?;
-        for _ in &r.scenario_labels {
-            write!(s, "---|")?;
-        }
-        writeln!(s)?;
+        s.push_str(&scenario_header("SAML minus", &r.scenario_labels, None));
         for b in BASELINES {
             write!(s, "| {b} | {} |", fmt_paired(&r.results, "saml", b, "all"))?;
             for k in 0..r.num_scenarios {
@@ -1052,16 +1050,11 @@ fn write_page(
             "Ablations of SAML (test AUC; in the last column the difference to full SAML, paired \
              per seed as above):\n"
         )?;
-        write!(s, "| variant | all |")?;
-        for l in &r.scenario_labels {
-            write!(s, " {l} |")?;
-        }
-        writeln!(s, " Δ all |")?;
-        write!(s, "|---|---|")?;
-        for _ in &r.scenario_labels {
-            write!(s, "---|")?;
-        }
-        writeln!(s, "---|")?;
+        s.push_str(&scenario_header(
+            "variant",
+            &r.scenario_labels,
+            Some("Δ all"),
+        ));
         let full = stat(&r.results, "saml", "all", "auc").map_or(f64::NAN, |s| s.mean);
         for spec in r.specs.iter().filter(|sp| sp.model == "saml") {
             write!(
