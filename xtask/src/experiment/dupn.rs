@@ -14,6 +14,7 @@ use candle_core::Device;
 use clap::Args;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use rec_data::movielens::UserAttributes;
 use rec_data::synth::{DupnOptions, DupnSplit, DupnTasks, SynthConfig, SynthLog};
 use rec_data::{Batch, BatchIter, MovieLens100k, Protocol, Split, mix_seed};
 use rec_nn::embedding::{DefaultTableFactory, TableOptions, TablesConfig};
@@ -28,6 +29,7 @@ use user_dupn::transfer::{TableState, TransferMode, load_matching};
 use user_dupn::{Dupn, DupnConfig, TaskWideDeep, TaskWideDeepConfig};
 
 use super::cache::RunCache;
+use super::probe::cross_fitted;
 
 /// Arguments of `experiment dupn`.
 #[derive(Args, Debug)]
@@ -1233,6 +1235,10 @@ const FT_STATE: &str = "SPP-FT+state";
 
 /// P-SEQ: DUPN with a standard LSTM under its attention net \[ours\].
 const LSTM_ATT: &str = "LSTM+attention";
+/// Slice of the L2 strength each probe's cross-validation chose (metric = attribute).
+const PROBE_L2: &str = "P-SEQ/probe_l2";
+/// The probe table's reference row: the most common training class for every test user.
+const MAJORITY: &str = "majority class";
 
 /// DUPN-all whose L2R head also scores the target item \[ours\].
 const ALL_ITEM: &str = "DUPN-all+item";
@@ -1609,46 +1615,16 @@ fn seq_unit(plan: &Plan, ds: &MovieLens100k, seed: u64, name: &str, variant: &st
     // Frozen representation -> held-out user attributes (a linear probe).
     let rep = m.encode(test, false)?.rep.to_vec2::<f32>()?;
     let u = &extras.users;
-    let rows = |sel: &[u32]| -> Vec<Vec<f32>> {
-        sel.iter()
-            .map(|&r| rep[u.row[r as usize] as usize].clone())
-            .collect()
-    };
-    let (xtr, xte) = (rows(&u.probe_train), rows(&u.probe_test));
-    let lab = |v: &[u32], sel: &[u32]| -> Vec<usize> {
-        sel.iter().map(|&r| v[r as usize] as usize).collect()
-    };
+    let x: Vec<Vec<f32>> = u.row.iter().map(|&r| rep[r as usize].clone()).collect();
+    let folds = probe_folds(u);
     let sl = "P-SEQ/user_attributes";
-    let g = softmax_probe(&xtr, &lab(&u.gender, &u.probe_train), &xte, 2)?;
-    let gl: Vec<f32> = lab(&u.gender, &u.probe_test)
-        .iter()
-        .map(|&y| y as f32)
-        .collect();
-    let gs: Vec<f32> = g.iter().map(|p| p[1]).collect();
-    out.add(name, sl, "gender_auc", rec_metrics::auc(&gs, &gl)?);
-    let acc = |probs: &[Vec<f32>], y: &[usize]| -> f64 {
-        let hits = probs
-            .iter()
-            .zip(y)
-            .filter(|(p, y)| argmax(p) == **y)
-            .count();
-        hits as f64 / y.len().max(1) as f64
-    };
-    let a = softmax_probe(&xtr, &lab(&u.age_band, &u.probe_train), &xte, 3)?;
-    out.add(
-        name,
-        sl,
-        "age_acc",
-        acc(&a, &lab(&u.age_band, &u.probe_test)),
-    );
-    let nocc = u.occupations.len();
-    let o = softmax_probe(&xtr, &lab(&u.occupation, &u.probe_train), &xte, nocc)?;
-    out.add(
-        name,
-        sl,
-        "occupation_acc",
-        acc(&o, &lab(&u.occupation, &u.probe_test)),
-    );
+    for (attr, labels, classes) in attributes(u) {
+        let y: Vec<usize> = labels.iter().map(|&c| c as usize).collect();
+        let p = cross_fitted(&x, &y, &folds, classes)?;
+        out.add(name, sl, attr_metric(attr), attribute_score(&p.probs, &y)?);
+        let log_mean = p.l2.iter().map(|v| f64::from(*v).log10()).sum::<f64>() / p.l2.len() as f64;
+        out.add(name, PROBE_L2, attr, 10f64.powf(log_mean));
+    }
     Ok(out)
 }
 
@@ -1683,7 +1659,7 @@ fn seq(cx: &mut Cx) -> Result<String> {
         }
         for (name, variant) in models {
             let label = format!("seed {seed} P-SEQ {name}");
-            let key = json!({ "format": "dupn-seq-1", "plan": &plan, "seed": seed, "model": name });
+            let key = json!({ "format": "dupn-seq-2", "plan": &plan, "seed": seed, "model": name });
             found.push(
                 cx.cache
                     .try_get_or_run(&label, &key, || seq_unit(&plan, &ds, seed, name, variant))?,
@@ -1704,6 +1680,13 @@ fn seq(cx: &mut Cx) -> Result<String> {
             "  seed {seed} P-SEQ {name} done ({:.0} s)",
             t0.elapsed().as_secs_f64()
         );
+    }
+    for &seed in &cx.seeds.clone() {
+        let split: Split = ds.protocol(Protocol::Seq, seed)?;
+        let u = &split.seq.as_ref().context("P-SEQ extras")?.users;
+        for (metric, v) in majority_scores(u)? {
+            cx.results.add(MAJORITY, "P-SEQ/user_attributes", metric, v);
+        }
     }
     let r = &cx.results;
     let rows: Vec<&str> = models.iter().map(|m| m.0).collect();
@@ -1734,20 +1717,108 @@ fn seq(cx: &mut Cx) -> Result<String> {
     s.push_str(PAIRED_AGAIN);
     s.push_str(
         "A linear (softmax) probe on each encoder's frozen representation of a user's test \
-         request, trained on 80% of the users and tested on the other 20% (gender AUC; age band \
-         and occupation accuracy):\n\n",
+         request predicts the user's gender (AUC), age band and occupation (accuracy). The probe \
+         is multinomial logistic regression on standardized inputs, cross-fitted: the users are \
+         split into five folds (the data's seeded 20% of probe test users, and its 80% dealt \
+         into four), and each fold is predicted by a probe trained on the other four, so every \
+         user is scored once by a probe that never saw them. Inside each training part, the L2 \
+         strength is chosen from 1e-4 ... 10 by 5-fold cross-validated log loss (the geometric \
+         mean of the five choices is in the JSON under `P-SEQ/probe_l2`). The majority-class \
+         row, cross-fitted the same way, answers every user with the most common class of the \
+         other folds: a probe at that level found nothing about the attribute that it could \
+         use.\n\n",
     );
     let probe_cols = [
         ("P-SEQ/user_attributes", "gender_auc"),
         ("P-SEQ/user_attributes", "age_acc"),
         ("P-SEQ/user_attributes", "occupation_acc"),
     ];
-    s.push_str(&markdown_rows(r, &rows, &probe_cols, 4));
+    let probe_rows: Vec<&str> = rows.iter().copied().chain([MAJORITY]).collect();
+    s.push_str(&markdown_rows(r, &probe_rows, &probe_cols, 4));
     s.push('\n');
     s.push_str(&paired_rows(r, "DUPN", &rows[1..], &probe_cols, 4));
     s.push('\n');
     s.push_str(PAIRED_AGAIN);
     Ok(s)
+}
+
+/// The held-out user attributes: name, label per user, number of classes.
+fn attributes(u: &UserAttributes) -> [(&'static str, &[u32], usize); 3] {
+    [
+        ("gender", &u.gender, 2),
+        ("age", &u.age_band, 3),
+        ("occupation", &u.occupation, u.occupations.len()),
+    ]
+}
+
+fn attr_metric(attr: &str) -> &'static str {
+    match attr {
+        "gender" => "gender_auc",
+        "age" => "age_acc",
+        _ => "occupation_acc",
+    }
+}
+
+/// AUC of class 1 for a binary attribute, argmax accuracy otherwise.
+fn attribute_score(probs: &[Vec<f32>], y: &[usize]) -> Result<f64> {
+    if probs.first().is_some_and(|p| p.len() == 2) {
+        let s: Vec<f32> = probs.iter().map(|p| p[1]).collect();
+        let l: Vec<f32> = y.iter().map(|&c| c as f32).collect();
+        return Ok(rec_metrics::auc(&s, &l)?);
+    }
+    let hits = probs
+        .iter()
+        .zip(y)
+        .filter(|(p, y)| argmax(p) == **y)
+        .count();
+    Ok(hits as f64 / y.len().max(1) as f64)
+}
+
+/// The probe's five folds over the users (indices into `u`'s rows): the data's seeded 20% test
+/// users first, then the seeded 80% dealt round-robin into four.
+fn probe_folds(u: &UserAttributes) -> Vec<Vec<usize>> {
+    let mut folds = vec![u.probe_test.iter().map(|&r| r as usize).collect::<Vec<_>>()];
+    folds.extend((0..4).map(|k| {
+        u.probe_train
+            .iter()
+            .skip(k)
+            .step_by(4)
+            .map(|&r| r as usize)
+            .collect()
+    }));
+    folds
+}
+
+/// The probe's floor, cross-fitted like the probe: every user gets the most common class among
+/// the other folds' users (gender AUC 0.5: one score for everybody).
+fn majority_scores(u: &UserAttributes) -> Result<Vec<(&'static str, f64)>> {
+    let folds = probe_folds(u);
+    attributes(u)
+        .into_iter()
+        .map(|(attr, labels, classes)| {
+            let mut probs = vec![Vec::new(); labels.len()];
+            for (k, fold) in folds.iter().enumerate() {
+                let mut counts = vec![0usize; classes];
+                for (j, other) in folds.iter().enumerate() {
+                    if j != k {
+                        for &i in other {
+                            counts[labels[i] as usize] += 1;
+                        }
+                    }
+                }
+                // The most common class gets probability 1 (ties: the smallest class).
+                let top = (0..classes).rev().max_by_key(|&c| counts[c]).unwrap_or(0);
+                let onehot: Vec<f32> = (0..classes)
+                    .map(|c| f32::from(u8::from(c == top)))
+                    .collect();
+                for &i in fold {
+                    probs[i] = onehot.clone();
+                }
+            }
+            let y: Vec<usize> = labels.iter().map(|&c| c as usize).collect();
+            Ok((attr_metric(attr), attribute_score(&probs, &y)?))
+        })
+        .collect()
 }
 
 fn argmax(p: &[f32]) -> usize {
@@ -1756,74 +1827,6 @@ fn argmax(p: &[f32]) -> usize {
         .max_by(|a, b| a.1.total_cmp(b.1))
         .map(|(i, _)| i)
         .unwrap_or(0)
-}
-
-/// Multinomial logistic regression (standardized inputs, L2 1e-3, 300 full-batch gradient
-/// steps) trained on `(x, y)`; returns class probabilities for `test`.
-fn softmax_probe(
-    x: &[Vec<f32>],
-    y: &[usize],
-    test: &[Vec<f32>],
-    classes: usize,
-) -> Result<Vec<Vec<f32>>> {
-    anyhow::ensure!(
-        !x.is_empty() && x.len() == y.len(),
-        "probe needs labelled rows"
-    );
-    let d = x[0].len();
-    let n = x.len() as f32;
-    let mut mu = vec![0f32; d];
-    let mut sd = vec![0f32; d];
-    for r in x {
-        for j in 0..d {
-            mu[j] += r[j] / n;
-        }
-    }
-    for r in x {
-        for j in 0..d {
-            sd[j] += (r[j] - mu[j]).powi(2) / n;
-        }
-    }
-    let sd: Vec<f32> = sd.iter().map(|v| v.sqrt().max(1e-6)).collect();
-    let z = |r: &[f32]| -> Vec<f32> { (0..d).map(|j| (r[j] - mu[j]) / sd[j]).collect() };
-    let xs: Vec<Vec<f32>> = x.iter().map(|r| z(r)).collect();
-    let mut w = vec![0f32; classes * (d + 1)];
-    let probs = |w: &[f32], r: &[f32]| -> Vec<f32> {
-        let mut s: Vec<f32> = (0..classes)
-            .map(|c| {
-                let wc = &w[c * (d + 1)..(c + 1) * (d + 1)];
-                wc[d] + r.iter().zip(wc).map(|(a, b)| a * b).sum::<f32>()
-            })
-            .collect();
-        let m = s.iter().copied().fold(f32::MIN, f32::max);
-        let tot: f32 = s
-            .iter_mut()
-            .map(|v| {
-                *v = (*v - m).exp();
-                *v
-            })
-            .sum();
-        s.iter().map(|v| v / tot).collect()
-    };
-    let lr = 0.5f32;
-    for _ in 0..300 {
-        let mut g = vec![0f32; w.len()];
-        for (r, &yi) in xs.iter().zip(y) {
-            let p = probs(&w, r);
-            for c in 0..classes {
-                let e = p[c] - if c == yi { 1.0 } else { 0.0 };
-                let gc = &mut g[c * (d + 1)..(c + 1) * (d + 1)];
-                for j in 0..d {
-                    gc[j] += e * r[j] / n;
-                }
-                gc[d] += e / n;
-            }
-        }
-        for (wi, gi) in w.iter_mut().zip(&g) {
-            *wi -= lr * (gi + 1e-3 * *wi);
-        }
-    }
-    Ok(test.iter().map(|r| probs(&w, &z(r))).collect())
 }
 
 #[cfg(test)]
@@ -1883,6 +1886,38 @@ mod tests {
     }
 
     #[test]
+    fn probe_folds_partition_the_users_and_the_majority_floor_is_cross_fitted() {
+        // 10 users; gender: 7 male; age band 2 for users 0..6, else 0; occupation: user i % 3.
+        let n = 10;
+        let u = UserAttributes {
+            user: (1..=n).collect(),
+            row: (0..n).collect(),
+            gender: (0..n).map(|i| u32::from(i < 7)).collect(),
+            age_band: (0..n).map(|i| if i < 6 { 2 } else { 0 }).collect(),
+            occupation: (0..n).map(|i| i % 3).collect(),
+            occupations: vec!["a".into(), "b".into(), "c".into()],
+            probe_train: vec![0, 1, 2, 4, 5, 6, 7, 9],
+            probe_test: vec![3, 8],
+        };
+        let folds = probe_folds(&u);
+        assert_eq!(folds.len(), 5);
+        assert_eq!(folds[0], vec![3, 8]);
+        let mut all: Vec<usize> = folds.concat();
+        all.sort_unstable();
+        assert_eq!(all, (0..n as usize).collect::<Vec<_>>());
+        // Folds: [3, 8], [0, 5], [1, 6], [2, 7], [4, 9]. Each fold gets the most common class
+        // of the other eight users (ties to the smaller class).
+        let m = majority_scores(&u).unwrap();
+        assert_eq!(m[0], ("gender_auc", 0.5));
+        // Age: band 2 for folds 0, 2, 3, 4 (5 of 8 others), band 0 for fold 1 (a 4-4 tie);
+        // hits: users 3, 1, 2, 4.
+        assert_eq!(m[1], ("age_acc", 0.4));
+        // Occupation: class 0 for every fold (3-3, 3-3-2, 3-2-3, 4, 3-2-3 ties and leads);
+        // hits: users 3, 0, 6, 9.
+        assert_eq!(m[2], ("occupation_acc", 0.4));
+    }
+
+    #[test]
     fn events_group_consecutive_rising_behaviours_on_one_item() {
         // Padding, click(7), click(7) again (a new event), click+cart+purchase(9), fav(3) after
         // a click on another item, click(9) (a new event: the type falls).
@@ -1896,18 +1931,5 @@ mod tests {
         assert!((e[2].total - 0.6).abs() < 1e-6 && (e[2].top - 0.3).abs() < 1e-6);
         let total: f64 = e.iter().map(|e| e.total).sum();
         assert!((total - 1.0).abs() < 1e-6, "padding excluded: {total}");
-    }
-
-    #[test]
-    fn probe_separates_a_linearly_separable_attribute() {
-        // Label = sign of the first coordinate; the second is noise.
-        let x: Vec<Vec<f32>> = (0..200)
-            .map(|i| vec![(i as f32 - 99.5) / 50.0, ((i * 37) % 11) as f32])
-            .collect();
-        let y: Vec<usize> = (0..200).map(|i| usize::from(i >= 100)).collect();
-        let test = vec![vec![-1.0, 3.0], vec![1.0, 3.0]];
-        let p = softmax_probe(&x, &y, &test, 2).unwrap();
-        assert!(p[0][0] > 0.9 && p[1][1] > 0.9, "{p:?}");
-        assert!((p[0][0] + p[0][1] - 1.0).abs() < 1e-5);
     }
 }

@@ -9,6 +9,7 @@ use clap::Subcommand;
 pub mod cache;
 pub mod cel;
 pub mod dupn;
+pub mod probe;
 pub mod saml;
 
 /// The experiment commands.
