@@ -1719,8 +1719,8 @@ fn seq(cx: &mut Cx) -> Result<String> {
         "A linear (softmax) probe on each encoder's frozen representation of a user's test \
          request predicts the user's gender (AUC), age band and occupation (accuracy). The probe \
          is multinomial logistic regression on standardized inputs, cross-fitted: the users are \
-         split into five folds (the data's seeded 20% of probe test users, and its 80% dealt \
-         into four), and each fold is predicted by a probe trained on the other four, so every \
+         split into five folds (the seeded 20% that the data marks as probe test users, and \
+         the other 80% dealt into four), and each fold is predicted by a probe trained on the other four, so every \
          user is scored once by a probe that never saw them. Inside each training part, the L2 \
          strength is chosen from 1e-4 ... 10 by 5-fold cross-validated log loss (the geometric \
          mean of the five choices is in the JSON under `P-SEQ/probe_l2`). The majority-class \
