@@ -1239,6 +1239,8 @@ const LSTM_ATT: &str = "LSTM+attention";
 const PROBE_L2: &str = "P-SEQ/probe_l2";
 /// The probe table's reference row: the most common training class for every test user.
 const MAJORITY: &str = "majority class";
+/// The probe table's second reference row: the probe on statistics of the user's ratings.
+const HISTORY_STATS: &str = "history statistics";
 
 /// DUPN-all whose L2R head also scores the target item \[ours\].
 const ALL_ITEM: &str = "DUPN-all+item";
@@ -1687,6 +1689,15 @@ fn seq(cx: &mut Cx) -> Result<String> {
         for (metric, v) in majority_scores(u)? {
             cx.results.add(MAJORITY, "P-SEQ/user_attributes", metric, v);
         }
+        let x = history_statistics(&ds, u);
+        let folds = probe_folds(u);
+        for (attr, labels, classes) in attributes(u) {
+            let y: Vec<usize> = labels.iter().map(|&c| c as usize).collect();
+            let p = cross_fitted(&x, &y, &folds, classes)?;
+            let v = attribute_score(&p.probs, &y)?;
+            cx.results
+                .add(HISTORY_STATS, "P-SEQ/user_attributes", attr_metric(attr), v);
+        }
     }
     let r = &cx.results;
     let rows: Vec<&str> = models.iter().map(|m| m.0).collect();
@@ -1726,14 +1737,21 @@ fn seq(cx: &mut Cx) -> Result<String> {
          mean of the five choices is in the JSON under `P-SEQ/probe_l2`). The majority-class \
          row, cross-fitted the same way, answers every user with the most common class of the \
          other folds: a probe at that level found nothing about the attribute that it could \
-         use.\n\n",
+         use. The history-statistics row (a reference, not a learnt representation) is the \
+         same probe on 26 numbers per user computed from the data: the shares of each genre \
+         and of each rating value among the user's ratings before the validation and test \
+         targets, their mean rating and the log of their count.\n\n",
     );
     let probe_cols = [
         ("P-SEQ/user_attributes", "gender_auc"),
         ("P-SEQ/user_attributes", "age_acc"),
         ("P-SEQ/user_attributes", "occupation_acc"),
     ];
-    let probe_rows: Vec<&str> = rows.iter().copied().chain([MAJORITY]).collect();
+    let probe_rows: Vec<&str> = rows
+        .iter()
+        .copied()
+        .chain([HISTORY_STATS, MAJORITY])
+        .collect();
     s.push_str(&markdown_rows(r, &probe_rows, &probe_cols, 4));
     s.push('\n');
     s.push_str(&paired_rows(r, "DUPN", &rows[1..], &probe_cols, 4));
@@ -1787,6 +1805,39 @@ fn probe_folds(u: &UserAttributes) -> Vec<Vec<usize>> {
             .collect()
     }));
     folds
+}
+
+/// A reference input for the probe, computed from the data instead of learnt: per user, over
+/// the ratings before the validation and test targets, the share of each genre (a movie's
+/// genres share its weight), the share of each rating value, the mean rating and the log of
+/// the number of ratings (26 columns).
+fn history_statistics(ds: &MovieLens100k, u: &UserAttributes) -> Vec<Vec<f32>> {
+    let g = rec_data::movielens::GENRES.len();
+    let mut per_user: Vec<Vec<usize>> = vec![Vec::new(); ds.users.len()];
+    for (k, &user) in ds.ratings.user.iter().enumerate() {
+        per_user[user as usize].push(k);
+    }
+    u.user
+        .iter()
+        .map(|&id| {
+            let rows = &per_user[id as usize - 1];
+            let seen = &rows[..rows.len().saturating_sub(2)];
+            let mut f = vec![0f32; g + 7];
+            let n = seen.len().max(1) as f32;
+            for &k in seen {
+                let item = &ds.items[ds.ratings.item[k] as usize];
+                let genres: Vec<u32> = item.genre_indices().collect();
+                for &gi in &genres {
+                    f[gi as usize] += 1.0 / (genres.len() as f32 * n);
+                }
+                let r = ds.ratings.rating[k];
+                f[g + usize::from(r.clamp(1, 5)) - 1] += 1.0 / n;
+                f[g + 5] += f32::from(r) / n;
+            }
+            f[g + 6] = (1.0 + seen.len() as f32).ln();
+            f
+        })
+        .collect()
 }
 
 /// The probe's floor, cross-fitted like the probe: every user gets the most common class among
@@ -1915,6 +1966,55 @@ mod tests {
         // Occupation: class 0 for every fold (3-3, 3-3-2, 3-2-3, 4, 3-2-3 ties and leads);
         // hits: users 3, 0, 6, 9.
         assert_eq!(m[2], ("occupation_acc", 0.4));
+    }
+
+    #[test]
+    fn history_statistics_leave_out_the_validation_and_test_targets() {
+        use rec_data::movielens::{Gender, Item, Ratings, User};
+        let user = |id| User {
+            id,
+            age: 30,
+            gender: Gender::Female,
+            occupation: "other".into(),
+            zip: "0".into(),
+        };
+        let item = |id, genres| Item {
+            id,
+            title: String::new(),
+            year: None,
+            genres,
+        };
+        // User 0 rates item 0 (genres 1 and 2) with 4, item 1 (genre 3) with 2, then the
+        // validation and test targets (item 2, genre 4, with 5 and 5), which must not count.
+        let ds = MovieLens100k {
+            users: vec![user(1)],
+            items: vec![item(1, 0b110), item(2, 0b1000), item(3, 0b1_0000)],
+            ratings: Ratings {
+                user: vec![0; 4],
+                item: vec![0, 1, 2, 2],
+                rating: vec![4, 2, 5, 5],
+                timestamp: vec![1, 2, 3, 4],
+            },
+        };
+        let u = UserAttributes {
+            user: vec![1],
+            row: vec![0],
+            gender: vec![0],
+            age_band: vec![1],
+            occupation: vec![0],
+            occupations: vec!["other".into()],
+            probe_train: vec![],
+            probe_test: vec![0],
+        };
+        let f = &history_statistics(&ds, &u)[0];
+        let g = rec_data::movielens::GENRES.len();
+        assert_eq!(f.len(), g + 7);
+        let want_genres = [0.0, 0.25, 0.25, 0.5, 0.0];
+        assert_eq!(&f[..5], &want_genres);
+        assert!(f[5..g].iter().all(|&v| v == 0.0));
+        assert_eq!(&f[g..g + 5], &[0.0, 0.5, 0.0, 0.5, 0.0]);
+        assert_eq!(f[g + 5], 3.0);
+        assert!((f[g + 6] - 3f32.ln()).abs() < 1e-6);
     }
 
     #[test]
