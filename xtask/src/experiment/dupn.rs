@@ -944,15 +944,14 @@ fn ecom(cx: &mut Cx) -> Result<String> {
             y_label: "relative attention (1 = uniform)",
             log_x: false,
         },
-        &[Series::new("DUPN-all", gap_points.clone())],
+        &[Series::new("DUPN-all", gap_points)],
     )?;
-    for (k, v) in &gap_points {
-        cx.results.add(
-            "DUPN-all",
-            "attention/gap",
-            &format!("bucket{}", *k as usize),
-            *v,
-        );
+    // One value per seed, so the JSON's mean and std are over seeds like every other cell.
+    for (k, values) in by_gap.iter().enumerate() {
+        for v in values {
+            cx.results
+                .add("DUPN-all", "attention/gap", &format!("bucket{k}"), *v);
+        }
     }
     Ok(ecom_page(cx, &sizes, &by_type))
 }
