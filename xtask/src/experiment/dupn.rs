@@ -1617,14 +1617,9 @@ fn seq_unit(plan: &Plan, ds: &MovieLens100k, seed: u64, name: &str, variant: &st
     let rep = m.encode(test, false)?.rep.to_vec2::<f32>()?;
     let u = &extras.users;
     let x: Vec<Vec<f32>> = u.row.iter().map(|&r| rep[r as usize].clone()).collect();
-    let folds = probe_folds(u);
-    let sl = "P-SEQ/user_attributes";
-    for (attr, labels, classes) in attributes(u) {
-        let y: Vec<usize> = labels.iter().map(|&c| c as usize).collect();
-        let p = cross_fitted(&x, &y, &folds, classes)?;
-        out.add(name, sl, attr_metric(attr), attribute_score(&p.probs, &y)?);
-        let log_mean = p.l2.iter().map(|v| f64::from(*v).log10()).sum::<f64>() / p.l2.len() as f64;
-        out.add(name, PROBE_L2, attr, 10f64.powf(log_mean));
+    for (attr, metric, score, l2) in probe_scores(&x, u)? {
+        out.add(name, "P-SEQ/user_attributes", metric, score);
+        out.add(name, PROBE_L2, attr, l2);
     }
     Ok(out)
 }
@@ -1688,14 +1683,9 @@ fn seq(cx: &mut Cx) -> Result<String> {
         for (metric, v) in majority_scores(u)? {
             cx.results.add(MAJORITY, "P-SEQ/user_attributes", metric, v);
         }
-        let x = history_statistics(&ds, u);
-        let folds = probe_folds(u);
-        for (attr, labels, classes) in attributes(u) {
-            let y: Vec<usize> = labels.iter().map(|&c| c as usize).collect();
-            let p = cross_fitted(&x, &y, &folds, classes)?;
-            let v = attribute_score(&p.probs, &y)?;
+        for (_, metric, score, _) in probe_scores(&history_statistics(&ds, u), u)? {
             cx.results
-                .add(HISTORY_STATS, "P-SEQ/user_attributes", attr_metric(attr), v);
+                .add(HISTORY_STATS, "P-SEQ/user_attributes", metric, score);
         }
     }
     let r = &cx.results;
@@ -1727,19 +1717,20 @@ fn seq(cx: &mut Cx) -> Result<String> {
     s.push_str(PAIRED_AGAIN);
     s.push_str(
         "A linear (softmax) probe on each encoder's frozen representation of a user's test \
-         request predicts the user's gender (AUC), age band and occupation (accuracy). The probe \
-         is multinomial logistic regression on standardized inputs, cross-fitted: the users are \
-         split into five folds (the seeded 20% that the data marks as probe test users, and \
-         the other 80% dealt into four), and each fold is predicted by a probe trained on the other four, so every \
-         user is scored once by a probe that never saw them. Inside each training part, the L2 \
-         strength is chosen from 1e-4 ... 10 by 5-fold cross-validated log loss (the geometric \
-         mean of the five choices is in the JSON under `P-SEQ/probe_l2`). The majority-class \
-         row, cross-fitted the same way, answers every user with the most common class of the \
-         other folds: a probe at that level found nothing about the attribute that it could \
-         use. The history-statistics row (a reference, not a learnt representation) is the \
-         same probe on 26 numbers per user computed from the data: the shares of each genre \
-         and of each rating value among the user's ratings before the validation and test \
-         targets, their mean rating and the log of their count.\n\n",
+         request predicts the user's gender (AUC), age band and occupation (accuracy). The \
+         probe is multinomial logistic regression on standardized inputs, cross-fitted: the \
+         users are split into five folds (the seeded 20% that the data marks as probe test \
+         users, and the other 80% dealt into four), and each fold is predicted by a probe \
+         trained on the other four, so every user is scored once by a probe that never saw \
+         them. Inside each training part, the L2 strength is chosen from 1e-4 ... 10 by 5-fold \
+         cross-validated log loss (the geometric mean of the five choices is in the JSON under \
+         `P-SEQ/probe_l2`). The majority-class row, cross-fitted the same way, answers every \
+         user with the most common class of the other folds: a probe at that level found \
+         nothing about the attribute that it could use. The history-statistics row (a \
+         reference, not a learnt representation) is the same probe on 26 numbers per user \
+         computed from the data: the shares of each genre and of each rating value among the \
+         user's ratings before the validation and test targets, their mean rating and the log \
+         of their count.\n\n",
     );
     let probe_cols = [
         ("P-SEQ/user_attributes", "gender_auc"),
@@ -1774,6 +1765,25 @@ fn attr_metric(attr: &str) -> &'static str {
         "age" => "age_acc",
         _ => "occupation_acc",
     }
+}
+
+/// The cross-fitted probe on features `x` (one row per user of `u`, in `u`'s order), for each
+/// attribute: its name, metric, score and the geometric mean of the L2 strengths chosen.
+fn probe_scores(
+    x: &[Vec<f32>],
+    u: &UserAttributes,
+) -> Result<Vec<(&'static str, &'static str, f64, f64)>> {
+    let folds = probe_folds(u);
+    attributes(u)
+        .into_iter()
+        .map(|(attr, labels, classes)| {
+            let y: Vec<usize> = labels.iter().map(|&c| c as usize).collect();
+            let p = cross_fitted(x, &y, &folds, classes)?;
+            let log_l2 = p.l2.iter().map(|v| f64::from(*v).log10()).sum::<f64>();
+            let l2 = 10f64.powf(log_l2 / p.l2.len() as f64);
+            Ok((attr, attr_metric(attr), attribute_score(&p.probs, &y)?, l2))
+        })
+        .collect()
 }
 
 /// AUC of class 1 for a binary attribute, argmax accuracy otherwise.
