@@ -52,20 +52,27 @@ pub fn softmax_probe(
     );
     let std = Standardizer::fit(x);
     let xs: Vec<Vec<f32>> = x.iter().map(|r| std.apply(r)).collect();
+    // The folds' training and validation rows, split once for every strength tried.
+    type Rows = (Vec<Vec<f32>>, Vec<usize>);
+    let splits: Vec<(Rows, Rows)> = (0..FOLDS)
+        .map(|fold| {
+            let (mut t, mut v): (Rows, Rows) = Default::default();
+            for (i, (r, &c)) in xs.iter().zip(y).enumerate() {
+                let side = if i % FOLDS == fold { &mut v } else { &mut t };
+                side.0.push(r.clone());
+                side.1.push(c);
+            }
+            (t, v)
+        })
+        .collect();
     let mut best = (f64::INFINITY, L2_GRID[0]);
     for &l2 in &L2_GRID {
         let mut loss = 0.0;
-        for fold in 0..FOLDS {
-            let (tr, va): (Vec<usize>, Vec<usize>) = (0..xs.len()).partition(|i| i % FOLDS != fold);
-            let pick = |ix: &[usize]| -> (Vec<Vec<f32>>, Vec<usize>) {
-                ix.iter().map(|&i| (xs[i].clone(), y[i])).unzip()
-            };
-            let (xt, yt) = pick(&tr);
-            let (xv, yv) = pick(&va);
-            let w = fit(&xt, &yt, classes, l2);
+        for ((xt, yt), (xv, yv)) in &splits {
+            let w = fit(xt, yt, classes, l2);
             loss += xv
                 .iter()
-                .zip(&yv)
+                .zip(yv)
                 .map(|(r, &c)| -f64::from(probs(&w, r, classes)[c].max(1e-12)).ln())
                 .sum::<f64>();
         }
@@ -265,6 +272,17 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// A seeded stream of numbers in [-0.5, 0.5) (a linear congruential generator).
+    fn uniform(seed: u64) -> impl FnMut() -> f32 {
+        let mut s = seed;
+        move || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+        }
+    }
+
     fn objective(w: &[f32], x: &[Vec<f32>], y: &[usize], classes: usize, l2: f32) -> f64 {
         let d = x[0].len();
         let ce: f64 = x
@@ -300,13 +318,7 @@ mod tests {
         // 30 noise columns, 60 rows, labels unrelated to them (2 of 3 are class 0): held-out
         // log loss prefers shrinking the weights to nothing, which leaves the biases, i.e. the
         // training class frequencies.
-        let mut s = 7u64;
-        let mut noise = || {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 33) as f32 / (1u64 << 31) as f32) - 0.5
-        };
+        let mut noise = uniform(7);
         let x: Vec<Vec<f32>> = (0..60)
             .map(|_| (0..30).map(|_| noise()).collect())
             .collect();
@@ -375,11 +387,7 @@ mod tests {
         fn gradient_matches_finite_differences(
             seed in 0u64..1000, l2 in 0.0f32..1.0, classes in 2usize..4,
         ) {
-            let mut s = seed;
-            let mut r = || {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((s >> 33) as f32 / (1u64 << 31) as f32) - 0.5
-            };
+            let mut r = uniform(seed);
             let x: Vec<Vec<f32>> = (0..8).map(|_| (0..3).map(|_| 2.0 * r()).collect()).collect();
             let y: Vec<usize> = (0..8).map(|i| i % classes).collect();
             let w: Vec<f32> = (0..classes * 4).map(|_| r()).collect();
@@ -399,11 +407,7 @@ mod tests {
         /// the features' scale (the step follows the data's curvature).
         #[test]
         fn fit_converges_at_any_feature_scale(seed in 0u64..1000, scale in 0.01f32..100.0) {
-            let mut s = seed;
-            let mut r = || {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((s >> 33) as f32 / (1u64 << 31) as f32) - 0.5
-            };
+            let mut r = uniform(seed);
             let x: Vec<Vec<f32>> = (0..40).map(|_| (0..4).map(|_| scale * r()).collect()).collect();
             let y: Vec<usize> = x.iter().map(|v| usize::from(v[0] + 0.3 * scale * r() > 0.0)).collect();
             let l2 = 0.1;
