@@ -28,6 +28,7 @@
 //! | loss `BCE(y) + lambda_aux BCE(y_aux)`, `lambda_aux = 1`; optional KL term (off) | [paper; weights ours] | [`Saml`] |
 //! | the auxiliary logit added to every branch's output logit (`aux_in_output`, on) | \[ours\] | [`Saml`] |
 //! | mini-batch L2 penalty on the scenario vectors (`scenario_l2 = 1`): a scenario vector survives only where its scenario's data support it | \[ours\] | [`Saml`] |
+//! | branches narrower than the auxiliary network (`branch_hidden`, default as wide): each branch a scenario correction to the auxiliary network rather than a whole network | \[ours\] | [`SamlConfig::branch_hidden`] |
 //! | stacked `[M, in, out]` weights; each sample through its own branch, the batch sorted by scenario | \[ours\] | [`BatchedLinear`], [`routed`] |
 //!
 //! # Models
@@ -51,9 +52,11 @@
 //!   auxiliary net). The mutual unit also needs the other `M - 1` branches' outputs for every
 //!   sample, as constants: a forward-only pass, up to the mutual layer. With equal hidden
 //!   widths that is roughly `1 + 2 + 2(M - 1) / 3` networks' training work (a forward pass is
-//!   about a third of a training step). `cargo bench -p rec-benches --bench saml` measures a
-//!   full training step against [`Shared`]'s with 3 scenarios; docs/benchmarks.md has the
-//!   figures.
+//!   about a third of a training step). Narrow branches ([`SamlConfig::branch_hidden`]) cut
+//!   the `2 + 2(M - 1) / 3` part: `cargo xtask experiment saml` uses branches [32, 16] beside
+//!   an auxiliary network of [128, 64]. `cargo bench -p rec-benches --bench saml` measures a
+//!   full training step against [`Shared`]'s with 3 scenarios, at both branch widths;
+//!   docs/benchmarks.md has the figures.
 //! - With [`SamlConfig::tied_init`] (the default) all branches start equal, so at the very
 //!   first step the mutual gates mix identical vectors and the affinity and `beta` get no
 //!   gradient; they start to move once the branches have diverged by scenario.

@@ -72,9 +72,18 @@ pub struct SamlConfig {
     /// Pooling of multi-hot fields (default `mean`).
     #[serde(default)]
     pub pooling: Pooling,
-    /// Hidden widths of the auxiliary network and of every branch (default `[128, 64]`).
+    /// Hidden widths of the auxiliary network, and of every branch unless `branch_hidden` is
+    /// set (default `[128, 64]`).
     #[serde(default = "d_hidden")]
     pub hidden: Vec<usize>,
+    /// Hidden widths of the branches \[ours\] (default: `hidden`). As many layers as `hidden`
+    /// (layer `k` of the auxiliary network feeds layer `k + 1` of every branch). Narrow branches make the branches scenario corrections to the auxiliary
+    /// network (whose logit is in the output, `aux_in_output`) rather than whole networks, and
+    /// cut the cost of the branches, which a sample pays `M` times with the mutual unit (its
+    /// own branch trained, the others forward). Not serialized when unset, so configurations
+    /// written before it keep their form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch_hidden: Option<Vec<usize>>,
     /// Activation of the hidden layers (default `relu`).
     #[serde(default)]
     pub activation: Activation,
@@ -149,6 +158,7 @@ impl Default for SamlConfig {
             dim: d_dim(),
             pooling: Pooling::Mean,
             hidden: d_hidden(),
+            branch_hidden: None,
             activation: Activation::Relu,
             dropout: 0.0,
             tied_init: true,
@@ -286,6 +296,14 @@ impl Saml {
                 cfg.scenario_l2
             );
         }
+        let branch_hidden = cfg.branch_hidden.as_ref().unwrap_or(&cfg.hidden);
+        if branch_hidden.len() != cfg.hidden.len() || branch_hidden.contains(&0) {
+            candle_core::bail!(
+                "saml: branch_hidden {branch_hidden:?} needs one nonzero width per layer of \
+                 hidden {:?} (layer k of the auxiliary network feeds layer k + 1 of the branches)",
+                cfg.hidden
+            );
+        }
         let mutual_layer = cfg.mutual_layer.unwrap_or(cfg.hidden.len() - 1);
         if mutual_layer >= cfg.hidden.len() {
             candle_core::bail!(
@@ -336,7 +354,7 @@ impl Saml {
         let mut aux = Vec::new();
         let mut branches = Vec::new();
         let (mut wa, mut wb) = (aux_in, branch_in);
-        for (k, &h) in cfg.hidden.iter().enumerate() {
+        for (k, (&h, &hb)) in cfg.hidden.iter().zip(branch_hidden).enumerate() {
             aux.push(Linear::with_init(
                 &mut vs,
                 &format!("aux.{k}"),
@@ -353,7 +371,7 @@ impl Saml {
                         &p,
                         m,
                         wb + wa,
-                        h,
+                        hb,
                         true,
                         init,
                         cfg.tied_init,
@@ -367,7 +385,7 @@ impl Saml {
                         &join(&p, "own"),
                         m,
                         wb,
-                        h,
+                        hb,
                         true,
                         init,
                         cfg.tied_init,
@@ -377,7 +395,7 @@ impl Saml {
                         &join(&p, "fed"),
                         m,
                         wa,
-                        h,
+                        hb,
                         false,
                         init,
                         cfg.tied_init,
@@ -386,7 +404,7 @@ impl Saml {
             };
             branches.push(layer);
             wa = h;
-            wb = h;
+            wb = hb;
         }
         let aux_head = Linear::new(&mut vs, "aux.out", wa, 1)?;
         let mutual = if cfg.mutual {
@@ -934,19 +952,23 @@ mod tests {
         let absent = p.data.gather(&rows_where(&|s| s != 2));
         let alone = p.data.gather(&rows_where(&|s| s == 0));
         assert!(!absent.is_empty() && !alone.is_empty());
+        // Branches as wide as the auxiliary net, narrower, and of mixed widths.
         let variants = [
-            (true, None, true),
-            (true, Some(0), true),
-            (false, None, true),
-            (true, None, false),
+            (true, None, true, None),
+            (true, Some(0), true, None),
+            (false, None, true, None),
+            (true, None, false, None),
+            (true, None, true, Some([3, 2, 2])),
+            (true, Some(1), true, Some([5, 9, 1])),
         ];
-        for (batch, (mutual, layer, aux_in_output)) in [&all, &absent, &alone]
+        for (batch, (mutual, layer, aux_in_output, branch)) in [&all, &absent, &alone]
             .into_iter()
             .flat_map(|b| variants.into_iter().map(move |v| (b, v)))
         {
             let cfg = SamlConfig {
                 dim: 4,
                 hidden: vec![8, 6, 5],
+                branch_hidden: branch.map(|b| b.to_vec()),
                 tied_init: false,
                 mutual,
                 mutual_layer: layer,
@@ -956,7 +978,8 @@ mod tests {
                 ..SamlConfig::default()
             };
             let what = format!(
-                "mutual {mutual}, layer {layer:?}, aux in output {aux_in_output}, scenarios {:?}",
+                "mutual {mutual}, layer {layer:?}, aux in output {aux_in_output}, branches \
+                 {branch:?}, scenarios {:?}",
                 batch
                     .scenarios()
                     .iter()
@@ -1007,6 +1030,53 @@ mod tests {
                     assert!(diff < 1e-5, "{what}: table {name} {k}: {diff}");
                 }
             }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn branch_widths_shape_the_branches_and_heads_only() -> Result<()> {
+        use crate::testing::planted;
+        let p = planted(&[20, 12, 9], &[0, 0, 1], 3, 5);
+        let cfg = |branch: Option<Vec<usize>>| SamlConfig {
+            dim: 4,
+            hidden: vec![8, 6],
+            branch_hidden: branch,
+            ..SamlConfig::default()
+        };
+        let shape = |m: &Saml, name: &str| -> Vec<usize> {
+            let vars = m.vs.vars();
+            let v = vars.iter().find(|(n, _)| n == name).expect(name);
+            v.1.as_tensor().dims().to_vec()
+        };
+        let wide = random_saml(&p.data.schema, &cfg(None))?;
+        let narrow = random_saml(&p.data.schema, &cfg(Some(vec![3, 2])))?;
+        // The auxiliary network keeps `hidden`; branch layers, the feed from the auxiliary
+        // network and the heads take `branch_hidden`.
+        assert_eq!(shape(&wide, "aux.1.weight"), shape(&narrow, "aux.1.weight"));
+        let first = shape(&wide, "branch.0.weight");
+        assert_eq!(first[2], 8);
+        assert_eq!(shape(&narrow, "branch.0.weight"), vec![3, first[1], 3]);
+        assert_eq!(shape(&narrow, "branch.1.own.weight"), vec![3, 3, 2]);
+        assert_eq!(shape(&narrow, "branch.1.fed.weight"), vec![3, 8, 2]);
+        assert_eq!(shape(&narrow, "head.weight"), vec![3, 2, 1]);
+        let mut narrow = narrow;
+        let z = narrow.logits(&p.data, &mut Ctx::eval())?;
+        assert_eq!(z.dims(), &[p.data.len()]);
+        // `hidden` written out as `branch_hidden` is the default model, draw for draw.
+        let mut same = random_saml(&p.data.schema, &cfg(Some(vec![8, 6])))?;
+        let mut wide = wide;
+        let (a, b) = (
+            same.logits(&p.data, &mut Ctx::eval())?,
+            wide.logits(&p.data, &mut Ctx::eval())?,
+        );
+        assert_eq!(max_diff(&a, &b)?, 0.0);
+        for bad in [vec![3], vec![3, 2, 2], vec![3, 0]] {
+            let err = random_saml(&p.data.schema, &cfg(Some(bad.clone())))
+                .err()
+                .unwrap_or_else(|| panic!("{bad:?} was accepted"))
+                .to_string();
+            assert!(err.contains("branch_hidden"), "{bad:?}: {err}");
         }
         Ok(())
     }
