@@ -1,14 +1,16 @@
 //! Cost per sample of SAML against Shared with 3 and with 8 scenarios: one full training step
 //! (forward, loss, backward, dense Adam, row-wise Adam on the tables) on a batch of 1024
-//! samples, at the widths of `cargo xtask experiment saml` (d = 16, hidden [128, 64], a [32]
-//! attention MLP), without and with a behaviour sequence of 10 items; and an inference batch
-//! of 1024 (forward only, behaviour sequence of 10 items). The batches are
+//! samples, at the widths of `cargo xtask experiment saml` (d = 16, hidden [128, 64], SAML's
+//! branches [32, 16], a [32] attention MLP), without and with a behaviour sequence of 10
+//! items; and an inference batch of 1024 (forward only, behaviour sequence of 10 items). The batches are
 //! `rec_benches::workloads::saml_batch`, the data `cargo xtask bench --compare --model saml`
 //! gives the PyTorch reference.
 //!
-//! Variants: `shared` (one network, scenario id as a feature), `saml` (every part on),
-//! `saml_no_mutual` (the mutual unit off: the cost of the M batched branches alone). The issue's
-//! target: SAML's step at most 2.5x Shared's with 3 scenarios.
+//! Variants: `shared` (one network, scenario id as a feature), `saml` (every part on, the
+//! experiment's configuration), `saml_no_mutual` (the mutual unit off: the cost of the M
+//! batched branches alone), `saml_full_branches` (every part on, branches as wide as the
+//! auxiliary network, SAML's default `branch_hidden`). The target: SAML's step at most
+//! 2.5x Shared's with 3 scenarios.
 //!
 //! Run: `cargo xtask bench saml` (or `cargo bench -p rec-benches --bench saml`).
 
@@ -27,6 +29,8 @@ use rec_nn::{Ctx, Model};
 use scenario_saml::{DnnConfig, Saml, SamlConfig, Shared};
 
 const BATCH: usize = 1024;
+/// SAML's branch widths in `cargo xtask experiment saml` (its auxiliary network has [128, 64]).
+const BRANCH: Option<[usize; 2]> = Some([32, 16]);
 
 fn build(name: &str, schema: &Schema) -> Box<dyn Model> {
     let d = Device::Cpu;
@@ -39,9 +43,10 @@ fn build(name: &str, schema: &Schema) -> Box<dyn Model> {
     };
     let mut f = DefaultTableFactory::new(tables, 1, &d);
     let mut factory = |spec: &FieldSpec, dim: usize| f.build(spec, dim);
-    let saml = |mutual: bool| SamlConfig {
+    let saml = |mutual: bool, branch: Option<[usize; 2]>| SamlConfig {
         dim: 16,
         hidden: vec![128, 64],
+        branch_hidden: branch.map(|b| b.to_vec()),
         mutual,
         ..SamlConfig::default()
     };
@@ -60,8 +65,13 @@ fn build(name: &str, schema: &Schema) -> Box<dyn Model> {
             )
             .expect("shared"),
         ),
-        "saml" => Box::new(Saml::new(schema, &saml(true), &mut factory, &d, 1).expect("saml")),
-        _ => Box::new(Saml::new(schema, &saml(false), &mut factory, &d, 1).expect("saml")),
+        "saml" => {
+            Box::new(Saml::new(schema, &saml(true, BRANCH), &mut factory, &d, 1).expect("saml"))
+        }
+        "saml_no_mutual" => {
+            Box::new(Saml::new(schema, &saml(false, BRANCH), &mut factory, &d, 1).expect("saml"))
+        }
+        _ => Box::new(Saml::new(schema, &saml(true, None), &mut factory, &d, 1).expect("saml")),
     }
 }
 
@@ -77,7 +87,7 @@ fn step(c: &mut Criterion) {
             let batches: Vec<Batch> = (0..8)
                 .map(|s| saml_batch(scenarios, history, BATCH, s))
                 .collect();
-            for name in ["shared", "saml", "saml_no_mutual"] {
+            for name in ["shared", "saml", "saml_no_mutual", "saml_full_branches"] {
                 let mut model = build(name, &batches[0].schema);
                 let mut opt = DenseOptimizer::new(OptimizerConfig::adam(1e-3), model.dense_vars())
                     .expect("opt");
