@@ -77,11 +77,15 @@ pub struct SamlConfig {
     #[serde(default = "d_hidden")]
     pub hidden: Vec<usize>,
     /// Hidden widths of the branches \[ours\] (default: `hidden`). As many layers as `hidden`
-    /// (layer `k` of the auxiliary network feeds layer `k + 1` of every branch). Narrow branches make the branches scenario corrections to the auxiliary
-    /// network (whose logit is in the output, `aux_in_output`) rather than whole networks, and
-    /// cut the cost of the branches, which a sample pays `M` times with the mutual unit (its
-    /// own branch trained, the others forward). Not serialized when unset, so configurations
-    /// written before it keep their form.
+    /// (layer `k` of the auxiliary network feeds layer `k + 1` of every branch). Narrow
+    /// branches make each branch a scenario correction to the auxiliary network (whose logit
+    /// is in the output, `aux_in_output`) rather than a whole network, and cut the cost of the
+    /// branches, which a sample pays `M` times with the mutual unit (its own branch trained,
+    /// the others forward). `cargo xtask experiment saml` uses `[32, 16]` with
+    /// `hidden = [128, 64]`: test AUC within the seed noise of full-width branches on both of
+    /// its data sets, at about half the training step (docs/results/saml.md,
+    /// docs/benchmarks.md). Not serialized when unset, so configurations written before it
+    /// keep their form.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch_hidden: Option<Vec<usize>>,
     /// Activation of the hidden layers (default `relu`).
