@@ -2,9 +2,9 @@
 //! (forward, loss, backward, dense Adam, row-wise Adam on the tables) on a batch of 1024
 //! samples, at the widths of `cargo xtask experiment saml` (d = 16, hidden [128, 64], SAML's
 //! branches [32, 16], a [32] attention MLP), without and with a behaviour sequence of 10
-//! items; and an inference batch of 1024 (forward only, behaviour sequence of 10 items). The batches are
-//! `rec_benches::workloads::saml_batch`, the data `cargo xtask bench --compare --model saml`
-//! gives the PyTorch reference.
+//! items; and an inference batch of 1024 (forward only, behaviour sequence of 10 items). The
+//! batches are `rec_benches::workloads::saml_batch`, the data `cargo xtask bench --compare
+//! --model saml` gives the PyTorch reference.
 //!
 //! Variants: `shared` (one network, scenario id as a feature), `saml` (every part on, the
 //! experiment's configuration), `saml_no_mutual` (the mutual unit off: the cost of the M
@@ -71,7 +71,10 @@ fn build(name: &str, schema: &Schema) -> Box<dyn Model> {
         "saml_no_mutual" => {
             Box::new(Saml::new(schema, &saml(false, BRANCH), &mut factory, &d, 1).expect("saml"))
         }
-        _ => Box::new(Saml::new(schema, &saml(true, None), &mut factory, &d, 1).expect("saml")),
+        "saml_full_branches" => {
+            Box::new(Saml::new(schema, &saml(true, None), &mut factory, &d, 1).expect("saml"))
+        }
+        other => unreachable!("no variant {other}"),
     }
 }
 

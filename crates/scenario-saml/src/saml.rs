@@ -300,14 +300,16 @@ impl Saml {
                 cfg.scenario_l2
             );
         }
-        let branch_hidden = cfg.branch_hidden.as_ref().unwrap_or(&cfg.hidden);
-        if branch_hidden.len() != cfg.hidden.len() || branch_hidden.contains(&0) {
+        if let Some(b) = &cfg.branch_hidden
+            && (b.len() != cfg.hidden.len() || b.contains(&0))
+        {
             candle_core::bail!(
-                "saml: branch_hidden {branch_hidden:?} needs one nonzero width per layer of \
-                 hidden {:?} (layer k of the auxiliary network feeds layer k + 1 of the branches)",
+                "saml: branch_hidden {b:?} needs one nonzero width per layer of hidden {:?} \
+                 (layer k of the auxiliary network feeds layer k + 1 of the branches)",
                 cfg.hidden
             );
         }
+        let branch_hidden = cfg.branch_hidden.as_ref().unwrap_or(&cfg.hidden);
         let mutual_layer = cfg.mutual_layer.unwrap_or(cfg.hidden.len() - 1);
         if mutual_layer >= cfg.hidden.len() {
             candle_core::bail!(
