@@ -79,11 +79,94 @@ pub fn run(args: BenchArgs) -> Result<()> {
     cmd.env("CANDLE_NUM_THREADS", &threads)
         .env("RAYON_NUM_THREADS", &threads);
     eprintln!("bench: {threads} thread(s): {cmd:?}");
+    let started = std::time::SystemTime::now();
     let status = cmd.status().context("cannot start cargo bench")?;
     if !status.success() {
         bail!("cargo bench failed ({status})");
     }
+    let criterion = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root().join("target"), PathBuf::from)
+        .join("criterion");
+    let report = target_report(&criterion, started)?;
+    if !report.is_empty() {
+        eprintln!("\n{report}");
+    }
     Ok(())
+}
+
+/// A speed target checked by a criterion benchmark: `subject`'s time at most `max_ratio` times
+/// `reference`'s (benchmark ids as criterion names them, `group/function/parameter`).
+struct Target {
+    what: &'static str,
+    subject: &'static str,
+    reference: &'static str,
+    max_ratio: f64,
+}
+
+/// The issues' speed targets that a benchmark of `benches/` measures.
+const TARGETS: [Target; 2] = [
+    Target {
+        what: "SAML training step vs Shared's, 3 scenarios, no behaviour sequence",
+        subject: "multi_scenario_step/saml/3scen_history_0",
+        reference: "multi_scenario_step/shared/3scen_history_0",
+        max_ratio: 2.5,
+    },
+    Target {
+        what: "SAML training step vs Shared's, 3 scenarios, 10 behaviours",
+        subject: "multi_scenario_step/saml/3scen_history_10",
+        reference: "multi_scenario_step/shared/3scen_history_10",
+        max_ratio: 2.5,
+    },
+];
+
+/// Criterion's estimate of one benchmark's time in nanoseconds (the figure it prints: the
+/// slope of its linear sampling, else the mean), if that benchmark ran after `since`.
+fn estimate(criterion: &Path, id: &str, since: std::time::SystemTime) -> Result<Option<f64>> {
+    let path = criterion.join(id).join("new/estimates.json");
+    let Ok(meta) = std::fs::metadata(&path) else {
+        return Ok(None);
+    };
+    if meta.modified().is_ok_and(|m| m < since) {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not criterion's estimates", path.display()))?;
+    let point = |k: &str| v.get(k)?.get("point_estimate")?.as_f64();
+    match point("slope").or_else(|| point("mean")) {
+        Some(ns) => Ok(Some(ns)),
+        None => bail!("{}: no slope or mean estimate", path.display()),
+    }
+}
+
+/// The targets whose two benchmarks both ran after `since`, one line each with the ratio and
+/// whether it is met; empty when none ran.
+fn target_report(criterion: &Path, since: std::time::SystemTime) -> Result<String> {
+    let mut out = String::new();
+    for t in &TARGETS {
+        let (Some(a), Some(b)) = (
+            estimate(criterion, t.subject, since)?,
+            estimate(criterion, t.reference, since)?,
+        ) else {
+            continue;
+        };
+        let ratio = a / b;
+        let verdict = if ratio <= t.max_ratio {
+            "met"
+        } else {
+            "NOT met"
+        };
+        writeln!(
+            out,
+            "target: {}: {:.2} ms / {:.2} ms = {ratio:.2}x (at most {}x): {verdict}",
+            t.what,
+            a / 1e6,
+            b / 1e6,
+            t.max_ratio
+        )?;
+    }
+    Ok(out)
 }
 
 pub(crate) const BATCH: usize = 1024;
@@ -285,4 +368,50 @@ pub(crate) fn compare(args: &BenchArgs) -> Result<()> {
         })
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    fn write(dir: &Path, id: &str, json: &str) {
+        let d = dir.join(id).join("new");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("estimates.json"), json).unwrap();
+    }
+
+    fn point(ns: f64) -> String {
+        format!("{{\"point_estimate\": {ns}, \"standard_error\": 1.0}}")
+    }
+
+    #[test]
+    fn the_target_report_reads_criterions_estimates() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = dir.path();
+        let before = SystemTime::now() - Duration::from_secs(60);
+        assert_eq!(target_report(c, before).unwrap(), "");
+        // The slope when criterion has one, else the mean; 6.8 / 3.0 is met, 8 / 3 is not.
+        let (t0, t1) = (&TARGETS[0], &TARGETS[1]);
+        write(
+            c,
+            t0.subject,
+            &format!("{{\"slope\": {}, \"mean\": {}}}", point(6.8e6), point(1.0)),
+        );
+        write(c, t0.reference, &format!("{{\"mean\": {}}}", point(3.0e6)));
+        write(c, t1.subject, &format!("{{\"mean\": {}}}", point(8.0e6)));
+        write(c, t1.reference, &format!("{{\"mean\": {}}}", point(3.0e6)));
+        let report = target_report(c, before).unwrap();
+        let lines: Vec<&str> = report.lines().collect();
+        assert_eq!(lines.len(), 2, "{report}");
+        assert!(lines[0].contains("6.80 ms / 3.00 ms = 2.27x") && lines[0].ends_with(": met"));
+        assert!(lines[1].contains("= 2.67x") && lines[1].ends_with("NOT met"));
+        // Results older than the run are not reported as this run's.
+        let later = SystemTime::now() + Duration::from_secs(3600);
+        assert_eq!(target_report(c, later).unwrap(), "");
+        // A file that is not criterion's estimates is an error naming it.
+        write(c, t0.reference, "{\"median\": 3}");
+        let err = target_report(c, before).unwrap_err().to_string();
+        assert!(err.contains("estimates.json"), "{err}");
+    }
 }
