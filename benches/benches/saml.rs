@@ -29,7 +29,8 @@ use rec_nn::{Ctx, Model};
 use scenario_saml::{DnnConfig, Saml, SamlConfig, Shared};
 
 const BATCH: usize = 1024;
-/// SAML's branch widths in `cargo xtask experiment saml` (its auxiliary network has [128, 64]).
+/// SAML's branch widths in `cargo xtask experiment saml` (its auxiliary network has [128, 64];
+/// keep equal to `BRANCH_HIDDEN` in xtask/src/experiment/saml.rs).
 const BRANCH: Option<[usize; 2]> = Some([32, 16]);
 
 fn build(name: &str, schema: &Schema) -> Box<dyn Model> {

@@ -10,7 +10,8 @@
 //!   only the rows they looked up). Its memory is `M` times Shared's.
 //!
 //! Both use the crate's [`InputLayer`] (field embeddings, DIN attention over a behaviour
-//! sequence) and an MLP with the same hidden widths as SAML's branches.
+//! sequence) and an MLP, with the same hidden widths as SAML's auxiliary network in
+//! `cargo xtask experiment saml` (SAML's branches there are narrower, `branch_hidden`).
 
 use candle_core::{Device, Result, Tensor, Var};
 use rec_data::{Batch, Schema};
