@@ -14,6 +14,12 @@
 //!   temporaries again: measured ~10x slower steps for a 1024 x 64 embedding batch.
 //!   [`tune_malloc`] raises the thresholds (`mallopt`). Programs should call it once at start;
 //!   it is a process-wide choice, which is why the library never calls it by itself.
+//! - **One matmul thread on small machines.** candle runs its matmuls on rayon's pool, whose
+//!   workers spin for a while after each one. On a 2-core machine they take the core the next
+//!   element-wise op needs, and this project's models have matmuls too small (batch 1024 by a
+//!   few hundred) to gain from a second thread: DeepFM, SAML and DUPN train 1.2-1.3x faster
+//!   with `RAYON_NUM_THREADS=1` (docs/benchmarks.md, thread policy). [`thread_policy`] sets it
+//!   on machines of at most [`SINGLE_MATMUL_THREAD_MAX_CORES`] cores unless the user chose.
 
 /// Asks the kernel to back `buf` with transparent huge pages. Returns whether the request was
 /// made and accepted (false on other systems, for buffers smaller than one huge page, or when
@@ -64,9 +70,56 @@ pub fn tune_malloc() -> bool {
     }
 }
 
+/// The most available cores on which [`thread_policy`] gives matmuls one thread. Larger
+/// machines were not measured, so rayon's default (every core) stays there.
+pub const SINGLE_MATMUL_THREAD_MAX_CORES: usize = 2;
+
+/// What [`thread_policy`] sets `RAYON_NUM_THREADS` to, given the variable's current value and
+/// the number of available cores: `Some("1")` on small machines when the user left it unset,
+/// otherwise `None` (leave it alone).
+pub fn matmul_threads_for(user: Option<&std::ffi::OsStr>, cores: usize) -> Option<&'static str> {
+    match user {
+        Some(_) => None,
+        None if cores <= SINGLE_MATMUL_THREAD_MAX_CORES => Some("1"),
+        None => None,
+    }
+}
+
+/// Gives candle's matmuls one thread (`RAYON_NUM_THREADS=1`) on machines with at most
+/// [`SINGLE_MATMUL_THREAD_MAX_CORES`] available cores, unless `RAYON_NUM_THREADS` is already
+/// set. Returns the value it set, if any. Results do not change: the matmul kernels split work
+/// by output blocks, so a thread count changes speed only (the quickstart prints the same
+/// metrics to the last digit either way).
+///
+/// # Safety
+/// It changes the process environment, which is only sound while no other thread of the
+/// process can be reading or writing it: call it first thing in `main`, before any thread is
+/// started.
+pub unsafe fn thread_policy() -> Option<&'static str> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let user = std::env::var_os("RAYON_NUM_THREADS");
+    let set = matmul_threads_for(user.as_deref(), cores)?;
+    // SAFETY: the caller guarantees no other thread exists yet (see above).
+    unsafe { std::env::set_var("RAYON_NUM_THREADS", set) };
+    Some(set)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_matmul_thread_only_on_small_machines_and_only_when_unset() {
+        use std::ffi::OsStr;
+        assert_eq!(matmul_threads_for(None, 1), Some("1"));
+        assert_eq!(matmul_threads_for(None, 2), Some("1"));
+        assert_eq!(matmul_threads_for(None, 3), None);
+        assert_eq!(matmul_threads_for(None, 64), None);
+        for cores in [1, 2, 16] {
+            assert_eq!(matmul_threads_for(Some(OsStr::new("2")), cores), None);
+            assert_eq!(matmul_threads_for(Some(OsStr::new("")), cores), None);
+        }
+    }
 
     #[test]
     fn hints_are_accepted_and_change_nothing_observable() {

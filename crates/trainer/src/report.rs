@@ -11,6 +11,20 @@ use crate::config::Config;
 use crate::plot::{LineChart, Series, line_chart};
 use crate::train::Outcome;
 
+/// The thread settings the speed above was measured with (candle's element-wise pool and the
+/// matmuls), as the process saw them.
+fn thread_note() -> String {
+    let var = |name: &str| match std::env::var(name) {
+        Ok(v) => format!("{name}={v}"),
+        Err(_) => format!("{name} unset"),
+    };
+    format!(
+        "Threads: {} (element-wise; unset follows the matmuls), {} (matmuls; unset means every core).",
+        var("CANDLE_NUM_THREADS"),
+        var("RAYON_NUM_THREADS")
+    )
+}
+
 /// Writes `report.md`, `loss.png` and `valid.png` into `run_dir`.
 pub fn write(run_dir: &Path, cfg: &Config, outcome: &Outcome) -> Result<()> {
     let mut md = String::new();
@@ -33,6 +47,7 @@ pub fn write(run_dir: &Path, cfg: &Config, outcome: &Outcome) -> Result<()> {
         outcome.samples_per_sec,
         outcome.train_seconds
     )?;
+    writeln!(md, "{}\n", thread_note())?;
     writeln!(
         md,
         "## Test metrics (kept checkpoint)\n\n```text\n{}```\n",

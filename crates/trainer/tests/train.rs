@@ -117,6 +117,10 @@ fn fm_learns_the_planted_preferences_and_writes_a_report() {
     }
     let log = std::fs::read_to_string(dir.path().join("log.jsonl")).unwrap();
     assert_eq!(log.lines().count(), out.history.len());
+    // The speed in the report comes with the thread settings it was measured under.
+    let report = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+    assert!(report.contains("training samples/s"), "{report}");
+    assert!(report.contains("RAYON_NUM_THREADS"), "{report}");
     // The kept checkpoint is the best validation epoch.
     let best = out
         .history
