@@ -205,8 +205,10 @@ fn build_config(args: &TrainArgs) -> Result<Config> {
 /// Runs `cargo xtask train`.
 pub fn run(args: TrainArgs) -> Result<()> {
     if args.list_models {
-        for e in rec_trainer::registry::models() {
-            println!("{:<10} {}", e.name, e.about);
+        let models = rec_trainer::registry::models();
+        let width = models.iter().map(|e| e.name.len()).max().unwrap_or(0);
+        for e in models {
+            println!("{:<width$}  {}", e.name, e.about);
         }
         return Ok(());
     }
