@@ -89,8 +89,30 @@ fn bounds(series: &[Series], log_x: bool) -> Option<(f64, f64, f64, f64)> {
     Some((x0, x1, y0 - pad, y1 + pad))
 }
 
-/// Draws `series` as lines with markers into a PNG file of 900x560 pixels.
+/// Draws into a temporary PNG next to `path` and renames it into place, so a crash or a full
+/// disk never leaves a half-written plot under the final name (a reader sees the old plot or
+/// the new one). The temporary name keeps the `.png` extension, which selects the encoder.
+fn write_png_atomic(path: &Path, draw: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .context("a plot needs a file name")?
+        .to_string_lossy();
+    let tmp = dir.join(format!(".tmp-{}-{name}", std::process::id()));
+    if let Err(e) = draw(&tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+}
+
+/// Draws `series` as lines with markers into a PNG file of 900x560 pixels (written atomically).
 pub fn line_chart(path: &Path, opts: &LineChart<'_>, series: &[Series]) -> Result<()> {
+    write_png_atomic(path, |tmp| draw_line_chart(tmp, opts, series))
+}
+
+fn draw_line_chart(path: &Path, opts: &LineChart<'_>, series: &[Series]) -> Result<()> {
     ensure_font();
     let (x0, x1, y0, y1) = bounds(series, opts.log_x).context("nothing to plot")?;
     let root = BitMapBackend::new(path, (900, 560)).into_drawing_area();
@@ -159,8 +181,21 @@ pub fn line_chart(path: &Path, opts: &LineChart<'_>, series: &[Series]) -> Resul
     Ok(())
 }
 
-/// Draws a labelled heat map of `values` (rows x columns) with each cell's value printed.
+/// Draws a labelled heat map of `values` (rows x columns) with each cell's value printed
+/// (written atomically).
 pub fn heat_map(
+    path: &Path,
+    title: &str,
+    row_labels: &[String],
+    col_labels: &[String],
+    values: &[Vec<f64>],
+) -> Result<()> {
+    write_png_atomic(path, |tmp| {
+        draw_heat_map(tmp, title, row_labels, col_labels, values)
+    })
+}
+
+fn draw_heat_map(
     path: &Path,
     title: &str,
     row_labels: &[String],
@@ -280,5 +315,13 @@ mod tests {
             )
             .is_err()
         );
+        // The failed redraw left the earlier plot in place and no temporary file behind.
+        assert_eq!(std::fs::read(&p).unwrap(), bytes);
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["heat.png", "line.png"]);
     }
 }
