@@ -17,7 +17,7 @@ pub struct CiArgs {
 fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     // A CI checkout is built once: incremental caches would never be reused there, and they
-    // are the largest part of a debug target directory (about 40%), enough to fill a small CI
+    // are the largest part of a debug target directory (about a third), enough to fill a small CI
     // disk. A user's own `cargo test` keeps incremental builds.
     cmd.env("CARGO_INCREMENTAL", "0");
     cmd
