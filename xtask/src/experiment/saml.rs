@@ -1409,34 +1409,36 @@ mod tests {
         assert_eq!(specs(true).len(), 14);
     }
 
-    /// configs/saml-ml100k-ms.toml is the experiment's SAML on ml-100k at the point its grid
-    /// chose (lr 0.001, dropout 0.2), so `cargo xtask train` with it reproduces the page's runs.
+    /// The shipped SAML configurations are the experiment's SAML at the point its grid chose on
+    /// each data set (ml-100k: lr 0.001, dropout 0.2; synthetic: lr 0.003, dropout 0), so
+    /// `cargo xtask train` with them reproduces the page's runs.
     #[test]
-    fn the_shipped_saml_config_is_the_experiments() {
-        let args = SamlArgs {
-            only: vec!["ml-100k".into()],
-            ..SamlArgs::default()
-        };
-        let ds = &datasets(&args).unwrap()[0];
-        let spec = specs(false)
-            .into_iter()
-            .find(|s| s.label == "saml")
-            .unwrap();
-        let point = Point {
-            lr: 1e-3,
-            dropout: 0.2,
-        };
-        let want = config(ds, &spec, point, 1).unwrap();
-        let path = crate::bench::root().join("configs/saml-ml100k-ms.toml");
-        let mut got = Config::from_file(&path).unwrap();
-        got.data.seed = 1; // what `--seed 1` does
-        assert_eq!(got.data, want.data);
-        assert_eq!(got.model, want.model);
-        assert_eq!(got.optimizer, want.optimizer);
-        assert_eq!(got.train.batch_size, want.train.batch_size);
-        assert_eq!(got.train.epochs, want.train.epochs);
-        let es = got.train.early_stopping.expect("early stopping");
-        assert_eq!((es.metric.as_str(), es.patience), ("auc", ds.patience));
+    fn the_shipped_saml_configs_are_the_experiments() {
+        for (only, file, lr, dropout) in [
+            ("ml-100k", "configs/saml-ml100k-ms.toml", 1e-3, 0.2),
+            ("synthetic", "configs/saml-synth-countries.toml", 3e-3, 0.0),
+        ] {
+            let args = SamlArgs {
+                only: vec![only.into()],
+                ..SamlArgs::default()
+            };
+            let ds = &datasets(&args).unwrap()[0];
+            let spec = specs(ds.truth.is_some())
+                .into_iter()
+                .find(|s| s.label == "saml")
+                .unwrap();
+            let want = config(ds, &spec, Point { lr, dropout }, 1).unwrap();
+            let path = crate::bench::root().join(file);
+            let mut got = Config::from_file(&path).unwrap();
+            got.data.seed = 1; // what `--seed 1` does
+            assert_eq!(got.data, want.data, "{file}");
+            assert_eq!(got.model, want.model, "{file}");
+            assert_eq!(got.optimizer, want.optimizer, "{file}");
+            assert_eq!(got.train.batch_size, want.train.batch_size, "{file}");
+            assert_eq!(got.train.epochs, want.train.epochs, "{file}");
+            let es = got.train.early_stopping.expect("early stopping");
+            assert_eq!((es.metric.as_str(), es.patience), ("auc", ds.patience));
+        }
     }
 
     #[test]
