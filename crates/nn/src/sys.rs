@@ -87,9 +87,8 @@ pub fn matmul_threads_for(user: Option<&std::ffi::OsStr>, cores: usize) -> Optio
 
 /// Gives candle's matmuls one thread (`RAYON_NUM_THREADS=1`) on machines with at most
 /// [`SINGLE_MATMUL_THREAD_MAX_CORES`] available cores, unless `RAYON_NUM_THREADS` is already
-/// set. Returns the value it set, if any. Results do not change: the matmul kernels split work
-/// by output blocks, so a thread count changes speed only (the quickstart prints the same
-/// metrics to the last digit either way).
+/// set. Returns the value it set, if any. In every run compared the metrics did not change
+/// with it (the quickstart prints the same metrics to the last digit either way).
 ///
 /// # Safety
 /// It changes the process environment, which is only sound while no other thread of the
