@@ -181,7 +181,8 @@ pub struct CelConfig {
     /// Power-iteration steps of a split (default 100; stops earlier when converged).
     #[serde(default = "d_iters")]
     pub power_iters: usize,
-    /// CEL-Lite: member gradients kept (reservoir sample) for one split (default 256).
+    /// CEL-Lite: members whose window-summed gradients are kept for one split: the first ones
+    /// seen in the window, not a random sample (default 256).
     #[serde(default = "d_reservoir")]
     pub reservoir: usize,
     /// CEL-Lite: steps after a split during which members of the parent that appear are

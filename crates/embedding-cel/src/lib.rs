@@ -17,18 +17,19 @@
 //!   principal direction of its members' centred gradients (summed over the window since the
 //!   previous split): members with projection `>=` the [`Threshold`] stay, the rest move to a
 //!   new cluster whose row starts as a copy of the parent's. Members without a gradient in the
-//!   window stay. A split that would leave a side empty is not made (the next cluster in the
-//!   criterion's order is tried).
-//! - **Reassignment** \[ref\] at steps `40 n` for n = 1 and prime n: each entity moves to the
+//!   window stay. A split that would leave a side empty is not made (offline CEL then tries
+//!   the next cluster in the criterion's order; CEL-Lite skips the split).
+//! - **Reassignment** \[ref\] (the loss criterion; the loss approximations are \[ours\]) at steps `40 n` for n = 1 and prime n: each entity moves to the
 //!   cluster minimising its loss; stabilizers: keep the old cluster with probability 0.3,
 //!   never empty a cluster, refill an empty cluster with a random half of the largest. The
 //!   loss is either modelled inside the table ([`Reassign::Approx`], second order) or measured
 //!   on the model ([`Reassign::Exact`] with [`exact::reassign_due`]).
 //! - **Personalization** \[ref\] (optional): see [`CelConfig::personalize_at`].
 //! - **CEL-Lite** [ours; the paper's claim]: [`Mode::Lite`] keeps no per-entity floats. A
-//!   split collects a reservoir sample of member gradients, places the sampled members at
-//!   once and the others lazily, when they next appear, by the sign of their projection on
-//!   the stored direction; reassignment happens when an entity appears, among its tree
+//!   split keeps the window-summed gradients of the first `reservoir` distinct members seen
+//!   (not a random sample), places those members at once and the others lazily: a member's
+//!   projections on the stored direction are summed over its appearances, and the sign of the
+//!   sum decides after 3 appearances or, at the latest, when the placement window closes; reassignment happens when an entity appears, among its tree
 //!   neighbours (parent, children, siblings), with the second-order model. Per step:
 //!   `O(batch x d)` bookkeeping plus `O(reservoir x d)` per power iteration of a split; never
 //!   a pass over all entities. [`online::Online::observe`] is the online API.

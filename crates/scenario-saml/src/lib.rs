@@ -25,7 +25,8 @@
 //! | one branch per scenario, layer `k` reading `[h_m^(k-1); h_aux^(k-1)]` | \[paper\] | [`Saml`] |
 //! | branch `m` updated only by scenario `m`'s samples | \[paper\] | [`Routing::select_own`], [`MutualUnit`] |
 //! | mutual unit: cosine + learned affinity gates, stop-gradient borrowing | [paper; equations ours] | [`MutualUnit`] |
-//! | loss `BCE(y) + lambda_aux BCE(y_aux)`, `lambda_aux = 1`; optional KL term (off) | [paper; weights ours] | [`Saml`] |
+//! | loss `BCE(y) + lambda_aux BCE(y_aux)`, `lambda_aux = 1` | [paper; weights ours] | [`Saml`] |
+//! | optional mutual-learning term `mu KL(y \|\| stopgrad(y_aux))` (`mutual_kl`, off) | \[ours\] | [`SamlConfig::mutual_kl`] |
 //! | the auxiliary logit added to every branch's output logit (`aux_in_output`, on) | \[ours\] | [`Saml`] |
 //! | mini-batch L2 penalty on the scenario vectors (`scenario_l2 = 1`): a scenario vector survives only where its scenario's data support it | \[ours\] | [`Saml`] |
 //! | branches narrower than the auxiliary network (`branch_hidden`, default as wide): each branch a scenario correction to the auxiliary network rather than a whole network | \[ours\] | [`SamlConfig::branch_hidden`] |

@@ -23,7 +23,8 @@
 //!    scenario, where `z_aux = w_aux . h_aux^(L)` is the auxiliary logit, added by default
 //!    (`aux_in_output`, \[ours\]);
 //!    `L = BCE(y) + lambda_aux * BCE(y_aux) [+ mu * KL(y || stopgrad(y_aux))]
-//!    + scenario_l2 * mean_batch sum_f ||e_s,f||^2` (the last term \[ours\], `scenario_l2 = 1`).
+//!    + scenario_l2 * mean_batch sum_f ||e_s,f||^2` (the KL term \[ours\], off by default; the
+//!    last term \[ours\], `scenario_l2 = 1`).
 //!
 //! Scenario-aware attention [paper; form ours]: a global DIN attention (in [`InputLayer`]) and a
 //! scenario attention over the same values (the global behaviour vectors), differing in the

@@ -1,18 +1,21 @@
 //! The TOML configuration of a training run.
 //!
-//! Every section and key has a documented default; unknown keys are rejected with the file,
-//! line and key named, so a typo never silently falls back to a default.
+//! Every key except `[model] name` (and an early-stopping `metric`) has a documented default,
+//! so a typo never silently falls back to one: unknown keys in the typed sections are rejected
+//! with the file, line and key named; the free-form tables (`[model.params]`, `[data.options]`,
+//! `[embeddings]`) are checked by the model, data set or table they configure when the run is
+//! built, with an error naming the section and the key.
 //!
 //! ```toml
 //! [data]
 //! dataset = "ml-100k"    # ml-100k | synthetic | csv
-//! protocol = "ctr"       # ctr | rating | cold | ms | seq | ecom
+//! protocol = "ctr"       # ml-100k: ctr | rating | cold | ms | seq; synthetic: ctr | rating | ms | ecom
 //! seed = 42
 //!
 //! [model]
 //! name = "deepfm"
 //! [model.params]         # model-specific hyperparameters (see each model's docs)
-//! embedding_dim = 16
+//! dim = 16
 //!
 //! [embeddings.default]   # table used for every ID field unless overridden
 //! kind = "full"
@@ -65,8 +68,8 @@ pub struct DataConfig {
     /// `ml-100k` (default), `synthetic` or `csv`.
     #[serde(default = "default_dataset")]
     pub dataset: String,
-    /// Protocol name: `ctr` (default), `rating`, `cold`, `ms`, `seq` (ml-100k); `ecom`, `ms`
-    /// (synthetic); ignored for `csv`.
+    /// Protocol name: `ctr` (default), `rating`, `cold`, `ms`, `seq` (ml-100k); `ctr`,
+    /// `rating`, `ms`, `ecom` (synthetic); ignored for `csv`.
     #[serde(default = "default_protocol")]
     pub protocol: String,
     /// Seed of the split, the shuffling, the initialisation and dropout. Default 42.
@@ -348,6 +351,28 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The example at the top of this module is a configuration that loads, with model
+    /// parameters DeepFM accepts.
+    #[test]
+    fn the_module_example_loads() {
+        let src = include_str!("config.rs");
+        let example: String = src
+            .lines()
+            .map_while(|l| l.strip_prefix("//!"))
+            .skip_while(|l| l.trim() != "```toml")
+            .skip(1)
+            .take_while(|l| l.trim() != "```")
+            .map(|l| format!("{}\n", l.strip_prefix(' ').unwrap_or(l)))
+            .collect();
+        assert!(example.contains("[model.params]"), "{example}");
+        let c = Config::from_toml(&example, "module example").unwrap();
+        assert_eq!((c.model.name.as_str(), c.train.epochs), ("deepfm", 20));
+        let p: rec_nn::models::DeepFmConfig = toml::Value::Table(c.model.params.clone())
+            .try_into()
+            .unwrap();
+        assert_eq!(p.dim, 16);
+    }
 
     #[test]
     fn minimal_config_gets_documented_defaults() {

@@ -27,9 +27,10 @@
 //! # day D: train from scratch (configs/dupn-synth-ecom.toml: synthetic P-ECOM, days 1..D-1
 //! # for training and day D for testing) and keep the run directory
 //! cargo xtask train --config configs/dupn-synth-ecom.toml --out runs/dupn-day-D
-//! # day D+1: the same configuration with `days` raised by one in [data.options] (any data
-//! # source with the same fields and vocabularies), warm-started from the run of day D:
-//! # parameters, embedding tables and their row-wise AdaGrad state
+//! # day D+1: the same configuration with `days` raised by one and `train_from_day` set to
+//! # the new day in [data.options] (any data source with the same fields and vocabularies),
+//! # warm-started from the run of day D: parameters, embedding tables and their row-wise
+//! # AdaGrad state
 //! cargo xtask train --config next-day.toml --out runs/dupn-day-D1 --resume runs/dupn-day-D
 //! ```
 //!
@@ -38,9 +39,9 @@
 //! step counter, early stopping and the new run's checkpoints are its own. `--resume` without a
 //! value instead continues an interrupted run exactly where it stopped. Keep the model widths
 //! and the vocabularies of day D: a table or variable whose shape changed is an error naming it.
-//! With the synthetic generator, raising `days` makes the training split cover days 1..D (not
-//! only the new day): it exercises the warm start, not the cost saving; a production source
-//! would hand the new day's samples only.
+//! With the synthetic generator, `train_from_day` (protocol `ecom` only) keeps the training
+//! split to the new day's samples, as a production source would hand them; histories still
+//! reach back into the earlier days.
 //! For a new task on top of a trained encoder (transfer) use [`transfer::load_matching`], which
 //! loads only the parts whose names and shapes match, with the tables' optimizer state fresh
 //! ([`transfer::TableState::Fresh`]) so that the pretrained rows fine-tune at full step size.
