@@ -11,6 +11,7 @@
 //! - [`encode`]: vocabularies with a reserved out-of-vocabulary index, buckets, quantile bins.
 //! - [`ranking`]: seeded negative sampling and fixed ranking candidates.
 //! - [`fetch`]: the data directory, checksums, safe zip extraction, atomic writes.
+//! - [`synth`]: synthetic e-commerce logs with planted ground truth (streaming, Parquet).
 //!
 //! ```no_run
 //! use rec_data::movielens::{MovieLens100k, Protocol};
@@ -22,7 +23,6 @@
 //! }
 //! # Ok::<(), rec_data::DataError>(())
 //! ```
-//! - [`synth`]: synthetic e-commerce logs with planted ground truth (streaming, Parquet).
 #![warn(missing_docs)]
 
 pub mod batch;
@@ -43,7 +43,7 @@ mod text;
 
 pub use batch::{Batch, Column, Padded, Slice};
 pub use error::{DataError, Result};
-pub use interactions::InteractionSchema;
+pub use interactions::{InteractionSchema, Vocabs};
 pub use iter::{BatchIter, epoch_order, mix_seed};
 pub use movielens::{MovieLens100k, Protocol};
 pub use schema::{FieldKind, FieldSpec, OOV, Schema, TaskKind, TaskSpec};

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use rec_data::{InteractionSchema, MovieLens100k, Protocol, Split};
+use rec_data::{InteractionSchema, MovieLens100k, Protocol, Split, Vocabs};
 
 use crate::config::DataConfig;
 
@@ -21,8 +21,18 @@ use crate::config::DataConfig;
 ///   `train_from_day` (`ecom`: train on days `train_from_day..D-1` only, for the daily update
 ///   that fine-tunes yesterday's checkpoint on the new day; default 0).
 /// - `csv`: options `path` (the file) and `schema` (an [`InteractionSchema`] TOML file);
-///   a seeded random 80/10/10 split.
+///   a seeded random 80/10/10 split. The vocabularies (raw ID to index) are built from the
+///   file; [`load_split_with`] encodes with given ones instead.
 pub fn load_split(cfg: &DataConfig) -> Result<Split> {
+    load_split_with(cfg, None)
+}
+
+/// [`load_split`], with the `csv` data set encoded by `vocabs` when given (a checkpoint's, see
+/// [`crate::train::carried_vocabs`]): every raw ID keeps the index it had when the checkpoint was trained,
+/// IDs the checkpoint never saw map to the out-of-vocabulary index 0, and an unknown scenario
+/// is an error naming file, line and value. The other data sets' vocabularies are fixed by the
+/// data set and its seed, so `vocabs` does not apply to them.
+pub fn load_split_with(cfg: &DataConfig, vocabs: Option<&Vocabs>) -> Result<Split> {
     let split = match cfg.dataset.as_str() {
         "ml-100k" => {
             let protocol: Protocol = cfg
@@ -56,7 +66,7 @@ pub fn load_split(cfg: &DataConfig) -> Result<Split> {
                     path.display()
                 );
             }
-            let table = raw.encode(None)?;
+            let table = raw.encode(vocabs)?;
             table.random_split(&path.display().to_string(), cfg.seed, [0.8, 0.1, 0.1])
         }
         "synthetic" => synthetic_split(cfg)?,

@@ -38,9 +38,20 @@ pub use train::{Outcome, Start, fit};
 use anyhow::Result;
 use candle_core::Device;
 
-/// Loads the data of `cfg`, builds its model on the CPU, and trains it.
+/// Loads the data of `cfg`, builds its model on the CPU, and trains it. A resumed or
+/// warm-started run encodes a `csv` data set with the vocabularies of the checkpoint it starts
+/// from, so every raw ID keeps its row (see [`data::load_split_with`]).
 pub fn run(cfg: &Config, start: Start) -> Result<Outcome> {
-    let split = data::load_split(&cfg.data)?;
+    let from = match &start {
+        Start::Fresh => None,
+        Start::Resume => checkpoint::resolve_pointer(&cfg.run_dir().join("checkpoints"), "latest")?,
+        Start::WarmStart(dir) => Some(dir.clone()),
+    };
+    let vocabs = match &from {
+        Some(dir) if cfg.data.dataset == "csv" => train::checkpoint_vocabs(dir)?,
+        _ => None,
+    };
+    let split = data::load_split_with(&cfg.data, vocabs.as_ref())?;
     let device = Device::Cpu;
     let mut model = registry::build_model(cfg, &split.schema, &split.train, &device)?;
     fit(model.as_mut(), &split, cfg, start)

@@ -9,7 +9,7 @@ use candle_core::DType;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use rec_data::{Batch, BatchIter, Split, mix_seed};
+use rec_data::{Batch, BatchIter, Split, Vocabs, mix_seed};
 use rec_nn::{Ctx, Model, TensorMap};
 use serde::{Deserialize, Serialize};
 
@@ -142,6 +142,7 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
         .with_context(|| format!("cannot write into {}", run_dir.display()))?;
 
     let mut opt = DenseOptimizer::new(cfg.optimizer.dense, model.dense_vars())?;
+    let vocabs = carried_vocabs(split, cfg);
     let mut st = LoopState {
         step: 0,
         epoch: 0,
@@ -235,14 +236,14 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
                 && st.step.is_multiple_of(every)
                 && st.batch_in_epoch < batches_per_epoch
             {
-                save_checkpoint(model, &opt, &st, cfg, &ckpt_root)?;
+                save_checkpoint(model, &opt, &st, cfg, vocabs.as_ref(), &ckpt_root)?;
             }
         }
         bar.finish_and_clear();
         if st.batch_in_epoch < batches_per_epoch {
             // The step budget ran out inside the epoch: save the position and stop; a resumed
             // run finishes the epoch.
-            save_checkpoint(model, &opt, &st, cfg, &ckpt_root)?;
+            save_checkpoint(model, &opt, &st, cfg, vocabs.as_ref(), &ckpt_root)?;
             break 'epochs;
         }
         let epoch_secs = epoch_start.elapsed().as_secs_f64();
@@ -306,7 +307,7 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
                 checkpoint: name.clone(),
             });
         }
-        save_checkpoint(model, &opt, &st, cfg, &ckpt_root)?;
+        save_checkpoint(model, &opt, &st, cfg, vocabs.as_ref(), &ckpt_root)?;
         if improved {
             checkpoint::set_pointer(&ckpt_root, "best", &name)?;
         }
@@ -583,19 +584,44 @@ fn non_finite_parameter(model: &dyn Model) -> Result<Option<String>> {
     Ok(None)
 }
 
+/// The vocabularies a checkpoint of this run carries: the `csv` data set's, which are built
+/// from the file and would otherwise be rebuilt, with other indices, from the next file a
+/// warm start trains on. The other data sets' vocabularies are fixed by data set and seed.
+pub fn carried_vocabs(split: &Split, cfg: &Config) -> Option<Vocabs> {
+    (cfg.data.dataset == "csv").then(|| Vocabs {
+        fields: split.vocabs.clone(),
+        scenarios: split.scenario_names.clone(),
+    })
+}
+
+/// The vocabularies saved in the checkpoint `dir` (see [`carried_vocabs`]), if it has any.
+pub fn checkpoint_vocabs(dir: &Path) -> Result<Option<Vocabs>> {
+    let (_, state) = checkpoint::read(dir, &candle_core::Device::Cpu)?;
+    match state.get("vocabs") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => serde_json::from_value(v.clone())
+            .map(Some)
+            .with_context(|| format!("{} has unreadable vocabularies", dir.display())),
+    }
+}
+
 fn save_checkpoint(
     model: &dyn Model,
     opt: &DenseOptimizer,
     st: &LoopState,
     cfg: &Config,
+    vocabs: Option<&Vocabs>,
     root: &Path,
 ) -> Result<()> {
     let (tensors, meta) = training_state(model, Some(opt))?;
-    let state = serde_json::json!({
+    let mut state = serde_json::json!({
         "state": meta,
         "loop": st,
         "config": cfg.to_toml()?,
     });
+    if let Some(v) = vocabs {
+        state["vocabs"] = serde_json::to_value(v)?;
+    }
     let name = checkpoint::step_name(st.step);
     let dir = root.join(&name);
     if dir.exists() {

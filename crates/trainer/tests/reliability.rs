@@ -561,3 +561,79 @@ fn a_csv_with_only_a_header_is_refused_before_training() {
     std::fs::write(&csv, "user,item,click\nu1,i1,1\n").unwrap();
     rec_trainer::data::load_split(&cfg).unwrap();
 }
+
+/// The daily update on your own CSV files: the next day's file is encoded with the vocabularies
+/// of the checkpoint it warm-starts from (saved in the checkpoint), not with vocabularies built
+/// afresh from the new file, which would give known IDs other rows.
+#[test]
+fn a_warm_start_on_a_new_csv_keeps_the_checkpoints_vocabularies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let schema = tmp.path().join("schema.toml");
+    std::fs::write(
+        &schema,
+        "[[columns]]\nname = \"user\"\nrole = \"user\"\n\
+         [[columns]]\nname = \"item\"\nrole = \"item\"\n\
+         [[columns]]\nname = \"click\"\nrole = \"label\"\n",
+    )
+    .unwrap();
+    let write_day = |name: &str, items: &[&str]| {
+        let mut text = String::from("user,item,click\n");
+        for r in 0..120 {
+            let item = items[r % items.len()];
+            text.push_str(&format!("u{},{item},{}\n", r % 7, (r / 3) % 2));
+        }
+        let p = tmp.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    // Day 2 lacks i1 and has a new item i0: built afresh, its vocabulary would differ.
+    let day1 = write_day("day1.csv", &["i1", "i2", "i3", "i4", "i5"]);
+    let day2 = write_day("day2.csv", &["i0", "i2", "i3", "i4", "i5"]);
+    let config = |csv: &Path, out: &str| {
+        let text = format!(
+            "[data]\ndataset = \"csv\"\n[data.options]\npath = {:?}\nschema = {:?}\n\
+             [model]\nname = \"fm\"\n[model.params]\ndim = 4\n\
+             [train]\nepochs = 1\nbatch_size = 32\nprogress = false\n[output]\ndir = {:?}\n",
+            csv.display().to_string(),
+            schema.display().to_string(),
+            tmp.path().join(out).display().to_string(),
+        );
+        Config::from_toml(&text, out).unwrap()
+    };
+    let (c1, c2) = (config(&day1, "day1"), config(&day2, "day2"));
+    rec_trainer::run(&c1, Start::Fresh).unwrap();
+    let ck1 = checkpoint::resolve_pointer(&tmp.path().join("day1/checkpoints"), "latest")
+        .unwrap()
+        .unwrap();
+    let v1 = rec_trainer::train::checkpoint_vocabs(&ck1)
+        .unwrap()
+        .expect("a csv run's checkpoint carries its vocabularies");
+    let items1 = &v1.fields["item"];
+    assert_eq!(
+        rec_trainer::data::load_split(&c1.data).unwrap().vocabs,
+        v1.fields
+    );
+    let fresh = rec_trainer::data::load_split(&c2.data).unwrap();
+    assert_ne!(
+        &fresh.vocabs["item"], items1,
+        "the test needs a changed vocabulary"
+    );
+
+    rec_trainer::run(&c2, Start::WarmStart(ck1)).unwrap();
+    let ck2 = checkpoint::resolve_pointer(&tmp.path().join("day2/checkpoints"), "latest")
+        .unwrap()
+        .unwrap();
+    let v2 = rec_trainer::train::checkpoint_vocabs(&ck2)
+        .unwrap()
+        .unwrap();
+    assert_eq!(v2, v1, "day 2 trained and saved with day 1's vocabularies");
+    // Known items keep their day-1 index; the new one is out of vocabulary.
+    let split = rec_trainer::data::load_split_with(&c2.data, Some(&v1)).unwrap();
+    assert_eq!(&split.vocabs["item"], items1);
+    assert_eq!(items1.get("i0"), 0);
+    assert_ne!(items1.get("i2"), 0);
+    let item = split.schema.item_field.clone().expect("item field");
+    let ids = split.train.ids(&item).expect("item ids");
+    assert!(ids.contains(&0), "i0 maps to the out-of-vocabulary row");
+    assert!(ids.contains(&items1.get("i2")));
+}
