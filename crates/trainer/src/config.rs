@@ -271,7 +271,20 @@ impl Config {
                 .span()
                 .map(|s| {
                     let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
-                    format!(", line {line}")
+                    // A wrong value's message names the type, not the key: add the key of
+                    // that line (unknown keys are already named by the message).
+                    let key = text
+                        .lines()
+                        .nth(line - 1)
+                        .and_then(|l| l.split_once('='))
+                        .map(|(k, _)| k.trim())
+                        .filter(|k| {
+                            !k.is_empty() && !k.starts_with('[') && !e.message().contains(*k)
+                        });
+                    match key {
+                        Some(k) => format!(", line {line}, key `{k}`"),
+                        None => format!(", line {line}"),
+                    }
                 })
                 .unwrap_or_default();
             anyhow::anyhow!("invalid configuration {origin}{pos}: {}", e.message())
@@ -400,6 +413,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("line 4"), "{e}");
+        assert!(e.contains("epochs"), "{e}");
         let e = Config::from_toml(
             "[model]\nname = \"fm\"\n[optimizer.dense]\nkind = \"adamax\"\nlr = 0.1\n",
             "x",
