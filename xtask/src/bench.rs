@@ -59,7 +59,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if args.compare {
         return crate::bench_compare::run(&args);
     }
-    if args.scale.scale || args.scale.scale_point.is_some() {
+    // `--scale-replot` alone means the P-SCALE plots too (it used to fall through to every
+    // criterion benchmark).
+    if args.scale.scale || args.scale.scale_replot || args.scale.scale_point.is_some() {
         return crate::bench_scale::run(&args.scale, args.threads);
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
