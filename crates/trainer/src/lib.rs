@@ -48,7 +48,17 @@ pub fn run(cfg: &Config, start: Start) -> Result<Outcome> {
         Start::WarmStart(dir) => Some(dir.clone()),
     };
     let vocabs = match &from {
-        Some(dir) if cfg.data.dataset == "csv" => train::checkpoint_vocabs(dir)?,
+        Some(dir) if cfg.data.dataset == "csv" => {
+            let v = train::checkpoint_vocabs(dir)?;
+            if v.is_none() {
+                tracing::warn!(
+                    checkpoint = %dir.display(),
+                    "the checkpoint carries no vocabularies (written by an older version): the \
+                     file's IDs are indexed afresh and may not match the checkpoint's rows"
+                );
+            }
+            v
+        }
         _ => None,
     };
     let split = data::load_split_with(&cfg.data, vocabs.as_ref())?;
