@@ -178,9 +178,9 @@ pub fn resolve_pointer(root: &Path, pointer: &str) -> Result<Option<PathBuf>> {
     Ok(Some(root.join(name)))
 }
 
-/// Reads and verifies a checkpoint directory: the manifest's version, then each file's size and
-/// SHA-256, then the contents. Any mismatch is an error naming the file.
-pub fn read(dir: &Path, device: &Device) -> Result<(TensorMap, serde_json::Value)> {
+/// Checks a checkpoint directory's manifest (its version) and, for each of `files`, its size
+/// and SHA-256 against the manifest. Any mismatch is an error naming the file.
+fn verify(dir: &Path, files: &[&str]) -> Result<()> {
     let manifest_path = dir.join(MANIFEST);
     if let Ok(m) = fs::metadata(&manifest_path)
         && m.len() > MAX_MANIFEST_BYTES
@@ -206,7 +206,7 @@ pub fn read(dir: &Path, device: &Device) -> Result<(TensorMap, serde_json::Value
             manifest.format_version
         );
     }
-    for f in [TENSORS, STATE] {
+    for &f in files {
         let entry = manifest
             .files
             .get(f)
@@ -235,11 +235,26 @@ pub fn read(dir: &Path, device: &Device) -> Result<(TensorMap, serde_json::Value
             );
         }
     }
+    Ok(())
+}
+
+/// Reads and verifies a checkpoint directory: the manifest's version, then each file's size and
+/// SHA-256, then the contents. Any mismatch is an error naming the file.
+pub fn read(dir: &Path, device: &Device) -> Result<(TensorMap, serde_json::Value)> {
+    verify(dir, &[TENSORS, STATE])?;
     let tensors = candle_core::safetensors::load(dir.join(TENSORS), device)
         .with_context(|| format!("cannot read {}", dir.join(TENSORS).display()))?;
     let state: serde_json::Value = serde_json::from_slice(&fs::read(dir.join(STATE))?)
         .with_context(|| format!("{} is not valid JSON", dir.join(STATE).display()))?;
     Ok((tensors, state))
+}
+
+/// Reads and verifies only the JSON state of a checkpoint (configuration, loop and optimizer
+/// metadata, vocabularies), without loading its tensors.
+pub fn read_state(dir: &Path) -> Result<serde_json::Value> {
+    verify(dir, &[STATE])?;
+    serde_json::from_slice(&fs::read(dir.join(STATE))?)
+        .with_context(|| format!("{} is not valid JSON", dir.join(STATE).display()))
 }
 
 /// Deletes checkpoints under `root` except the `keep` newest (by name order, which is step
@@ -318,6 +333,28 @@ mod tests {
         fs::remove_file(p.join(MANIFEST)).unwrap();
         let e = read(&p, &Device::Cpu).unwrap_err().to_string();
         assert!(e.contains("not a complete checkpoint"), "{e}");
+    }
+
+    #[test]
+    fn the_state_alone_is_read_and_verified_without_the_tensors() {
+        let dir = tempfile::tempdir().unwrap();
+        let (m, s) = sample();
+        let p = write(dir.path(), "step-1", &m, &s).unwrap();
+        assert_eq!(read_state(&p).unwrap(), s);
+        // A damaged tensors file does not stop the state from being read (it is not loaded)...
+        let t = p.join(TENSORS);
+        let mut bytes = fs::read(&t).unwrap();
+        bytes[0] ^= 0xff;
+        fs::write(&t, &bytes).unwrap();
+        assert_eq!(read_state(&p).unwrap(), s);
+        assert!(read(&p, &Device::Cpu).is_err());
+        // ...but a damaged state file is refused, named.
+        let st = p.join(STATE);
+        let mut bytes = fs::read(&st).unwrap();
+        bytes[2] ^= 0x01;
+        fs::write(&st, &bytes).unwrap();
+        let e = read_state(&p).unwrap_err().to_string();
+        assert!(e.contains("SHA-256") && e.contains(STATE), "{e}");
     }
 
     #[test]

@@ -27,10 +27,10 @@ pub fn load_split(cfg: &DataConfig) -> Result<Split> {
     load_split_with(cfg, None)
 }
 
-/// [`load_split`], with the `csv` data set encoded by `vocabs` when given (a checkpoint's, see
-/// [`crate::train::carried_vocabs`]): every raw ID keeps the index it had when the checkpoint was trained,
-/// IDs the checkpoint never saw map to the out-of-vocabulary index 0, and an unknown scenario
-/// is an error naming file, line and value. The other data sets' vocabularies are fixed by the
+/// [`load_split`], with the `csv` data set encoded by `vocabs` when given (a checkpoint's,
+/// see [`crate::train::carried_vocabs`]): every raw ID keeps the index it had when the
+/// checkpoint was trained, IDs the checkpoint never saw map to the out-of-vocabulary index 0,
+/// and an unknown scenario is an error naming file, line and value. The other data sets' vocabularies are fixed by the
 /// data set and its seed, so `vocabs` does not apply to them.
 pub fn load_split_with(cfg: &DataConfig, vocabs: Option<&Vocabs>) -> Result<Split> {
     let split = match cfg.dataset.as_str() {

@@ -595,8 +595,13 @@ pub fn carried_vocabs(split: &Split, cfg: &Config) -> Option<Vocabs> {
 }
 
 /// The vocabularies saved in the checkpoint `dir` (see [`carried_vocabs`]), if it has any.
+/// Reads and verifies the checkpoint's state only, not its tensors.
 pub fn checkpoint_vocabs(dir: &Path) -> Result<Option<Vocabs>> {
-    let (_, state) = checkpoint::read(dir, &candle_core::Device::Cpu)?;
+    state_vocabs(&checkpoint::read_state(dir)?, dir)
+}
+
+/// The vocabularies in a checkpoint's `state` (read from `dir`), if it has any.
+pub fn state_vocabs(state: &serde_json::Value, dir: &Path) -> Result<Option<Vocabs>> {
     match state.get("vocabs") {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(v) => serde_json::from_value(v.clone())
