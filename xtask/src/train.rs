@@ -269,7 +269,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         .with_context(|| format!("{} holds no configuration", dir.display()))?;
     let cfg = Config::from_toml(cfg_text, &format!("in {}", dir.display()))?;
     // A csv run is evaluated with the vocabularies it was trained with.
-    let vocabs = rec_trainer::train::state_vocabs(&state, &dir)?;
+    let vocabs = rec_trainer::train::vocabs_for(&cfg, &state, &dir)?;
     let split = rec_trainer::data::load_split_with(&cfg.data, vocabs.as_ref())?;
     let mut model = rec_trainer::registry::build_model(&cfg, &split.schema, &split.train, &device)?;
     rec_trainer::train::load_training_state(model.as_mut(), None, &tensors, &state["state"])?;

@@ -35,6 +35,9 @@ pub fn load_split(cfg: &DataConfig) -> Result<Split> {
 pub fn load_split_with(cfg: &DataConfig, vocabs: Option<&Vocabs>) -> Result<Split> {
     let split = match cfg.dataset.as_str() {
         "ml-100k" => {
+            if let Some(k) = cfg.options.keys().next() {
+                bail!("[data.options] has unknown key `{k}`: the ml-100k dataset takes no options");
+            }
             let protocol: Protocol = cfg
                 .protocol
                 .parse()

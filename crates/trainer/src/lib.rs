@@ -49,15 +49,7 @@ pub fn run(cfg: &Config, start: Start) -> Result<Outcome> {
     };
     let vocabs = match &from {
         Some(dir) if cfg.data.dataset == "csv" => {
-            let v = train::checkpoint_vocabs(dir)?;
-            if v.is_none() {
-                tracing::warn!(
-                    checkpoint = %dir.display(),
-                    "the checkpoint carries no vocabularies (written by an older version): the \
-                     file's IDs are indexed afresh and may not match the checkpoint's rows"
-                );
-            }
-            v
+            train::vocabs_for(cfg, &checkpoint::read_state(dir)?, dir)?
         }
         _ => None,
     };

@@ -143,6 +143,7 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
 
     let mut opt = DenseOptimizer::new(cfg.optimizer.dense, model.dense_vars())?;
     let vocabs = carried_vocabs(split, cfg);
+    let vocabs_json = vocabs.as_ref().map(serde_json::to_value).transpose()?;
     let mut st = LoopState {
         step: 0,
         epoch: 0,
@@ -164,6 +165,7 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
                 )
             })?;
             let (tensors, state) = checkpoint::read(&dir, model.device())?;
+            check_vocabs(&state, vocabs.as_ref(), &dir)?;
             load_training_state(model, Some(&mut opt), &tensors, &state["state"])?;
             st = serde_json::from_value(state["loop"].clone())
                 .with_context(|| format!("{} has an unreadable loop state", dir.display()))?;
@@ -179,6 +181,7 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
         }
         Start::WarmStart(dir) => {
             let (tensors, state) = checkpoint::read(dir, model.device())?;
+            check_vocabs(&state, vocabs.as_ref(), dir)?;
             load_training_state(model, Some(&mut opt), &tensors, &state["state"])?;
             tracing::info!(checkpoint = %dir.display(), "warm start");
         }
@@ -236,14 +239,14 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
                 && st.step.is_multiple_of(every)
                 && st.batch_in_epoch < batches_per_epoch
             {
-                save_checkpoint(model, &opt, &st, cfg, vocabs.as_ref(), &ckpt_root)?;
+                save_checkpoint(model, &opt, &st, cfg, vocabs_json.as_ref(), &ckpt_root)?;
             }
         }
         bar.finish_and_clear();
         if st.batch_in_epoch < batches_per_epoch {
             // The step budget ran out inside the epoch: save the position and stop; a resumed
             // run finishes the epoch.
-            save_checkpoint(model, &opt, &st, cfg, vocabs.as_ref(), &ckpt_root)?;
+            save_checkpoint(model, &opt, &st, cfg, vocabs_json.as_ref(), &ckpt_root)?;
             break 'epochs;
         }
         let epoch_secs = epoch_start.elapsed().as_secs_f64();
@@ -307,7 +310,7 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
                 checkpoint: name.clone(),
             });
         }
-        save_checkpoint(model, &opt, &st, cfg, vocabs.as_ref(), &ckpt_root)?;
+        save_checkpoint(model, &opt, &st, cfg, vocabs_json.as_ref(), &ckpt_root)?;
         if improved {
             checkpoint::set_pointer(&ckpt_root, "best", &name)?;
         }
@@ -600,14 +603,60 @@ pub fn checkpoint_vocabs(dir: &Path) -> Result<Option<Vocabs>> {
     state_vocabs(&checkpoint::read_state(dir)?, dir)
 }
 
+/// The vocabularies to encode `cfg`'s data with when starting from (or evaluating) the
+/// checkpoint `dir` whose state is `state`: its saved ones for a `csv` run, else none. A csv
+/// run's checkpoint without them (an older checkpoint, or one of another data set) gets a
+/// warning: the file's IDs are then indexed afresh, which matches the checkpoint's rows only
+/// if the file is the one it was trained on.
+pub fn vocabs_for(cfg: &Config, state: &serde_json::Value, dir: &Path) -> Result<Option<Vocabs>> {
+    if cfg.data.dataset != "csv" {
+        return Ok(None);
+    }
+    let v = state_vocabs(state, dir)?;
+    if v.is_none() {
+        tracing::warn!(
+            checkpoint = %dir.display(),
+            "the checkpoint carries no vocabularies (an older checkpoint, or not of a csv run): \
+             the file's IDs are indexed afresh and match the checkpoint's rows only if the file \
+             is the one it was trained on"
+        );
+    }
+    Ok(v)
+}
+
 /// The vocabularies in a checkpoint's `state` (read from `dir`), if it has any.
 pub fn state_vocabs(state: &serde_json::Value, dir: &Path) -> Result<Option<Vocabs>> {
     match state.get("vocabs") {
         None | Some(serde_json::Value::Null) => Ok(None),
-        Some(v) => serde_json::from_value(v.clone())
+        Some(v) => Vocabs::deserialize(v)
             .map(Some)
             .with_context(|| format!("{} has unreadable vocabularies", dir.display())),
     }
+}
+
+/// Refuses to continue from a checkpoint whose vocabularies differ from the split's: the
+/// split's raw IDs would then meet rows trained for other IDs. (`run` encodes the data with the
+/// checkpoint's vocabularies; a caller of `fit` must do the same, with
+/// [`crate::data::load_split_with`].) A checkpoint without vocabularies is not checked.
+fn check_vocabs(state: &serde_json::Value, split: Option<&Vocabs>, dir: &Path) -> Result<()> {
+    let (Some(saved), Some(split)) = (state_vocabs(state, dir)?, split) else {
+        return Ok(());
+    };
+    if saved.scenarios != split.scenarios {
+        bail!(
+            "{} was trained with other scenarios than this data's; encode the data with the checkpoint's vocabularies (rec_trainer::data::load_split_with)",
+            dir.display()
+        );
+    }
+    for (field, v) in &saved.fields {
+        if split.fields.get(field) != Some(v) {
+            bail!(
+                "{} was trained with another vocabulary of field `{field}` than this data's; encode the data with the checkpoint's vocabularies (rec_trainer::data::load_split_with)",
+                dir.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 fn save_checkpoint(
@@ -615,7 +664,7 @@ fn save_checkpoint(
     opt: &DenseOptimizer,
     st: &LoopState,
     cfg: &Config,
-    vocabs: Option<&Vocabs>,
+    vocabs: Option<&serde_json::Value>,
     root: &Path,
 ) -> Result<()> {
     let (tensors, meta) = training_state(model, Some(opt))?;
@@ -625,7 +674,7 @@ fn save_checkpoint(
         "config": cfg.to_toml()?,
     });
     if let Some(v) = vocabs {
-        state["vocabs"] = serde_json::to_value(v)?;
+        state["vocabs"] = v.clone();
     }
     let name = checkpoint::step_name(st.step);
     let dir = root.join(&name);

@@ -532,6 +532,19 @@ reservoir = 16"#,
 }
 
 #[test]
+fn options_a_dataset_does_not_take_are_refused_by_name() {
+    let mut cfg = rec_trainer::config::DataConfig::default();
+    assert_eq!(cfg.dataset, "ml-100k");
+    cfg.options.insert("preset".into(), "small".into());
+    let e = format!("{:#}", rec_trainer::data::load_split(&cfg).unwrap_err());
+    assert!(e.contains("`preset`") && e.contains("ml-100k"), "{e}");
+    cfg.dataset = "synthetic".into();
+    cfg.options.insert("presets".into(), "small".into());
+    let e = format!("{:#}", rec_trainer::data::load_split(&cfg).unwrap_err());
+    assert!(e.contains("`presets`"), "{e}");
+}
+
+#[test]
 fn a_csv_with_only_a_header_is_refused_before_training() {
     let tmp = tempfile::tempdir().unwrap();
     let schema = tmp.path().join("schema.toml");
@@ -618,6 +631,15 @@ fn a_warm_start_on_a_new_csv_keeps_the_checkpoints_vocabularies() {
         &fresh.vocabs["item"], items1,
         "the test needs a changed vocabulary"
     );
+
+    // `fit` on data encoded afresh refuses the checkpoint, naming the field.
+    let mut model = registry::build_model(&c2, &fresh.schema, &fresh.train, &Device::Cpu).unwrap();
+    let e = format!(
+        "{:#}",
+        fit(model.as_mut(), &fresh, &c2, Start::WarmStart(ck1.clone())).unwrap_err()
+    );
+    assert!(e.contains("vocabulary of field `item`"), "{e}");
+    std::fs::remove_dir_all(tmp.path().join("day2")).unwrap();
 
     rec_trainer::run(&c2, Start::WarmStart(ck1)).unwrap();
     let ck2 = checkpoint::resolve_pointer(&tmp.path().join("day2/checkpoints"), "latest")
