@@ -276,11 +276,13 @@ impl Config {
                     let key = text
                         .lines()
                         .nth(line - 1)
+                        .map(str::trim)
+                        // Not a comment, a table header or an inline table (whose outer key
+                        // would not be the one at fault).
+                        .filter(|l| !l.starts_with('#') && !l.starts_with('[') && !l.contains('{'))
                         .and_then(|l| l.split_once('='))
                         .map(|(k, _)| k.trim())
-                        .filter(|k| {
-                            !k.is_empty() && !k.starts_with('[') && !e.message().contains(*k)
-                        });
+                        .filter(|k| !k.is_empty() && !e.message().contains(&format!("`{k}`")));
                     match key {
                         Some(k) => format!(", line {line}, key `{k}`"),
                         None => format!(", line {line}"),
@@ -413,7 +415,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("line 4"), "{e}");
-        assert!(e.contains("epochs"), "{e}");
+        assert!(e.contains("key `epochs`"), "{e}");
+        // No key is guessed from a comment (a root-level error points at line 1), nor the
+        // outer key of an inline table.
+        let e = Config::from_toml("# a = comment\n[train]\nepochs = 3\n", "x")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("key `"), "{e}");
+        let e = Config::from_toml(
+            "[model]\nname = \"fm\"\n[optimizer]\ndense = { kind = \"adam\", lr = \"x\" }\n",
+            "x",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("line 4") && !e.contains("key `dense`"), "{e}");
         let e = Config::from_toml(
             "[model]\nname = \"fm\"\n[optimizer.dense]\nkind = \"adamax\"\nlr = 0.1\n",
             "x",
