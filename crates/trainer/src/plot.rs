@@ -99,12 +99,17 @@ fn write_png_atomic(path: &Path, draw: impl FnOnce(&Path) -> Result<()>) -> Resu
         .context("a plot needs a file name")?
         .to_string_lossy();
     let tmp = dir.join(format!(".tmp-{}-{name}", std::process::id()));
-    if let Err(e) = draw(&tmp) {
+    let written = draw(&tmp).and_then(|()| {
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .with_context(|| format!("cannot flush {}", tmp.display()))?;
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+    });
+    if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
-        return Err(e);
     }
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+    written
 }
 
 /// Draws `series` as lines with markers into a PNG file of 900x560 pixels (written atomically).
@@ -315,7 +320,13 @@ mod tests {
             )
             .is_err()
         );
-        // The failed redraw left the earlier plot in place and no temporary file behind.
+        // A drawing that fails after writing part of its file leaves the earlier plot in
+        // place and no temporary file behind.
+        let failed = write_png_atomic(&p, |tmp| {
+            std::fs::write(tmp, b"\x89PNG partial").unwrap();
+            anyhow::bail!("the drawing failed half-way")
+        });
+        assert!(failed.is_err());
         assert_eq!(std::fs::read(&p).unwrap(), bytes);
         let mut names: Vec<String> = std::fs::read_dir(dir.path())
             .unwrap()
