@@ -14,12 +14,13 @@
 //!   temporaries again: measured ~10x slower steps for a 1024 x 64 embedding batch.
 //!   [`tune_malloc`] raises the thresholds (`mallopt`). Programs should call it once at start;
 //!   it is a process-wide choice, which is why the library never calls it by itself.
-//! - **One matmul thread on small machines.** candle runs its matmuls on rayon's pool, whose
-//!   workers spin for a while after each one. On a 2-core machine they take the core the next
-//!   element-wise op needs, and this project's models have matmuls too small (batch 1024 by a
-//!   few hundred) to gain from a second thread: DeepFM, SAML and DUPN train 1.2-1.3x faster
-//!   with `RAYON_NUM_THREADS=1` (docs/benchmarks.md, thread policy). [`thread_policy`] sets it
-//!   on machines of at most [`SINGLE_MATMUL_THREAD_MAX_CORES`] cores unless the user chose.
+//! - **One matmul thread on small machines.** candle runs its matmuls on rayon's pool. On a
+//!   2-core machine DeepFM, SAML and DUPN train 1.2-1.3x faster with `RAYON_NUM_THREADS=1`
+//!   (docs/benchmarks.md, thread policy): their matmuls (batches of 256-1024 rows by a few
+//!   hundred columns) gain nothing from a second thread, which competes with the element-wise
+//!   work (our reading of the measurements, not profiled separately). [`thread_policy`] sets
+//!   it on machines of at most [`SINGLE_MATMUL_THREAD_MAX_CORES`] cores unless the user chose;
+//!   child processes (e.g. the tests `cargo xtask ci` runs) inherit it.
 
 /// Asks the kernel to back `buf` with transparent huge pages. Returns whether the request was
 /// made and accepted (false on other systems, for buffers smaller than one huge page, or when
@@ -71,7 +72,7 @@ pub fn tune_malloc() -> bool {
 }
 
 /// The most available cores on which [`thread_policy`] gives matmuls one thread. Larger
-/// machines were not measured, so rayon's default (every core) stays there.
+/// machines were not measured, so candle's default (the machine's cores) stays there.
 pub const SINGLE_MATMUL_THREAD_MAX_CORES: usize = 2;
 
 /// What [`thread_policy`] sets `RAYON_NUM_THREADS` to, given the variable's current value and
@@ -95,7 +96,8 @@ pub fn matmul_threads_for(user: Option<&std::ffi::OsStr>, cores: usize) -> Optio
 /// process can be reading or writing it: call it first thing in `main`, before any thread is
 /// started.
 pub unsafe fn thread_policy() -> Option<&'static str> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // An unknown core count leaves the default alone.
+    let cores = std::thread::available_parallelism().ok()?.get();
     let user = std::env::var_os("RAYON_NUM_THREADS");
     let set = matmul_threads_for(user.as_deref(), cores)?;
     // SAFETY: the caller guarantees no other thread exists yet (see above).

@@ -19,7 +19,7 @@ fn thread_note() -> String {
         Err(_) => format!("{name} unset"),
     };
     format!(
-        "Threads: {} (element-wise; unset follows the matmuls), {} (matmuls; unset means every core).",
+        "Threads: {} (element-wise; unset follows the matmuls), {} (matmuls; unset means candle's default, the machine's cores).",
         var("CANDLE_NUM_THREADS"),
         var("RAYON_NUM_THREADS")
     )

@@ -120,7 +120,13 @@ fn fm_learns_the_planted_preferences_and_writes_a_report() {
     // The speed in the report comes with the thread settings it was measured under.
     let report = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
     assert!(report.contains("training samples/s"), "{report}");
-    assert!(report.contains("RAYON_NUM_THREADS"), "{report}");
+    for var in ["CANDLE_NUM_THREADS", "RAYON_NUM_THREADS"] {
+        let want = match std::env::var(var) {
+            Ok(v) => format!("{var}={v} "),
+            Err(_) => format!("{var} unset "),
+        };
+        assert!(report.contains(&want), "{want:?} not in {report}");
+    }
     // The kept checkpoint is the best validation epoch.
     let best = out
         .history
