@@ -93,23 +93,7 @@ fn bounds(series: &[Series], log_x: bool) -> Option<(f64, f64, f64, f64)> {
 /// disk never leaves a half-written plot under the final name (a reader sees the old plot or
 /// the new one). The temporary name keeps the `.png` extension, which selects the encoder.
 fn write_png_atomic(path: &Path, draw: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .context("a plot needs a file name")?
-        .to_string_lossy();
-    let tmp = dir.join(format!(".tmp-{}-{name}", std::process::id()));
-    let written = draw(&tmp).and_then(|()| {
-        std::fs::File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .with_context(|| format!("cannot flush {}", tmp.display()))?;
-        std::fs::rename(&tmp, path)
-            .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
-    });
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
+    crate::checkpoint::write_atomic_with(path, draw)
 }
 
 /// Draws `series` as lines with markers into a PNG file of 900x560 pixels (written atomically).
