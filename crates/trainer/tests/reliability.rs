@@ -544,10 +544,9 @@ fn options_a_dataset_does_not_take_are_refused_by_name() {
     assert!(e.contains("`presets`"), "{e}");
 }
 
-#[test]
-fn a_csv_with_only_a_header_is_refused_before_training() {
-    let tmp = tempfile::tempdir().unwrap();
-    let schema = tmp.path().join("schema.toml");
+/// Writes an interaction schema of columns user, item and click into `dir`.
+fn click_schema(dir: &Path) -> std::path::PathBuf {
+    let schema = dir.join("schema.toml");
     std::fs::write(
         &schema,
         "[[columns]]\nname = \"user\"\nrole = \"user\"\n\
@@ -555,6 +554,13 @@ fn a_csv_with_only_a_header_is_refused_before_training() {
          [[columns]]\nname = \"click\"\nrole = \"label\"\n",
     )
     .unwrap();
+    schema
+}
+
+#[test]
+fn a_csv_with_only_a_header_is_refused_before_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    let schema = click_schema(tmp.path());
     let csv = tmp.path().join("clicks.csv");
     std::fs::write(&csv, "user,item,click\n").unwrap();
     let mut cfg = rec_trainer::config::DataConfig {
@@ -581,14 +587,7 @@ fn a_csv_with_only_a_header_is_refused_before_training() {
 #[test]
 fn a_warm_start_on_a_new_csv_keeps_the_checkpoints_vocabularies() {
     let tmp = tempfile::tempdir().unwrap();
-    let schema = tmp.path().join("schema.toml");
-    std::fs::write(
-        &schema,
-        "[[columns]]\nname = \"user\"\nrole = \"user\"\n\
-         [[columns]]\nname = \"item\"\nrole = \"item\"\n\
-         [[columns]]\nname = \"click\"\nrole = \"label\"\n",
-    )
-    .unwrap();
+    let schema = click_schema(tmp.path());
     let write_day = |name: &str, items: &[&str]| {
         let mut text = String::from("user,item,click\n");
         for r in 0..120 {
