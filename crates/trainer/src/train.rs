@@ -194,14 +194,19 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
     let es = cfg.train.early_stopping.clone();
     let mut train_seconds = 0.0;
     let mut samples_done = 0u64;
-    let mut stopped_early = false;
+    // A run resumed from the checkpoint of the epoch that triggered early stopping (killed
+    // before it wrote its results) has nothing left to train: it goes straight to the test,
+    // as the uninterrupted run did.
+    let mut stopped_early = matches!(start, Start::Resume)
+        && st.batch_in_epoch == 0
+        && es.as_ref().is_some_and(|e| st.bad_epochs >= e.patience);
     let mut log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(run_dir.join("log.jsonl"))
         .with_context(|| format!("cannot open {}", run_dir.join("log.jsonl").display()))?;
 
-    'epochs: while (st.epoch as usize) < cfg.train.epochs {
+    'epochs: while !stopped_early && (st.epoch as usize) < cfg.train.epochs {
         let epoch = st.epoch;
         let bar = progress_bar(
             cfg.train.progress,
@@ -679,7 +684,14 @@ fn save_checkpoint(
     let name = checkpoint::step_name(st.step);
     let dir = root.join(&name);
     if dir.exists() {
-        // Same step already saved (e.g. a step-budget end right after a periodic save).
+        if checkpoint::resolve_pointer(root, "latest")?.as_deref() == Some(dir.as_path()) {
+            // This step is the latest checkpoint already (a step-budget end right after a
+            // periodic save, or a resumed run whose budget is spent): no step was taken
+            // since it was written, so it holds this very state. Rewriting it would mean
+            // deleting the directory `latest` (and maybe `best`) names first.
+            return Ok(());
+        }
+        // A directory no pointer names: written by a run killed before it moved `latest`.
         std::fs::remove_dir_all(&dir)?;
     }
     checkpoint::write(root, &name, &tensors, &state)?;

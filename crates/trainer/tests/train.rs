@@ -190,6 +190,64 @@ fn resume_inside_an_epoch_is_exact_too() {
 }
 
 #[test]
+fn a_run_killed_after_its_early_stopping_checkpoint_resumes_to_the_same_end() {
+    let split = planted_split(5);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), "deepfm");
+    cfg.train.epochs = 30;
+    cfg.train.early_stopping.as_mut().unwrap().patience = 1;
+    let full = train(&cfg, &split, Start::Fresh);
+    assert!(full.stopped_early && full.history.len() < 30, "{full:?}");
+    // A kill after the stopping epoch's checkpoint and before the results: the checkpoint
+    // is the one the run ended on, and nothing after it was written.
+    std::fs::remove_file(dir.path().join("results.json")).unwrap();
+    let resumed = train(&cfg, &split, Start::Resume);
+    assert!(resumed.stopped_early);
+    assert_eq!(resumed.steps, full.steps, "no epoch is trained after the stop");
+    assert_eq!(resumed.history.len(), full.history.len());
+    assert_eq!(resumed.best_epoch, full.best_epoch);
+    assert_eq!(resumed.test, full.test);
+    let log = std::fs::read_to_string(dir.path().join("log.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), full.history.len());
+}
+
+#[test]
+fn resaving_the_latest_step_leaves_its_checkpoint_in_place() {
+    let split = planted_split(6);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), "widedeep");
+    cfg.train.early_stopping = None;
+    cfg.train.epochs = 2;
+    cfg.train.checkpoint_every_steps = Some(5);
+    // The budget ends right after a periodic save, inside the first epoch.
+    cfg.train.max_steps = Some(10);
+    let first = train(&cfg, &split, Start::Fresh);
+    assert_eq!(first.steps, 10);
+    let root = dir.path().join("checkpoints");
+    let step10 = root.join(rec_trainer::checkpoint::step_name(10));
+    let latest = || {
+        rec_trainer::checkpoint::resolve_pointer(&root, "latest")
+            .unwrap()
+            .unwrap()
+    };
+    assert_eq!(latest(), step10);
+    // Resuming with the budget spent saves step 10 again: that must not delete and rewrite
+    // the directory `latest` names (a crash in between would leave `latest` dangling).
+    let marker = step10.join("kept");
+    std::fs::write(&marker, b"").unwrap();
+    let again = train(&cfg, &split, Start::Resume);
+    assert_eq!(again.steps, 10);
+    assert!(marker.exists(), "the latest checkpoint was rewritten");
+    assert_eq!(latest(), step10);
+    std::fs::remove_file(&marker).unwrap();
+    // And the run still finishes from it.
+    let mut rest = cfg.clone();
+    rest.train.max_steps = None;
+    let done = train(&rest, &split, Start::Resume);
+    assert!(done.steps > 10 && done.history.len() == 2, "{done:?}");
+}
+
+#[test]
 fn a_fresh_run_refuses_a_used_directory_and_resume_needs_a_checkpoint() {
     let split = planted_split(4);
     let dir = tempfile::tempdir().unwrap();
