@@ -1268,10 +1268,19 @@ impl EmbeddingTable for ClusteredEmbedding {
                 self.vocab
             )));
         }
-        if k > self.cfg.max_clusters || meta_usize(meta, "width", prefix)? != self.assign.width() {
+        if k > self.cfg.max_clusters {
             return Err(err(&format!(
                 "saved {k} clusters do not fit max_clusters {}",
                 self.cfg.max_clusters
+            )));
+        }
+        let width = meta_usize(meta, "width", prefix)?;
+        if width != self.assign.width() {
+            return Err(err(&format!(
+                "saved cluster ids of {width} byte(s), this table's max_clusters {} needs {} \
+                 (1 byte up to 256 clusters, 2 up to 65,536, else 4)",
+                self.cfg.max_clusters,
+                self.assign.width()
             )));
         }
         let nodes: Vec<Node> =

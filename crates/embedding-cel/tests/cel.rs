@@ -453,7 +453,20 @@ fn save_and_load_resume_exactly_in_every_mode() -> Result<()> {
             },
             OptimizerConfig::adam(0.05),
         );
-        assert!(other.load("x/", &m, &meta).is_err());
+        let e = other.load("x/", &m, &meta).unwrap_err().to_string();
+        assert!(e.contains("max_clusters 2"), "{e}");
+        // More clusters allowed, but stored in wider cluster ids: refused, saying why.
+        let mut wider = table(
+            41,
+            d,
+            CelConfig {
+                max_clusters: 300,
+                ..cfg
+            },
+            OptimizerConfig::adam(0.05),
+        );
+        let e = wider.load("x/", &m, &meta).unwrap_err().to_string();
+        assert!(e.contains("1 byte(s)") && e.contains("needs 2"), "{e}");
         let mut bad = m.clone();
         bad.insert(
             "x/assign".into(),
