@@ -14,7 +14,7 @@
 //! changing a model or the experiment, run with `--fresh` (recompute everything). The results
 //! page lists the commits its numbers come from.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
@@ -30,8 +30,21 @@ pub struct RunCache {
     dir: Option<PathBuf>,
     fresh: bool,
     commit: String,
-    /// Commits of the entries used or written by this run, and how many came from disk.
-    seen: Mutex<(BTreeSet<String>, usize, usize)>,
+    seen: Mutex<Seen>,
+}
+
+/// What a run of the cache has used so far.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Commits of the entries used or written.
+    commits: BTreeSet<String>,
+    /// Units read from disk.
+    reused: usize,
+    /// Units computed by this run.
+    computed: usize,
+    /// Units read from disk that another code state (commit, or uncommitted diff) produced,
+    /// by that state.
+    foreign: BTreeMap<String, usize>,
 }
 
 /// FNV-1a, 64 bits: a stable hash for file names (the key itself is checked on load).
@@ -59,7 +72,13 @@ fn current_commit() -> String {
         Some(c) if !c.is_empty() => {
             let dirty = out(&["status", "--porcelain", "--untracked-files=no"])
                 .is_some_and(|s| !s.is_empty());
-            if dirty { format!("{c}+dirty") } else { c }
+            // Two different uncommitted states of one commit are two code states: the hash
+            // of the diff tells them apart (see `foreign_warning`).
+            match out(&["diff", "HEAD", "--no-ext-diff"]).filter(|_| dirty) {
+                Some(d) => format!("{c}+dirty.{:08x}", fnv1a(d.as_bytes()) as u32),
+                None if dirty => format!("{c}+dirty"),
+                None => c,
+            }
         }
         _ => "unknown".into(),
     }
@@ -146,7 +165,7 @@ impl RunCache {
             dir,
             fresh,
             commit: current_commit(),
-            seen: Mutex::new((BTreeSet::new(), 0, 0)),
+            seen: Mutex::new(Seen::default()),
         }
     }
 
@@ -159,11 +178,14 @@ impl RunCache {
 
     fn note(&self, commit: &str, from_disk: bool) {
         let mut s = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        s.0.insert(commit.to_string());
+        s.commits.insert(commit.to_string());
         if from_disk {
-            s.1 += 1;
+            s.reused += 1;
+            if commit != self.commit {
+                *s.foreign.entry(commit.to_string()).or_default() += 1;
+            }
         } else {
-            s.2 += 1;
+            s.computed += 1;
         }
     }
 
@@ -253,19 +275,45 @@ impl RunCache {
     /// from earlier runs, and the commits that produced them.
     pub fn provenance(&self) -> String {
         let s = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        let commits: Vec<&str> = s.0.iter().map(String::as_str).collect();
+        let commits: Vec<&str> = s.commits.iter().map(String::as_str).collect();
         format!(
             "Units of work: {} computed in this run, {} reused from earlier runs of the same \
              configuration (the experiment's result cache; `--fresh` recomputes everything); \
              commits: {}.",
-            s.2,
-            s.1,
+            s.computed,
+            s.reused,
             if commits.is_empty() {
                 "none".to_string()
             } else {
                 commits.join(", ")
             }
         )
+    }
+}
+
+impl RunCache {
+    /// A warning for the end of a run that reused units another code state produced (another
+    /// commit, or other uncommitted changes): the key holds the configuration, not the code,
+    /// so after a change to a model, the data or the experiment those units are stale and
+    /// only `--fresh` recomputes them. `None` when every reused unit comes from this state.
+    pub fn foreign_warning(&self) -> Option<String> {
+        let s = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let n: usize = s.foreign.values().sum();
+        (n > 0).then(|| {
+            let by: Vec<String> = s
+                .foreign
+                .iter()
+                .map(|(c, k)| format!("{k} from {c}"))
+                .collect();
+            format!(
+                "warning: {n} of the {} units reused from the cache were computed by another \
+                 code state than this one ({}; this is {}). If a model, the data or the \
+                 experiment changed since, their numbers are stale: rerun with --fresh.",
+                s.reused,
+                by.join(", "),
+                self.commit
+            )
+        })
     }
 }
 
@@ -301,6 +349,33 @@ mod tests {
         assert_eq!((e, calls.get()), (vec![5.0, 6.0], 3));
         let g: Vec<f64> = c.get_or_run("a", &key, || run(7.0)).unwrap();
         assert_eq!((g, calls.get()), (vec![5.0, 6.0], 3));
+    }
+
+    #[test]
+    fn units_reused_from_another_code_state_are_warned_about() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |commit: &str| {
+            let mut c = RunCache::at(Some(dir.path().to_path_buf()), false);
+            c.commit = commit.into();
+            c
+        };
+        let (k1, k2) = (json!({"seed": 1}), json!({"seed": 2}));
+        let a = at("abc+dirty.0000000a");
+        let _: u32 = a.get_or_run("1", &k1, || Ok(1)).unwrap();
+        assert_eq!(a.foreign_warning(), None, "computed units are never stale");
+        // The same code state reads its own unit back without a warning.
+        let a2 = at("abc+dirty.0000000a");
+        let _: u32 = a2.get_or_run("1", &k1, || Ok(9)).unwrap();
+        assert_eq!(a2.foreign_warning(), None);
+        // Other uncommitted changes on the same commit are another state.
+        let b = at("abc+dirty.0000000b");
+        let v: u32 = b.get_or_run("1", &k1, || Ok(9)).unwrap();
+        let _: u32 = b.get_or_run("2", &k2, || Ok(2)).unwrap();
+        assert_eq!(v, 1);
+        let w = b.foreign_warning().expect("a reused foreign unit warns");
+        assert!(w.contains("1 of the 1 units"), "{w}");
+        assert!(w.contains("1 from abc+dirty.0000000a"), "{w}");
+        assert!(w.contains("--fresh"), "{w}");
     }
 
     #[test]

@@ -1340,6 +1340,9 @@ pub fn run(args: SamlArgs) -> Result<()> {
     let path = args.out.join(format!("saml{suffix}.md"));
     write_atomic(&path, &page)?;
     eprintln!("[saml] wrote {}", path.display());
+    if let Some(w) = cache.foreign_warning() {
+        eprintln!("[saml] {w}");
+    }
     for c in &all_claims {
         eprintln!(
             "[saml] {} {}: {} ({})",
