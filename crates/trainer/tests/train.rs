@@ -203,7 +203,10 @@ fn a_run_killed_after_its_early_stopping_checkpoint_resumes_to_the_same_end() {
     std::fs::remove_file(dir.path().join("results.json")).unwrap();
     let resumed = train(&cfg, &split, Start::Resume);
     assert!(resumed.stopped_early);
-    assert_eq!(resumed.steps, full.steps, "no epoch is trained after the stop");
+    assert_eq!(
+        resumed.steps, full.steps,
+        "no epoch is trained after the stop"
+    );
     assert_eq!(resumed.history.len(), full.history.len());
     assert_eq!(resumed.best_epoch, full.best_epoch);
     assert_eq!(resumed.test, full.test);
