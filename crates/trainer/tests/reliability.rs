@@ -583,7 +583,8 @@ fn a_csv_with_only_a_header_is_refused_before_training() {
 
 /// The daily update on your own CSV files: the next day's file is encoded with the vocabularies
 /// of the checkpoint it warm-starts from (saved in the checkpoint), not with vocabularies built
-/// afresh from the new file, which would give known IDs other rows.
+/// afresh from the new file, which would give known IDs other rows. The same holds for an
+/// interrupted run resumed after its file changed.
 #[test]
 fn a_warm_start_on_a_new_csv_keeps_the_checkpoints_vocabularies() {
     let tmp = tempfile::tempdir().unwrap();
@@ -617,6 +618,7 @@ fn a_warm_start_on_a_new_csv_keeps_the_checkpoints_vocabularies() {
     let ck1 = checkpoint::resolve_pointer(&tmp.path().join("day1/checkpoints"), "latest")
         .unwrap()
         .unwrap();
+    let ck1_path = ck1.clone();
     let v1 = rec_trainer::train::checkpoint_vocabs(&ck1)
         .unwrap()
         .expect("a csv run's checkpoint carries its vocabularies");
@@ -657,4 +659,20 @@ fn a_warm_start_on_a_new_csv_keeps_the_checkpoints_vocabularies() {
     let ids = split.train.ids(&item).expect("item ids");
     assert!(ids.contains(&0), "i0 maps to the out-of-vocabulary row");
     assert!(ids.contains(&items1.get("i2")));
+
+    // `--resume` of day 1's run (one more epoch) after its file changed on disk: the run
+    // continues with the vocabularies of its checkpoint too, not ones built from the new file.
+    std::fs::copy(&day2, &day1).unwrap();
+    let mut more = c1.clone();
+    more.train.epochs = 2;
+    let out = rec_trainer::run(&more, Start::Resume).unwrap();
+    assert_eq!(out.history.len(), 2);
+    let ck3 = checkpoint::resolve_pointer(&tmp.path().join("day1/checkpoints"), "latest")
+        .unwrap()
+        .unwrap();
+    assert_ne!(ck3, ck1_path, "the resumed run saved a new checkpoint");
+    let v3 = rec_trainer::train::checkpoint_vocabs(&ck3)
+        .unwrap()
+        .unwrap();
+    assert_eq!(v3, v1, "the resumed run kept its own vocabularies");
 }
