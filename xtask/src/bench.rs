@@ -51,6 +51,12 @@ pub struct BenchArgs {
     pub scale: crate::bench_scale::ScaleArgs,
 }
 
+/// Whether the invocation is P-SCALE's: `--scale`, `--scale-point`, or `--scale-replot` alone
+/// (which used to fall through to every criterion benchmark).
+pub fn wants_scale(args: &BenchArgs) -> bool {
+    args.scale.scale || args.scale.scale_replot || args.scale.scale_point.is_some()
+}
+
 /// Runs `cargo bench -p rec-benches` with the chosen targets, filter and thread count.
 pub fn run(args: BenchArgs) -> Result<()> {
     if args.threads == 0 {
@@ -59,9 +65,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if args.compare {
         return crate::bench_compare::run(&args);
     }
-    // `--scale-replot` alone means the P-SCALE plots too (it used to fall through to every
-    // criterion benchmark).
-    if args.scale.scale || args.scale.scale_replot || args.scale.scale_point.is_some() {
+    if wants_scale(&args) {
         return crate::bench_scale::run(&args.scale, args.threads);
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());

@@ -248,16 +248,10 @@ pub fn export(data: &Batch, dir: &Path, model: Value, params: usize) -> Result<(
         "scenario_field": schema.scenario_field, "num_scenarios": schema.num_scenarios,
         "model": model,
     });
-    write_atomic(
+    rec_trainer::checkpoint::write_atomic(
         &dir.join("meta.json"),
-        &serde_json::to_string_pretty(&meta)?,
+        serde_json::to_string_pretty(&meta)?.as_bytes(),
     )
-}
-
-fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Throughputs of one side of one variant.

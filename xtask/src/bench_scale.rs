@@ -505,8 +505,10 @@ pub fn table_text(records: &[Value]) -> String {
 }
 
 /// Writes `scale.json`, `scale.csv` and the plots `scale_throughput.png`,
-/// `scale_throughput_cpu.png`, `scale_memory.png`, `scale_table_bytes.png` into `dir` (files replaced atomically where they are data).
+/// `scale_throughput_cpu.png`, `scale_memory.png`, `scale_table_bytes.png` into `dir`, each
+/// file replaced atomically (the trainer's temporary-file, flush and rename).
 pub fn write_outputs(records: &[Value], dir: &Path, threads: usize) -> Result<()> {
+    use rec_trainer::checkpoint::write_atomic;
     use rec_trainer::plot::{LineChart, Series, line_chart};
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let doc = json!({"threads": threads, "batch": BATCH, "points": records});
@@ -605,12 +607,6 @@ pub fn write_outputs(records: &[Value], dir: &Path, threads: usize) -> Result<()
         &series(&|r| num(r, "table_bytes").log10()),
     )?;
     Ok(())
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot rename to {}", path.display()))
 }
 
 #[cfg(test)]

@@ -108,6 +108,14 @@ mod tests {
                 ..
             })
         ));
+        // P-SCALE's flags, each alone, select P-SCALE rather than the criterion benchmarks.
+        let bench = |args: &[&str]| match Cli::try_parse_from(args).unwrap().command {
+            Command::Bench(b) => bench::wants_scale(&b),
+            _ => panic!("not a bench command"),
+        };
+        assert!(bench(&["xtask", "bench", "--scale-replot"]));
+        assert!(bench(&["xtask", "bench", "--scale"]));
+        assert!(!bench(&["xtask", "bench", "--quick"]));
         let cli =
             Cli::try_parse_from(["xtask", "train", "--resume", "runs/x", "--model", "fm"]).unwrap();
         assert!(matches!(

@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -1251,14 +1251,6 @@ fn write_matrix(s: &mut String, title: &str, m: &[Vec<f64>], labels: &[String]) 
     Ok(())
 }
 
-/// Writes `text` to `path` atomically (temporary file, then rename).
-fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    let tmp = path.with_extension("md.tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
-}
-
 /// Runs the experiment.
 pub fn run(args: SamlArgs) -> Result<()> {
     let n_seeds = args.seeds.unwrap_or(if args.quick { 1 } else { 3 });
@@ -1338,7 +1330,7 @@ pub fn run(args: SamlArgs) -> Result<()> {
         &cache.provenance(),
     )?;
     let path = args.out.join(format!("saml{suffix}.md"));
-    write_atomic(&path, &page)?;
+    rec_trainer::checkpoint::write_atomic(&path, page.as_bytes())?;
     eprintln!("[saml] wrote {}", path.display());
     if let Some(w) = cache.foreign_warning() {
         eprintln!("[saml] {w}");
