@@ -219,6 +219,18 @@ pub struct RatingConfig {
     pub noise: f32,
 }
 
+/// Overwrites `base` with `over`, table by table (nested tables merge, other values replace).
+fn merge_tables(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge_tables(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
 impl Default for SynthConfig {
     fn default() -> Self {
         Self::small()
@@ -414,10 +426,20 @@ impl SynthConfig {
         }
     }
 
-    /// Parses a TOML document; fields not given keep the [`small`](Self::small) defaults.
+    /// Parses a TOML document; fields not given keep the [`small`](Self::small) defaults, also
+    /// inside a table that is given (`[activity]` with one key keeps the small preset's other
+    /// activity values, not the table type's own defaults).
     pub fn from_toml_str(text: &str) -> Result<Self, SynthError> {
-        let cfg: SynthConfig =
-            toml::from_str(text).map_err(|e| SynthError::Config(e.to_string()))?;
+        let bad = |e: toml::de::Error| SynthError::Config(e.to_string());
+        // Parsed once as written, for errors that point at the user's line and key.
+        let _: SynthConfig = toml::from_str(text).map_err(bad)?;
+        let given: toml::Table = toml::from_str(text).map_err(bad)?;
+        let mut merged: toml::Table = toml::from_str(&Self::small().to_toml_string())
+            .expect("the small preset serialises to a TOML table");
+        merge_tables(&mut merged, given);
+        let cfg: SynthConfig = toml::Value::Table(merged)
+            .try_into()
+            .map_err(|e: toml::de::Error| SynthError::Config(e.to_string()))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -475,6 +497,13 @@ impl SynthConfig {
         }
         if self.days > 366 {
             return err(format!("`days` = {} must be at most 366", self.days));
+        }
+        // Timestamps are stored and read back as non-negative seconds.
+        if self.start_ts < 0 || self.start_ts > i64::MAX / 2 {
+            return err(format!(
+                "`start_ts` = {} must be a non-negative Unix time in seconds",
+                self.start_ts
+            ));
         }
         let l = &self.latent;
         if l.item_clusters == 0 || l.user_clusters == 0 || l.categories_per_cluster == 0 {
@@ -667,6 +696,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("bogus"), "{e}");
+        let e = SynthConfig::from_toml_str("start_ts = -1")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("start_ts"), "{e}");
         assert!(SynthConfig::preset("huge").is_err());
+    }
+
+    #[test]
+    fn a_partial_table_keeps_the_small_presets_other_values() {
+        let small = SynthConfig::small();
+        // The small preset's activity differs from ActivityConfig::default().
+        assert_ne!(
+            small.activity.active_day_prob,
+            ActivityConfig::default().active_day_prob
+        );
+        let cfg = SynthConfig::from_toml_str("users = 50\n[activity]\ndaily_focus = 0.7").unwrap();
+        assert_eq!(cfg.users, 50);
+        assert_eq!(cfg.activity.daily_focus, 0.7);
+        assert_eq!(cfg.activity.active_day_prob, small.activity.active_day_prob);
+        assert_eq!(cfg.behaviour, small.behaviour);
     }
 }

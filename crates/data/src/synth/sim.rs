@@ -59,6 +59,15 @@ fn draw_distinct(
     }
 }
 
+/// Start (seconds into the day) of a session of `nimp` impressions (2 s apart) drawn at `s0`:
+/// not before `next_free` (the previous session's end plus a gap), moved back so that it ends
+/// before midnight, and `None` when both cannot hold (the day is full): the session is dropped
+/// rather than overlap the previous one and put the user's log out of time order.
+fn session_start(s0: i64, next_free: i64, nimp: usize) -> Option<i64> {
+    let start = s0.max(next_free).min(86_399 - 2 * nimp as i64);
+    (start >= next_free).then_some(start)
+}
+
 /// Walks the user's days and sessions and calls `emit` for every impression, in time order.
 /// Impressions never depend on earlier behaviours, which is what lets the pilot calibrate the
 /// behaviour intercepts on impressions alone.
@@ -95,7 +104,9 @@ pub(crate) fn walk_sessions(
         for &s0 in &starts {
             let ch = w.channel_cum.sample(rng) as u8;
             let nimp = a.impressions_per_session[ch as usize] as usize;
-            let start = s0.max(next_free).min(86_399 - 2 * nimp as i64);
+            let Some(start) = session_start(s0, next_free, nimp) else {
+                continue;
+            };
             let cluster = if rng.random::<f32>() < a.daily_focus {
                 focus
             } else {
@@ -374,5 +385,17 @@ mod tests {
     fn solve_finds_the_crossing() {
         let c = solve(0.25, |c| sigmoid(c) as f64);
         assert!((sigmoid(c) - 0.25).abs() < 1e-5);
+    }
+
+    #[test]
+    fn sessions_near_midnight_never_overlap_the_previous_one() {
+        // A session of 8 drawn at 86385 is moved back to 86383 and ends at 86397; the next may
+        // start at 86459. One of 4 drawn at 86390 fits neither after it nor before midnight.
+        assert_eq!(session_start(86_385, 0, 8), Some(86_383));
+        assert_eq!(session_start(86_390, 86_383 + 16 + 60, 4), None);
+        // Moving back is fine while it stays after the previous session.
+        assert_eq!(session_start(86_398, 86_300, 4), Some(86_391));
+        assert_eq!(session_start(100, 500, 10), Some(500));
+        assert_eq!(session_start(600, 500, 10), Some(600));
     }
 }
