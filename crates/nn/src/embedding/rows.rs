@@ -555,16 +555,19 @@ impl SparseRows {
     }
 
     /// Clamps values into `[min, max]`: every row on the first call, then only the rows updated
-    /// since the previous call (so a per-step clamp costs what the step touched).
+    /// since the previous call (so a per-step clamp costs what the step touched). A clamp to
+    /// `[0, 0]` is a one-off zeroing (`start_at_zero`), not a bound kept every step: it visits
+    /// every row and leaves later updates untracked, or their list would grow for the whole run.
     pub fn clamp(&mut self, min: f32, max: f32) {
+        let zeroing = min == 0.0 && max == 0.0;
         let clamp = |w: &mut [f32]| w.iter_mut().for_each(|w| *w = w.clamp(min, max));
         match self.touched.take() {
-            None => self.for_each_row_mut(|_, w| clamp(w)),
-            Some(rows) => rows
+            Some(rows) if !zeroing => rows
                 .into_iter()
                 .for_each(|r| clamp(self.row_mut(r as usize))),
+            _ => self.for_each_row_mut(|_, w| clamp(w)),
         }
-        self.touched = Some(Vec::new());
+        self.touched = (!zeroing).then(Vec::new);
     }
 
     /// Number of trainable floats.
@@ -880,6 +883,14 @@ mod tests {
         s.clamp(0.0, f32::INFINITY);
         assert_eq!(s.row(7), &[0.0, 0.0]);
         assert_eq!(s.row(8)[0], -1.0);
+        // Zeroing (a clamp to [0, 0]) is a one-off: later updates are not recorded.
+        s.clamp(0.0, 0.0);
+        assert!(s.weights().iter().all(|&w| w == 0.0));
+        for _ in 0..3 {
+            let e = s.lookup(&[1, 2, 2], true)?;
+            s.apply_gradients(&e.sum_all()?.backward()?)?;
+        }
+        assert_eq!(s.touched, None, "updates after a zeroing are not tracked");
         Ok(())
     }
 
