@@ -188,7 +188,8 @@ pub struct DupnConfig {
     /// Hidden width of the attention net's two-layer MLP (default 32).
     #[serde(default = "d_attention_hidden")]
     pub attention_hidden: usize,
-    /// The task heads' shallow MLP (default hidden `[64]`, ReLU, dropout 0.2 as in the paper).
+    /// The task heads' shallow MLP (default hidden `[64]`, ReLU, dropout 0.2 as in the paper;
+    /// `norm` must stay `none`, see [`validate`](Self::validate)).
     #[serde(default = "d_head")]
     pub head: MlpConfig,
     /// The most recent behaviours kept (default 50).
@@ -326,6 +327,13 @@ impl DupnConfig {
             if v == 0 {
                 return Err(format!("dupn: `{name}` must be positive"));
             }
+        }
+        if self.head.norm != rec_nn::layers::Norm::None {
+            return Err(
+                "dupn: `head.norm` must be \"none\": a head's first layer is split into a \
+                 per-user block and a per-candidate block for serving, with no norm between"
+                    .into(),
+            );
         }
         for task in self.heads.keys() {
             if schema.task_index(task).is_none() {

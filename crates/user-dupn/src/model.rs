@@ -831,14 +831,17 @@ impl Model for Dupn {
     }
 
     fn buffers(&self) -> Vec<(String, Var)> {
-        if !self.cfg.freeze_encoder {
-            return Vec::new();
+        // Running statistics (a batch-normalized layer's), and the frozen encoder's variables.
+        let mut b = self.vs.buffers();
+        if self.cfg.freeze_encoder {
+            b.extend(
+                self.vs
+                    .vars()
+                    .into_iter()
+                    .filter(|(n, _)| Self::is_encoder_var(n)),
+            );
         }
-        self.vs
-            .vars()
-            .into_iter()
-            .filter(|(n, _)| Self::is_encoder_var(n))
-            .collect()
+        b
     }
 
     fn tables(&self) -> Vec<(String, &dyn EmbeddingTable)> {

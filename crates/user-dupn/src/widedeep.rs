@@ -150,6 +150,10 @@ impl Model for TaskWideDeep {
         self.vs.vars()
     }
 
+    fn buffers(&self) -> Vec<(String, Var)> {
+        self.vs.buffers()
+    }
+
     fn tables(&self) -> Vec<(String, &dyn EmbeddingTable)> {
         self.features.tables()
     }

@@ -575,6 +575,41 @@ fn task_wide_deep_predicts_multiclass_and_learns() -> Result<()> {
 }
 
 #[test]
+fn batch_norm_statistics_are_saved_and_a_dupn_head_norm_is_refused() -> Result<()> {
+    let d = data();
+    let mut schema = (*d.schema).clone();
+    schema.tasks.retain(|t| t.name == "ppp");
+    let mut f = DefaultTableFactory::new(factory_config(0.05), 1, &Device::Cpu);
+    let mut factory = |field: &rec_data::FieldSpec, dim: usize| f.build(field, dim);
+    let mut cfg = TaskWideDeepConfig {
+        dim: 8,
+        ..TaskWideDeepConfig::default()
+    };
+    cfg.mlp.norm = rec_nn::layers::Norm::Batch;
+    let mut m = TaskWideDeep::new(&schema, &cfg, &mut factory, &Device::Cpu, 1)?;
+    let b = narrow(&d.train.ppp, &["ppp"]);
+    train(&mut m, &b, 5, 0.05, 1)?;
+    // Running statistics are model state: a checkpoint that lacked them would evaluate a
+    // restored model with fresh statistics.
+    let buffers: Vec<String> = m.buffers().into_iter().map(|(n, _)| n).collect();
+    assert!(!buffers.is_empty());
+    let (saved, _) = rec_nn::io::model_state(&m)?;
+    for n in &buffers {
+        assert!(
+            saved.keys().any(|k| k.ends_with(n.as_str())),
+            "{n} not saved"
+        );
+    }
+    // DUPN's heads split their first layer for serving: a norm there would be silently
+    // skipped, so it is refused.
+    let mut dcfg = small_cfg();
+    dcfg.head.norm = rec_nn::layers::Norm::Layer;
+    let e = build(&dcfg, &JOINT, 1).err().expect("refused").to_string();
+    assert!(e.contains("head.norm"), "{e}");
+    Ok(())
+}
+
+#[test]
 fn predicting_in_chunks_gives_the_whole_batch_predictions() -> Result<()> {
     // PPP is multi-class: its chunks are whole rows of 7 probabilities.
     let b = mixed_batch(24);
