@@ -10,7 +10,8 @@
 //! table per categorical/bag field (pooled the same way) and a `k -> w` projection per dense
 //! field, summed over fields (`w` is 1 for a single task; one column per task otherwise).
 //!
-//! Tables are named `{prefix}emb.{field}` and `{prefix}lin.{field}` (the owner field, for
+//! Tables are named `{prefix}.emb.{field}` and `{prefix}.lin.{field}` (`emb.{field}` with an
+//! empty prefix; the owner field for
 //! fields that share a vocabulary); the layer never knows which table kinds it holds.
 
 use candle_core::{Device, Result, Tensor};

@@ -1,7 +1,7 @@
 //! SAML, Scenario-aware Mutual Learning (the ICDM Workshops 2020 paper "Scenario-aware and
 //! Mutual-based approach for Multi-scenario Recommendation in E-Commerce").
 //!
-//! Only the abstract of the paper is public; parts marked \[ours\] are this crate's
+//! Only the abstract of the paper and secondary descriptions could be read; parts marked \[ours\] are this crate's
 //! reconstruction and each is a switch of [`SamlConfig`], so an ablation can show what it earns.
 //!
 //! For a sample of scenario `s` with global field vectors `e_g`, scenario field vectors `e_s`

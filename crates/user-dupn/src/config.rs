@@ -98,8 +98,8 @@ pub enum HeadConfig {
     },
     /// A shallow MLP on `[rep; embeddings of fields]` (FIFP: the icon's fields; SPP: the shop).
     Fields {
-        /// Categorical fields describing the target (their tables are shared when the field
-        /// shares a vocabulary with the behaviour sequence).
+        /// Categorical or multi-hot fields describing the target (their tables are shared when
+        /// the field shares a vocabulary with the behaviour sequence).
         fields: Vec<String>,
     },
 }
@@ -182,7 +182,8 @@ pub struct DupnConfig {
     /// Width of the vectors of head-only fields, e.g. the icon of FIFP (default 16).
     #[serde(default = "d_context_dim")]
     pub context_dim: usize,
-    /// Hidden width of the LSTM, and of `rep_s` (default 64; the paper: 128).
+    /// Hidden width of the LSTM, and of `rep_s` (default 64; the specification's 128 is its
+    /// own choice: the paper fixes only `rep` at 256 floats).
     #[serde(default = "d_hidden")]
     pub hidden: usize,
     /// Hidden width of the attention net's two-layer MLP (default 32).
@@ -244,7 +245,8 @@ impl Default for DupnConfig {
 
 impl DupnConfig {
     /// The paper's widths: item fields 24 each (124 in the paper, split unevenly), property
-    /// fields 10 each (48 in the paper), LSTM 128, representation 128 + profile, 100 behaviours.
+    /// fields 10 each (48 in the paper), LSTM 128 (the specification's choice, giving the paper's
+    /// 256-float `rep` with the profile), representation 128 + profile, 100 behaviours.
     pub fn paper() -> Self {
         Self {
             item_dim: 24,
@@ -264,7 +266,8 @@ impl DupnConfig {
     }
 
     /// A named ablation or baseline: `all`, `nobp`, `bplstm`, `bpatt` (DUPN variants), `lstm`
-    /// (standard LSTM encoder), `mean` (mean-pooling encoder).
+    /// (standard LSTM encoder), `mean` (mean-pooling encoder), `lstmatt` (a standard LSTM under
+    /// DUPN's attention net \[ours\]).
     pub fn variant(mut self, name: &str) -> Result<Self, String> {
         let (encoder, property) = match name {
             "all" => (EncoderKind::GatedLstm, PropertyUse::All),

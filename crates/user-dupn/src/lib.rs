@@ -43,7 +43,8 @@
 //! split to the new day's samples, as a production source would hand them; histories still
 //! reach back into the earlier days.
 //! For a new task on top of a trained encoder (transfer) use [`transfer::load_matching`], which
-//! loads only the parts whose names and shapes match, with the tables' optimizer state fresh
+//! loads the parts whose names the saved state also has (a shape mismatch there is an error),
+//! with the tables' optimizer state fresh
 //! ([`transfer::TableState::Fresh`]) so that the pretrained rows fine-tune at full step size.
 //!
 //! # Invariants

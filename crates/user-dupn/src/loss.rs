@@ -1,4 +1,5 @@
-//! DUPN's losses: the L2R weighted point-wise logistic loss and the task-loss combination.
+//! DUPN's L2R loss, the weighted point-wise logistic loss (the task losses are combined in
+//! `Dupn`'s `Model::loss`).
 
 use candle_core::{Result, Tensor};
 

@@ -9,8 +9,8 @@
 //! - [`TransferMode::Ft`]: load the trained encoder, add a new head, fine-tune everything.
 //!
 //! Loading a trained encoder into a model with different heads is a partial load:
-//! [`load_matching`] copies every variable and table whose name (and shape) the saved state also
-//! has, optionally filtered (e.g. by [`Dupn::is_encoder_part`](crate::Dupn::is_encoder_part)),
+//! [`load_matching`] copies every variable and table whose name the saved state also has (a
+//! shape mismatch is an error, not a skip), optionally filtered (e.g. by [`Dupn::is_encoder_part`](crate::Dupn::is_encoder_part)),
 //! and reports what it loaded and what it left at its initial value.
 //!
 //! A table's optimizer state (AdaGrad's accumulators, Adam's moments) is saved with its rows.

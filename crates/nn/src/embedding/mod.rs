@@ -93,7 +93,7 @@ pub trait EmbeddingTable: Send {
     }
 
     /// Sets every learnable value to zero, for a table that must start neutral (e.g. SAML's
-    /// scenario tables added to a global vector). The default zeroes through
+    /// scenario tables, read next to a global vector). The default zeroes through
     /// [`clamp_params`](Self::clamp_params); a table whose lookup would then never learn (a
     /// product of rows) refuses.
     fn start_at_zero(&mut self) -> Result<()> {
