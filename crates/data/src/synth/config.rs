@@ -338,7 +338,7 @@ impl Default for RatingConfig {
 }
 
 impl SynthConfig {
-    /// The preset for model tests: 2,000 users, 2,000 items, 11 days (~130k impressions,
+    /// The preset for model tests: 2,000 users, 2,000 items, 11 days (~176k impressions,
     /// generated in well under a second in release).
     pub fn small() -> Self {
         Self {

@@ -343,8 +343,8 @@ impl World {
         // Scenarios: modulation m_s around its group's base; cluster bias B around its group's.
         let mut r = rng(cfg.seed, stream::SCENARIOS);
         let groups = cfg.scenarios.groups.iter().copied().max().unwrap_or(0) as usize + 1;
-        // Group bases 0.25 + Exp(1): independent groups have cosine ~0.6, members of one group
-        // (noise `modulation_noise` around the base) ~0.99.
+        // Group bases 0.25 + Exp(1): independent groups have cosine ~0.65-0.9, members of one
+        // group (noise `modulation_noise` around the base) ~0.98 (the small preset's values).
         let group_base: Vec<f32> = (0..groups * dim)
             .map(|_| 0.25 + Distribution::<f32>::sample(&Exp1, &mut r))
             .collect();
