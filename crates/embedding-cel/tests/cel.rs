@@ -444,28 +444,18 @@ fn save_and_load_resume_exactly_in_every_mode() -> Result<()> {
         same(&a, &b);
         assert!(a.num_clusters() > 1, "{mode:?}");
         // A different configuration refuses the checkpoint.
-        let mut other = table(
-            41,
-            d,
-            CelConfig {
-                max_clusters: 2,
-                ..cfg
-            },
-            OptimizerConfig::adam(0.05),
-        );
-        let e = other.load("x/", &m, &meta).unwrap_err().to_string();
+        let refusal = |max_clusters: usize| {
+            let cfg = CelConfig {
+                max_clusters,
+                ..cfg.clone()
+            };
+            let mut t = table(41, d, cfg, OptimizerConfig::adam(0.05));
+            t.load("x/", &m, &meta).unwrap_err().to_string()
+        };
+        let e = refusal(2);
         assert!(e.contains("max_clusters 2"), "{e}");
         // More clusters allowed, but stored in wider cluster ids: refused, saying why.
-        let mut wider = table(
-            41,
-            d,
-            CelConfig {
-                max_clusters: 300,
-                ..cfg
-            },
-            OptimizerConfig::adam(0.05),
-        );
-        let e = wider.load("x/", &m, &meta).unwrap_err().to_string();
+        let e = refusal(300);
         assert!(e.contains("1 byte(s)") && e.contains("needs 2"), "{e}");
         let mut bad = m.clone();
         bad.insert(

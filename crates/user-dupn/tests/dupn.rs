@@ -554,28 +554,9 @@ fn a_behaviour_property_acts_at_its_own_position_and_later() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn task_wide_deep_predicts_multiclass_and_learns() -> Result<()> {
-    let d = data();
-    let mut schema = (*d.schema).clone();
-    schema.tasks.retain(|t| t.name == "ppp");
-    let mut f = DefaultTableFactory::new(factory_config(0.05), 1, &Device::Cpu);
-    let mut factory = |field: &rec_data::FieldSpec, dim: usize| f.build(field, dim);
-    let cfg = TaskWideDeepConfig {
-        dim: 8,
-        ..TaskWideDeepConfig::default()
-    };
-    let mut m = TaskWideDeep::new(&schema, &cfg, &mut factory, &Device::Cpu, 1)?;
-    let b = narrow(&d.train.ppp, &["ppp"]);
-    let out = m.forward(&b.range(0, 5), &mut Ctx::eval())?;
-    assert_eq!(out[0].dims(), &[5, 7]);
-    let losses = train(&mut m, &b, 60, 0.05, 1)?;
-    assert!(losses[59] < losses[0], "{losses:?}");
-    Ok(())
-}
-
-#[test]
-fn batch_norm_statistics_are_saved_and_a_dupn_head_norm_is_refused() -> Result<()> {
+/// A Wide&Deep of width 8 for PPP alone (with `norm` in its deep part), and PPP's training
+/// stream.
+fn ppp_wide_deep(norm: rec_nn::layers::Norm) -> Result<(TaskWideDeep, Batch)> {
     let d = data();
     let mut schema = (*d.schema).clone();
     schema.tasks.retain(|t| t.name == "ppp");
@@ -585,9 +566,24 @@ fn batch_norm_statistics_are_saved_and_a_dupn_head_norm_is_refused() -> Result<(
         dim: 8,
         ..TaskWideDeepConfig::default()
     };
-    cfg.mlp.norm = rec_nn::layers::Norm::Batch;
-    let mut m = TaskWideDeep::new(&schema, &cfg, &mut factory, &Device::Cpu, 1)?;
-    let b = narrow(&d.train.ppp, &["ppp"]);
+    cfg.mlp.norm = norm;
+    let m = TaskWideDeep::new(&schema, &cfg, &mut factory, &Device::Cpu, 1)?;
+    Ok((m, narrow(&d.train.ppp, &["ppp"])))
+}
+
+#[test]
+fn task_wide_deep_predicts_multiclass_and_learns() -> Result<()> {
+    let (mut m, b) = ppp_wide_deep(rec_nn::layers::Norm::None)?;
+    let out = m.forward(&b.range(0, 5), &mut Ctx::eval())?;
+    assert_eq!(out[0].dims(), &[5, 7]);
+    let losses = train(&mut m, &b, 60, 0.05, 1)?;
+    assert!(losses[59] < losses[0], "{losses:?}");
+    Ok(())
+}
+
+#[test]
+fn batch_norm_statistics_are_saved_and_a_dupn_head_norm_is_refused() -> Result<()> {
+    let (mut m, b) = ppp_wide_deep(rec_nn::layers::Norm::Batch)?;
     train(&mut m, &b, 5, 0.05, 1)?;
     // Running statistics are model state: a checkpoint that lacked them would evaluate a
     // restored model with fresh statistics.
