@@ -16,7 +16,9 @@ pub struct Evaluation {
 }
 
 impl Evaluation {
-    /// The value of `metric` on the `all` slice of `task` (the first task when `None`).
+    /// The value of `metric` on the `all` slice of `task` (with `None`, the first task by name:
+    /// the report does not keep the schema's order, so a caller that means the schema's first
+    /// task names it, as early stopping does).
     pub fn get(&self, task: Option<&str>, metric: &str) -> Option<f64> {
         let report = match task {
             Some(t) => self.tasks.get(t)?,
@@ -115,10 +117,9 @@ pub fn evaluate(model: &mut dyn Model, data: &Batch, batch_size: usize) -> Resul
         let report = match task.kind {
             TaskKind::Binary => Report::binary(&p, &y, groups.as_deref(), &slice_refs)?,
             TaskKind::Regression => Report::regression(&p, &y, &slice_refs)?,
-            TaskKind::Multiclass { classes } => {
-                let cls: Vec<u32> = y.iter().map(|&c| c as u32).collect();
-                Report::multiclass(&p, classes, &cls, &slice_refs)?
-            }
+            // Labels stay floats: the metric refuses a fractional, negative or too large class
+            // instead of truncating it into a valid one.
+            TaskKind::Multiclass { classes } => Report::multiclass(&p, classes, &y, &slice_refs)?,
         };
         tasks.insert(task.name.clone(), report);
     }

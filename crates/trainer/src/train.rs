@@ -261,9 +261,21 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
         let watched = es
             .as_ref()
             .map(|e| {
-                valid.get(e.task.as_deref(), &e.metric).with_context(|| {
+                // Without a task named, the schema's first task (not the first by name).
+                let task = match &e.task {
+                    Some(t) => t.clone(),
+                    None => model
+                        .schema()
+                        .tasks
+                        .first()
+                        .map(|t| t.name.clone())
+                        .context("early stopping: the schema has no task")?,
+                };
+                valid.get(Some(&task), &e.metric).with_context(|| {
                     format!(
-                        "early stopping watches `{}`, which the validation report does not contain",
+                        "early stopping watches `{}` of task `{task}`, which the validation \
+                         report does not contain (a task without labelled validation samples \
+                         has no report)",
                         e.metric
                     )
                 })

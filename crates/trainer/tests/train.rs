@@ -251,6 +251,36 @@ fn resaving_the_latest_step_leaves_its_checkpoint_in_place() {
 }
 
 #[test]
+fn early_stopping_watches_the_schemas_first_task_not_the_first_by_name() {
+    // A second task `a_noise` (random labels) sorts before `like` by name.
+    let mut split = planted_split(7);
+    let mut schema = (*split.schema).clone();
+    schema
+        .tasks
+        .push(TaskSpec::new("a_noise", TaskKind::Binary));
+    let schema = Arc::new(schema);
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    for b in [&mut split.train, &mut split.valid, &mut split.test] {
+        b.schema = schema.clone();
+        let noise = (0..b.len())
+            .map(|_| f32::from(rng.random_bool(0.5)))
+            .collect();
+        b.labels.push(noise);
+    }
+    split.schema = schema;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), "fm");
+    cfg.train.epochs = 2;
+    let out = train(&cfg, &split, Start::Fresh);
+    for r in &out.history {
+        let like = r.valid.get(Some("like"), "auc").unwrap();
+        let noise = r.valid.get(Some("a_noise"), "auc").unwrap();
+        assert_ne!(like, noise);
+        assert_eq!(r.watched, Some(like), "epoch {}", r.epoch);
+    }
+}
+
+#[test]
 fn a_fresh_run_refuses_a_used_directory_and_resume_needs_a_checkpoint() {
     let split = planted_split(4);
     let dir = tempfile::tempdir().unwrap();
