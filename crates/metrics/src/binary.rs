@@ -10,8 +10,8 @@ use crate::exact::{ExactSum, f32_key, radix_sort, ratio, twice_u};
 /// Exact area under the ROC curve, with tied scores counted as half a correctly ordered pair.
 ///
 /// Equals the Mann-Whitney U statistic divided by (positives × negatives): the probability that
-/// a random positive scores higher than a random negative, ties counting one half (the same
-/// value as scikit-learn's `roc_auc_score`). Scores may be any non-NaN `f32`, including
+/// a random positive scores higher than a random negative, ties counting one half (scikit-learn's
+/// `roc_auc_score` up to its last bit: it rounds along its trapezoids). Scores may be any non-NaN `f32`, including
 /// infinities; `-0.0 == 0.0`. The pair count is an exact integer; the only rounding is the
 /// final division. O(n) memory and O(n) time (radix sort on the float bit patterns).
 ///

@@ -133,6 +133,12 @@ impl ConfusionMatrix {
         for (i, (row, &label)) in scores.chunks_exact(k).zip(labels).enumerate() {
             let y = match label.class_id() {
                 Some(y) if y < k => y,
+                _ if label.as_f64().is_nan() => {
+                    return Err(MetricError::NaN {
+                        what: "labels",
+                        index: i,
+                    });
+                }
                 _ => {
                     return Err(MetricError::OutOfRange {
                         what: "labels",
@@ -296,6 +302,13 @@ mod tests {
         assert!(matches!(
             accuracy(&[0.5, 0.5], 2, &[-1i64]),
             Err(MetricError::OutOfRange { what: "labels", .. })
+        ));
+        assert!(matches!(
+            accuracy(&[0.5, 0.5], 2, &[f32::NAN]),
+            Err(MetricError::NaN {
+                what: "labels",
+                index: 0
+            })
         ));
         assert!(matches!(
             accuracy(&[0.5, f32::NAN], 2, &[0u32]),

@@ -105,10 +105,17 @@ pub fn macro_recall_tensor(scores: &Tensor, labels: &Tensor) -> Result<f64> {
 }
 
 /// Ranking metrics at cut-off `k` of `[queries, candidates]` scores and relevance (a value
-/// greater than 0.5 is relevant, any dtype). See [`ranking`](crate::ranking).
+/// greater than 0.5 is relevant, any dtype; NaN is an error). See [`ranking`](crate::ranking).
 pub fn ranking_tensor(scores: &Tensor, relevant: &Tensor, k: usize) -> Result<RankingMetrics> {
     let (_, candidates) = scores.dims2()?;
-    let rel: Vec<bool> = to_f32_vec(relevant)?.iter().map(|&r| r > 0.5).collect();
+    let rel = to_f32_vec(relevant)?;
+    if let Some(index) = rel.iter().position(|r| r.is_nan()) {
+        return Err(MetricError::NaN {
+            what: "relevance",
+            index,
+        });
+    }
+    let rel: Vec<bool> = rel.iter().map(|&r| r > 0.5).collect();
     let s = to_f32_vec(scores)?;
     Queries::fixed(&s, &rel, candidates)?.metrics(k)
 }
@@ -166,6 +173,15 @@ mod tests {
         assert!(matches!(
             gauc_tensor(&flat, &flat, &neg),
             Err(MetricError::OutOfRange { what: "groups", .. })
+        ));
+        let scores = Tensor::new(&[[0.1f32, 0.9]], &dev)?;
+        let rel = Tensor::new(&[[1.0f32, f32::NAN]], &dev)?;
+        assert!(matches!(
+            ranking_tensor(&scores, &rel, 1),
+            Err(MetricError::NaN {
+                what: "relevance",
+                index: 1
+            })
         ));
         Ok(())
     }
