@@ -7,7 +7,7 @@
 
 use std::ffi::OsStr;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 use std::process::Command;
 
@@ -88,24 +88,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
-        .map_err(|e| DataError::io(dir, e))?;
-    tmp.write_all(bytes)
-        .and_then(|_| tmp.as_file().sync_all())
-        .map_err(|e| DataError::io(tmp.path(), e))?;
-    // Temporary files are created private (0600); the result is an ordinary data file.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(fs::Permissions::from_mode(0o644))
-            .map_err(|e| DataError::io(tmp.path(), e))?;
-    }
-    tmp.persist(path)
-        .map_err(|e| DataError::io(path, e.error))?;
-    Ok(())
+    crate::atomic::write_atomic(path, bytes).map_err(|e| DataError::io(path, e))
 }
 
 /// Refuses zip entry names that could escape the extraction directory: absolute paths (`/x`,
@@ -285,6 +268,7 @@ pub fn pip_download_wheel(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     fn make_zip(path: &Path, entries: &[(&str, &[u8])]) {
         let f = fs::File::create(path).unwrap();

@@ -25,6 +25,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod atomic;
 pub mod batch;
 pub mod encode;
 pub mod error;

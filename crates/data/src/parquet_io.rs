@@ -8,7 +8,6 @@
 //!   column and row.
 
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -54,12 +53,7 @@ fn partial_name(path: &Path) -> PathBuf {
 /// Writes `bytes` to `path` through a temporary file and a rename, so `path` never holds a
 /// half-written file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = partial_name(path);
-    let mut f = File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)
+    crate::atomic::write_atomic(path, bytes)
 }
 
 /// Writer properties used for every file: Snappy, a fixed `created_by`, no wall-clock values,

@@ -10,7 +10,6 @@
 //! against accidents, not against an adversary.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Result, Tensor};
@@ -73,35 +72,10 @@ fn io_err(path: &Path, what: &str, e: impl std::fmt::Display) -> candle_core::Er
     candle_core::Error::Msg(format!("{what} {}: {e}", path.display()))
 }
 
-/// A temporary path next to `path` (same directory, so the final rename is atomic).
-fn temp_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp{}", std::process::id()))
-}
-
-fn finish_atomic(tmp: &Path, path: &Path) -> Result<()> {
-    std::fs::File::open(tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| io_err(tmp, "cannot flush", e))?;
-    std::fs::rename(tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(tmp);
-        io_err(path, "cannot move the finished file to", e)
-    })
-}
-
-/// Writes `bytes` to `path` atomically: a reader sees the old file or the new one, never a
-/// partial one.
+/// Writes `bytes` to `path` atomically ([`rec_data::atomic`]): a reader sees the old file or
+/// the new one, never a partial one.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = temp_path(path);
-    let res = std::fs::File::create(&tmp).and_then(|mut f| f.write_all(bytes));
-    if let Err(e) = res {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io_err(&tmp, "cannot write", e));
-    }
-    finish_atomic(&tmp, path)
+    rec_data::atomic::write_atomic(path, bytes).map_err(|e| io_err(path, "cannot save", e))
 }
 
 /// Writes `tensors` (and string `metadata` in the header) to the safetensors file `path`
@@ -111,13 +85,12 @@ pub fn save_safetensors_atomic(
     tensors: &TensorMap,
     metadata: HashMap<String, String>,
 ) -> Result<()> {
-    let tmp = temp_path(path);
     let sorted: BTreeMap<&String, &Tensor> = tensors.iter().collect();
-    if let Err(e) = safetensors::serialize_to_file(sorted, Some(metadata), &tmp) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io_err(&tmp, "cannot write", e));
-    }
-    finish_atomic(&tmp, path)
+    rec_data::atomic::write_atomic_with(path, |tmp| {
+        safetensors::serialize_to_file(sorted, Some(metadata), tmp)
+            .map_err(|e| std::io::Error::other(format!("cannot write {}: {e}", tmp.display())))
+    })
+    .map_err(|e| io_err(path, "cannot save", e))
 }
 
 /// Reads a safetensors file into CPU tensors and its header metadata.

@@ -14,7 +14,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -70,40 +69,17 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// Writes `contents` to `path` atomically: a temporary file in the same directory, flushed to
-/// disk, then renamed over `path`.
+/// disk, then renamed over `path` ([`rec_data::atomic`]).
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
-    write_atomic_with(path, |tmp| {
-        let mut f =
-            File::create(tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-        f.write_all(contents)
-            .with_context(|| format!("cannot write {}", tmp.display()))
-    })
+    Ok(rec_data::atomic::write_atomic(path, contents)?)
 }
 
 /// Atomic write for writers that need a path (e.g. an image encoder): `write` fills a
-/// temporary file next to `path` (same file name after a `.tmp-<pid>-` prefix, so the
-/// extension is kept), which is then flushed and renamed over `path`. On any failure the
-/// temporary file is removed and `path` is untouched.
+/// temporary file next to `path` (its name ends with `path`'s, so the extension is kept),
+/// which is then flushed and renamed over `path`. On any failure the temporary file is
+/// removed and `path` is untouched.
 pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .context("atomic write needs a file name")?
-        .to_string_lossy();
-    let tmp = dir.join(format!(".tmp-{}-{name}", std::process::id()));
-    let written = write(&tmp).and_then(|()| {
-        File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .with_context(|| format!("cannot flush {}", tmp.display()))?;
-        fs::rename(&tmp, path)
-            .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
-    });
-    if written.is_err() {
-        let _ = fs::remove_file(&tmp);
-    } else {
-        sync_dir(dir);
-    }
-    written
+    rec_data::atomic::write_atomic_with(path, write)
 }
 
 fn sync_dir(dir: &Path) {
