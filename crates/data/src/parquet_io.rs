@@ -50,12 +50,6 @@ fn partial_name(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename, so `path` never holds a
-/// half-written file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    crate::atomic::write_atomic(path, bytes)
-}
-
 /// Writer properties used for every file: Snappy, a fixed `created_by`, no wall-clock values,
 /// so the same data always gives the same bytes.
 pub fn writer_properties() -> WriterProperties {

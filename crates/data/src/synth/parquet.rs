@@ -33,7 +33,8 @@ use super::stream::Generator;
 use super::table::{Chunk, Events, ItemTable, Ragged, UserTable};
 use super::truth::GroundTruth;
 use super::world::World;
-use crate::parquet_io::{Table, TableColumn, read_table, schema_of, write_atomic};
+use crate::atomic::write_atomic;
+use crate::parquet_io::{Table, TableColumn, read_table, schema_of};
 
 fn list_of<T: ArrowPrimitiveType>(r: &Ragged<T::Native>) -> ListArray {
     let field = Arc::new(Field::new("item", T::DATA_TYPE, false));

@@ -178,7 +178,7 @@ impl GroundTruth {
     pub fn write_json(&self, path: &std::path::Path) -> Result<(), SynthError> {
         let text = serde_json::to_string_pretty(self)
             .map_err(|e| SynthError::Format(format!("ground truth: {e}")))?;
-        crate::parquet_io::write_atomic(path, text.as_bytes()).map_err(|e| SynthError::io(path, e))
+        crate::atomic::write_atomic(path, text.as_bytes()).map_err(|e| SynthError::io(path, e))
     }
 
     /// Reads `ground_truth.json`.
