@@ -804,26 +804,47 @@ fn claims(ds: &Dataset, r: &DatasetResult) -> Vec<Claim> {
     let Some(saml) = auc("saml", "all") else {
         return out;
     };
+    // A cell that is missing (an undefined metric) or has fewer seeds than SAML's cannot
+    // support a claim: the claim then does not hold, and its detail says which cells.
+    let missing: std::cell::RefCell<Vec<String>> = Default::default();
+    let cell = |m: &str, slice: &str| match auc(m, slice) {
+        Some(s) if s.n >= saml.n => Some(s),
+        _ => {
+            missing.borrow_mut().push(format!("{m}/{slice}"));
+            None
+        }
+    };
+    let all_present = || missing.borrow().is_empty();
+    let incomplete = || -> String {
+        let cells: Vec<String> = missing.borrow_mut().drain(..).collect();
+        if cells.is_empty() {
+            String::new()
+        } else {
+            format!("; INCOMPLETE, no full result for {}", cells.join(", "))
+        }
+    };
     // Best overall AUC among the models of the zoo.
     let others: Vec<(String, f64)> = BASELINES
         .iter()
-        .filter_map(|&b| auc(b, "all").map(|s| (b.to_string(), s.mean)))
+        .filter_map(|&b| cell(b, "all").map(|s| (b.to_string(), s.mean)))
         .collect();
     let best_other = others
         .iter()
         .max_by(|a, b| a.1.total_cmp(&b.1))
         .cloned()
         .unwrap_or_default();
+    let complete = all_present();
     out.push(Claim {
         dataset: ds.key,
         text: "SAML has the best overall test AUC of Shared, Separate, MMoE, STAR and SAML".into(),
-        holds: saml.mean > best_other.1,
+        holds: complete && saml.mean > best_other.1,
         detail: format!(
-            "SAML {:.4}; best other {} {:.4} (difference {:+.4})",
+            "SAML {:.4}; best other {} {:.4} (difference {:+.4}){}",
             saml.mean,
             best_other.0,
             best_other.1,
-            saml.mean - best_other.1
+            saml.mean - best_other.1,
+            incomplete()
         ),
     });
     if ds.key == "ml-100k" {
@@ -831,11 +852,11 @@ fn claims(ds: &Dataset, r: &DatasetResult) -> Vec<Claim> {
         let mut holds = true;
         for s in 0..r.num_scenarios {
             let slice = format!("scenario_{s}");
-            let Some(a) = auc("saml", &slice) else {
+            let Some(a) = cell("saml", &slice) else {
                 continue;
             };
             for b in ["shared", "separate"] {
-                let Some(o) = auc(b, &slice) else { continue };
+                let Some(o) = cell(b, &slice) else { continue };
                 let margin = a.std.max(o.std);
                 let diff = a.mean - o.mean;
                 if diff < -margin {
@@ -850,13 +871,17 @@ fn claims(ds: &Dataset, r: &DatasetResult) -> Vec<Claim> {
                 }
             }
         }
+        let complete = all_present();
         out.push(Claim {
             dataset: ds.key,
             text: "in no scenario is SAML's AUC below Shared's or Separate's by more than the seed std (the larger of the two)".into(),
-            holds,
+            holds: complete && holds,
             detail: format!(
-                "closest case: {} (difference {:+.4}, slack {:+.4})",
-                worst.0, worst.2, worst.1
+                "closest case: {} (difference {:+.4}, slack {:+.4}){}",
+                worst.0,
+                worst.2,
+                worst.1,
+                incomplete()
             ),
         });
     }
@@ -868,23 +893,24 @@ fn claims(ds: &Dataset, r: &DatasetResult) -> Vec<Claim> {
             .min_by_key(|(_, s)| s[0])
             .map_or(0, |(i, _)| i);
         let slice = format!("scenario_{smallest}");
-        if let Some(a) = auc("saml", &slice) {
+        if let Some(a) = cell("saml", &slice) {
             let mut holds = true;
             let mut parts = vec![format!("SAML {:.4}", a.mean)];
             for b in BASELINES {
-                if let Some(o) = auc(b, &slice) {
+                if let Some(o) = cell(b, &slice) {
                     holds &= a.mean > o.mean;
                     parts.push(format!("{b} {:.4}", o.mean));
                 }
             }
+            let complete = all_present();
             out.push(Claim {
                 dataset: ds.key,
                 text: format!(
                     "SAML beats every baseline on the smallest scenario ({})",
                     r.scenario_labels[smallest]
                 ),
-                holds,
-                detail: parts.join(", "),
+                holds: complete && holds,
+                detail: format!("{}{}", parts.join(", "), incomplete()),
             });
         }
         if let (Some((groups, _)), Some(c)) = (&ds.truth, mean_matrix(&r.affinity))
@@ -892,7 +918,7 @@ fn claims(ds: &Dataset, r: &DatasetResult) -> Vec<Claim> {
         {
             out.push(Claim {
                 dataset: ds.key,
-                text: "the learned affinity c ranks every planted similar pair above every dissimilar pair".into(),
+                text: "the learned affinity c (mean over seeds) ranks every planted similar pair above every dissimilar pair".into(),
                 holds: p >= 1.0,
                 detail: format!(
                     "pair AUC {p:.3} (1 = all similar pairs first, 0.5 = chance); per seed: {}",
@@ -1365,6 +1391,71 @@ pub fn run(args: SamlArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_claim_with_a_missing_or_partial_cell_does_not_hold() {
+        let ds = Dataset {
+            key: "ml-100k",
+            title: "test",
+            data: DataConfig::default(),
+            epochs: 1,
+            batch: 1,
+            patience: 1,
+            truth: None,
+            scenario_labels: vec!["a".into()],
+        };
+        let result = |skip: Option<&str>, one_seed: Option<&str>| {
+            let mut results = Results::new();
+            for (m, v) in [
+                ("saml", 0.80),
+                ("shared", 0.70),
+                ("separate", 0.70),
+                ("mmoe", 0.70),
+                ("star", 0.70),
+            ] {
+                for seed in 0..3 {
+                    if Some(m) == skip || (Some(m) == one_seed && seed > 0) {
+                        continue;
+                    }
+                    for slice in ["all", "scenario_0"] {
+                        results.add(m, slice, "auc", v + 0.001 * seed as f64);
+                    }
+                }
+            }
+            DatasetResult {
+                results,
+                tuning: BTreeMap::new(),
+                best_epochs: BTreeMap::new(),
+                params: BTreeMap::new(),
+                us_per_sample: BTreeMap::new(),
+                affinity: Vec::new(),
+                gates: Vec::new(),
+                specs: Vec::new(),
+                scenario_labels: vec!["a".into()],
+                num_scenarios: 1,
+                sizes: vec![[10, 1, 1]],
+            }
+        };
+        let verdicts = |r: &DatasetResult| -> Vec<(bool, String)> {
+            claims(&ds, r)
+                .into_iter()
+                .map(|c| (c.holds, c.detail))
+                .collect()
+        };
+        let full = verdicts(&result(None, None));
+        assert_eq!(full.len(), 2);
+        assert!(
+            full.iter().all(|(h, d)| *h && !d.contains("INCOMPLETE")),
+            "{full:?}"
+        );
+        // STAR missing, or Separate run on one seed only: neither claim may hold.
+        for r in [result(Some("star"), None), result(None, Some("separate"))] {
+            let v = verdicts(&r);
+            assert!(!v[0].0 && v[0].1.contains("INCOMPLETE"), "{v:?}");
+        }
+        let v = verdicts(&result(None, Some("separate")));
+        assert!(!v[1].0 && v[1].1.contains("separate/scenario_0"), "{v:?}");
+    }
 
     #[test]
     fn pair_auc_and_spearman() {
