@@ -478,6 +478,25 @@ struct DatasetResult {
     sizes: Vec<[usize; 3]>,
 }
 
+impl DatasetResult {
+    /// No results yet, for `sizes.len()` scenarios.
+    fn new(specs: Vec<Spec>, scenario_labels: Vec<String>, sizes: Vec<[usize; 3]>) -> Self {
+        DatasetResult {
+            results: Results::new(),
+            tuning: BTreeMap::new(),
+            best_epochs: BTreeMap::new(),
+            params: BTreeMap::new(),
+            us_per_sample: BTreeMap::new(),
+            affinity: Vec::new(),
+            gates: Vec::new(),
+            specs,
+            scenario_labels,
+            num_scenarios: sizes.len(),
+            sizes,
+        }
+    }
+}
+
 /// One training run of the experiment: model label, grid point, progress label, configuration.
 type Unit = (&'static str, Point, String, Config);
 
@@ -554,19 +573,7 @@ fn run_dataset(
     );
     let sizes = (0..m).map(|s| [tr[s], va[s], te[s]]).collect();
     let specs = specs(has_sequence);
-    let mut out = DatasetResult {
-        results: Results::new(),
-        tuning: BTreeMap::new(),
-        best_epochs: BTreeMap::new(),
-        params: BTreeMap::new(),
-        us_per_sample: BTreeMap::new(),
-        affinity: Vec::new(),
-        gates: Vec::new(),
-        specs: specs.clone(),
-        scenario_labels: ds.scenario_labels.clone(),
-        num_scenarios: m,
-        sizes,
-    };
+    let mut out = DatasetResult::new(specs.clone(), ds.scenario_labels.clone(), sizes);
     // Tuning on seed 1's validation AUC. Every unit goes through the result cache in two
     // passes: first the units no other process holds, then (waiting if need be) the rest, so
     // that several invocations sharing the target directory split the work.
@@ -1424,16 +1431,7 @@ mod tests {
             }
             DatasetResult {
                 results,
-                tuning: BTreeMap::new(),
-                best_epochs: BTreeMap::new(),
-                params: BTreeMap::new(),
-                us_per_sample: BTreeMap::new(),
-                affinity: Vec::new(),
-                gates: Vec::new(),
-                specs: Vec::new(),
-                scenario_labels: vec!["a".into()],
-                num_scenarios: 1,
-                sizes: vec![[10, 1, 1]],
+                ..DatasetResult::new(Vec::new(), vec!["a".into()], vec![[10, 1, 1]])
             }
         };
         let verdicts = |r: &DatasetResult| -> Vec<(bool, String)> {
