@@ -1,6 +1,7 @@
 //! Parquet input and output (arrow-rs), with atomic writes and a generic typed table reader.
 //!
-//! - [`write_atomic`]: a whole file, written to a temporary name and renamed into place.
+//! - Whole small files (JSON, TOML next to the Parquet files) go through
+//!   [`crate::atomic::write_atomic`].
 //! - [`ParquetSink`]: a Parquet file written a row group at a time (bounded memory), renamed into
 //!   place only by [`ParquetSink::finish`]; deterministic bytes for the same data.
 //! - [`read_table`]: any flat Parquet file into typed columns (integers, floats, text, integer
