@@ -245,18 +245,21 @@ fn compare_means(
     (ahead, total, behind)
 }
 
-/// DUPN-all's ranking of the events by their deepest behaviour (`attention/event`), when the
-/// results have it.
-fn event_order(r: &Results) -> Option<String> {
-    let mut o: Vec<(&str, f64)> = BEHAVIOURS
-        .iter()
-        .map(|b| {
-            r.stat("DUPN-all", "attention/event", b)
-                .map(|s| (*b, s.mean))
-        })
-        .collect::<Option<_>>()?;
+/// [`BEHAVIOURS`] ranked by `values` (one per behaviour type), highest first.
+fn rank_behaviours(values: &[f64]) -> Vec<&'static str> {
+    let mut o: Vec<(usize, f64)> = values.iter().copied().enumerate().collect();
     o.sort_by(|a, b| b.1.total_cmp(&a.1));
-    Some(o.iter().map(|x| x.0).collect::<Vec<_>>().join(" > "))
+    o.iter().map(|(k, _)| BEHAVIOURS[*k]).collect()
+}
+
+/// The behaviour types ranked by DUPN-all's mean attention on `slice` (`attention/behaviour`
+/// or `attention/event`), highest first, when the results have all four.
+fn attention_ranking(r: &Results, slice: &str) -> Option<Vec<&'static str>> {
+    let means: Vec<f64> = BEHAVIOURS
+        .iter()
+        .map(|b| r.stat("DUPN-all", slice, b).map(|s| s.mean))
+        .collect::<Option<_>>()?;
+    Some(rank_behaviours(&means))
 }
 
 /// The must-show claims of the DUPN specification, checked against the means of `r` (only
@@ -375,18 +378,7 @@ fn claims_section(r: &Results) -> String {
             ("P-SEQ/user_attributes", "occupation_acc"),
         ],
     ));
-    let by_type: Vec<Option<f64>> = BEHAVIOURS
-        .iter()
-        .map(|b| r.stat("DUPN-all", "attention/behaviour", b).map(|s| s.mean))
-        .collect();
-    if by_type.iter().all(Option::is_some) {
-        let mut o: Vec<(&str, f64)> = BEHAVIOURS
-            .iter()
-            .zip(by_type.iter().flatten())
-            .map(|(b, v)| (*b, *v))
-            .collect();
-        o.sort_by(|a, b| b.1.total_cmp(&a.1));
-        let ranked: Vec<&str> = o.iter().map(|x| x.0).collect();
+    if let Some(ranked) = attention_ranking(r, "attention/behaviour") {
         rows.push((
             "Attention (per behaviour) ranks the behaviour types in the generator's order \
              purchase > cart > fav > click"
@@ -395,8 +387,11 @@ fn claims_section(r: &Results) -> String {
             format!(
                 "{} per behaviour type{}",
                 ranked.join(" > "),
-                event_order(r)
-                    .map(|o| format!("; by event (a diagnostic, see the attention section): {o}"))
+                attention_ranking(r, "attention/event")
+                    .map(|o| format!(
+                        "; by event (a diagnostic, see the attention section): {}",
+                        o.join(" > ")
+                    ))
                     .unwrap_or_default()
             ),
         ));
@@ -1440,13 +1435,12 @@ fn ecom_page(cx: &Cx, sizes: &str, by_type: &[Vec<f64>]) -> String {
         let m = v.iter().sum::<f64>() / v.len().max(1) as f64;
         let _ = writeln!(s, "| {b} | {m:.3} |");
     }
-    let mut order: Vec<(usize, f64)> = by_type
-        .iter()
-        .enumerate()
-        .map(|(k, v)| (k, v.iter().sum::<f64>() / v.len().max(1) as f64))
-        .collect();
-    order.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let ranked: Vec<&str> = order.iter().map(|(k, _)| BEHAVIOURS[*k]).collect();
+    let ranked = rank_behaviours(
+        &by_type
+            .iter()
+            .map(|v| v.iter().sum::<f64>() / v.len().max(1) as f64)
+            .collect::<Vec<_>>(),
+    );
     let _ = write!(
         s,
         "\nRanking by attention: {} (the generator's order: purchase > cart > fav > click).\n\n\
@@ -1482,11 +1476,6 @@ fn ecom_page(cx: &Cx, sizes: &str, by_type: &[Vec<f64>]) -> String {
     ));
     // The event ranking, overall and per seed, against the generator's order.
     let generator = ["purchase", "cart", "fav", "click"];
-    let rank = |v: &[f64]| -> Vec<&str> {
-        let mut o: Vec<(usize, f64)> = v.iter().copied().enumerate().collect();
-        o.sort_by(|a, b| b.1.total_cmp(&a.1));
-        o.iter().map(|(k, _)| BEHAVIOURS[*k]).collect()
-    };
     let stats: Vec<Option<rec_trainer::experiment::Stat>> = BEHAVIOURS
         .iter()
         .map(|b| r.stat("DUPN-all", "attention/event", b))
@@ -1496,13 +1485,15 @@ fn ecom_page(cx: &Cx, sizes: &str, by_type: &[Vec<f64>]) -> String {
         let means: Vec<f64> = st.iter().map(|x| x.mean).collect();
         let seeds = st.iter().map(|x| x.values.len()).min().unwrap_or(0);
         let agree = (0..seeds)
-            .filter(|&i| rank(&st.iter().map(|x| x.values[i]).collect::<Vec<_>>()) == generator)
+            .filter(|&i| {
+                rank_behaviours(&st.iter().map(|x| x.values[i]).collect::<Vec<_>>()) == generator
+            })
             .count();
         let _ = write!(
             s,
             "\nRanking of events by attention: {} ({} of {seeds} seeds rank them in the \
              generator's order purchase > cart > fav > click).\n",
-            rank(&means).join(" > "),
+            rank_behaviours(&means).join(" > "),
             agree
         );
     }
