@@ -3,8 +3,8 @@
 //! throughput, the peak resident memory of the process and the bytes of the sparse tables.
 //!
 //! Every point runs in its own child process (this binary, re-invoked with the hidden
-//! `--scale-point KIND:ROWS`), so its peak resident set (`VmHWM`, read by the child at its end)
-//! belongs to that point alone. The child prints one JSON record on its last stdout line; the
+//! `--scale-point KIND:ROWS`), so its peak resident set (`VmHWM`, read by the child at its end,
+//! or an earlier `VmRSS` reading where that is larger) belongs to that point alone. The child prints one JSON record on its last stdout line; the
 //! parent collects the records and writes `scale.json`, `scale.csv` and three PNG plots.
 //!
 //! The data are generated directly: four categorical fields (user and item IDs drawn uniformly
@@ -444,7 +444,15 @@ pub fn run_point(spec: &PointSpec<'_>) -> Result<Value> {
     }
     let tail = &losses[losses.len().saturating_sub(50)..];
     let end_loss = tail.iter().map(|&l| l as f64).sum::<f64>() / tail.len().max(1) as f64;
-    let (peak, _) = rss().unwrap_or((0, 0));
+    // Linux updates the high-water mark lazily (on unmapping, not when reclaimed file pages
+    // or per-CPU counter slack lower the count), so `VmHWM` read at the end can sit a little
+    // below an earlier `VmRSS`: every reading is a lower bound of the true peak, keep the largest.
+    let peak = [rss_start, rss_built, rss()]
+        .into_iter()
+        .flatten()
+        .map(|(hwm, now)| hwm.max(now))
+        .max()
+        .unwrap_or(0);
     Ok(json!({
         "kind": kind,
         "rows": spec.rows,
@@ -669,8 +677,15 @@ mod tests {
                 }
             }
             if cfg!(target_os = "linux") {
-                assert!(num(r, "peak_rss_bytes") >= num(r, "rss_built_bytes"));
-                assert!(num(r, "rss_built_bytes") > 0.0);
+                // The process holds its tables and training state, and under these sizes
+                // nothing near a GiB.
+                let (peak, built) = (num(r, "peak_rss_bytes"), num(r, "rss_built_bytes"));
+                let tables = num(r, "table_bytes");
+                assert!(built > 0.0 && peak >= built, "peak {peak}, built {built}");
+                assert!(
+                    peak > tables && peak < 1024.0 * MIB,
+                    "peak {peak}, tables {tables}"
+                );
             }
         }
         write_outputs(&recs, dir.path(), 1).unwrap();
