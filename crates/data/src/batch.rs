@@ -363,7 +363,16 @@ impl Batch {
                     }
                     values.iter().find(|&&x| x as usize >= f.vocab)
                 }
-                Column::Dense { .. } => None,
+                Column::Dense { values, dim } => {
+                    if *dim == 0 || !values.len().is_multiple_of(*dim) {
+                        return Err(format!(
+                            "dense field `{}` holds {} values, not a whole number of rows of {dim}",
+                            f.name,
+                            values.len()
+                        ));
+                    }
+                    None
+                }
             };
             if let Some(b) = bad {
                 return Err(format!(
@@ -485,6 +494,17 @@ mod tests {
         let mut b = toy();
         b.labels[0].pop();
         assert!(b.validate().unwrap_err().contains("labels"));
+        // Seven values are three rows of two and half a row: refused, not floored to three.
+        let mut b = toy();
+        b.validate().unwrap();
+        if let Column::Dense { values, .. } = &mut b.columns[2] {
+            values.push(3.0);
+        }
+        assert!(
+            b.validate().unwrap_err().contains("whole number"),
+            "{:?}",
+            b.validate()
+        );
     }
 
     #[test]

@@ -170,9 +170,24 @@ impl InteractionSchema {
                 return bad(format!("more than one column has role {role:?}"));
             }
         }
-        if self.like_threshold.is_some() {
-            if !self.columns.iter().any(|c| c.role == Role::Rating) {
-                return bad("like_threshold needs a rating column".into());
+        if let Some(t) = self.like_threshold {
+            if !t.is_finite() {
+                return bad(format!("like_threshold must be a finite number, not {t}"));
+            }
+            match self
+                .columns
+                .iter()
+                .filter(|c| c.role == Role::Rating)
+                .count()
+            {
+                0 => return bad("like_threshold needs a rating column".into()),
+                1 => {}
+                _ => {
+                    return bad(
+                        "like_threshold needs exactly one rating column to derive `like` from"
+                            .into(),
+                    );
+                }
             }
             if self.columns.iter().any(|c| c.name == "like") {
                 return bad(
@@ -232,6 +247,18 @@ impl InteractionSchema {
                         })
                 })
                 .collect::<Result<_>>()?;
+            // A described column named twice in the header: which one is meant is a guess.
+            for c in &described {
+                if names.iter().filter(|n| **n == c.name).count() > 1 {
+                    return Err(DataError::parse(
+                        &source,
+                        1,
+                        &c.name,
+                        names.join(","),
+                        "the header names this column more than once",
+                    ));
+                }
+            }
             let pos = described
                 .iter()
                 .map(|c| {
@@ -260,9 +287,10 @@ impl InteractionSchema {
 
         let mut cols: Vec<RawColumn> = described.iter().map(|c| RawColumn::empty(c.role)).collect();
         let mut lines = Vec::new();
+        let mut counter = LineCounter::new(data);
         for rec in records {
             let rec = rec.map_err(|e| csv_err(&source, e))?;
-            let line = rec.position().map_or(0, |p| p.line());
+            let line = rec.position().map_or(0, |p| counter.line_at(p.byte()));
             if rec.len() == 1 && rec.get(0).is_some_and(|f| f.is_empty()) {
                 continue; // blank line
             }
@@ -312,6 +340,44 @@ impl InteractionSchema {
             lines.push(line);
         }
         RawTable::new(self.clone(), source, cols, lines)
+    }
+}
+
+/// Line numbers of records from their byte offsets. The csv reader numbers a record by where
+/// it stood before reading it: before the `\n` of the previous record's CRLF and before any
+/// blank lines, so its own numbers run early on such files. This counts the line breaks (`\n`,
+/// `\r\n` or a lone `\r`) up to the record's first byte instead.
+struct LineCounter<'a> {
+    data: &'a [u8],
+    at: usize,
+    line: u64,
+}
+
+impl<'a> LineCounter<'a> {
+    fn new(data: &'a [u8]) -> Self {
+        Self {
+            data,
+            at: 0,
+            line: 1,
+        }
+    }
+
+    /// The line of the record whose reading started at byte `pos` (records in file order).
+    fn line_at(&mut self, pos: u64) -> u64 {
+        let d = self.data;
+        let mut start = (pos as usize).clamp(self.at, d.len());
+        while start < d.len() && matches!(d[start], b'\r' | b'\n') {
+            start += 1;
+        }
+        for i in self.at..start {
+            match d[i] {
+                b'\n' => self.line += 1,
+                b'\r' if d.get(i + 1) != Some(&b'\n') => self.line += 1,
+                _ => {}
+            }
+        }
+        self.at = start;
+        self.line
     }
 }
 
@@ -586,6 +652,23 @@ impl RawTable {
     /// Encodes the table: with `vocabs`, tokens they lack become [`crate::OOV`] (an unknown
     /// scenario is an error, naming its line); without, vocabularies are built from this table.
     pub fn encode(&self, vocabs: Option<&Vocabs>) -> Result<EncodedTable> {
+        if let Some(given) = vocabs {
+            // A column the given vocabularies lack (renamed or added since they were built)
+            // would otherwise encode as out-of-vocabulary on every row.
+            for (spec, col) in self.described() {
+                let tokens = matches!(col, RawColumn::Tokens(_) | RawColumn::TokenLists { .. });
+                if tokens && spec.role != Role::Scenario && !given.fields.contains_key(&spec.name) {
+                    let known: Vec<&str> = given.fields.keys().map(String::as_str).collect();
+                    return Err(DataError::Invalid(format!(
+                        "{}: column `{}` has no vocabulary among the given ones ({}): the \
+                         schema changed since they were built",
+                        self.source.display(),
+                        spec.name,
+                        known.join(", ")
+                    )));
+                }
+            }
+        }
         let vocabs = vocabs.cloned().unwrap_or_else(|| self.build_vocabs());
         let schema = Arc::new(self.batch_schema(&vocabs));
         let mut columns = Vec::new();

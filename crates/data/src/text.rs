@@ -111,10 +111,10 @@ impl At<'_> {
             Err(_) => match t.parse::<f64>() {
                 Ok(f) if f.is_finite() && f.fract() == 0.0 && f.abs() < 9.0e15 => f as i64,
                 // Digits only, but too many for 64 bits: out of range, not malformed.
-                _ if !t.is_empty()
-                    && t.trim_start_matches('-')
-                        .bytes()
-                        .all(|b| b.is_ascii_digit()) =>
+                _ if {
+                    let digits = t.strip_prefix('-').unwrap_or(t);
+                    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+                } =>
                 {
                     return Err(self.err(
                         column,

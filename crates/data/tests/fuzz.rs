@@ -155,6 +155,10 @@ fn consistent(ds: &MovieLens100k) {
     assert!(r.user.iter().all(|&u| (u as usize) < ds.users.len()));
     assert!(r.item.iter().all(|&i| (i as usize) < ds.items.len()));
     assert!(r.rating.iter().all(|x| (1..=5).contains(x)));
+    // No pair is rated twice (a duplicated line is refused, not split into train and test).
+    let mut pairs: Vec<(u32, u32)> = r.user.iter().copied().zip(r.item.iter().copied()).collect();
+    pairs.sort_unstable();
+    assert!(pairs.windows(2).all(|w| w[0] != w[1]));
 }
 
 #[test]

@@ -165,6 +165,69 @@ fn bad_cells_name_file_line_column_and_value() {
     // A missing column in the header.
     let err = s.read_bytes(b"user,item\nu,i\n", "x.csv").unwrap_err();
     assert!(err.to_string().contains("no such column"), "{err}");
+    // A column named twice: which one is meant would be a guess.
+    let err = s
+        .read_bytes(b"user,item,stars,country,tags,price,ts,user\n", "x.csv")
+        .unwrap_err();
+    match err {
+        DataError::Parse { line, column, .. } => assert_eq!((line, column.as_str()), (1, "user")),
+        other => panic!("{other}"),
+    }
+}
+
+#[test]
+fn line_numbers_count_crlf_blank_lines_and_lone_cr() {
+    let s = schema();
+    let head = "user,item,stars,country,tags,price,ts";
+    let good = "u1,i1,5,fr,a,1,1";
+    let bad = "u1,i1,5,fr,a,1,soon";
+    // (text, line of the bad row)
+    let cases = [
+        (format!("{head}\r\n{bad}\r\n"), 2),
+        (format!("{head}\r\n{good}\r\n{good}\r\n{bad}\r\n"), 4),
+        (format!("{head}\n\n\n{bad}\n"), 4),
+        (format!("{head}\n{good}\n\r\n\n{good}\n{bad}"), 6),
+        (format!("{head}\r{good}\r{bad}\r"), 3),
+    ];
+    for (text, want) in cases {
+        match s.read_bytes(text.as_bytes(), "x.csv").unwrap_err() {
+            DataError::Parse { line, column, .. } => {
+                assert_eq!((line, column.as_str()), (want, "ts"), "{text:?}")
+            }
+            other => panic!("{other}"),
+        }
+    }
+    // The lines kept for later errors (an unknown scenario) are the same numbers.
+    let train = s
+        .read_bytes(format!("{head}\n{good}\n").as_bytes(), "a.csv")
+        .unwrap()
+        .encode(None)
+        .unwrap();
+    let text = format!("{head}\r\n{good}\r\n\r\nu1,i1,5,jp,a,1,1\r\n");
+    match s
+        .read_bytes(text.as_bytes(), "b.csv")
+        .unwrap()
+        .encode(Some(&train.vocabs))
+        .unwrap_err()
+    {
+        DataError::Parse { line, column, .. } => {
+            assert_eq!((line, column.as_str()), (4, "country"))
+        }
+        other => panic!("{other}"),
+    }
+}
+
+#[test]
+fn vocabularies_lacking_a_column_are_refused_by_name() {
+    let s = schema();
+    let raw = s.read_file(&fixtures().join("interactions.csv")).unwrap();
+    let mut vocabs = raw.encode(None).unwrap().vocabs;
+    vocabs.fields.remove("tags");
+    let err = raw.encode(Some(&vocabs)).unwrap_err().to_string();
+    assert!(
+        err.contains("`tags`") && err.contains("interactions.csv"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -177,10 +240,20 @@ fn schemas_are_validated() {
         "like_threshold = 4.0\n[[columns]]\nname = \"u\"\nrole = \"user\"",
         "[[columns]]\nname = \"u\"\nrole = \"owner\"",
         "unknown_key = 1\n[[columns]]\nname = \"u\"\nrole = \"user\"",
+        // A threshold that is not a number would label every row alike.
+        "like_threshold = nan\n[[columns]]\nname = \"r\"\nrole = \"rating\"",
+        "like_threshold = -inf\n[[columns]]\nname = \"r\"\nrole = \"rating\"",
+        // Which rating would `like` come from?
+        "like_threshold = 4.0\n[[columns]]\nname = \"r\"\nrole = \"rating\"\n[[columns]]\nname = \"q\"\nrole = \"rating\"",
     ];
     for text in bad {
         assert!(InteractionSchema::from_toml_str(text).is_err(), "{text}");
     }
+    // Two rating columns without a threshold are two regression tasks, and that is fine.
+    InteractionSchema::from_toml_str(
+        "[[columns]]\nname = \"r\"\nrole = \"rating\"\n[[columns]]\nname = \"q\"\nrole = \"rating\"",
+    )
+    .unwrap();
 }
 
 #[test]

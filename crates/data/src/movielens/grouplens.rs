@@ -100,6 +100,7 @@ fn read_items(path: &Path) -> Result<Vec<Item>> {
 
 fn read_ratings(path: &Path, users: &HashSet<u32>, items: &HashSet<u32>) -> Result<Vec<RawRating>> {
     let data = read_file(path)?;
+    let mut seen = HashSet::new();
     let mut out = Vec::with_capacity(data.len() / 20);
     for (line, bytes) in lines(&data) {
         let at = At { file: path, line };
@@ -111,6 +112,14 @@ fn read_ratings(path: &Path, users: &HashSet<u32>, items: &HashSet<u32>) -> Resu
         let item = at.integral("item id", f[1], 1, u32::MAX as i64)? as u32;
         if !items.contains(&item) {
             return Err(at.err("item id", &item.to_string(), "item not in u.item"));
+        }
+        // A second rating of one pair would let the split put it in training and test.
+        if !seen.insert((user, item)) {
+            return Err(at.err(
+                "item id",
+                &item.to_string(),
+                format!("duplicate rating: user {user} already rated this item"),
+            ));
         }
         let rating = at.integral("rating", f[2], 1, 5)? as u8;
         let timestamp = at.integral("timestamp", f[3], 0, i64::MAX / 2)?;

@@ -25,8 +25,9 @@
 //!   validation and test rank the target against [`NUM_NEGATIVES`] fixed sampled items
 //!   ([`SeqExtras::ranking_valid`], [`SeqExtras::ranking_test`]);
 //! - `popularity` (multiclass, [`POPULARITY_BINS`]): the popularity level of the target, i.e.
-//!   the quantile bin of its rating count over the training part (every rating that is not a
-//!   validation or test target), with bin edges at the 1/7..6/7 quantiles of the training
+//!   the quantile bin of its rating count over the training part (every rating but each
+//!   user's last two, which are the validation and test targets of every user with samples;
+//!   a user too short for samples also leaves out its last two), with bin edges at the 1/7..6/7 quantiles of the training
 //!   samples' target counts, so the classes are roughly balanced on training data.
 //!
 //! Transfer: [`UserAttributes`] holds gender, age band and occupation of every user with a
@@ -136,7 +137,8 @@ impl MovieLens100k {
                 target: s + t,
                 hist: s + t.saturating_sub(HISTORY_LEN)..s + t,
             };
-            // Popularity counts every rating that is not a validation/test target.
+            // Popularity counts every rating but the user's last two (its validation and
+            // test targets; also left out for a user too short to have samples).
             for row in s..e.saturating_sub(2).max(s) {
                 item_pop[r.item[row] as usize + 1] += 1;
             }
