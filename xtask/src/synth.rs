@@ -19,7 +19,8 @@ pub struct Args {
     /// Preset to start from: tiny, small (model tests) or large (scale benchmarks).
     #[arg(long, default_value = "small")]
     pub preset: String,
-    /// TOML configuration file (replaces the preset; the flags below still apply).
+    /// TOML configuration file instead of --preset (keys it leaves out are the small preset's;
+    /// the flags below still apply).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Number of users.
@@ -43,7 +44,7 @@ pub struct Args {
     /// Output directory (must not exist unless --overwrite).
     #[arg(long)]
     pub out: PathBuf,
-    /// Replace the output directory if it exists.
+    /// Replace the output directory if it holds an earlier generated data set (or nothing).
     #[arg(long)]
     pub overwrite: bool,
     /// Print the configuration that would be used and exit.

@@ -142,6 +142,24 @@ fn zip_err(archive: &Path, e: impl std::fmt::Display) -> DataError {
     }
 }
 
+/// The largest archive member read into memory (the data sets' files are a few MB): an
+/// archive claiming more is not the expected one, and is refused before its size is trusted.
+pub const MAX_MEMBER_BYTES: u64 = 512 << 20;
+
+/// Reads `r` to its end, refusing more than `limit` bytes (without reserving memory for a
+/// size that the input only claims).
+fn read_bounded(r: &mut impl Read, limit: u64) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    r.take(limit + 1).read_to_end(&mut out)?;
+    if out.len() as u64 > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {} MiB, not the expected file", limit >> 20),
+        ));
+    }
+    Ok(out)
+}
+
 /// Reads the members `names` (exact entry names) of the zip archive `archive` into memory, in
 /// that order. The whole archive is refused if any entry name is unsafe
 /// (see [`check_zip_entry_name`]) or if a wanted member is missing.
@@ -153,10 +171,8 @@ pub fn read_zip_members(archive: &Path, names: &[&str]) -> Result<Vec<Vec<u8>>> 
             let mut f = zip
                 .by_name(name)
                 .map_err(|e| zip_err(archive, format!("member `{name}` cannot be read: {e}")))?;
-            let mut out = Vec::with_capacity(f.size() as usize);
-            f.read_to_end(&mut out)
-                .map_err(|e| zip_err(archive, format!("member `{name}`: {e}")))?;
-            Ok(out)
+            read_bounded(&mut f, MAX_MEMBER_BYTES)
+                .map_err(|e| zip_err(archive, format!("member `{name}`: {e}")))
         })
         .collect()
 }
@@ -176,8 +192,7 @@ pub fn extract_zip(archive: &Path, dest: &Path) -> Result<Vec<PathBuf>> {
         let rel = f
             .enclosed_name()
             .ok_or_else(|| zip_err(archive, format!("unsafe entry {:?}", f.name())))?;
-        let mut bytes = Vec::with_capacity(f.size() as usize);
-        f.read_to_end(&mut bytes)
+        let bytes = read_bounded(&mut f, MAX_MEMBER_BYTES)
             .map_err(|e| zip_err(archive, format!("entry {rel:?}: {e}")))?;
         let path = dest.join(rel);
         write_atomic(&path, &bytes)?;
@@ -280,6 +295,17 @@ mod tests {
             w.write_all(data).unwrap();
         }
         w.finish().unwrap();
+    }
+
+    #[test]
+    fn members_larger_than_the_limit_are_refused() {
+        let data = vec![7u8; 1000];
+        assert_eq!(read_bounded(&mut &data[..], 1000).unwrap(), data);
+        let e = read_bounded(&mut &data[..], 999).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        // An endless input stops at the limit.
+        let e = read_bounded(&mut std::io::repeat(1), 1 << 20).unwrap_err();
+        assert!(e.to_string().contains("larger than 1 MiB"), "{e}");
     }
 
     #[test]

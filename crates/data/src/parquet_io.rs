@@ -45,35 +45,38 @@ fn perr(path: &Path, msg: impl std::fmt::Display) -> ParquetIoError {
     }
 }
 
-fn partial_name(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".partial");
-    path.with_file_name(name)
-}
-
-/// Writer properties used for every file: Snappy, a fixed `created_by`, no wall-clock values,
-/// so the same data always gives the same bytes.
-pub fn writer_properties() -> WriterProperties {
+/// Writer properties used for every file of `schema`: Snappy, a fixed `created_by`, no
+/// wall-clock values, so the same data always gives the same bytes.
+pub fn writer_properties(schema: &arrow_schema::Schema) -> WriterProperties {
     let mut b = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_created_by("rec-data".to_string())
         .set_max_row_group_row_count(Some(1 << 20));
     // Sorted or slowly changing integer columns of interaction logs shrink several-fold with
-    // delta encoding (harmless for files without these columns).
+    // delta encoding; Parquet has it for integers only, so a column of another type by one of
+    // these names keeps the default encoding.
     for col in DELTA_COLUMNS {
-        let path = ColumnPath::from(*col);
-        b = b
-            .set_column_dictionary_enabled(path.clone(), false)
-            .set_column_encoding(path, Encoding::DELTA_BINARY_PACKED);
+        let integer = schema
+            .field_with_name(col)
+            .is_ok_and(|f| f.data_type().is_integer());
+        if integer {
+            let path = ColumnPath::from(*col);
+            b = b
+                .set_column_dictionary_enabled(path.clone(), false)
+                .set_column_encoding(path, Encoding::DELTA_BINARY_PACKED);
+        }
     }
     b.build()
 }
 
-/// Columns written with delta encoding: timestamps and IDs that are sorted within a file.
+/// Integer columns written with delta encoding: timestamps and IDs that are sorted within a
+/// file.
 pub const DELTA_COLUMNS: &[&str] = &["ts", "user_id", "session"];
 
 /// A Parquet file being written: each [`write`](Self::write) becomes at least one row group; the
-/// file appears under its final name only when [`finish`](Self::finish) succeeds.
+/// file appears under its final name only when [`finish`](Self::finish) succeeds, and a sink
+/// that fails or is dropped unfinished removes its temporary file
+/// ([`crate::atomic::temp_path`], private to this writer).
 pub struct ParquetSink {
     writer: Option<ArrowWriter<File>>,
     tmp: PathBuf,
@@ -84,10 +87,13 @@ pub struct ParquetSink {
 impl ParquetSink {
     /// Starts writing `path` with `schema`.
     pub fn create(path: &Path, schema: SchemaRef) -> Result<Self, ParquetIoError> {
-        let tmp = partial_name(path);
+        let tmp = crate::atomic::temp_path(path).map_err(|e| perr(path, e))?;
         let file = File::create(&tmp).map_err(|e| perr(&tmp, e))?;
-        let writer = ArrowWriter::try_new(file, schema, Some(writer_properties()))
-            .map_err(|e| perr(path, e))?;
+        let props = writer_properties(&schema);
+        let writer = ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            perr(path, e)
+        })?;
         Ok(Self {
             writer: Some(writer),
             tmp,
@@ -110,13 +116,30 @@ impl ParquetSink {
         self.rows
     }
 
-    /// Closes the file and renames it into place.
+    /// Closes the file and renames it into place; on failure the temporary file is removed
+    /// and `path` is untouched.
     pub fn finish(mut self) -> Result<(), ParquetIoError> {
         let w = self.writer.take().expect("finished once");
-        let file = w.into_inner().map_err(|e| perr(&self.path, e))?;
-        file.sync_all().map_err(|e| perr(&self.tmp, e))?;
-        drop(file);
-        std::fs::rename(&self.tmp, &self.path).map_err(|e| perr(&self.path, e))
+        let done = (|| {
+            let file = w.into_inner().map_err(|e| perr(&self.path, e))?;
+            file.sync_all().map_err(|e| perr(&self.tmp, e))?;
+            drop(file);
+            std::fs::rename(&self.tmp, &self.path).map_err(|e| perr(&self.path, e))
+        })();
+        match &done {
+            Err(_) => {
+                let _ = std::fs::remove_file(&self.tmp);
+            }
+            Ok(()) => {
+                // Persisting the directory entry is best effort, as for every atomic write.
+                if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty())
+                    && let Ok(d) = File::open(dir)
+                {
+                    let _ = d.sync_all();
+                }
+            }
+        }
+        done
     }
 }
 
@@ -253,19 +276,27 @@ impl Table {
     }
 }
 
-fn no_nulls(path: &Path, name: &str, a: &dyn Array, base: usize) -> Result<(), ParquetIoError> {
+/// The file row of element `i` of an array being converted.
+type RowOf<'a> = &'a dyn Fn(usize) -> usize;
+
+fn no_nulls(path: &Path, name: &str, a: &dyn Array, row_of: RowOf) -> Result<(), ParquetIoError> {
     if a.null_count() > 0 {
-        let row = (0..a.len()).find(|&i| a.is_null(i)).unwrap_or(0);
+        let i = (0..a.len()).find(|&i| a.is_null(i)).unwrap_or(0);
         return Err(perr(
             path,
-            format!("column `{name}`, row {}: missing value", base + row),
+            format!("column `{name}`, row {}: missing value", row_of(i)),
         ));
     }
     Ok(())
 }
 
-fn ints_of(path: &Path, name: &str, a: &ArrayRef, base: usize) -> Result<Vec<i64>, ParquetIoError> {
-    no_nulls(path, name, a.as_ref(), base)?;
+fn ints_of(
+    path: &Path,
+    name: &str,
+    a: &ArrayRef,
+    row_of: RowOf,
+) -> Result<Vec<i64>, ParquetIoError> {
+    no_nulls(path, name, a.as_ref(), row_of)?;
     Ok(match a.data_type() {
         DataType::Boolean => a
             .as_boolean()
@@ -311,13 +342,13 @@ fn ints_of(path: &Path, name: &str, a: &ArrayRef, base: usize) -> Result<Vec<i64
             .collect(),
         DataType::UInt64 => {
             let v = a.as_primitive::<UInt64Type>().values();
-            if let Some(row) = v.iter().position(|&x| x > i64::MAX as u64) {
+            if let Some(i) = v.iter().position(|&x| x > i64::MAX as u64) {
                 return Err(perr(
                     path,
                     format!(
                         "column `{name}`, row {}: value {} too large",
-                        base + row,
-                        v[row]
+                        row_of(i),
+                        v[i]
                     ),
                 ));
             }
@@ -340,7 +371,7 @@ fn convert(
 ) -> Result<TableColumn, ParquetIoError> {
     Ok(match a.data_type() {
         DataType::Float32 => {
-            no_nulls(path, name, a.as_ref(), base)?;
+            no_nulls(path, name, a.as_ref(), &|i| base + i)?;
             TableColumn::Float(
                 a.as_primitive::<Float32Type>()
                     .values()
@@ -350,11 +381,11 @@ fn convert(
             )
         }
         DataType::Float64 => {
-            no_nulls(path, name, a.as_ref(), base)?;
+            no_nulls(path, name, a.as_ref(), &|i| base + i)?;
             TableColumn::Float(a.as_primitive::<Float64Type>().values().to_vec())
         }
         DataType::Utf8 => {
-            no_nulls(path, name, a.as_ref(), base)?;
+            no_nulls(path, name, a.as_ref(), &|i| base + i)?;
             TableColumn::Text(
                 a.as_string::<i32>()
                     .iter()
@@ -363,7 +394,7 @@ fn convert(
             )
         }
         DataType::LargeUtf8 => {
-            no_nulls(path, name, a.as_ref(), base)?;
+            no_nulls(path, name, a.as_ref(), &|i| base + i)?;
             TableColumn::Text(
                 a.as_string::<i64>()
                     .iter()
@@ -372,7 +403,7 @@ fn convert(
             )
         }
         DataType::List(_) | DataType::LargeList(_) => {
-            no_nulls(path, name, a.as_ref(), base)?;
+            no_nulls(path, name, a.as_ref(), &|i| base + i)?;
             let (offsets, values): (Vec<usize>, ArrayRef) = match a.data_type() {
                 DataType::List(_) => {
                     let l = a.as_list::<i32>();
@@ -392,13 +423,16 @@ fn convert(
             let first = offsets[0];
             let last = *offsets.last().unwrap_or(&first);
             let vals = values.slice(first, last - first);
-            let ints = ints_of(path, name, &vals, base)?;
+            let rel: Vec<usize> = offsets.iter().map(|o| o - first).collect();
+            // A value's row is the last row starting at or before it.
+            let row_of = |i: usize| base + rel.partition_point(|&o| o <= i) - 1;
+            let ints = ints_of(path, name, &vals, &row_of)?;
             TableColumn::IntList(Ragged {
-                offsets: offsets.iter().map(|o| o - first).collect(),
+                offsets: rel,
                 values: ints,
             })
         }
-        _ => TableColumn::Int(ints_of(path, name, a, base)?),
+        _ => TableColumn::Int(ints_of(path, name, a, &|i| base + i)?),
     })
 }
 
@@ -524,7 +558,16 @@ mod tests {
         write_batch(&a, &sample()).unwrap();
         write_batch(&b, &sample()).unwrap();
         assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
-        assert!(!partial_name(&a).exists());
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["a.parquet", "b.parquet"],
+            "no temporary file is left"
+        );
         let t = read_table(&a, None).unwrap();
         assert_eq!(t.rows, 3);
         assert_eq!(t.column("id").unwrap(), &TableColumn::Int(vec![10, 11, 12]));
@@ -557,6 +600,65 @@ mod tests {
         assert_eq!(t.floats("x").unwrap(), &[] as &[f64]);
         assert!(t.int_lists_in("terms", 3).unwrap().is_empty());
         assert_eq!(t.column("name").unwrap(), &TableColumn::Text(vec![]));
+    }
+
+    #[test]
+    fn a_failed_write_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // The target is a non-empty directory: the rename at the end fails.
+        let target = dir.path().join("x.parquet");
+        std::fs::create_dir_all(target.join("sub")).unwrap();
+        let e = write_batch(&target, &sample()).unwrap_err().to_string();
+        assert!(e.contains("x.parquet"), "{e}");
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["x.parquet"], "only the untouched directory remains");
+    }
+
+    #[test]
+    fn delta_columns_of_another_type_are_written_plainly() {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = schema_of(vec![
+            Field::new("user_id", DataType::Utf8, false),
+            Field::new("ts", DataType::Float64, false),
+            Field::new("session", DataType::Int64, false),
+        ]);
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(vec!["u1", "u2"])),
+                Arc::new(arrow_array::Float64Array::from(vec![0.5, 1.5])),
+                Arc::new(Int64Array::from(vec![3, 4])),
+            ],
+        )
+        .unwrap();
+        let p = dir.path().join("log.parquet");
+        write_batch(&p, &batch).unwrap();
+        let t = read_table(&p, None).unwrap();
+        assert_eq!(
+            t.column("user_id").unwrap(),
+            &TableColumn::Text(vec!["u1".into(), "u2".into()])
+        );
+        assert_eq!(t.column("session").unwrap(), &TableColumn::Int(vec![3, 4]));
+    }
+
+    #[test]
+    fn a_missing_value_inside_a_list_names_its_row() {
+        let mut list = ListBuilder::new(UInt32Builder::new());
+        list.values().append_slice(&[1, 2, 3]);
+        list.append(true);
+        list.values().append_null();
+        list.append(true);
+        let list = list.finish();
+        let schema = schema_of(vec![Field::new("terms", list.data_type().clone(), false)]);
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(list)]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("l.parquet");
+        write_batch(&p, &batch).unwrap();
+        let e = read_table(&p, None).unwrap_err().to_string();
+        assert!(e.contains("row 1") && e.contains("terms"), "{e}");
     }
 
     #[test]

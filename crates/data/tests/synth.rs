@@ -159,6 +159,17 @@ fn parquet_is_byte_identical_and_reads_back_to_the_same_batches() {
     assert_eq!(fa, fb);
     // An existing directory is not replaced unless asked.
     assert!(write_dataset(world.clone(), &a, 1, 64, false, |_, _| {}).is_err());
+    // Asked, it replaces an earlier data set, but never a directory holding something else.
+    let other = tmp.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("notes.txt"), b"keep").unwrap();
+    let e = write_dataset(world.clone(), &other, 1, 64, true, |_, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not a synthetic data set"), "{e}");
+    assert_eq!(std::fs::read(other.join("notes.txt")).unwrap(), b"keep");
+    write_dataset(world.clone(), &b, 1, 64, true, |_, _| {}).unwrap();
+    assert_eq!(files(&b), fa);
 
     let read = SynthLog::read(&a).unwrap();
     let generated = SynthLog::from_world(&world, 1);

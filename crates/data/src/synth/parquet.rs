@@ -217,7 +217,8 @@ fn pio(e: crate::parquet_io::ParquetIoError) -> SynthError {
 /// threads overlaps with writing), the items, the ground truth, the configuration and a
 /// manifest. Memory stays bounded by a few chunks whatever the number of users. The same
 /// configuration and chunk size give byte-identical files. `out` must not exist unless
-/// `overwrite`; files appear under `out` only when everything was written. `progress` is
+/// `overwrite`, which replaces only an earlier data set of this writer (or an empty
+/// directory); files appear under `out` only when everything was written. `progress` is
 /// called after every chunk with the users and events written so far.
 pub fn write_dataset(
     world: Arc<World>,
@@ -232,6 +233,19 @@ pub fn write_dataset(
             "{} exists (pass overwrite to replace it)",
             out.display()
         )));
+    }
+    if out.exists() {
+        // Only a data set this writer wrote (or an empty directory) is replaced: `overwrite`
+        // must not delete whatever else a mistyped path names.
+        let ours = out.join("manifest.json").is_file() && out.join("ground_truth.json").is_file();
+        let empty = std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_none());
+        if !ours && !empty {
+            return Err(SynthError::Format(format!(
+                "{} is not a synthetic data set (no manifest.json and ground_truth.json): \
+                 refusing to replace it; choose another output directory",
+                out.display()
+            )));
+        }
     }
     let mut tmp_name = out.file_name().unwrap_or_default().to_os_string();
     tmp_name.push(".partial");
