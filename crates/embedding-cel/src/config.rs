@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SplitChoice {
-    /// The cluster whose members had the most training interactions in the split window
-    /// (the reference's `data_number`; default).
+    /// The cluster whose members had the most training interactions so far (the reference's
+    /// `data_number`; default).
     #[default]
     Interactions,
     /// The cluster whose averaged gradient over the window has the largest norm.
@@ -25,7 +25,8 @@ pub enum SplitChoice {
     /// The cluster with the most members.
     Members,
     /// The cluster with the largest total training loss, as last measured by the exact
-    /// reassignment driver ([`crate::exact`]); before any measurement, as `interactions`.
+    /// reassignment driver ([`crate::exact`]); before any measurement, and from a split until
+    /// the next measurement (the split makes the measured losses stale), as `interactions`.
     Loss,
 }
 
@@ -47,11 +48,12 @@ pub enum Threshold {
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// CEL: per-entity gradients of the split window are kept (memory grows with the entities
-    /// seen in a window); scheduled reassignment over every entity seen (default).
+    /// seen in a window); scheduled reassignment of the entities seen in the window (`approx`)
+    /// or of every entity (`exact`) (default).
     #[default]
     Offline,
-    /// CEL-Lite: no per-entity float state; splits from a reservoir sample of member
-    /// gradients and lazy placement; reassignment among a few tree neighbours when an entity
+    /// CEL-Lite: no per-entity float state; splits from the gradients of the first
+    /// `reservoir` members seen in a window, and lazy placement of the others; reassignment among a few tree neighbours when an entity
     /// appears. Per-step cost O(batch x d), independent of the number of entities.
     Lite,
 }
@@ -75,7 +77,9 @@ pub enum Reassign {
     },
     /// The model's own loss, evaluated on every training interaction of the entity for each
     /// candidate cluster (exact, for any model, given the other parameters). Needs a loop that
-    /// calls [`crate::exact::reassign_due`] after each step (the CEL experiment driver does).
+    /// calls [`crate::exact::reassign_due`] after each step (the CEL experiment driver and the
+    /// trainer's loop do; a due reassignment no driver runs before the next step is skipped).
+    /// Offline mode only.
     Exact {
         /// Candidate clusters per entity: its own plus the nearest others (0 = all clusters,
         /// the default; then the choice is the exact argmin).
@@ -246,6 +250,26 @@ impl CelConfig {
         }
         if self.reservoir < 2 {
             return Err("reservoir must hold at least 2 gradients".into());
+        }
+        if self.personalize_at == Some(0) {
+            return Err("personalize_at must be at least 1 (steps count from 1)".into());
+        }
+        match self.reassign {
+            Reassign::Exact { .. } if self.mode == Mode::Lite => {
+                return Err(
+                    "mode lite reassigns inside the table among tree neighbours: use \
+                            reassign kind approx (or none), not exact"
+                        .into(),
+                );
+            }
+            Reassign::Exact { candidates: 1, .. } => {
+                return Err(
+                    "reassign candidates = 1 tries only the entity's own cluster: use \
+                            0 (all clusters) or at least 2"
+                        .into(),
+                );
+            }
+            _ => {}
         }
         match self.reassign {
             Reassign::Approx { curvature } | Reassign::Exact { curvature, .. }

@@ -21,7 +21,8 @@ use crate::config::Reassign;
 use crate::table::ClusteredEmbedding;
 
 /// Per-sample loss of every output: binary cross-entropy for binary tasks, squared error for
-/// regression; unlabelled (NaN) entries add nothing.
+/// regression, times the sample's weight when the batch has weights (as in training);
+/// unlabelled (NaN) entries add nothing.
 pub fn sample_losses(model: &mut dyn Model, batch: &Batch) -> Result<Vec<f64>> {
     let kinds: Vec<TaskKind> = model.schema().tasks.iter().map(|t| t.kind).collect();
     let outs = model.forward(batch, &mut Ctx::eval())?;
@@ -44,6 +45,11 @@ pub fn sample_losses(model: &mut dyn Model, batch: &Batch) -> Result<Vec<f64>> {
                     candle_core::bail!("exact reassignment supports binary and regression tasks")
                 }
             };
+        }
+    }
+    if let Some(w) = &batch.weights {
+        for (l, &wi) in loss.iter_mut().zip(w) {
+            *l *= f64::from(wi);
         }
     }
     Ok(loss)

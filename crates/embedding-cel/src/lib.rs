@@ -28,8 +28,9 @@
 //! - **CEL-Lite** [ours; the paper's claim]: [`Mode::Lite`] keeps no per-entity floats. A
 //!   split keeps the window-summed gradients of the first `reservoir` distinct members seen
 //!   (not a random sample), places those members at once and the others lazily: a member's
-//!   projections on the stored direction are summed over its appearances, and the sign of the
-//!   sum decides after 3 appearances or, at the latest, when the placement window closes; reassignment happens when an entity appears, among its tree
+//!   projections on the stored direction (centred per occurrence) are summed over its
+//!   appearances, and the sign of the sum decides, once, after 3 appearances or, at the
+//!   latest, when the placement window closes; reassignment happens when an entity appears, among its tree
 //!   neighbours (parent, children, siblings), with the second-order model. Per step:
 //!   `O(batch x d)` bookkeeping plus `O(reservoir x d)` per power iteration of a split; never
 //!   a pass over all entities. [`online::Online::observe`] is the online API.
@@ -69,4 +70,4 @@ mod table;
 
 pub use ari::adjusted_rand_index;
 pub use config::{CelConfig, Mode, Reassign, SplitChoice, Threshold};
-pub use table::{ClusteredEmbedding, MemoryReport, Node};
+pub use table::{ClusteredEmbedding, MAX_LITE_GROWTH, MemoryReport, Node};

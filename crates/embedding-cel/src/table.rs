@@ -94,6 +94,10 @@ impl Window {
 struct LiteWindow {
     cluster: u32,
     seen: u64,
+    /// Occurrences of the kept members (summed into `grads`), to centre a batch's gradient
+    /// on the same scale.
+    #[serde(default)]
+    kept_seen: u64,
     #[serde(skip)]
     ents: Vec<u32>,
     #[serde(skip)]
@@ -105,12 +109,16 @@ struct LiteWindow {
 /// CEL-Lite: a split whose direction is stored so the parent's other members are placed
 /// lazily: the projections of their gradients on the direction are summed while they appear
 /// (`evidence`: only entities seen during the placement window), and a member moves when the
-/// sum is negative after `PLACE_AFTER` appearances or when the window closes.
+/// sum is negative after `PLACE_AFTER` appearances or when the window closes. Each member is
+/// decided once: a decided one (and every member the split placed at once) stays in
+/// `evidence` marked [`DECIDED`] until the window closes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct OpenSplit {
     parent: u32,
     child: u32,
     v: Vec<f64>,
+    /// The kept members' mean gradient per occurrence (their window sums over their
+    /// occurrences), so a batch's gradient of an entity is centred on its own scale.
     mean: Vec<f64>,
     until: u64,
     /// (entity, summed projection, appearances), in order of first appearance.
@@ -122,6 +130,13 @@ struct OpenSplit {
 
 /// Appearances after which a lazily placed member is decided.
 const PLACE_AFTER: u32 = 3;
+
+/// CEL-Lite: the most entities one lookup may add (IDs are dense indices, so new entities
+/// arrive a few at a time).
+pub const MAX_LITE_GROWTH: usize = 1 << 24;
+
+/// The appearance count of an [`OpenSplit`] member that is decided.
+const DECIDED: u32 = u32::MAX;
 
 /// Personalization phase state.
 struct Personal {
@@ -303,7 +318,7 @@ impl ClusteredEmbedding {
         self.personal.is_some()
     }
 
-    /// Entities moved by reassignment (and placement) so far.
+    /// Entities moved by reassignment so far (placements after a split are not counted).
     pub fn moves(&self) -> u64 {
         self.moves
     }
@@ -576,6 +591,9 @@ impl ClusteredEmbedding {
         self.sizes.push(0);
         self.inter.push(0);
         self.cl_grad.extend(std::iter::repeat_n(0.0, self.dim));
+        // The measured losses describe the clusters before this split: stale for the parent
+        // and missing for the child, so the `loss` choice waits for the next measurement.
+        self.cl_loss.clear();
         Ok(c)
     }
 
@@ -587,9 +605,11 @@ impl ClusteredEmbedding {
                 .iter()
                 .map(|&x| (x as f64) * (x as f64))
                 .sum(),
+            // Without a measurement since the last split, every cluster by interactions
+            // (never a mix of the two units).
             SplitChoice::Loss => match self.cl_loss.get(c) {
-                Some(&l) => l,
-                None => self.inter[c] as f64,
+                Some(&l) if self.cl_loss.len() == self.num_clusters() => l,
+                _ => self.inter[c] as f64,
             },
         }
     }
@@ -720,18 +740,20 @@ impl ClusteredEmbedding {
                             .iter_mut()
                             .zip(gi)
                             .for_each(|(a, b)| *a += b);
+                        w.kept_seen += u64::from(g.counts[i]);
                     }
                     None if w.ents.len() < self.cfg.reservoir => {
                         w.slot.insert(e, w.ents.len() as u32);
                         w.ents.push(e);
                         w.grads.extend_from_slice(gi);
+                        w.kept_seen += u64::from(g.counts[i]);
                     }
                     None => {}
                 }
             }
-            // Lazy placement after an open split of its cluster.
+            // Lazy placement after an open split of its cluster: undecided members wait
+            // (no reassignment) until decided; decided ones are reassigned as usual.
             if let Some(o) = self.open.iter_mut().find(|o| o.parent == cur) {
-                let p = project(gi, &o.mean, &o.v);
                 let k = match o.index.get(&e) {
                     Some(&k) => k as usize,
                     None => {
@@ -740,21 +762,28 @@ impl ClusteredEmbedding {
                         o.evidence.len() - 1
                     }
                 };
-                o.evidence[k].1 += p;
-                o.evidence[k].2 += 1;
-                if o.evidence[k].2 >= PLACE_AFTER {
-                    let (_, sum, _) = o.evidence.swap_remove(k);
-                    o.index.remove(&e);
-                    if let Some(&(moved, _, _)) = o.evidence.get(k) {
-                        o.index.insert(moved, k as u32);
+                if o.evidence[k].2 != DECIDED {
+                    // `gi` sums the entity's occurrences in the batch: centre on as many.
+                    let n = f64::from(g.counts[i]);
+                    let p: f64 = gi
+                        .iter()
+                        .zip(&o.mean)
+                        .zip(&o.v)
+                        .map(|((&x, &mu), &vi)| (f64::from(x) - n * mu) * vi)
+                        .sum();
+                    o.evidence[k].1 += p;
+                    o.evidence[k].2 += 1;
+                    if o.evidence[k].2 < PLACE_AFTER {
+                        continue;
                     }
-                    let child = o.child;
+                    o.evidence[k].2 = DECIDED;
+                    let (sum, child) = (o.evidence[k].1, o.child);
                     if sum < 0.0 && self.sizes[cur as usize] > 1 {
                         self.move_entity(e, child);
                         self.moves -= 1;
                     }
+                    continue;
                 }
-                continue;
             }
             if reassign_now {
                 self.lite_reassign_one(e, gi, g.counts[i], curvature);
@@ -844,8 +873,9 @@ impl ClusteredEmbedding {
             .partition(|o| o.until <= step);
         self.open = open;
         for o in closing {
-            for (e, sum, _) in o.evidence {
-                if sum < 0.0
+            for (e, sum, n) in o.evidence {
+                if n != DECIDED
+                    && sum < 0.0
                     && self.assign.get(e as usize) == o.parent
                     && self.sizes[o.parent as usize] > 1
                 {
@@ -880,12 +910,15 @@ impl ClusteredEmbedding {
                 self.lite = Some(LiteWindow {
                     cluster: c as u32,
                     seen: 0,
+                    kept_seen: 0,
                     ents: Vec::new(),
                     grads: Vec::new(),
                     slot: IdMap::default(),
                 });
             }
         }
+        // The `grad_norm` choice averages over one window, as offline.
+        self.cl_grad.iter_mut().for_each(|x| *x = 0.0);
         Ok(child)
     }
 
@@ -916,14 +949,27 @@ impl ClusteredEmbedding {
             self.move_entity(e, child);
             self.moves -= 1;
         }
+        // The kept members were placed now, by their window sums: decided.
+        let evidence: Vec<(u32, f64, u32)> = w.ents.iter().map(|&e| (e, 0.0, DECIDED)).collect();
+        let index = evidence
+            .iter()
+            .enumerate()
+            .map(|(k, &(e, _, _))| (e, k as u32))
+            .collect();
+        // The mean of the window sums, per occurrence.
+        let per = match w.kept_seen {
+            0 => 1.0, // a window restored from a checkpoint that did not count them
+            n => w.ents.len() as f64 / n as f64,
+        };
+        let mean = mean.iter().map(|m| m * per).collect();
         self.open.push(OpenSplit {
             parent,
             child,
             v,
             mean,
             until: self.step + self.cfg.placement_steps,
-            evidence: Vec::new(),
-            index: IdMap::default(),
+            evidence,
+            index,
         });
         Ok(Some(child))
     }
@@ -1053,6 +1099,21 @@ impl EmbeddingTable for ClusteredEmbedding {
             let v = self.eval_lookup(ids)?;
             return Tensor::from_vec(v, (ids.len(), self.dim), &self.device);
         }
+        if self.cfg.mode == Mode::Lite
+            && let Some(&top) = ids.iter().max()
+            && top as usize >= self.vocab.saturating_add(MAX_LITE_GROWTH)
+        {
+            // CEL-Lite grows densely up to the largest ID: a hashed or corrupt ID would
+            // allocate billions of entities in one step.
+            candle_core::bail!(
+                "CEL table of `{}`: ID {top} is {} past its {} entities; CEL-Lite grows the \
+                 table densely up to the largest ID, by at most {MAX_LITE_GROWTH} per lookup: \
+                 map raw IDs to dense indices first (the data readers' vocabularies do)",
+                self.field,
+                top as usize - self.vocab,
+                self.vocab
+            );
+        }
         let ents: Vec<u32> = ids.iter().map(|&id| self.entity(id, true)).collect();
         let dd = dedup(&ents);
         let v = self.vector_rows(&dd.unique)?;
@@ -1141,7 +1202,11 @@ impl EmbeddingTable for ClusteredEmbedding {
 
     fn end_step(&mut self, step: u64) -> Result<()> {
         self.step = step;
-        if self.cfg.personalize_at == Some(step) && self.personal.is_none() {
+        // An exact reassignment due at an earlier step that no driver ran is skipped, so the
+        // window it kept is not kept for ever.
+        self.reassign_due = false;
+        // `>=`, not `==`: a resumed run may set the start below the step it resumes at.
+        if self.cfg.personalize_at.is_some_and(|p| step >= p) && self.personal.is_none() {
             return self.start_personalization();
         }
         if self.personal.is_some() {
@@ -1366,7 +1431,12 @@ impl EmbeddingTable for ClusteredEmbedding {
         let mut open: Vec<OpenSplit> =
             serde_json::from_value(meta["open"].clone()).map_err(|_| err("unreadable `open`"))?;
         for o in &mut open {
-            if o.evidence.iter().any(|x| x.0 as usize >= vocab) || o.v.len() != dim {
+            if o.evidence.iter().any(|x| x.0 as usize >= vocab)
+                || o.v.len() != dim
+                || o.mean.len() != dim
+                || o.parent as usize >= nodes.len()
+                || o.child as usize >= nodes.len()
+            {
                 return Err(err(
                     "an open split names an unknown entity or has the wrong width",
                 ));

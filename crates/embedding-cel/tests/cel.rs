@@ -663,3 +663,218 @@ fn reset_optimizer_state_zeroes_the_moments_of_clusters_and_personal_vectors() -
     }
     Ok(())
 }
+
+/// One step of [`quad_step`] on the planted entities `which` (indices into `ids`), each with
+/// the target of the planted entity `target_of[k]`.
+fn planted_step(
+    t: &mut ClusteredEmbedding,
+    which: &[usize],
+    target_of: &[usize],
+    step: u64,
+) -> Result<()> {
+    let d = t.dim();
+    let (ids, targets, _) = planted_targets(d);
+    let bi: Vec<u32> = which.iter().map(|&k| ids[k]).collect();
+    let bt: Vec<f32> = target_of
+        .iter()
+        .flat_map(|&k| targets[k * d..(k + 1) * d].to_vec())
+        .collect();
+    quad_step(t, &bi, &bt, step)
+}
+
+#[test]
+fn cel_lite_decides_each_member_once() -> Result<()> {
+    let d = 4;
+    let cfg = CelConfig {
+        max_clusters: 2,
+        split_every: 1 << 40,
+        mode: Mode::Lite,
+        reassign: Reassign::None,
+        keep_prob: 0.0,
+        reservoir: 8,
+        ..Default::default()
+    };
+    let mut t = table(41, d, cfg, OptimizerConfig::sgd(0.05));
+    // Open the window, fill it with four members of each planted group (entities 1-4 and
+    // 21-24 are indices 0-3 and 20-23), and split.
+    assert_eq!(t.lite_split_now()?, None);
+    let kept = [0, 1, 2, 3, 20, 21, 22, 23];
+    for s in 1..=5 {
+        planted_step(&mut t, &kept, &kept, s)?;
+    }
+    assert_eq!(t.lite_split_now()?, Some(1));
+    let (a, b) = (t.cluster_of(1), t.cluster_of(21));
+    assert_ne!(a, b, "the split separates the planted groups");
+    // The group left in the parent: its members stay when placed by their own gradients.
+    let (stay, away) = if a == 0 { (9, 29) } else { (29, 9) };
+    let (kept_stayer, _) = if a == 0 { (0, 20) } else { (20, 0) };
+    let mut step = 6;
+    for _ in 0..3 {
+        planted_step(&mut t, &[stay], &[stay], step)?;
+        step += 1;
+    }
+    assert_eq!(t.cluster_of(stay as u32 + 1), 0, "placed with its group");
+    // Decided: gradients pointing to the other side afterwards do not move it, nor a member
+    // the split placed at once.
+    for _ in 0..6 {
+        planted_step(&mut t, &[stay, kept_stayer], &[away, away], step)?;
+        step += 1;
+    }
+    assert_eq!(t.cluster_of(stay as u32 + 1), 0, "decided once");
+    assert_eq!(
+        t.cluster_of(kept_stayer as u32 + 1),
+        0,
+        "placed at the split"
+    );
+    // An undecided member of the other group still goes by its evidence.
+    for _ in 0..3 {
+        planted_step(&mut t, &[away], &[away], step)?;
+        step += 1;
+    }
+    assert_eq!(t.cluster_of(away as u32 + 1), 1);
+    Ok(())
+}
+
+#[test]
+fn an_exact_reassignment_no_driver_runs_does_not_keep_the_window_for_ever() -> Result<()> {
+    let d = 4;
+    let cfg = CelConfig {
+        max_clusters: 1,
+        split_every: 10,
+        reassign: Reassign::Exact {
+            candidates: 0,
+            curvature: 1.0,
+        },
+        ..Default::default()
+    };
+    let mut t = table(1000, d, cfg, OptimizerConfig::sgd(0.05));
+    let mut window_bytes = std::collections::BTreeMap::new();
+    for s in 1..=99u64 {
+        // Five new entities every step: the window holds what it has seen since its start.
+        let ids: Vec<u32> = (0..5).map(|j| (s * 5 + j) as u32).collect();
+        let targets = vec![1.0f32; 5 * d];
+        quad_step(&mut t, &ids, &targets, s)?;
+        if s == 40 {
+            assert!(t.reassign_due(), "a reassignment step asks for the driver");
+        }
+        if s == 41 {
+            assert!(
+                !t.reassign_due(),
+                "no driver ran: the reassignment is skipped"
+            );
+        }
+        if s % 10 == 9 {
+            window_bytes.insert(s, t.memory().training_bytes);
+        }
+    }
+    // The window ending at reassignment step 40 (or 80) is kept into the next one; every
+    // other window is cleared at its end, reassignment run or not.
+    let one = window_bytes[&9];
+    for s in [19, 29, 39, 59, 69, 79, 99] {
+        assert_eq!(window_bytes[&s], one, "step {s}: {window_bytes:?}");
+    }
+    assert!(window_bytes[&49] > one && window_bytes[&89] == window_bytes[&49]);
+    Ok(())
+}
+
+#[test]
+fn personalization_starts_at_the_first_step_at_or_after_its_setting() -> Result<()> {
+    let d = 4;
+    let cfg = CelConfig {
+        personalize_at: Some(5),
+        ..Default::default()
+    };
+    let mut t = table(41, d, cfg, OptimizerConfig::sgd(0.05));
+    let (ids, targets, _) = planted_targets(d);
+    quad_step(&mut t, &ids, &targets, 4)?;
+    assert!(!t.personalized());
+    // A resumed run whose step counter is already past the setting (step 5 never ends here).
+    quad_step(&mut t, &ids, &targets, 7)?;
+    assert!(t.personalized());
+    let zero = CelConfig {
+        personalize_at: Some(0),
+        ..Default::default()
+    };
+    assert!(zero.validate().unwrap_err().contains("personalize_at"));
+    Ok(())
+}
+
+#[test]
+fn settings_a_table_cannot_honour_are_refused() {
+    let lite_exact = CelConfig {
+        mode: Mode::Lite,
+        reassign: Reassign::Exact {
+            candidates: 0,
+            curvature: 1.0,
+        },
+        ..Default::default()
+    };
+    assert!(lite_exact.validate().unwrap_err().contains("lite"));
+    let one = CelConfig {
+        reassign: Reassign::Exact {
+            candidates: 1,
+            curvature: 1.0,
+        },
+        ..Default::default()
+    };
+    assert!(one.validate().unwrap_err().contains("candidates"));
+    let two = CelConfig {
+        reassign: Reassign::Exact {
+            candidates: 2,
+            curvature: 1.0,
+        },
+        ..Default::default()
+    };
+    two.validate().unwrap();
+}
+
+#[test]
+fn cel_lite_refuses_an_id_far_past_its_entities() -> Result<()> {
+    let cfg = CelConfig {
+        mode: Mode::Lite,
+        ..Default::default()
+    };
+    let mut t = table(41, 4, cfg, OptimizerConfig::sgd(0.05));
+    let e = t.lookup(&[3, u32::MAX - 1], true).unwrap_err().to_string();
+    assert!(e.contains("dense indices"), "{e}");
+    assert_eq!(t.vocab(), 41, "nothing was grown");
+    t.clear_pending();
+    t.lookup(&[100], true)?;
+    assert_eq!(t.vocab(), 101);
+    Ok(())
+}
+
+#[test]
+fn the_loss_split_choice_waits_for_a_fresh_measurement_after_a_split() -> Result<()> {
+    let d = 4;
+    let cfg = CelConfig {
+        max_clusters: 10,
+        split_every: 1,
+        split_choice: embedding_cel::SplitChoice::Loss,
+        reassign: Reassign::None,
+        ..Default::default()
+    };
+    let mut t = table(41, d, cfg, OptimizerConfig::sgd(0.05));
+    // Scattered targets, so that every cluster of several members can be split.
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let ids: Vec<u32> = (1..=40).collect();
+    let targets: Vec<f32> = (0..40 * d).map(|_| rng.random_range(-1.0..1.0)).collect();
+    quad_step(&mut t, &ids, &targets, 1)?;
+    assert_eq!(t.num_clusters(), 2);
+    // Measured: the cluster with fewer interactions has the larger loss, and is split next.
+    let inter = t.cluster_interactions().to_vec();
+    let small = usize::from(inter[1] < inter[0]);
+    let mut losses = vec![0.0; 2];
+    losses[small] = 1e9;
+    t.set_cluster_losses(losses);
+    quad_step(&mut t, &ids, &targets, 2)?;
+    assert_eq!(t.tree()[2].parent, Some(small as u32));
+    // That split made the measurement stale: the next one goes by interactions, not by the
+    // old loss of the (now even smaller) cluster.
+    quad_step(&mut t, &ids, &targets, 3)?;
+    let inter = t.cluster_interactions();
+    let parent = t.tree()[3].parent.unwrap() as usize;
+    assert_ne!(parent, small);
+    assert_eq!(inter.len(), 4);
+    Ok(())
+}
