@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use rec_trainer::checkpoint;
 use rec_trainer::{Config, Start};
@@ -17,10 +17,10 @@ pub struct TrainArgs {
     /// Model name (see `--list-models`).
     #[arg(long)]
     pub model: Option<String>,
-    /// Data set: ml-100k or csv.
+    /// Data set: ml-100k, synthetic or csv (the last two take their options from a --config file).
     #[arg(long)]
     pub dataset: Option<String>,
-    /// Protocol: ctr, rating, cold, ms, seq.
+    /// Protocol: ctr, rating, cold, ms, seq (ml-100k); ctr, rating, ms, ecom (synthetic).
     #[arg(long)]
     pub protocol: Option<String>,
     /// Seed of the split, initialisation, shuffling and dropout.
@@ -32,11 +32,14 @@ pub struct TrainArgs {
     /// Training batch size.
     #[arg(long)]
     pub batch_size: Option<usize>,
-    /// Run directory (default `runs/{model}-{dataset}-{protocol}-seed{seed}`).
+    /// Run directory (default `runs/{model}-{dataset}-{protocol}-seed{seed}`; the quickstart's
+    /// is `runs/quickstart`, holding its two runs `full` and `cel`).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Without a value: continue the interrupted run in the run directory from its latest
-    /// checkpoint, exactly where it stopped. With a checkpoint (or run) directory: start a new
+    /// checkpoint, exactly where it stopped (`--out DIR --resume` alone reads DIR/config.toml;
+    /// only the epochs, step budget, checkpointing and progress may differ from the run's own
+    /// settings). With a checkpoint (or run) directory: start a new
     /// run from its parameters and optimizer state, e.g. the daily incremental update
     /// (yesterday's model fine-tuned on today's data).
     #[arg(long, num_args = 0..=1, value_name = "CHECKPOINT")]
@@ -108,6 +111,10 @@ fn quickstart(args: &TrainArgs, cfg: Config) -> Result<()> {
         let dir = root.join(name);
         if args.out.is_none() && dir.join("checkpoints").exists() {
             // The default quickstart directories belong to the quickstart: start afresh.
+            eprintln!(
+                "quickstart: replacing the previous run in {}",
+                dir.display()
+            );
             std::fs::remove_dir_all(&dir)
                 .with_context(|| format!("cannot clear {}", dir.display()))?;
         }
@@ -168,6 +175,32 @@ fn quickstart(args: &TrainArgs, cfg: Config) -> Result<()> {
 fn build_config(args: &TrainArgs) -> Result<Config> {
     let mut cfg = match &args.config {
         Some(p) => Config::from_file(p)?,
+        // Continuing a run named by its directory: its own configuration.
+        None if args.is_quickstart() && matches!(args.resume, Some(None)) => {
+            let dir = args.out.as_ref().context(
+                "--resume continues a run: name its directory with --out (or give the --config \
+                 it was started with); the quickstart's runs are runs/quickstart/full and \
+                 runs/quickstart/cel",
+            )?;
+            let file = dir.join("config.toml");
+            if !file.exists() {
+                let hint = if dir.join("full").join("config.toml").exists() {
+                    format!(
+                        " ({} holds the quickstart's two runs: resume {} or {})",
+                        dir.display(),
+                        dir.join("full").display(),
+                        dir.join("cel").display()
+                    )
+                } else {
+                    String::new()
+                };
+                bail!(
+                    "nothing to resume: {} has no config.toml{hint}",
+                    dir.display()
+                );
+            }
+            Config::from_file(&file)?
+        }
         None if args.is_quickstart() => quickstart_config(),
         None => Config::new(
             args.model
@@ -229,11 +262,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
     }
     let outcome = rec_trainer::run(&cfg, start)?;
     println!(
-        "\n{} on {} ({}): kept epoch {} of {} ({} steps, {:.0} samples/s)",
+        "\n{} on {} ({}): kept {}; {} epochs evaluated, {} steps, {:.0} samples/s",
         cfg.model.name,
         cfg.data.dataset,
         cfg.data.protocol,
-        outcome.best_epoch,
+        outcome.kept(),
         outcome.history.len(),
         outcome.steps,
         outcome.samples_per_sec
@@ -343,5 +376,45 @@ mod tests {
                 .to_string()
                 .contains("--model")
         );
+    }
+
+    #[test]
+    fn resume_by_directory_reads_the_runs_own_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut saved = Config::new("widedeep", "ml-100k", "ctr");
+        saved.data.seed = 5;
+        saved.train.batch_size = 64;
+        let run = dir.path().join("run");
+        std::fs::create_dir_all(&run).unwrap();
+        std::fs::write(run.join("config.toml"), saved.to_toml().unwrap()).unwrap();
+        let resume = |out: Option<PathBuf>, epochs: Option<usize>| TrainArgs {
+            out,
+            epochs,
+            resume: Some(None),
+            ..Default::default()
+        };
+        // Not the quickstart's configuration: the run's, with the flags on top.
+        let c = build_config(&resume(Some(run.clone()), Some(30))).unwrap();
+        assert_eq!(
+            (
+                c.model.name.as_str(),
+                c.data.seed,
+                c.train.batch_size,
+                c.train.epochs
+            ),
+            ("widedeep", 5, 64, 30)
+        );
+        assert_eq!(c.run_dir(), run);
+        // Without a directory there is no run to read.
+        let e = build_config(&resume(None, None)).unwrap_err().to_string();
+        assert!(e.contains("--out"), "{e}");
+        // A quickstart root holds two runs: say which.
+        let q = dir.path().join("quick");
+        std::fs::create_dir_all(q.join("full")).unwrap();
+        std::fs::write(q.join("full/config.toml"), saved.to_toml().unwrap()).unwrap();
+        let e = build_config(&resume(Some(q.clone()), None))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nothing to resume") && e.contains("full"), "{e}");
     }
 }

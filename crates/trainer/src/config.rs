@@ -99,7 +99,7 @@ impl Default for DataConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
-    /// Registered model name, e.g. `deepfm` (see `cargo xtask train --help`).
+    /// Registered model name, e.g. `deepfm` (see `cargo xtask train --list-models`).
     pub name: String,
     /// Model-specific hyperparameters; each model rejects keys it does not know.
     #[serde(default)]
@@ -324,6 +324,16 @@ impl Config {
 
     /// Checks value ranges that serde cannot express.
     pub fn validate(&self) -> Result<()> {
+        anyhow::ensure!(self.train.epochs > 0, "train.epochs must be at least 1");
+        anyhow::ensure!(
+            self.train.max_steps != Some(0),
+            "train.max_steps must be at least 1 (leave it out for no limit)"
+        );
+        anyhow::ensure!(
+            self.train.checkpoint_every_steps != Some(0),
+            "train.checkpoint_every_steps must be at least 1 (leave it out to checkpoint at \
+             epoch ends only)"
+        );
         anyhow::ensure!(
             self.train.batch_size > 0,
             "train.batch_size must be positive"
@@ -407,6 +417,21 @@ mod tests {
         assert!(e.contains("run.toml"), "{e}");
         assert!(e.contains("line 6"), "{e}");
         assert!(e.contains("batchsize"), "{e}");
+    }
+
+    #[test]
+    fn zero_epochs_steps_or_checkpoint_interval_are_refused_by_name() {
+        for (key, table) in [
+            ("train.epochs", "epochs = 0"),
+            ("train.max_steps", "max_steps = 0"),
+            ("train.checkpoint_every_steps", "checkpoint_every_steps = 0"),
+        ] {
+            let text = format!("[model]\nname = \"fm\"\n[train]\n{table}\n");
+            let e = format!("{:#}", Config::from_toml(&text, "x.toml").unwrap_err());
+            assert!(e.contains(key) && e.contains("x.toml"), "{e}");
+        }
+        let ok = "[model]\nname = \"fm\"\n[train]\nepochs = 1\nmax_steps = 1\ncheckpoint_every_steps = 1\n";
+        Config::from_toml(ok, "x.toml").unwrap();
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub use config::Config;
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 pub use eval::{Evaluation, evaluate};
-pub use train::{Outcome, Start, fit};
+pub use train::{Outcome, RESUME_MAY_CHANGE, Start, fit, resume_point};
 
 use anyhow::Result;
 use candle_core::Device;
@@ -44,7 +44,8 @@ use candle_core::Device;
 pub fn run(cfg: &Config, start: Start) -> Result<Outcome> {
     let from = match &start {
         Start::Fresh => None,
-        Start::Resume => checkpoint::resolve_pointer(&cfg.run_dir().join("checkpoints"), "latest")?,
+        // Checked before any data is loaded, and before the run directory is touched.
+        Start::Resume => Some(train::resume_point(cfg)?),
         Start::WarmStart(dir) => Some(dir.clone()),
     };
     let vocabs = match &from {

@@ -35,10 +35,10 @@ pub fn write(run_dir: &Path, cfg: &Config, outcome: &Outcome) -> Result<()> {
     )?;
     writeln!(
         md,
-        "Seed {}; {} steps; kept the checkpoint of epoch {}{}; {:.0} training samples/s ({:.1} s in training steps).\n",
+        "Seed {}; {} steps; kept {}{}; {:.0} training samples/s ({:.1} s in training steps).\n",
         cfg.data.seed,
         outcome.steps,
-        outcome.best_epoch,
+        outcome.kept(),
         if outcome.stopped_early {
             " (early stopping)"
         } else {

@@ -96,6 +96,26 @@ pub struct Outcome {
     pub samples_per_sec: f64,
 }
 
+impl Outcome {
+    /// What was kept and tested, in words: `epoch 3`, or, where a step budget ended the run
+    /// inside an epoch without early stopping, `the state at step 130 (inside epoch 2)`.
+    pub fn kept(&self) -> String {
+        let last_epoch_step = self.history.last().map_or(0, |r| r.step);
+        if !self.stopped_early
+            && self.best_epoch as usize == self.history.len()
+            && last_epoch_step != self.steps
+        {
+            format!(
+                "the state at step {} (inside epoch {}, where the step budget ended)",
+                self.steps,
+                self.best_epoch + 1
+            )
+        } else {
+            format!("epoch {}", self.best_epoch)
+        }
+    }
+}
+
 /// Every tensor of the model and (when given) of the dense optimizer, with their metadata.
 pub fn training_state(
     model: &dyn Model,
@@ -133,10 +153,19 @@ pub fn load_training_state(
 
 /// Trains `model` on `split` as `cfg` says, writing checkpoints, `log.jsonl` and the report into
 /// the run directory, and returns the test metrics of the kept checkpoint.
+///
+/// A resumed run must have the configuration it was started with, except for the keys in
+/// [`RESUME_MAY_CHANGE`] (how long it trains, how it checkpoints and shows progress): anything
+/// else is refused with the differing keys named, since it would silently continue another
+/// run (another split, another batch order) than the one that was interrupted.
 pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> Result<Outcome> {
     let run_dir = cfg.run_dir();
     let ckpt_root = run_dir.join("checkpoints");
-    prepare_run_dir(&run_dir, matches!(start, Start::Resume))?;
+    let resume_from = match &start {
+        Start::Resume => Some(resume_point(cfg)?),
+        _ => None,
+    };
+    prepare_run_dir(&run_dir, &start)?;
     check_space(&run_dir, free_bytes(&run_dir), parameter_bytes(model))?;
     checkpoint::write_atomic(&run_dir.join("config.toml"), cfg.to_toml()?.as_bytes())
         .with_context(|| format!("cannot write into {}", run_dir.display()))?;
@@ -158,12 +187,7 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
     match &start {
         Start::Fresh => {}
         Start::Resume => {
-            let dir = checkpoint::resolve_pointer(&ckpt_root, "latest")?.with_context(|| {
-                format!(
-                    "nothing to resume: {} has no checkpoint (start the run without --resume)",
-                    ckpt_root.display()
-                )
-            })?;
+            let dir = resume_from.expect("resolved above");
             let (tensors, state) = checkpoint::read(&dir, model.device())?;
             check_vocabs(&state, vocabs.as_ref(), &dir)?;
             load_training_state(model, Some(&mut opt), &tensors, &state["state"])?;
@@ -200,6 +224,12 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
     let mut stopped_early = matches!(start, Start::Resume)
         && st.batch_in_epoch == 0
         && es.as_ref().is_some_and(|e| st.bad_epochs >= e.patience);
+    if es.is_some() && !matches!(start, Start::Resume) {
+        // A misspelt metric or task is refused now, not after the first epoch's training
+        // (evaluation changes nothing in the model).
+        let valid = evaluate(model, &split.valid, cfg.train.eval_batch_size)?;
+        watched_value(es.as_ref(), model, &valid)?;
+    }
     let mut log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -225,6 +255,10 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
             }
             let t0 = Instant::now();
             let loss = train_step(model, &mut opt, &batch, &mut st)?;
+            // CEL tables with `reassign = { kind = "exact" }` ask for it after some steps
+            // (nothing happens otherwise).
+            embedding_cel::exact::reassign_due(model, &split.train, cfg.train.eval_batch_size)
+                .with_context(|| format!("exact CEL reassignment after step {}", st.step))?;
             train_seconds += t0.elapsed().as_secs_f64();
             samples_done += batch.len() as u64;
             epoch_samples += batch.len() as u64;
@@ -258,29 +292,7 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
 
         // End of an epoch (or of the step budget): evaluate, log, checkpoint.
         let valid = evaluate(model, &split.valid, cfg.train.eval_batch_size)?;
-        let watched = es
-            .as_ref()
-            .map(|e| {
-                // Without a task named, the schema's first task (not the first by name).
-                let task = match &e.task {
-                    Some(t) => t.clone(),
-                    None => model
-                        .schema()
-                        .tasks
-                        .first()
-                        .map(|t| t.name.clone())
-                        .context("early stopping: the schema has no task")?,
-                };
-                valid.get(Some(&task), &e.metric).with_context(|| {
-                    format!(
-                        "early stopping watches `{}` of task `{task}`, which the validation \
-                         report does not contain (a task without labelled validation samples \
-                         has no report)",
-                        e.metric
-                    )
-                })
-            })
-            .transpose()?;
+        let watched = watched_value(es.as_ref(), model, &valid)?;
         let record = EpochRecord {
             epoch: epoch + 1,
             step: st.step,
@@ -358,8 +370,10 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
         None => st.epoch,
     };
     let valid = match st.history.get(best_epoch.saturating_sub(1) as usize) {
-        Some(r) => r.valid.clone(),
-        None => evaluate(model, &split.valid, cfg.train.eval_batch_size)?,
+        // Without a best checkpoint, a step budget that ended inside an epoch leaves the model
+        // past the last epoch's validation: evaluate what is tested.
+        Some(r) if st.best.is_some() || st.batch_in_epoch == 0 => r.valid.clone(),
+        _ => evaluate(model, &split.valid, cfg.train.eval_batch_size)?,
     };
     let test = evaluate(model, &split.test, cfg.train.eval_batch_size)?;
     let outcome = Outcome {
@@ -710,9 +724,117 @@ fn save_checkpoint(
     checkpoint::set_pointer(root, "latest", &name)
 }
 
+/// The validation value early stopping watches (`None` without early stopping): its metric of
+/// its task, by default the schema's first task (not the first by name).
+fn watched_value(
+    es: Option<&crate::config::EarlyStopping>,
+    model: &dyn Model,
+    valid: &Evaluation,
+) -> Result<Option<f64>> {
+    let Some(e) = es else { return Ok(None) };
+    let task = match &e.task {
+        Some(t) => t.clone(),
+        None => model
+            .schema()
+            .tasks
+            .first()
+            .map(|t| t.name.clone())
+            .context("early stopping: the schema has no task")?,
+    };
+    let value = valid.get(Some(&task), &e.metric).with_context(|| {
+        let tasks: Vec<&str> = valid.tasks.keys().map(String::as_str).collect();
+        format!(
+            "early stopping watches `{}` of task `{task}`, which the validation report does \
+             not contain (tasks with a report: {}; a task without labelled validation samples \
+             has none)",
+            e.metric,
+            tasks.join(", ")
+        )
+    })?;
+    Ok(Some(value))
+}
+
+/// Keys of the configuration a resumed run may change: how long it trains, how it checkpoints,
+/// evaluates in batches and shows progress, and how its directory is spelled.
+pub const RESUME_MAY_CHANGE: [&str; 7] = [
+    "train.epochs",
+    "train.max_steps",
+    "train.checkpoint_every_steps",
+    "train.keep_checkpoints",
+    "train.eval_batch_size",
+    "train.progress",
+    "output.dir",
+];
+
+/// The checkpoint `Start::Resume` continues from: the run directory's `latest`, after checking
+/// that the run was started with `cfg` (up to [`RESUME_MAY_CHANGE`]). Reads only the
+/// checkpoint's state file, so a caller can check before loading any data.
+pub fn resume_point(cfg: &Config) -> Result<PathBuf> {
+    let ckpt_root = cfg.run_dir().join("checkpoints");
+    let dir = checkpoint::resolve_pointer(&ckpt_root, "latest")?.with_context(|| {
+        format!(
+            "nothing to resume: {} has no checkpoint (start the run without --resume)",
+            ckpt_root.display()
+        )
+    })?;
+    let state = checkpoint::read_state(&dir)?;
+    let Some(text) = state["config"].as_str() else {
+        bail!("{} has no configuration in its state", dir.display());
+    };
+    let saved = match Config::from_toml(text, &dir.display().to_string()) {
+        Ok(c) => c,
+        Err(e) => {
+            // An older checkpoint whose configuration this version no longer reads.
+            tracing::warn!(checkpoint = %dir.display(), "cannot compare configurations: {e:#}");
+            return Ok(dir);
+        }
+    };
+    let table = |c: &Config| -> Result<toml::Table> { Ok(toml::from_str(&c.to_toml()?)?) };
+    let mut changed = Vec::new();
+    config_changes(&table(&saved)?, &table(cfg)?, "", &mut changed);
+    changed.retain(|(key, _)| !RESUME_MAY_CHANGE.contains(&key.as_str()));
+    if !changed.is_empty() {
+        let list: Vec<String> = changed.iter().map(|(k, d)| format!("{k} ({d})")).collect();
+        bail!(
+            "cannot resume {}: it was started with another configuration: {}; resume it with its \
+             own settings (`cargo xtask train --out {} --resume` reads its config.toml) or start \
+             a new run in another directory",
+            cfg.run_dir().display(),
+            list.join(", "),
+            cfg.run_dir().display()
+        );
+    }
+    Ok(dir)
+}
+
+/// The dotted keys whose values differ between two configurations, each with both values.
+fn config_changes(
+    saved: &toml::Table,
+    now: &toml::Table,
+    prefix: &str,
+    out: &mut Vec<(String, String)>,
+) {
+    let keys: std::collections::BTreeSet<&String> = saved.keys().chain(now.keys()).collect();
+    for k in keys {
+        let key = format!("{prefix}{k}");
+        match (saved.get(k), now.get(k)) {
+            (Some(toml::Value::Table(a)), Some(toml::Value::Table(b))) => {
+                config_changes(a, b, &format!("{key}."), out)
+            }
+            (a, b) if a != b => {
+                let show =
+                    |v: Option<&toml::Value>| v.map_or("unset".to_string(), |v| v.to_string());
+                out.push((key, format!("{} in the run, {} now", show(a), show(b))));
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Creates the run directory and checks it is writable before any training starts. A fresh
-/// run refuses a directory that already holds checkpoints (resume it, or choose another).
-fn prepare_run_dir(run_dir: &Path, resume: bool) -> Result<()> {
+/// or warm-started run refuses a directory that already holds checkpoints.
+fn prepare_run_dir(run_dir: &Path, start: &Start) -> Result<()> {
+    let resume = matches!(start, Start::Resume);
     std::fs::create_dir_all(run_dir)
         .with_context(|| format!("cannot create run directory {}", run_dir.display()))?;
     let probe = run_dir.join(".write-test");
@@ -725,6 +847,13 @@ fn prepare_run_dir(run_dir: &Path, resume: bool) -> Result<()> {
     std::fs::remove_file(&probe)?;
     let ckpts = run_dir.join("checkpoints");
     if !resume && ckpts.join("latest").exists() {
+        if matches!(start, Start::WarmStart(_)) {
+            bail!(
+                "{} already holds a run; a run started from a checkpoint is a new run: choose \
+                 another output directory (--out)",
+                run_dir.display()
+            );
+        }
         bail!(
             "{} already holds a run; pass --resume to continue it, or choose another output directory",
             run_dir.display()

@@ -289,9 +289,107 @@ fn a_fresh_run_refuses_a_used_directory_and_resume_needs_a_checkpoint() {
     let mut model = registry::build_model(&cfg, &split.schema, &split.train, &Device::Cpu).unwrap();
     let e = fit(model.as_mut(), &split, &cfg, Start::Resume).unwrap_err();
     assert!(e.to_string().contains("nothing to resume"), "{e}");
+    // Refused before anything is written into the directory.
+    assert!(!dir.path().join("config.toml").exists());
     fit(model.as_mut(), &split, &cfg, Start::Fresh).unwrap();
     let e = fit(model.as_mut(), &split, &cfg, Start::Fresh).unwrap_err();
     assert!(e.to_string().contains("--resume"), "{e}");
+    // A run started from a checkpoint is a new run: resuming this one is the wrong advice.
+    let latest =
+        rec_trainer::checkpoint::resolve_pointer(&dir.path().join("checkpoints"), "latest")
+            .unwrap()
+            .unwrap();
+    let e = fit(model.as_mut(), &split, &cfg, Start::WarmStart(latest)).unwrap_err();
+    assert!(
+        e.to_string().contains("--out") && !e.to_string().contains("--resume"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_resume_with_another_configuration_is_refused_naming_the_keys() {
+    let split = planted_split(8);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), "fm");
+    cfg.train.early_stopping = None;
+    cfg.train.epochs = 2;
+    cfg.train.max_steps = Some(7);
+    train(&cfg, &split, Start::Fresh);
+    let saved = std::fs::read_to_string(dir.path().join("config.toml")).unwrap();
+
+    // Another seed (another split and batch order) and another batch size (another position
+    // in the epoch) would continue a different run than the interrupted one.
+    let mut other = cfg.clone();
+    other.data.seed += 1;
+    other.train.batch_size = 128;
+    other.train.max_steps = None;
+    let mut model =
+        registry::build_model(&other, &split.schema, &split.train, &Device::Cpu).unwrap();
+    let e = fit(model.as_mut(), &split, &other, Start::Resume)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("data.seed (42 in the run, 43 now)"), "{e}");
+    assert!(
+        e.contains("train.batch_size (256 in the run, 128 now)"),
+        "{e}"
+    );
+    assert!(!e.contains("max_steps"), "the step budget may change: {e}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("config.toml")).unwrap(),
+        saved,
+        "the run's own configuration is kept"
+    );
+    // Only the budget, epochs, checkpointing and progress changed: it resumes.
+    let mut rest = cfg.clone();
+    rest.train.max_steps = None;
+    rest.train.epochs = 3;
+    rest.train.checkpoint_every_steps = Some(50);
+    let done = train(&rest, &split, Start::Resume);
+    assert_eq!(done.history.len(), 3);
+}
+
+#[test]
+fn a_misspelt_early_stopping_metric_is_refused_before_any_training() {
+    let split = planted_split(9);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), "fm");
+    cfg.train.checkpoint_every_steps = Some(1);
+    cfg.train.early_stopping.as_mut().unwrap().metric = "aucc".into();
+    let mut model = registry::build_model(&cfg, &split.schema, &split.train, &Device::Cpu).unwrap();
+    let e = fit(model.as_mut(), &split, &cfg, Start::Fresh)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`aucc`") && e.contains("like"), "{e}");
+    assert!(
+        !dir.path().join("checkpoints").exists(),
+        "no step was trained, so no checkpoint is written"
+    );
+}
+
+#[test]
+fn a_step_budget_inside_an_epoch_reports_the_state_it_tests() {
+    let split = planted_split(10);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), "fm");
+    cfg.train.early_stopping = None;
+    cfg.train.epochs = 2;
+    let per_epoch = split.train.len().div_ceil(cfg.train.batch_size) as u64;
+    cfg.train.max_steps = Some(per_epoch + 3);
+    let mut model = registry::build_model(&cfg, &split.schema, &split.train, &Device::Cpu).unwrap();
+    let out = fit(model.as_mut(), &split, &cfg, Start::Fresh).unwrap();
+    assert_eq!((out.steps, out.history.len()), (per_epoch + 3, 1));
+    // The model in memory is the one tested: its validation metrics are the reported ones,
+    // not those of the end of epoch 1.
+    let valid = rec_trainer::evaluate(model.as_mut(), &split.valid, 4096).unwrap();
+    assert_eq!(out.valid, valid);
+    assert_ne!(out.valid, out.history[0].valid);
+    assert!(
+        out.kept().contains(&format!("step {}", per_epoch + 3)),
+        "{}",
+        out.kept()
+    );
+    let report = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+    assert!(report.contains("inside epoch 2"), "{report}");
 }
 
 #[test]
