@@ -38,8 +38,9 @@ pub struct TrainArgs {
     pub out: Option<PathBuf>,
     /// Without a value: continue the interrupted run in the run directory from its latest
     /// checkpoint, exactly where it stopped (`--out DIR --resume` alone reads DIR/config.toml;
-    /// only the epochs, step budget, checkpointing and progress may differ from the run's own
-    /// settings). With a checkpoint (or run) directory: start a new
+    /// only the epochs, step budget, early-stopping patience, checkpointing, evaluation batch
+    /// size, progress bar and output path may differ from the run's own settings). With a
+    /// checkpoint (or run) directory: start a new
     /// run from its parameters and optimizer state, e.g. the daily incremental update
     /// (yesterday's model fine-tuned on today's data).
     #[arg(long, num_args = 0..=1, value_name = "CHECKPOINT")]
@@ -254,10 +255,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
         Some(None) => Start::Resume,
         Some(Some(p)) => Start::WarmStart(resolve_checkpoint(p)?),
     };
-    if args.is_quickstart() {
+    if matches!(start, Start::Resume) {
         eprintln!(
-            "quickstart: {} on {} ({}), seed {}; see `cargo xtask train --help` for options",
-            cfg.model.name, cfg.data.dataset, cfg.data.protocol, cfg.data.seed
+            "resuming {}: {} on {} ({}), seed {}",
+            cfg.run_dir().display(),
+            cfg.model.name,
+            cfg.data.dataset,
+            cfg.data.protocol,
+            cfg.data.seed
         );
     }
     let outcome = rec_trainer::run(&cfg, start)?;

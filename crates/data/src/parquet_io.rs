@@ -636,6 +636,17 @@ mod tests {
         .unwrap();
         let p = dir.path().join("log.parquet");
         write_batch(&p, &batch).unwrap();
+        // The integer column is still delta-encoded, the others are not.
+        let reader =
+            parquet::file::reader::SerializedFileReader::new(File::open(&p).unwrap()).unwrap();
+        let meta = parquet::file::reader::FileReader::metadata(&reader);
+        let delta: Vec<bool> = meta
+            .row_group(0)
+            .columns()
+            .iter()
+            .map(|c| c.encodings().any(|e| e == Encoding::DELTA_BINARY_PACKED))
+            .collect();
+        assert_eq!(delta, [false, false, true]);
         let t = read_table(&p, None).unwrap();
         assert_eq!(
             t.column("user_id").unwrap(),
@@ -649,6 +660,8 @@ mod tests {
         let mut list = ListBuilder::new(UInt32Builder::new());
         list.values().append_slice(&[1, 2, 3]);
         list.append(true);
+        list.append(true); // empty lists before the null do not shift its row
+        list.append(true);
         list.values().append_null();
         list.append(true);
         let list = list.finish();
@@ -658,7 +671,7 @@ mod tests {
         let p = dir.path().join("l.parquet");
         write_batch(&p, &batch).unwrap();
         let e = read_table(&p, None).unwrap_err().to_string();
-        assert!(e.contains("row 1") && e.contains("terms"), "{e}");
+        assert!(e.contains("row 3") && e.contains("terms"), "{e}");
     }
 
     #[test]

@@ -46,7 +46,11 @@ pub fn run(cfg: &Config, start: Start) -> Result<Outcome> {
         Start::Fresh => None,
         // Checked before any data is loaded, and before the run directory is touched.
         Start::Resume => Some(train::resume_point(cfg)?),
-        Start::WarmStart(dir) => Some(dir.clone()),
+        Start::WarmStart(dir) => {
+            // Refused before any data is loaded, as `fit` would.
+            train::check_unused(&cfg.run_dir(), &start)?;
+            Some(dir.clone())
+        }
     };
     let vocabs = match &from {
         Some(dir) if cfg.data.dataset == "csv" => {

@@ -101,7 +101,10 @@ impl Outcome {
     /// inside an epoch without early stopping, `the state at step 130 (inside epoch 2)`.
     pub fn kept(&self) -> String {
         let last_epoch_step = self.history.last().map_or(0, |r| r.step);
-        if !self.stopped_early
+        // With early stopping the best epoch's checkpoint is what was tested.
+        let early_stopping = self.history.iter().any(|r| r.watched.is_some());
+        if !early_stopping
+            && !self.stopped_early
             && self.best_epoch as usize == self.history.len()
             && last_epoch_step != self.steps
         {
@@ -257,7 +260,9 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
             let loss = train_step(model, &mut opt, &batch, &mut st)?;
             // CEL tables with `reassign = { kind = "exact" }` ask for it after some steps
             // (nothing happens otherwise).
-            embedding_cel::exact::reassign_due(model, &split.train, cfg.train.eval_batch_size)
+            // A fixed chunk, not `eval_batch_size` (which a resume may change): the chunking
+            // must not change which cluster wins.
+            embedding_cel::exact::reassign_due(model, &split.train, EXACT_CEL_CHUNK)
                 .with_context(|| format!("exact CEL reassignment after step {}", st.step))?;
             train_seconds += t0.elapsed().as_secs_f64();
             samples_done += batch.len() as u64;
@@ -754,11 +759,16 @@ fn watched_value(
     Ok(Some(value))
 }
 
-/// Keys of the configuration a resumed run may change: how long it trains, how it checkpoints,
-/// evaluates in batches and shows progress, and how its directory is spelled.
-pub const RESUME_MAY_CHANGE: [&str; 7] = [
+/// Samples per forward pass of the exact CEL reassignment the loop runs.
+const EXACT_CEL_CHUNK: usize = 16384;
+
+/// Keys of the configuration a resumed run may change: how long it trains (epochs, step
+/// budget, early-stopping patience), how it checkpoints, evaluates in batches and shows
+/// progress, and how its directory is spelled.
+pub const RESUME_MAY_CHANGE: [&str; 8] = [
     "train.epochs",
     "train.max_steps",
+    "train.early_stopping.patience",
     "train.checkpoint_every_steps",
     "train.keep_checkpoints",
     "train.eval_batch_size",
@@ -831,6 +841,24 @@ fn config_changes(
     }
 }
 
+/// Refuses a fresh or warm-started run in a directory that already holds checkpoints.
+pub(crate) fn check_unused(run_dir: &Path, start: &Start) -> Result<()> {
+    if matches!(start, Start::Resume) || !run_dir.join("checkpoints").join("latest").exists() {
+        return Ok(());
+    }
+    if matches!(start, Start::WarmStart(_)) {
+        bail!(
+            "{} already holds a run; a run started from a checkpoint is a new run: choose \
+             another output directory (--out)",
+            run_dir.display()
+        );
+    }
+    bail!(
+        "{} already holds a run; pass --resume to continue it, or choose another output directory",
+        run_dir.display()
+    );
+}
+
 /// Creates the run directory and checks it is writable before any training starts. A fresh
 /// or warm-started run refuses a directory that already holds checkpoints.
 fn prepare_run_dir(run_dir: &Path, start: &Start) -> Result<()> {
@@ -845,20 +873,7 @@ fn prepare_run_dir(run_dir: &Path, start: &Start) -> Result<()> {
         )
     })?;
     std::fs::remove_file(&probe)?;
-    let ckpts = run_dir.join("checkpoints");
-    if !resume && ckpts.join("latest").exists() {
-        if matches!(start, Start::WarmStart(_)) {
-            bail!(
-                "{} already holds a run; a run started from a checkpoint is a new run: choose \
-                 another output directory (--out)",
-                run_dir.display()
-            );
-        }
-        bail!(
-            "{} already holds a run; pass --resume to continue it, or choose another output directory",
-            run_dir.display()
-        );
-    }
+    check_unused(run_dir, start)?;
     if !resume {
         let _ = std::fs::remove_file(run_dir.join("log.jsonl"));
     }

@@ -390,6 +390,16 @@ fn a_step_budget_inside_an_epoch_reports_the_state_it_tests() {
     );
     let report = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
     assert!(report.contains("inside epoch 2"), "{report}");
+
+    // With early stopping the best epoch's checkpoint is tested, and named.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), "fm");
+    cfg.train.epochs = 3;
+    cfg.train.max_steps = Some(2 * per_epoch + 3);
+    let out = train(&cfg, &split, Start::Fresh);
+    assert_eq!(out.history.len(), 2);
+    assert_eq!(out.kept(), format!("epoch {}", out.best_epoch));
+    assert_eq!(out.valid, out.history[out.best_epoch as usize - 1].valid);
 }
 
 #[test]
@@ -530,6 +540,47 @@ fn cel_tables_train_and_resume_exactly() {
         e.contains("fields.item_id") && e.contains("max_clusterz"),
         "{e}"
     );
+}
+
+#[test]
+fn exact_cel_reassignment_runs_in_the_trainers_loop_and_resumes_exactly() {
+    let split = planted_split(11);
+    let a = tempfile::tempdir().unwrap();
+    let mut cfg = config(a.path(), "deepfm");
+    let t: toml::Table = toml::from_str(
+        "kind = \"cel\"\nmax_clusters = 6\nsplit_every = 4\nreassign_every = 3\n\
+         keep_prob = 0.0\nreassign = { kind = \"exact\", candidates = 3 }\n",
+    )
+    .unwrap();
+    cfg.embeddings.fields.insert("item_id".into(), t.clone());
+    cfg.embeddings.fields.insert("user_id".into(), t);
+    cfg.train.early_stopping = None;
+    cfg.train.epochs = 3;
+    let mut model = registry::build_model(&cfg, &split.schema, &split.train, &Device::Cpu).unwrap();
+    let full = fit(model.as_mut(), &split, &cfg, Start::Fresh).unwrap();
+    // Exact reassignment moves entities only when a driver runs it: the loop did.
+    let moves: u64 = model
+        .tables()
+        .iter()
+        .filter_map(|(_, t)| {
+            t.as_any()
+                .downcast_ref::<embedding_cel::ClusteredEmbedding>()
+        })
+        .map(|c| c.moves())
+        .sum();
+    assert!(moves > 0, "no entity was reassigned");
+
+    let b = tempfile::tempdir().unwrap();
+    let mut part = cfg.clone();
+    part.output.dir = Some(b.path().to_path_buf());
+    part.train.checkpoint_every_steps = Some(5);
+    part.train.max_steps = Some(22);
+    train(&part, &split, Start::Fresh);
+    let mut rest = part.clone();
+    rest.train.max_steps = None;
+    let resumed = train(&rest, &split, Start::Resume);
+    assert_eq!(resumed.steps, full.steps);
+    assert_eq!(resumed.test, full.test);
 }
 
 /// The shipped DUPN configuration trains through the trainer on the tiny synthetic preset
