@@ -44,6 +44,14 @@ impl Online {
         self.ctx.step
     }
 
+    /// Continues the step count at `step` (the steps the wrapped model was trained for, e.g.
+    /// restored from a checkpoint), so the tables' split, placement and reassignment
+    /// schedules go on where they were instead of restarting at 0.
+    pub fn starting_at(mut self, step: u64) -> Self {
+        self.ctx.step = step;
+        self
+    }
+
     /// The model.
     pub fn model(&self) -> &dyn Model {
         self.model.as_ref()

@@ -206,6 +206,12 @@ impl ClusteredEmbedding {
             candle_core::bail!("CEL table of `{field}`: empty vocabulary");
         }
         let k = cfg.init_clusters;
+        if k > vocab {
+            // A cluster without members would never be split or refilled in CEL-Lite.
+            candle_core::bail!(
+                "CEL table of `{field}`: init_clusters ({k}) exceeds the vocabulary ({vocab})"
+            );
+        }
         let rows = SparseRows::new(k, dim, opts.init, rng, opts.optimizer, device)?;
         let width = Assignment::width_for(cfg.max_clusters);
         let assign = Assignment::from_fn(vocab, width, |i| (i % k) as u32);

@@ -403,10 +403,12 @@ fn same(a: &dyn EmbeddingTable, b: &dyn EmbeddingTable) {
 #[test]
 fn save_and_load_resume_exactly_in_every_mode() -> Result<()> {
     let d = 4;
+    // Saved at step 20: before personalization starts (30) and during it (10).
     for (mode, personalize_at) in [
         (Mode::Offline, None),
         (Mode::Lite, None),
         (Mode::Offline, Some(30)),
+        (Mode::Offline, Some(10)),
     ] {
         let cfg = CelConfig {
             max_clusters: 4,
@@ -877,4 +879,71 @@ fn the_loss_split_choice_waits_for_a_fresh_measurement_after_a_split() -> Result
     assert_ne!(parent, small);
     assert_eq!(inter.len(), 4);
     Ok(())
+}
+
+#[test]
+fn online_updates_one_batch_at_a_time_and_continues_a_step_count() -> Result<()> {
+    let data = Planted {
+        users: 60,
+        items: 40,
+        clusters: 2,
+        rank: 4,
+        per_user: 20,
+        noise: 0.05,
+        seed: 5,
+    }
+    .generate();
+    let split = &data.split;
+    let cfg = CelConfig {
+        max_clusters: 4,
+        split_every: 5,
+        mode: Mode::Lite,
+        ..Default::default()
+    };
+    let model = nmf_with_cel(&split.schema, cfg, 4, 3);
+    let mut online =
+        embedding_cel::online::Online::new(Box::new(model), OptimizerConfig::adam(0.01), 1)?
+            .starting_at(100);
+    let batch = split.train.range(0, 64);
+    let before = online.predict(&batch)?;
+    let loss = online.observe(&batch)?;
+    assert!(loss.is_finite());
+    assert_eq!(online.steps(), 101, "the count continues");
+    let after = online.predict(&batch)?;
+    assert_ne!(before, after, "the update changed the predictions");
+    assert!(after[0].iter().all(|x| x.is_finite()));
+    let t = cel_table(online.model());
+    assert_eq!(
+        t.interaction_counts()
+            .iter()
+            .map(|&n| n as usize)
+            .sum::<usize>(),
+        64
+    );
+    Ok(())
+}
+
+#[test]
+fn a_table_with_more_initial_clusters_than_entities_is_refused() {
+    let cfg = CelConfig {
+        init_clusters: 5,
+        max_clusters: 5,
+        ..Default::default()
+    };
+    let opts = TableOptions::new(
+        Init::Normal {
+            mean: 0.0,
+            std: 0.1,
+        },
+        OptimizerConfig::sgd(0.1),
+    );
+    let mut rng = named_rng(1, "t");
+    let e = ClusteredEmbedding::new("f", 3, 4, cfg, &opts, &mut rng, 7, &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("init_clusters (5) exceeds the vocabulary (3)"),
+        "{e}"
+    );
 }
