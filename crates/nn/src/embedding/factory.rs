@@ -77,12 +77,16 @@ pub struct TablesConfig {
 
 /// Builds built-in tables from a [`TablesConfig`]. Every table draws its initial values from
 /// its own seeded stream (seed, field name, width), and hashed tables hash with a seed derived
-/// from (seed, field name), so the same seed gives the same tables in any build order.
+/// from (seed, field name), so the same seed gives the same tables in any build order. A model
+/// that asks twice for a table of the same field and width (NeuMF's GMF and MLP embeddings of
+/// equal width) gets a second, distinct stream and hash seed for the second one: two copies of
+/// one initialisation would make the two towers start identical.
 pub struct DefaultTableFactory {
     config: TablesConfig,
     seed: u64,
     device: Device,
     counts: HashMap<String, Vec<u64>>,
+    built: HashMap<(String, usize), u32>,
 }
 
 impl DefaultTableFactory {
@@ -93,6 +97,7 @@ impl DefaultTableFactory {
             seed,
             device: device.clone(),
             counts: HashMap::new(),
+            built: HashMap::new(),
         }
     }
 
@@ -116,9 +121,19 @@ impl DefaultTableFactory {
         if matches!(field.kind, FieldKind::Dense { .. }) {
             candle_core::bail!("field `{}` is dense and has no embedding table", field.name);
         }
+        let repeat = self.built.entry((field.name.clone(), dim)).or_insert(0);
+        let n = *repeat;
+        *repeat += 1;
         let opts = &self.config.options;
-        let mut rng = named_rng(self.seed, &format!("table/{}/{dim}", field.name));
-        let hash_seed = mix64(self.seed, name_hash(&field.name));
+        let (stream, hashed) = match n {
+            0 => (format!("table/{}/{dim}", field.name), field.name.clone()),
+            n => (
+                format!("table/{}/{dim}#{n}", field.name),
+                format!("{}#{n}", field.name),
+            ),
+        };
+        let mut rng = named_rng(self.seed, &stream);
+        let hash_seed = mix64(self.seed, name_hash(&hashed));
         let vocab = field.vocab;
         let d = &self.device;
         let ctx = |e: candle_core::Error| {

@@ -297,6 +297,15 @@ fn neumf_learns_planted_clicks() -> Result<()> {
         mlp: MlpConfig::new(&[32, 16]),
     };
     let mut model = NeuMf::new(&schema, &cfg, &mut factory, &Device::Cpu, 3)?;
+    // The two towers' tables of one field and width start from different values.
+    let mut first = Vec::new();
+    for (name, t) in model.tables_mut() {
+        if name.ends_with("emb.user_id") {
+            first.push(t.lookup(&[1, 2, 3], false)?.flatten_all()?.to_vec1::<f32>()?);
+        }
+    }
+    assert_eq!(first.len(), 2);
+    assert_ne!(first[0], first[1], "GMF and MLP embeddings start identical");
     let a = ctr_auc(&mut model, 3, 12)?;
     // NeuMF sees only users and items: the planted affinity, not the tags or dense feature.
     assert!(a > 0.65, "NeuMF test AUC {a:.3}");
