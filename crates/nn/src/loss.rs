@@ -90,7 +90,9 @@ pub fn label_weights(
 
 /// Sum over the schema's tasks of each task's mean loss on its labelled samples: BCE for
 /// binary tasks, squared error for regression, softmax cross-entropy for multi-class.
-/// A task with no labelled sample in the batch contributes nothing.
+/// A task with no labelled sample in the batch (or whose labelled samples all weigh 0)
+/// contributes nothing. A batch whose labels or weights do not fit the schema, or a
+/// multi-class label that is not a class index, is an error.
 pub fn task_loss(schema: &Schema, batch: &Batch, outputs: &[Tensor]) -> Result<Tensor> {
     if outputs.len() != schema.tasks.len() {
         candle_core::bail!(
@@ -99,12 +101,47 @@ pub fn task_loss(schema: &Schema, batch: &Batch, outputs: &[Tensor]) -> Result<T
             schema.tasks.len()
         );
     }
+    if batch.labels.len() != schema.tasks.len() {
+        candle_core::bail!(
+            "the batch has {} label vectors for {} tasks",
+            batch.labels.len(),
+            schema.tasks.len()
+        );
+    }
+    let n = batch.len();
+    if let Some(w) = &batch.weights
+        && w.len() != n
+    {
+        candle_core::bail!("the batch has {} sample weights for {n} samples", w.len());
+    }
     let device: &Device = outputs.first().map(|o| o.device()).unwrap_or(&Device::Cpu);
     let mut total = Tensor::zeros((), candle_core::DType::F32, device)?;
     for (t, (task, out)) in schema.tasks.iter().zip(outputs).enumerate() {
+        if batch.labels[t].len() != n {
+            candle_core::bail!(
+                "task `{}` has {} labels for {n} samples",
+                task.name,
+                batch.labels[t].len()
+            );
+        }
         let (clean, weights, labelled) = label_weights(&batch.labels[t], batch.weights.as_deref());
-        if labelled == 0 {
+        if labelled == 0
+            || weights
+                .as_ref()
+                .is_some_and(|w| w.iter().all(|&x| x == 0.0))
+        {
             continue;
+        }
+        if let TaskKind::Multiclass { classes } = task.kind
+            && let Some(bad) = batch.labels[t].iter().find(|&&y| {
+                let class = y.fract() == 0.0 && y >= 0.0 && y < classes as f32;
+                !(y.is_nan() || class)
+            })
+        {
+            candle_core::bail!(
+                "task `{}`: label {bad} is not a class index in 0..{classes}",
+                task.name
+            );
         }
         let n = clean.len();
         let w = weights
@@ -194,6 +231,59 @@ mod tests {
             || softmax_cross_entropy(z.as_tensor(), &c, Some(&wz)),
             &cfg,
         )?;
+        Ok(())
+    }
+
+    #[test]
+    fn task_loss_refuses_batches_that_do_not_fit_and_skips_weightless_tasks() -> Result<()> {
+        use rec_data::{Column, FieldSpec, TaskSpec};
+        let d = Device::Cpu;
+        let schema = Schema {
+            fields: vec![FieldSpec::categorical("u", 3)],
+            tasks: vec![
+                TaskSpec::new("click", TaskKind::Binary),
+                TaskSpec::new("price", TaskKind::Multiclass { classes: 3 }),
+            ],
+            ..Default::default()
+        };
+        let batch = |labels: Vec<Vec<f32>>, weights: Option<Vec<f32>>| Batch {
+            schema: std::sync::Arc::new(schema.clone()),
+            columns: vec![Column::Ids(vec![1, 2])],
+            labels,
+            weights,
+            slices: Vec::new(),
+        };
+        let outs = [
+            Tensor::new(&[0.3f32, -0.2], &d)?,
+            Tensor::new(&[[0.1f32, 0.2, 0.3], [0.0, 0.5, -0.5]], &d)?,
+        ];
+        let good = vec![vec![1.0, 0.0], vec![2.0, f32::NAN]];
+        assert!(
+            task_loss(&schema, &batch(good.clone(), None), &outs)?
+                .to_scalar::<f32>()?
+                .is_finite()
+        );
+        let err = |b: Batch| task_loss(&schema, &b, &outs).unwrap_err().to_string();
+        assert!(err(batch(vec![vec![1.0, 0.0]], None)).contains("1 label vectors for 2 tasks"));
+        assert!(err(batch(vec![vec![1.0], vec![0.0, 1.0]], None)).contains("`click` has 1 labels"));
+        assert!(err(batch(good.clone(), Some(vec![1.0]))).contains("1 sample weights"));
+        for bad in [2.5f32, -1.0, 3.0, f32::INFINITY] {
+            let e = err(batch(vec![vec![1.0, 0.0], vec![bad, 1.0]], None));
+            assert!(e.contains("not a class index"), "{bad}: {e}");
+        }
+        // A task whose labelled samples all weigh 0 adds nothing (not 0/0).
+        let w = batch(
+            vec![vec![1.0, 0.0], vec![f32::NAN, 1.0]],
+            Some(vec![1.0, 0.0]),
+        );
+        let with = task_loss(&schema, &w, &outs)?.to_scalar::<f32>()?;
+        let click_only = bce_with_logits(
+            &outs[0],
+            &Tensor::new(&[1f32, 0.0], &d)?,
+            Some(&Tensor::new(&[1f32, 0.0], &d)?),
+        )?
+        .to_scalar::<f32>()?;
+        assert_eq!(with, click_only);
         Ok(())
     }
 

@@ -219,8 +219,13 @@ impl OptimizerConfig {
         if !(lr.is_finite() && lr > 0.0) {
             candle_core::bail!("optimizer {}: lr must be positive, got {lr}", self.kind());
         }
+        // Whether a zero `eps` can divide zero by zero (a zero gradient on a fresh state).
+        let mut needs_eps = true;
         let (wd, eps, betas) = match *self {
-            Self::Sgd { weight_decay, .. } => (weight_decay, 0.0, None),
+            Self::Sgd { weight_decay, .. } => {
+                needs_eps = false;
+                (weight_decay, 0.0, None)
+            }
             Self::Adagrad {
                 weight_decay,
                 eps,
@@ -232,6 +237,7 @@ impl OptimizerConfig {
                         "optimizer adagrad: initial_accumulator must be >= 0, got {initial_accumulator}"
                     );
                 }
+                needs_eps = initial_accumulator == 0.0;
                 (weight_decay, eps, None)
             }
             Self::Adam {
@@ -257,6 +263,13 @@ impl OptimizerConfig {
         }
         if !(eps >= 0.0 && eps.is_finite()) {
             candle_core::bail!("optimizer {}: eps must be >= 0, got {eps}", self.kind());
+        }
+        if needs_eps && eps == 0.0 {
+            candle_core::bail!(
+                "optimizer {}: eps must be > 0 (with eps = 0 a zero gradient on a fresh state \
+                 divides 0 by 0 and makes the parameter NaN)",
+                self.kind()
+            );
         }
         if let Some((b1, b2)) = betas {
             for (n, b) in [("beta1", b1), ("beta2", b2)] {
@@ -813,6 +826,29 @@ mod tests {
             .validate()
             .is_err()
         );
+        // eps = 0 divides 0 by 0 on a zero gradient of a fresh state: refused where it can.
+        let adam0 = OptimizerConfig::Adam {
+            lr: 0.1,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 0.0,
+            weight_decay: 0.0,
+        };
+        assert!(
+            adam0
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("eps must be > 0")
+        );
+        let adagrad = |initial_accumulator: f64| OptimizerConfig::Adagrad {
+            lr: 0.1,
+            eps: 0.0,
+            initial_accumulator,
+            weight_decay: 0.0,
+        };
+        assert!(adagrad(0.0).validate().is_err());
+        adagrad(0.1).validate().unwrap();
     }
 
     #[test]

@@ -301,7 +301,11 @@ fn neumf_learns_planted_clicks() -> Result<()> {
     let mut first = Vec::new();
     for (name, t) in model.tables_mut() {
         if name.ends_with("emb.user_id") {
-            first.push(t.lookup(&[1, 2, 3], false)?.flatten_all()?.to_vec1::<f32>()?);
+            first.push(
+                t.lookup(&[1, 2, 3], false)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?,
+            );
         }
     }
     assert_eq!(first.len(), 2);
