@@ -131,6 +131,12 @@ impl InputLayer {
         factory: &mut TableFactory<'_>,
         vs: &mut VarStore,
     ) -> Result<Self> {
+        if max_history == Some(0) {
+            // Padding keeps at least one position, so 0 would silently mean 1.
+            candle_core::bail!(
+                "max_history must be at least 1 (leave it out to keep whole histories)"
+            );
+        }
         let names: Vec<&str> = schema
             .fields
             .iter()

@@ -293,13 +293,20 @@ impl Saml {
         if !(0.0..1.0).contains(&cfg.dropout) {
             candle_core::bail!("saml: dropout must be in [0, 1), got {}", cfg.dropout);
         }
-        if !(cfg.aux_loss_weight >= 0.0 && cfg.mutual_kl >= 0.0 && cfg.scenario_l2 >= 0.0) {
+        let weight_ok = |x: f64| x >= 0.0 && x.is_finite();
+        if !(weight_ok(cfg.aux_loss_weight)
+            && weight_ok(cfg.mutual_kl)
+            && weight_ok(cfg.scenario_l2))
+        {
             candle_core::bail!(
-                "saml: aux_loss_weight, mutual_kl and scenario_l2 must be >= 0, got {}, {}, {}",
+                "saml: aux_loss_weight, mutual_kl and scenario_l2 must be finite and >= 0, got {}, {}, {}",
                 cfg.aux_loss_weight,
                 cfg.mutual_kl,
                 cfg.scenario_l2
             );
+        }
+        if cfg.hidden.contains(&0) {
+            candle_core::bail!("saml: hidden {:?} has a layer of width 0", cfg.hidden);
         }
         if let Some(b) = &cfg.branch_hidden
             && (b.len() != cfg.hidden.len() || b.contains(&0))
@@ -805,13 +812,17 @@ impl Model for Saml {
             let kl = bernoulli_kl(&outputs[0], &last.aux_logit.detach())?;
             let (_, w, _) = rec_nn::loss::label_weights(&batch.labels[0], batch.weights.as_deref());
             let kl = match w {
-                None => kl.mean_all()?,
+                None => Some(kl.mean_all()?),
+                // No labelled sample with weight: nothing to average (not 0/0).
+                Some(w) if w.iter().all(|&x| x == 0.0) => None,
                 Some(w) => {
                     let w = Tensor::from_vec(w, kl.dims1()?, kl.device())?;
-                    (kl * &w)?.sum_all()?.broadcast_div(&w.sum_all()?)?
+                    Some((kl * &w)?.sum_all()?.broadcast_div(&w.sum_all()?)?)
                 }
             };
-            total = (total + kl.affine(self.cfg.mutual_kl, 0.0)?)?;
+            if let Some(kl) = kl {
+                total = (total + kl.affine(self.cfg.mutual_kl, 0.0)?)?;
+            }
         }
         if let Some(sq) = &last.scenario_sq {
             total = (total + sq.affine(self.cfg.scenario_l2, 0.0)?)?;

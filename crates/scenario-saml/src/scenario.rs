@@ -145,6 +145,25 @@ pub fn check_schema(schema: &Schema, model: &str) -> Result<usize> {
                 .join(", ")
         ),
     }
+    if schema.num_scenarios > 1 {
+        // Without a categorical scenario field every sample would read scenario 0, and the
+        // other scenarios' parameters would never train.
+        let field = schema
+            .scenario_field
+            .as_deref()
+            .and_then(|f| schema.field(f));
+        match field {
+            Some(f) if f.kind == rec_data::FieldKind::Categorical => {}
+            Some(f) => candle_core::bail!(
+                "{model}: the scenario field `{}` must be categorical (one scenario per sample)",
+                f.name
+            ),
+            None => candle_core::bail!(
+                "{model}: the schema has {} scenarios but no scenario field",
+                schema.num_scenarios
+            ),
+        }
+    }
     Ok(schema.num_scenarios.max(1))
 }
 

@@ -557,3 +557,66 @@ fn memory_does_not_grow_with_training_steps() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn settings_and_schemas_the_models_cannot_honour_are_refused() -> Result<()> {
+    let p = planted(&[300, 200], &[0, 1], 3, 1);
+    let schema = p.data.schema.as_ref().clone();
+    let err = |cfg: &SamlConfig, schema: &Schema| {
+        build_with("saml", schema, TablesConfig::default(), cfg, 1)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    // A schema with scenarios but no scenario field would send every sample to scenario 0.
+    let mut no_field = schema.clone();
+    no_field.scenario_field = None;
+    assert!(err(&small_saml(), &no_field).contains("no scenario field"));
+    for name in ["mmoe", "star", "shared", "separate"] {
+        let e = build(name, &no_field, 1).err().map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.contains("no scenario field")), "{name}");
+    }
+    let bad = [
+        SamlConfig {
+            hidden: vec![8, 0],
+            ..small_saml()
+        },
+        SamlConfig {
+            mutual_kl: f64::INFINITY,
+            ..small_saml()
+        },
+        SamlConfig {
+            max_history: Some(0),
+            ..small_saml()
+        },
+    ];
+    for cfg in &bad {
+        assert!(!err(cfg, &schema).is_empty(), "{cfg:?}");
+    }
+    let mut batch_norm = small_saml();
+    batch_norm.attention.norm = rec_nn::layers::Norm::Batch;
+    assert!(err(&batch_norm, &schema).contains("padding"));
+    Ok(())
+}
+
+#[test]
+fn the_mutual_kl_term_of_a_batch_without_labels_adds_nothing() -> Result<()> {
+    let p = planted(&[300, 200], &[0, 1], 3, 2);
+    let cfg = SamlConfig {
+        mutual_kl: 0.5,
+        ..small_saml()
+    };
+    let mut batch = p.data.range(0, 64);
+    batch.labels[0].iter_mut().for_each(|y| *y = f32::NAN);
+    let loss = |cfg: &SamlConfig| -> Result<f32> {
+        let mut model = build_with("saml", &p.data.schema, TablesConfig::default(), cfg, 1)?;
+        let mut ctx = Ctx::new(true, 0, rand_chacha::ChaCha8Rng::seed_from_u64(1));
+        let out = model.forward(&batch, &mut ctx)?;
+        model.loss(&batch, &out)?.to_scalar::<f32>()
+    };
+    // Finite (not 0/0), and the same as without the term (what remains is regularisation).
+    let with = loss(&cfg)?;
+    assert!(with.is_finite());
+    assert_eq!(with, loss(&small_saml())?);
+    Ok(())
+}

@@ -394,7 +394,7 @@ impl Dupn {
                             t.name
                         ),
                     };
-                    if out != 1 {
+                    if t.kind != TaskKind::Binary {
                         candle_core::bail!("dupn: rank task `{}` must be binary", t.name);
                     }
                     let weight = Linear::new(&mut vs, &join(&p, "weight"), rep_width, k)?;

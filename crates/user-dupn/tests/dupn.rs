@@ -155,6 +155,24 @@ fn every_variant_gives_every_parameter_and_table_a_gradient() -> Result<()> {
 }
 
 #[test]
+fn the_rank_head_refuses_a_regression_task() {
+    let mut schema = (*data().schema).clone();
+    schema.tasks.retain(|t| t.name == "l2r" || t.name == "ctr");
+    for t in &mut schema.tasks {
+        if t.name == "l2r" {
+            t.kind = rec_data::TaskKind::Regression;
+        }
+    }
+    let mut f = DefaultTableFactory::new(factory_config(0.05), 1, &Device::Cpu);
+    let mut factory = |field: &rec_data::FieldSpec, dim: usize| f.build(field, dim);
+    let e = Dupn::new(&schema, &small_cfg(), &mut factory, &Device::Cpu, 1)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("rank task `l2r` must be binary"), "{e}");
+}
+
+#[test]
 fn the_rank_head_can_add_an_item_term() -> Result<()> {
     let b = mixed_batch(24);
     let mut with_item = small_cfg();

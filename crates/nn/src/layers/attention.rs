@@ -31,6 +31,14 @@ pub struct TargetAttention {
 impl TargetAttention {
     /// Attention for queries and keys of width `dim`, with the scoring MLP `mlp`.
     pub fn new(vs: &mut VarStore, prefix: &str, dim: usize, mlp: &MlpConfig) -> Result<Self> {
+        if mlp.norm == super::mlp::Norm::Batch {
+            // Its statistics would mix the padded positions of the batch's histories in,
+            // so padding would change the scores (layer norm is per position, and fine).
+            candle_core::bail!(
+                "attention `{prefix}`: norm = \"batch\" is not supported in an attention MLP \
+                 (padding would enter its statistics); use \"layer\" or none"
+            );
+        }
         let m = Mlp::new(vs, &join(prefix, "mlp"), 4 * dim, mlp, None)?;
         let score = Linear::new(vs, &join(prefix, "score"), m.out_dim(), 1)?;
         Ok(Self { mlp: m, score, dim })
@@ -98,6 +106,20 @@ mod tests {
             )?;
             weighted_sum(&o.output, 7)
         })
+    }
+
+    #[test]
+    fn a_batch_norm_attention_mlp_is_refused() {
+        let mut vs = store();
+        let mut cfg = MlpConfig::new(&[8]);
+        cfg.norm = super::super::mlp::Norm::Batch;
+        let e = TargetAttention::new(&mut vs, "att", 3, &cfg)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("padding"), "{e}");
+        cfg.norm = super::super::mlp::Norm::Layer;
+        TargetAttention::new(&mut vs, "att2", 3, &cfg).unwrap();
     }
 
     #[test]
