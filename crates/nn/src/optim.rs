@@ -285,12 +285,16 @@ impl OptimizerConfig {
 /// An optimizer over named dense variables, kept sorted by name.
 ///
 /// Variables without a gradient in a step are left alone (their state does not change).
-/// Adam's bias correction uses the number of [`step`](Self::step) calls.
+/// Adam's bias correction uses each variable's own number of updates (as PyTorch does), so a
+/// variable that first gets a gradient late (the head of a task absent from the first
+/// batches) starts with a full-size step.
 pub struct DenseOptimizer {
     config: OptimizerConfig,
     params: Vec<(String, Var)>,
     /// `state[i][s]`: slot `s` of parameter `i`.
     state: Vec<Vec<Tensor>>,
+    /// Updates of each parameter (its Adam step count).
+    updates: Vec<u64>,
     steps: u64,
 }
 
@@ -312,6 +316,7 @@ impl DenseOptimizer {
         }
         Ok(Self {
             config,
+            updates: vec![0; params.len()],
             params,
             state,
             steps: 0,
@@ -346,11 +351,17 @@ impl DenseOptimizer {
     /// One update of every parameter that has a gradient in `grads`.
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
         self.steps += 1;
-        let t = self.steps as i32;
-        for ((_, var), slots) in self.params.iter().zip(self.state.iter_mut()) {
+        for (((_, var), slots), updates) in self
+            .params
+            .iter()
+            .zip(self.state.iter_mut())
+            .zip(self.updates.iter_mut())
+        {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
             };
+            *updates += 1;
+            let t = i32::try_from(*updates).unwrap_or(i32::MAX);
             let w = var.as_tensor();
             // Detached: candle leaves a variable's gradient attached to the backward graph
             // (for a matmul weight it references the layer's input activation, and through
@@ -421,6 +432,7 @@ impl DenseOptimizer {
             "kind": self.config.kind(),
             "steps": self.steps,
             "params": self.params.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
+            "updates": self.updates,
         }))
     }
 
@@ -465,6 +477,9 @@ impl DenseOptimizer {
         }
         self.state = new_state;
         self.steps = steps;
+        // A state saved before per-parameter counts: every parameter had `steps` updates.
+        self.updates =
+            saved_updates(meta, self.params.len())?.unwrap_or(vec![steps; self.params.len()]);
         Ok(())
     }
 }
@@ -491,8 +506,20 @@ impl DenseOptimizer {
             );
         }
         let slot_names = self.config.slot_names();
+        // Each loaded parameter continues its saved update count (its moments' age).
+        let saved_names: Vec<String> = meta
+            .get("params")
+            .and_then(|p| serde_json::from_value(p.clone()).ok())
+            .unwrap_or_default();
+        let saved_steps = meta.get("steps").and_then(|s| s.as_u64()).unwrap_or(0);
+        let saved_counts = saved_updates(meta, saved_names.len())?;
         let mut loaded = Vec::new();
-        for ((n, v), slots) in self.params.iter().zip(self.state.iter_mut()) {
+        for (((n, v), slots), updates) in self
+            .params
+            .iter()
+            .zip(self.state.iter_mut())
+            .zip(self.updates.iter_mut())
+        {
             if !keep(n) {
                 continue;
             }
@@ -507,10 +534,31 @@ impl DenseOptimizer {
             for (slot, t) in slots.iter_mut().zip(saved) {
                 *slot = t.to_dtype(v.dtype())?.to_device(v.device())?;
             }
+            *updates = saved_names
+                .iter()
+                .position(|s| s == n)
+                .and_then(|i| saved_counts.as_ref().map(|c| c[i]))
+                .unwrap_or(saved_steps);
             loaded.push(n.clone());
         }
         Ok(loaded)
     }
+}
+
+/// The per-parameter update counts of a saved state (`None` when it predates them).
+fn saved_updates(meta: &serde_json::Value, n: usize) -> Result<Option<Vec<u64>>> {
+    let Some(u) = meta.get("updates") else {
+        return Ok(None);
+    };
+    let u: Vec<u64> = serde_json::from_value(u.clone())
+        .map_err(|_| candle_core::Error::Msg("optimizer state: unreadable `updates`".into()))?;
+    if u.len() != n {
+        candle_core::bail!(
+            "optimizer state: {} update counts for {n} parameters",
+            u.len()
+        );
+    }
+    Ok(Some(u))
 }
 
 fn add_decay(g: &Tensor, w: &Tensor, wd: f64) -> Result<Tensor> {
@@ -635,6 +683,39 @@ mod tests {
             opt.backward_step(&loss).unwrap();
         }
         w.as_tensor().to_vec1().unwrap()
+    }
+
+    #[test]
+    fn adam_counts_steps_per_parameter_and_keeps_the_counts_in_its_state() -> Result<()> {
+        let (a, b) = (one_param(&[0.0]), one_param(&[0.0]));
+        let params = vec![("a".to_string(), a.clone()), ("b".to_string(), b.clone())];
+        let mut opt = DenseOptimizer::new(OptimizerConfig::adam(0.1), params.clone())?;
+        let c = Tensor::new(&[1f32], &Device::Cpu)?;
+        // `b` gets its first gradient at step 11: its first update is a full lr step, as at
+        // step 1 (with the global count it would be 0.48 lr).
+        for _ in 0..10 {
+            opt.backward_step(&(a.as_tensor() * &c)?.sum_all()?)?;
+        }
+        let loss = ((a.as_tensor() * &c)?.sum_all()? + (b.as_tensor() * &c)?.sum_all()?)?;
+        opt.backward_step(&loss)?;
+        let db = b.as_tensor().to_vec1::<f32>()?[0];
+        assert!((db + 0.1).abs() < 1e-5, "{db}");
+        // The counts travel with the state, and an older state without them reads as one
+        // count for all.
+        let mut m = TensorMap::new();
+        let meta = opt.save_state("o/", &mut m)?;
+        assert_eq!(meta["updates"], serde_json::json!([11, 1]));
+        let mut other = DenseOptimizer::new(OptimizerConfig::adam(0.1), params.clone())?;
+        other.load_state("o/", &m, &meta)?;
+        assert_eq!(other.updates, [11, 1]);
+        let mut old = meta.clone();
+        old.as_object_mut().unwrap().remove("updates");
+        other.load_state("o/", &m, &old)?;
+        assert_eq!(other.updates, [11, 11]);
+        let mut part = DenseOptimizer::new(OptimizerConfig::adam(0.1), params)?;
+        part.load_state_matching("o/", &m, &meta, |n| n == "b")?;
+        assert_eq!(part.updates, [0, 1]);
+        Ok(())
     }
 
     /// The same rule applied through the row engine.
