@@ -454,6 +454,15 @@ impl ClusteredEmbedding {
             moved += 1;
         }
         self.refill_empty();
+        // The window an exact reassignment kept for its candidates ends here when this step
+        // ends one: the next split sums the next window only.
+        if self.reassign_due
+            && self.cfg.mode == Mode::Offline
+            && self.step.is_multiple_of(self.cfg.split_every)
+        {
+            self.window.clear();
+            self.cl_grad.iter_mut().for_each(|x| *x = 0.0);
+        }
         self.reassign_due = false;
         Ok(moved)
     }

@@ -769,13 +769,43 @@ fn an_exact_reassignment_no_driver_runs_does_not_keep_the_window_for_ever() -> R
             window_bytes.insert(s, t.memory().training_bytes);
         }
     }
-    // The window ending at reassignment step 40 (or 80) is kept into the next one; every
-    // other window is cleared at its end, reassignment run or not.
+    // The window ending at reassignment step 40 (or 80) is kept into the next one when no
+    // driver runs; every other window is cleared at its end.
     let one = window_bytes[&9];
     for s in [19, 29, 39, 59, 69, 79, 99] {
         assert_eq!(window_bytes[&s], one, "step {s}: {window_bytes:?}");
     }
     assert!(window_bytes[&49] > one && window_bytes[&89] == window_bytes[&49]);
+    Ok(())
+}
+
+#[test]
+fn an_exact_reassignment_clears_the_window_it_kept() -> Result<()> {
+    let d = 4;
+    let cfg = CelConfig {
+        max_clusters: 1,
+        split_every: 10,
+        reassign: Reassign::Exact {
+            candidates: 0,
+            curvature: 1.0,
+        },
+        ..Default::default()
+    };
+    let mut t = table(1000, d, cfg, OptimizerConfig::sgd(0.05));
+    let mut window_bytes = std::collections::BTreeMap::new();
+    for s in 1..=49u64 {
+        let ids: Vec<u32> = (0..5).map(|j| (s * 5 + j) as u32).collect();
+        quad_step(&mut t, &ids, &vec![1.0f32; 5 * d], s)?;
+        if t.reassign_due() {
+            // What the driver does after the step (no move proposed here).
+            t.apply_moves(&[])?;
+        }
+        if s % 10 == 9 {
+            window_bytes.insert(s, t.memory().training_bytes);
+        }
+    }
+    // Step 40 was a reassignment step and a window end: the split at 50 sees steps 41-50.
+    assert_eq!(window_bytes[&49], window_bytes[&9], "{window_bytes:?}");
     Ok(())
 }
 
