@@ -381,6 +381,25 @@ impl Batch {
                 ));
             }
         }
+        // Sequence fields of one group describe the same behaviours: identical offsets.
+        let mut groups: Vec<(&str, &str, &[u32])> = Vec::new();
+        for (f, c) in self.schema.fields.iter().zip(&self.columns) {
+            if let (FieldKind::Sequence, Some(g), Column::Ragged { offsets, .. }) =
+                (&f.kind, &f.group, c)
+            {
+                match groups.iter().find(|(name, _, _)| name == g) {
+                    Some((_, first, o)) if *o != offsets.as_slice() => {
+                        return Err(format!(
+                            "sequence fields `{first}` and `{}` of group `{g}` are not aligned \
+                             (their rows hold different numbers of behaviours)",
+                            f.name
+                        ));
+                    }
+                    Some(_) => {}
+                    None => groups.push((g, &f.name, offsets)),
+                }
+            }
+        }
         if self.labels.len() != self.schema.tasks.len() {
             return Err(format!(
                 "batch has {} label vectors for {} tasks",
@@ -505,6 +524,34 @@ mod tests {
             "{:?}",
             b.validate()
         );
+    }
+
+    #[test]
+    fn validate_refuses_a_sequence_group_whose_fields_are_not_aligned() {
+        let schema = Arc::new(Schema {
+            fields: vec![
+                FieldSpec::sequence("hist_item", 5, "hist"),
+                FieldSpec::sequence("hist_behaviour", 5, "hist"),
+            ],
+            tasks: vec![TaskSpec::new("click", TaskKind::Binary)],
+            num_scenarios: 1,
+            ..Default::default()
+        });
+        let ragged = |offsets: Vec<u32>| Column::Ragged {
+            values: vec![1; *offsets.last().unwrap() as usize],
+            offsets,
+        };
+        let mut b = Batch {
+            schema,
+            columns: vec![ragged(vec![0, 2, 3]), ragged(vec![0, 2, 3])],
+            labels: vec![vec![1.0, 0.0]],
+            weights: None,
+            slices: Vec::new(),
+        };
+        b.validate().unwrap();
+        b.columns[1] = ragged(vec![0, 1, 3]);
+        let e = b.validate().unwrap_err();
+        assert!(e.contains("not aligned") && e.contains("hist_behaviour"), "{e}");
     }
 
     #[test]
