@@ -551,7 +551,10 @@ mod tests {
         b.validate().unwrap();
         b.columns[1] = ragged(vec![0, 1, 3]);
         let e = b.validate().unwrap_err();
-        assert!(e.contains("not aligned") && e.contains("hist_behaviour"), "{e}");
+        assert!(
+            e.contains("not aligned") && e.contains("hist_behaviour"),
+            "{e}"
+        );
     }
 
     #[test]
