@@ -460,11 +460,16 @@ impl ClusteredEmbedding {
             && self.cfg.mode == Mode::Offline
             && self.step.is_multiple_of(self.cfg.split_every)
         {
-            self.window.clear();
-            self.cl_grad.iter_mut().for_each(|x| *x = 0.0);
+            self.end_window();
         }
         self.reassign_due = false;
         Ok(moved)
+    }
+
+    /// Ends the offline split window: its gradients and the per-cluster gradient sums.
+    fn end_window(&mut self) {
+        self.window.clear();
+        self.cl_grad.iter_mut().for_each(|x| *x = 0.0);
     }
 
     fn move_entity(&mut self, e: u32, to: u32) {
@@ -1245,8 +1250,7 @@ impl EmbeddingTable for ClusteredEmbedding {
             }
         }
         if window_end && !self.reassign_due {
-            self.window.clear();
-            self.cl_grad.iter_mut().for_each(|x| *x = 0.0);
+            self.end_window();
         }
         Ok(())
     }

@@ -737,8 +737,11 @@ fn cel_lite_decides_each_member_once() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn an_exact_reassignment_no_driver_runs_does_not_keep_the_window_for_ever() -> Result<()> {
+/// Training bytes of an offline table with exact reassignment (one cluster, a split window of
+/// 10 steps, five new entities per step), read 9 steps into each window up to step `last`;
+/// with `driver`, the reassignment the table asks for is applied after the step (no move), as
+/// the exact driver does.
+fn exact_window_bytes(driver: bool, last: u64) -> Result<std::collections::BTreeMap<u64, usize>> {
     let d = 4;
     let cfg = CelConfig {
         max_clusters: 1,
@@ -751,24 +754,32 @@ fn an_exact_reassignment_no_driver_runs_does_not_keep_the_window_for_ever() -> R
     };
     let mut t = table(1000, d, cfg, OptimizerConfig::sgd(0.05));
     let mut window_bytes = std::collections::BTreeMap::new();
-    for s in 1..=99u64 {
+    for s in 1..=last {
         // Five new entities every step: the window holds what it has seen since its start.
         let ids: Vec<u32> = (0..5).map(|j| (s * 5 + j) as u32).collect();
-        let targets = vec![1.0f32; 5 * d];
-        quad_step(&mut t, &ids, &targets, s)?;
+        quad_step(&mut t, &ids, &vec![1.0f32; 5 * d], s)?;
         if s == 40 {
             assert!(t.reassign_due(), "a reassignment step asks for the driver");
+        }
+        if driver && t.reassign_due() {
+            t.apply_moves(&[])?;
         }
         if s == 41 {
             assert!(
                 !t.reassign_due(),
-                "no driver ran: the reassignment is skipped"
+                "run or skipped, the reassignment is over"
             );
         }
         if s % 10 == 9 {
             window_bytes.insert(s, t.memory().training_bytes);
         }
     }
+    Ok(window_bytes)
+}
+
+#[test]
+fn an_exact_reassignment_no_driver_runs_does_not_keep_the_window_for_ever() -> Result<()> {
+    let window_bytes = exact_window_bytes(false, 99)?;
     // The window ending at reassignment step 40 (or 80) is kept into the next one when no
     // driver runs; every other window is cleared at its end.
     let one = window_bytes[&9];
@@ -781,29 +792,7 @@ fn an_exact_reassignment_no_driver_runs_does_not_keep_the_window_for_ever() -> R
 
 #[test]
 fn an_exact_reassignment_clears_the_window_it_kept() -> Result<()> {
-    let d = 4;
-    let cfg = CelConfig {
-        max_clusters: 1,
-        split_every: 10,
-        reassign: Reassign::Exact {
-            candidates: 0,
-            curvature: 1.0,
-        },
-        ..Default::default()
-    };
-    let mut t = table(1000, d, cfg, OptimizerConfig::sgd(0.05));
-    let mut window_bytes = std::collections::BTreeMap::new();
-    for s in 1..=49u64 {
-        let ids: Vec<u32> = (0..5).map(|j| (s * 5 + j) as u32).collect();
-        quad_step(&mut t, &ids, &vec![1.0f32; 5 * d], s)?;
-        if t.reassign_due() {
-            // What the driver does after the step (no move proposed here).
-            t.apply_moves(&[])?;
-        }
-        if s % 10 == 9 {
-            window_bytes.insert(s, t.memory().training_bytes);
-        }
-    }
+    let window_bytes = exact_window_bytes(true, 49)?;
     // Step 40 was a reassignment step and a window end: the split at 50 sees steps 41-50.
     assert_eq!(window_bytes[&49], window_bytes[&9], "{window_bytes:?}");
     Ok(())
