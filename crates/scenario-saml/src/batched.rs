@@ -1,10 +1,11 @@
 //! `M` linear layers run as one batched computation: weights stacked `[M, in, out]`.
 //!
 //! This is how MMoE's experts and towers and STAR's scenario-specific layers run without a
-//! per-sample or per-scenario loop, and how SAML's branches read a shared input
-//! ([`BatchedLinear::forward_shared`]). SAML's own-branch layers instead go block by block
-//! over a batch sorted by scenario ([`crate::routed`]: a loop over the `M` scenarios, one
-//! matmul each), which is cheaper once `M > 1`.
+//! per-sample or per-scenario loop. SAML's branches do not use the shared-input form
+//! ([`BatchedLinear::forward_shared`]; its tests' dense reference does): each sample's own
+//! branch goes block by block over a batch sorted by scenario ([`crate::routed`]: a loop over
+//! the `M` scenarios, one matmul each), which is cheaper once `M > 1`, and the other branches
+//! run forward-only on detached inputs.
 //! Activations are laid out branch-major, `[M, n, d]`, so a layer is one batched matmul
 //! `[M, n, in] x [M, in, out]`; when every branch reads the same input `[n, in]`, the `M`
 //! weight matrices are laid side by side and the layer is a single `[n, in] x [in, M * out]`

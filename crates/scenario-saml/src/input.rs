@@ -99,6 +99,19 @@ impl InputOutput {
         parts.extend(self.attended.as_ref());
         Tensor::cat(&parts, 1)
     }
+
+    /// As [`concat`](Self::concat) without field `skip` (an index into `fields`).
+    pub fn concat_without(&self, skip: usize) -> Result<Tensor> {
+        let mut parts: Vec<&Tensor> = self
+            .fields
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != skip)
+            .map(|(_, t)| t)
+            .collect();
+        parts.extend(self.attended.as_ref());
+        Tensor::cat(&parts, 1)
+    }
 }
 
 struct SeqPart {

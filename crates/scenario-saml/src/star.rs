@@ -13,6 +13,13 @@
 //! - Auxiliary network: a small MLP over the scenario indicator's embedding whose logit is added
 //!   to the main logit (the paper also feeds "features depicting the domain"; the data here have
 //!   none besides the indicator).
+//! - The scenario indicator feeds the auxiliary network only, not the star network, whenever
+//!   there is an auxiliary network or partitioned normalization (the paper's figure feeds it to
+//!   the auxiliary network). Under partitioned normalization it could not enter the star network
+//!   anyway: within one scenario its vector is a constant, which the per-scenario batch
+//!   statistics map to exactly 0 in training, while in evaluation the running statistics (a
+//!   variance decayed towards 0, a mean lagging the trained vector) would turn it into a large
+//!   offset multiplied by first-layer weights that never got a gradient.
 //!
 //! The pitfalls of public re-implementations are avoided: the output logit has no ReLU, the
 //! normalization statistics are per scenario (and running ones are used in evaluation), and the
@@ -243,6 +250,8 @@ pub struct Star {
     vs: VarStore,
     input: InputLayer,
     scenario_index: Option<usize>,
+    /// The field the star network leaves out (the scenario indicator; see the module docs).
+    star_skips: Option<usize>,
     input_norm: Option<PartitionedNorm>,
     layers: Vec<(StarLayer, Option<PartitionedNorm>)>,
     out: StarLayer,
@@ -275,7 +284,14 @@ impl Star {
             factory,
             &mut vs,
         )?;
-        let w = input.width();
+        let scenario_index = schema
+            .scenario_field
+            .as_ref()
+            .and_then(|s| input.field_names().iter().position(|n| n == s));
+        let has_aux = scenario_index.is_some() && !cfg.aux_hidden.is_empty();
+        // The indicator's vector is `dim` wide (the scenario field is categorical).
+        let star_skips = scenario_index.filter(|_| has_aux || cfg.partitioned_norm);
+        let w = input.width() - if star_skips.is_some() { cfg.dim } else { 0 };
         let pn = |vs: &mut VarStore, p: &str, d: usize| -> Result<Option<PartitionedNorm>> {
             if cfg.partitioned_norm {
                 Ok(Some(PartitionedNorm::new(vs, p, m, d)?))
@@ -293,12 +309,8 @@ impl Star {
             width = h;
         }
         let out = StarLayer::new(&mut vs, "star.out", m, width, 1, Init::XavierUniform)?;
-        let scenario_index = schema
-            .scenario_field
-            .as_ref()
-            .and_then(|s| input.field_names().iter().position(|n| n == s));
-        let aux = match (scenario_index, cfg.aux_hidden.is_empty()) {
-            (Some(_), false) => Some(Mlp::new(
+        let aux = if has_aux {
+            Some(Mlp::new(
                 &mut vs,
                 "aux",
                 cfg.dim,
@@ -308,8 +320,9 @@ impl Star {
                     ..MlpConfig::default()
                 },
                 Some(1),
-            )?),
-            _ => None,
+            )?)
+        } else {
+            None
         };
         Ok(Self {
             schema: schema.clone(),
@@ -317,6 +330,7 @@ impl Star {
             vs,
             input,
             scenario_index,
+            star_skips,
             input_norm,
             layers,
             out,
@@ -340,7 +354,10 @@ impl Model for Star {
     fn forward(&mut self, batch: &Batch, ctx: &mut Ctx) -> Result<Vec<Tensor>> {
         let routing = Routing::of_batch(batch, self.m, DType::F32, self.vs.device())?;
         let inp = self.input.forward(batch, ctx)?;
-        let mut h = inp.concat()?;
+        let mut h = match self.star_skips {
+            Some(i) => inp.concat_without(i)?,
+            None => inp.concat()?,
+        };
         if let Some(n) = &self.input_norm {
             h = n.forward(&h, &routing, ctx.train)?;
         }
@@ -438,7 +455,8 @@ mod tests {
         pn.beta_s.set(&input(&[3, 2], 9)?.as_tensor().clone())?;
         let r = Routing::new(vec![0, 1, 0, 1, 1, 0], 3, DType::F64, &Device::Cpu)?;
         let x = input(&[6, 2], 1)?;
-        // Scenario 2 is absent: its rows of gamma_s and beta_s get no gradient, the others do.
+        // Scenario 2 is absent (that its rows of gamma_s and beta_s then get exactly no gradient
+        // is checked on the whole model in tests.rs, `scenario_parameters_learn_only_...`).
         check_layer(&vs, &[("x", &x)], || {
             weighted_sum(&pn.forward(x.as_tensor(), &r, true)?, 3)
         })

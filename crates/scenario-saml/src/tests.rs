@@ -213,9 +213,11 @@ fn scenario_parameters_learn_only_from_their_own_scenario() -> Result<()> {
             }
         }
     }
-    // STAR: scenario weights of 1 and 2 get nothing, the shared weights do.
+    // STAR: the scenario rows of 1 and 2 (layer weights and biases, partitioned
+    // normalization's scales and shifts) get nothing, the shared weights do.
     for (name, g) in grads_of_scenario0("star")? {
-        if name.ends_with("weight_s") {
+        let per_scenario = ["weight_s", "bias_s", "gamma_s", "beta_s"];
+        if per_scenario.iter().any(|e| name.ends_with(e)) {
             let t = g.clone().expect("scenario 0 learns");
             for s in 0..3 {
                 assert_eq!(norm_of(&Some(t.get(s)?))? > 0.0, s == 0, "{name} {s}");
@@ -618,5 +620,65 @@ fn the_mutual_kl_term_of_a_batch_without_labels_adds_nothing() -> Result<()> {
     let with = loss(&cfg)?;
     assert!(with.is_finite());
     assert_eq!(with, loss(&small_saml())?);
+    Ok(())
+}
+
+/// STAR's star network never reads the scenario indicator (it feeds the auxiliary network):
+/// under partitioned normalization its vector is constant within a scenario, normalized to 0
+/// in training but not by the running statistics in evaluation. Checked by moving the
+/// indicator's embedding rows after some training: without an auxiliary network, evaluation
+/// does not change; with the indicator in the star network (no partitioned normalization, no
+/// auxiliary network), the same move does change it, so the check can fail.
+#[test]
+fn star_network_leaves_the_scenario_indicator_to_the_auxiliary_network() -> Result<()> {
+    let p = planted(&[60, 40, 30], &[0, 0, 1], 0, 5);
+    let batch = p.data.range(0, 96);
+    let field = batch.schema.scenario_field.clone().expect("scenario field");
+    for partitioned_norm in [true, false] {
+        let d = Device::Cpu;
+        let mut f = DefaultTableFactory::new(TablesConfig::default(), 3, &d);
+        let mut factory = |spec: &FieldSpec, dim: usize| f.build(spec, dim);
+        let cfg = StarConfig {
+            dim: 4,
+            hidden: vec![8, 6],
+            aux_hidden: vec![],
+            partitioned_norm,
+            ..StarConfig::default()
+        };
+        let mut model = Star::new(&batch.schema, &cfg, &mut factory, &d, 3)?;
+        let mut opt = DenseOptimizer::new(OptimizerConfig::adam(1e-2), model.dense_vars())?;
+        let mut ctx = Ctx::new(true, 0, rand_chacha::ChaCha8Rng::seed_from_u64(1));
+        for _ in 0..20 {
+            rec_nn::train_step(&mut model, &mut opt, &batch, &mut ctx)?;
+        }
+        let before = rec_nn::predict(&mut model, &batch)?[0].clone();
+        let (mut tensors, meta) = rec_nn::io::model_state(&model)?;
+        let prefix = format!("table/emb.{field}/");
+        let mut moved = 0;
+        for (k, t) in tensors.iter_mut() {
+            // A copy: the state shares storage with the live variables.
+            *t = t.copy()?.detach();
+            if k.starts_with(&prefix) && t.dtype().is_float() {
+                *t = t.affine(1.0, 0.5)?.detach();
+                moved += 1;
+            }
+        }
+        assert!(moved > 0, "no tensor under {prefix}");
+        rec_nn::io::load_model_state(&mut model, &tensors, &meta)?;
+        let after = rec_nn::predict(&mut model, &batch)?[0].clone();
+        let change = before
+            .iter()
+            .zip(&after)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        if partitioned_norm {
+            assert_eq!(change, 0.0, "the star network reads the indicator");
+        } else {
+            assert!(
+                change > 1e-4,
+                "moving the indicator changed nothing: {change}"
+            );
+        }
+    }
     Ok(())
 }
