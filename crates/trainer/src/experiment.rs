@@ -42,11 +42,15 @@ impl Stat {
     }
 }
 
-/// Values collected per model, slice, metric (and seed).
+/// Values collected per model, slice, metric (and seed, when the caller names it).
 #[derive(Debug, Clone, Default)]
 pub struct Results {
-    cells: BTreeMap<String, BTreeMap<String, BTreeMap<String, Vec<f64>>>>,
+    cells: BTreeMap<String, BTreeMap<String, BTreeMap<String, Vec<(Option<u64>, f64)>>>>,
     order: Vec<String>,
+}
+
+fn values(v: &[(Option<u64>, f64)]) -> Vec<f64> {
+    v.iter().map(|&(_, x)| x).collect()
 }
 
 /// The aggregate: model -> slice -> metric -> [`Stat`].
@@ -60,6 +64,16 @@ impl Results {
 
     /// Adds one value (one seed) for `model`, `slice`, `metric`.
     pub fn add(&mut self, model: &str, slice: &str, metric: &str, value: f64) {
+        self.push(model, slice, metric, None, value);
+    }
+
+    /// As [`add`](Self::add), naming the seed: [`paired`](Self::paired) then pairs values by
+    /// seed, not by position.
+    pub fn add_seeded(&mut self, model: &str, slice: &str, metric: &str, seed: u64, value: f64) {
+        self.push(model, slice, metric, Some(seed), value);
+    }
+
+    fn push(&mut self, model: &str, slice: &str, metric: &str, seed: Option<u64>, value: f64) {
         if !self.order.iter().any(|m| m == model) {
             self.order.push(model.to_string());
         }
@@ -70,12 +84,22 @@ impl Results {
             .or_default()
             .entry(metric.to_string())
             .or_default()
-            .push(value);
+            .push((seed, value));
     }
 
     /// Adds every metric of every slice of an evaluation. Slices are named `<slice>` when the
     /// evaluation has one task and `<task>/<slice>` otherwise.
     pub fn add_evaluation(&mut self, model: &str, eval: &Evaluation) {
+        self.add_evaluation_inner(model, None, eval);
+    }
+
+    /// As [`add_evaluation`](Self::add_evaluation), naming the seed (see
+    /// [`add_seeded`](Self::add_seeded)).
+    pub fn add_evaluation_seeded(&mut self, model: &str, seed: u64, eval: &Evaluation) {
+        self.add_evaluation_inner(model, Some(seed), eval);
+    }
+
+    fn add_evaluation_inner(&mut self, model: &str, seed: Option<u64>, eval: &Evaluation) {
         let single = eval.tasks.len() == 1;
         for (task, report) in &eval.tasks {
             for (slice, sr) in &report.slices {
@@ -85,7 +109,7 @@ impl Results {
                     format!("{task}/{slice}")
                 };
                 for (metric, &v) in &sr.metrics {
-                    self.add(model, &key, metric, v);
+                    self.push(model, &key, metric, seed, v);
                 }
             }
         }
@@ -110,7 +134,7 @@ impl Results {
                                 s.clone(),
                                 metrics
                                     .iter()
-                                    .map(|(k, v)| (k.clone(), Stat::from_values(v.clone())))
+                                    .map(|(k, v)| (k.clone(), Stat::from_values(values(v))))
                                     .collect(),
                             )
                         })
@@ -123,21 +147,36 @@ impl Results {
     /// The statistic of one cell.
     pub fn stat(&self, model: &str, slice: &str, metric: &str) -> Option<Stat> {
         let v = self.cells.get(model)?.get(slice)?.get(metric)?;
-        Some(Stat::from_values(v.clone()))
+        Some(Stat::from_values(values(v)))
     }
 
     /// The per-seed differences `a - b` of one cell, as a [`Stat`]: a paired comparison of two
-    /// models trained on the same seeds. `None` unless both have the cell with the same number
-    /// of values (values pair up in the order they were added, i.e. by seed).
+    /// models trained on the same seeds. When every value of both cells was added with its seed
+    /// ([`add_seeded`](Self::add_seeded)), values pair by seed, over the seeds both have (a
+    /// seed whose metric one model lacks is left out, never paired with another seed); `None`
+    /// when they share none. Otherwise both must have the same number of values, which pair up
+    /// in the order they were added.
     pub fn paired(&self, a: &str, b: &str, slice: &str, metric: &str) -> Option<Stat> {
         let va = self.cells.get(a)?.get(slice)?.get(metric)?;
         let vb = self.cells.get(b)?.get(slice)?.get(metric)?;
-        if va.len() != vb.len() || va.is_empty() {
+        let seeded = |v: &[(Option<u64>, f64)]| v.iter().all(|(s, _)| s.is_some());
+        let diffs: Vec<f64> = if seeded(va) && seeded(vb) {
+            va.iter()
+                .filter_map(|(s, x)| {
+                    let (_, y) = vb.iter().find(|(t, _)| t == s)?;
+                    Some(x - y)
+                })
+                .collect()
+        } else {
+            if va.len() != vb.len() {
+                return None;
+            }
+            va.iter().zip(vb).map(|((_, x), (_, y))| x - y).collect()
+        };
+        if diffs.is_empty() {
             return None;
         }
-        Some(Stat::from_values(
-            va.iter().zip(vb).map(|(x, y)| x - y).collect(),
-        ))
+        Some(Stat::from_values(diffs))
     }
 
     /// The aggregate as one line of JSON.
@@ -220,5 +259,26 @@ mod tests {
         assert!(r.paired("a", "c", "all", "auc").is_none());
         r.add("c", "all", "auc", 0.5);
         assert!(r.paired("a", "c", "all", "auc").is_none());
+    }
+
+    #[test]
+    fn seeded_values_pair_by_seed_not_by_position() {
+        let mut r = Results::new();
+        // Model a lacks seed 2's value, model b lacks seed 3's: position would pair a's seed 3
+        // with b's seed 2.
+        r.add_seeded("a", "s", "auc", 1, 0.70);
+        r.add_seeded("a", "s", "auc", 3, 0.90);
+        r.add_seeded("b", "s", "auc", 1, 0.60);
+        r.add_seeded("b", "s", "auc", 2, 0.10);
+        let d = r.paired("a", "s", "s", "auc");
+        assert!(d.is_none());
+        let d = r.paired("a", "b", "s", "auc").unwrap();
+        assert_eq!(d.n, 1);
+        assert!((d.mean - 0.10).abs() < 1e-12, "{d:?}");
+        // No common seed: nothing to pair.
+        r.add_seeded("c", "s", "auc", 7, 0.5);
+        assert!(r.paired("a", "c", "s", "auc").is_none());
+        // The statistics of a cell do not depend on the seeds.
+        assert!((r.stat("a", "s", "auc").unwrap().mean - 0.80).abs() < 1e-12);
     }
 }

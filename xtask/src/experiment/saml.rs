@@ -333,6 +333,13 @@ fn specs(has_sequence: bool) -> Vec<Spec> {
         },
     ));
     v.push(ablation(
+        "saml-untied-init",
+        "without tied initialization (tied_init = false: branches start independently)",
+        &|p| {
+            p.insert("tied_init".into(), false.into());
+        },
+    ));
+    v.push(ablation(
         "saml-bigger-emb",
         "no scenario embeddings, global width doubled (d = 32)",
         &|p| {
@@ -381,9 +388,56 @@ struct RunOut {
     gates: Option<Vec<Vec<f64>>>,
 }
 
+/// A deep copy of the model's state: its dense tensors share storage with the live variables,
+/// which later steps update in place.
+fn state_copy(model: &dyn rec_nn::Model) -> Result<(rec_nn::TensorMap, serde_json::Value)> {
+    let (t, m) = rec_nn::io::model_state(model)?;
+    let t = t
+        .into_iter()
+        .map(|(k, v)| Ok((k, v.copy()?)))
+        .collect::<candle_core::Result<rec_nn::TensorMap>>()?;
+    Ok((t, m))
+}
+
+/// Replaces in `state` everything of Separate's network `s` (variables, buffers and tables
+/// under `s{s}.`) by its values in `from`.
+fn take_network(
+    state: &mut (rec_nn::TensorMap, serde_json::Value),
+    from: &(rec_nn::TensorMap, serde_json::Value),
+    s: usize,
+) -> Result<()> {
+    let p = format!("s{s}.");
+    let ours = |k: &str| {
+        ["dense/", "buffer/", "table/"]
+            .iter()
+            .any(|kind| k.strip_prefix(kind).is_some_and(|n| n.starts_with(&p)))
+    };
+    state.0.retain(|k, _| !ours(k));
+    for (k, v) in &from.0 {
+        if ours(k) {
+            state.0.insert(k.clone(), v.clone());
+        }
+    }
+    let tables = from.1["tables"]
+        .as_object()
+        .context("a model state without tables")?;
+    for (name, t) in tables {
+        if name.starts_with(&p) {
+            state.1["tables"][name] = t.clone();
+        }
+    }
+    Ok(())
+}
+
 /// Trains the model of `cfg` on `split`: the trainer's training step and evaluation, early
 /// stopping on validation AUC with the best epoch's state kept in memory (no checkpoint files),
 /// then the test metrics of that state.
+///
+/// Separate is one network per scenario, each trained on its scenario alone: each network
+/// keeps its own best epoch by its scenario's validation AUC, and training stops once every
+/// network has gone `patience` epochs without a better one (a joint stop on the overall AUC
+/// would stop a small scenario's network at whatever epoch suits the mixture). Its
+/// `best_epoch` is the latest of the networks' best epochs.
 fn fit(cfg: &Config, split: &Split, patience: usize) -> Result<RunOut> {
     let device = Device::Cpu;
     let seed = cfg.data.seed;
@@ -391,7 +445,19 @@ fn fit(cfg: &Config, split: &Split, patience: usize) -> Result<RunOut> {
     let params = model.num_params();
     let mut opt = DenseOptimizer::new(cfg.optimizer.dense, model.dense_vars())?;
     let mut ctx = Ctx::new(true, 0, ChaCha8Rng::seed_from_u64(mix_seed(seed, 0xD409)));
-    let mut best: Option<(f64, usize, rec_nn::TensorMap, serde_json::Value)> = None;
+    let m = split.schema.num_scenarios;
+    let per_network = cfg.model.name == "separate" && m > 1;
+    let task = split
+        .schema
+        .tasks
+        .first()
+        .map(|t| t.name.clone())
+        .context("a schema without tasks")?;
+    type State = (rec_nn::TensorMap, serde_json::Value);
+    let mut best: Option<(f64, usize, State)> = None;
+    // Separate: per network, its best (scenario validation AUC, epoch, state) and epochs since.
+    let mut best_s: Vec<Option<(f64, usize, State)>> = (0..m).map(|_| None).collect();
+    let mut bad_s = vec![0usize; m];
     let (mut bad, mut train_secs, mut samples) = (0, 0.0, 0u64);
     for epoch in 0..cfg.train.epochs {
         let t0 = Instant::now();
@@ -401,16 +467,33 @@ fn fit(cfg: &Config, split: &Split, patience: usize) -> Result<RunOut> {
         }
         train_secs += t0.elapsed().as_secs_f64();
         let v = evaluate(model.as_mut(), &split.valid, 16384)?;
+        if per_network {
+            let mut state: Option<State> = None;
+            for s in 0..m {
+                // A scenario whose validation slice has one class has no AUC: its network
+                // keeps training until the others stop, and keeps its last state.
+                let auc = v.get_slice(&task, &format!("scenario_{s}"), "auc");
+                match auc {
+                    Some(a) if best_s[s].as_ref().is_none_or(|b| a > b.0) => {
+                        if state.is_none() {
+                            state = Some(state_copy(model.as_ref())?);
+                        }
+                        let st = state.clone().expect("just set");
+                        best_s[s] = Some((a, epoch + 1, st));
+                        bad_s[s] = 0;
+                    }
+                    Some(_) => bad_s[s] += 1,
+                    None => {}
+                }
+            }
+            if bad_s.iter().all(|&b| b >= patience) {
+                break;
+            }
+            continue;
+        }
         let auc = v.get(None, "auc").context("validation has no AUC")?;
         if best.as_ref().is_none_or(|b| auc > b.0) {
-            // A deep copy: the state's dense tensors share storage with the live variables,
-            // which later steps update in place.
-            let (t, m) = rec_nn::io::model_state(model.as_ref())?;
-            let t = t
-                .into_iter()
-                .map(|(k, v)| Ok((k, v.copy()?)))
-                .collect::<candle_core::Result<rec_nn::TensorMap>>()?;
-            best = Some((auc, epoch + 1, t, m));
+            best = Some((auc, epoch + 1, state_copy(model.as_ref())?));
             bad = 0;
         } else {
             bad += 1;
@@ -419,7 +502,21 @@ fn fit(cfg: &Config, split: &Split, patience: usize) -> Result<RunOut> {
             }
         }
     }
-    let (valid_auc, best_epoch, tensors, meta) = best.context("no epoch was trained")?;
+    if per_network {
+        let mut state = state_copy(model.as_ref())?;
+        let mut last = 0;
+        for (s, b) in best_s.iter().enumerate() {
+            if let Some((_, e, from)) = b {
+                take_network(&mut state, from, s)?;
+                last = last.max(*e);
+            }
+        }
+        rec_nn::io::load_model_state(model.as_mut(), &state.0, &state.1)?;
+        let v = evaluate(model.as_mut(), &split.valid, 16384)?;
+        let auc = v.get(None, "auc").context("validation has no AUC")?;
+        best = Some((auc, last.max(1), state));
+    }
+    let (valid_auc, best_epoch, (tensors, meta)) = best.context("no epoch was trained")?;
     rec_nn::io::load_model_state(model.as_mut(), &tensors, &meta)?;
     let test = evaluate(model.as_mut(), &split.test, 16384)?;
     let (mut affinity, mut gates) = (None, None);
@@ -504,7 +601,7 @@ type Unit = (&'static str, Point, String, Config);
 /// configuration with every default filled in, so that a change of SAML's defaults is a
 /// change of key (the baselines' keys stay as they were).
 fn key(cfg: &Config, patience: usize) -> Result<serde_json::Value> {
-    let mut k = json!({ "format": "saml-fit-1", "config": cfg, "patience": patience });
+    let mut k = json!({ "format": "saml-fit-2", "config": cfg, "patience": patience });
     if cfg.model.name == "saml" {
         let resolved: SamlConfig = cfg
             .model
@@ -641,14 +738,15 @@ fn run_dataset(
         |cfg| &splits[seed_index(cfg)],
         ds.patience,
     )?;
-    for ((spec_label, _, label, _), r) in final_units.iter().zip(finals) {
+    for ((spec_label, _, label, cfg), r) in final_units.iter().zip(finals) {
         let auc = r.test.get(None, "auc").unwrap_or(f64::NAN);
         eprintln!(
             "[saml] {label}: test AUC {auc:.4} (best epoch {}, {:.0} s of training)",
             r.best_epoch, r.train_secs
         );
         let spec_label: &str = spec_label;
-        out.results.add_evaluation(spec_label, &r.test);
+        out.results
+            .add_evaluation_seeded(spec_label, cfg.data.seed, &r.test);
         out.results.add(spec_label, "valid", "auc", r.valid_auc);
         let us = 1e6 * r.train_secs / r.samples.max(1) as f64;
         out.results.add(spec_label, "cost", "us_per_sample", us);
@@ -892,6 +990,41 @@ fn claims(ds: &Dataset, r: &DatasetResult) -> Vec<Claim> {
             ),
         });
     }
+    if ds.key == "ml-100k" {
+        // The spec's "the smallest scenario gains most over Separate": SAML minus Separate,
+        // paired per seed, is largest on the scenario with the fewest training samples.
+        let smallest = r
+            .sizes
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, s)| s[0])
+            .map_or(0, |(i, _)| i);
+        let gains: Vec<Option<f64>> = (0..r.num_scenarios)
+            .map(|s| {
+                res.paired("saml", "separate", &format!("scenario_{s}"), "auc")
+                    .filter(|d| d.n >= saml.n)
+                    .map(|d| d.mean)
+            })
+            .collect();
+        let complete = gains.iter().all(Option::is_some);
+        let g = |s: usize| gains[s].unwrap_or(f64::NAN);
+        let holds = complete && (0..r.num_scenarios).all(|s| s == smallest || g(smallest) >= g(s));
+        out.push(Claim {
+            dataset: ds.key,
+            text: format!(
+                "the smallest scenario ({}) gains most over Separate (SAML minus Separate, paired per seed)",
+                r.scenario_labels[smallest]
+            ),
+            holds,
+            detail: (0..r.num_scenarios)
+                .map(|s| match gains[s] {
+                    Some(v) => format!("{} {v:+.4}", r.scenario_labels[s]),
+                    None => format!("{} INCOMPLETE", r.scenario_labels[s]),
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
     if ds.key == "synthetic" {
         let smallest = r
             .sizes
@@ -1021,7 +1154,10 @@ fn write_page(
          DIN attention with a [32] scoring MLP over the behaviour sequence when the data have one, \
          Adam for dense parameters and row-wise Adam for the embeddings, batch 1024, at most {} \
          epochs, early stopping after {} epochs without a better validation AUC (the best epoch \
-         is tested).",
+         is tested; Separate: each scenario's network keeps its own best epoch by its \
+         scenario's validation AUC, and training stops when none has improved for that many \
+         epochs; its \"best epochs\" below are the latest of its networks'). STAR's scenario \
+         indicator feeds its auxiliary network only (crate docs of `scenario_saml::star`).",
         sets.first().map_or(0, |d| d.0.epochs),
         sets.first().map_or(0, |d| d.0.patience)
     )?;
@@ -1441,7 +1577,7 @@ mod tests {
                 .collect()
         };
         let full = verdicts(&result(None, None));
-        assert_eq!(full.len(), 2);
+        assert_eq!(full.len(), 3);
         assert!(
             full.iter().all(|(h, d)| *h && !d.contains("INCOMPLETE")),
             "{full:?}"
@@ -1489,8 +1625,8 @@ mod tests {
                 assert_eq!(cfg.model.name, spec.model);
             }
         }
-        assert_eq!(specs(false).len(), 13);
-        assert_eq!(specs(true).len(), 14);
+        assert_eq!(specs(false).len(), 14);
+        assert_eq!(specs(true).len(), 15);
     }
 
     /// The shipped SAML configurations are the experiment's SAML at the point its grid chose on
@@ -1540,7 +1676,7 @@ mod tests {
         // A baseline's key is the configuration as written (earlier entries stay valid).
         let k = key(&shared, 2).unwrap();
         assert!(k.get("saml").is_none());
-        assert_eq!(k["format"], "saml-fit-1");
+        assert_eq!(k["format"], "saml-fit-2");
         // SAML's holds its whole configuration, defaults included: a changed default is a
         // changed key, though the written parameters are the same.
         let k = key(&saml, 2).unwrap();
@@ -1569,5 +1705,71 @@ mod tests {
                 .is_none()
         );
         assert_eq!(kw["saml"]["hidden"], json!(HIDDEN));
+    }
+
+    /// Separate's networks keep their own best epochs: merging network 1 of a later state into
+    /// an earlier one gives scenario 1's samples the later scores and every other sample the
+    /// earlier ones; and a whole Separate fit runs on the quick synthetic data.
+    #[test]
+    fn separate_networks_keep_their_own_best_states() {
+        let args = SamlArgs {
+            quick: true,
+            only: vec!["synthetic".into()],
+            ..SamlArgs::default()
+        };
+        let ds = &datasets(&args).unwrap()[0];
+        let split = rec_trainer::data::load_split(&DataConfig {
+            seed: 1,
+            ..ds.data.clone()
+        })
+        .unwrap();
+        let spec = specs(true)
+            .into_iter()
+            .find(|s| s.label == "separate")
+            .unwrap();
+        let cfg = config(ds, &spec, grid(true)[0], 1).unwrap();
+        let mut model = build_model(&cfg, &split.schema, &split.train, &Device::Cpu).unwrap();
+        let mut opt = DenseOptimizer::new(cfg.optimizer.dense, model.dense_vars()).unwrap();
+        let mut ctx = Ctx::new(true, 0, ChaCha8Rng::seed_from_u64(1));
+        let mut steps = |model: &mut Box<dyn rec_nn::Model>, n: usize| {
+            for b in BatchIter::new(&split.train, 256, 1, 0, true).take(n) {
+                rec_nn::train_step(model.as_mut(), &mut opt, &b, &mut ctx).unwrap();
+            }
+        };
+        steps(&mut model, 2);
+        let early = state_copy(model.as_ref()).unwrap();
+        let p_early = rec_nn::predict(model.as_mut(), &split.valid).unwrap()[0].clone();
+        steps(&mut model, 6);
+        let late = state_copy(model.as_ref()).unwrap();
+        let p_late = rec_nn::predict(model.as_mut(), &split.valid).unwrap()[0].clone();
+        let mut merged = early.clone();
+        take_network(&mut merged, &late, 1).unwrap();
+        rec_nn::io::load_model_state(model.as_mut(), &merged.0, &merged.1).unwrap();
+        let p = rec_nn::predict(model.as_mut(), &split.valid).unwrap()[0].clone();
+        let sc = split.valid.scenarios();
+        let (mut ones, mut others) = (0, 0);
+        for i in 0..p.len() {
+            if sc[i] == 1 {
+                assert_eq!(p[i], p_late[i], "sample {i} of scenario 1");
+                ones += 1;
+            } else {
+                assert_eq!(p[i], p_early[i], "sample {i} of scenario {}", sc[i]);
+                others += 1;
+            }
+        }
+        assert!(ones > 0 && others > 0);
+        // The six steps changed scenario 1's scores, so the check above can fail.
+        assert!(
+            sc.iter()
+                .zip(p_early.iter().zip(&p_late))
+                .any(|(&s, (a, b))| s == 1 && a != b)
+        );
+        let r = fit(&cfg, &split, 1).unwrap();
+        assert!(
+            (1..=cfg.train.epochs).contains(&r.best_epoch),
+            "{}",
+            r.best_epoch
+        );
+        assert!(r.valid_auc > 0.5 && r.valid_auc < 1.0, "{}", r.valid_auc);
     }
 }
