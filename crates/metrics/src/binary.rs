@@ -456,7 +456,8 @@ mod tests {
 
     #[test]
     fn auc_large_input_uses_radix_path() {
-        // 5000 samples: score i/5000 with label = (i % 3 == 0); compare with the pairwise count.
+        // 5000 samples: score ((7919 i) mod 1000) / 1000 (many ties) with label = (i % 3 == 0);
+        // compare with the pairwise count.
         let n = 5000;
         let scores: Vec<f32> = (0..n)
             .map(|i| ((i * 7919) % 1000) as f32 / 1000.0)

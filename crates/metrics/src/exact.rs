@@ -26,6 +26,7 @@ pub(crate) struct ExactSum {
 const CHUNKS: usize = 67;
 /// Normalize before a chunk could overflow: |chunk| < (pending + 1) 2^32 must stay below 2^63.
 const MAX_PENDING: u32 = 1 << 30;
+const _: () = assert!(((MAX_PENDING as i128) + 1) << 32 < i64::MAX as i128);
 
 impl Default for ExactSum {
     fn default() -> Self {
@@ -249,7 +250,33 @@ pub(crate) fn twice_u<K: Ord + Copy>(pos: &[K], neg: &[K]) -> u128 {
 /// holds for AUC of fewer than about 1.3e8 samples).
 #[inline]
 pub(crate) fn ratio(num: u128, den: u128) -> f64 {
-    num as f64 / den as f64
+    assert!(den > 0 && num <= den, "ratio {num} / {den}");
+    if den < 1 << 53 {
+        // Both convert exactly: the division is the only rounding.
+        return num as f64 / den as f64;
+    }
+    if num == 0 || num == den {
+        return if num == 0 { 0.0 } else { 1.0 };
+    }
+    // Binary long division: the quotient's bits after the point, from the first 1 on, 64 of
+    // them in `q`, and a sticky bit for a non-zero remainder. `q | sticky` converts to f64
+    // with one correct rounding (bits 0..10 are below the rounding position; the sticky bit
+    // breaks ties towards the true value), and scaling by a power of two is exact.
+    let (mut r, mut q, mut bits, mut taken) = (num, 0u64, 0i32, 0u32);
+    while taken < 64 {
+        // r < den; doubling it without overflow: 2r >= den iff r >= den - r.
+        let one = r >= den - r;
+        r = if one { r - (den - r) } else { r << 1 };
+        bits += 1;
+        if one || taken > 0 {
+            q = (q << 1) | u64::from(one);
+            taken += 1;
+        }
+    }
+    let sticky = u64::from(r != 0);
+    // 2^-bits, bits <= 192: a normal f64 built from its exponent field.
+    let scale = f64::from_bits(((1023 - bits) as u64) << 52);
+    (q | sticky) as f64 * scale
 }
 
 #[cfg(test)]
@@ -447,5 +474,37 @@ mod tests {
             radix_sort(&mut zs);
             prop_assert_eq!(zs, expect);
         }
+    }
+
+    proptest! {
+        /// `ratio` rounds once: a/b scaled by any common factor c gives the correctly rounded
+        /// a/b of f64 division of the exact a and b, also when num and den exceed 2^53 (where
+        /// converting each to f64 first would round three times).
+        #[test]
+        fn ratio_is_correctly_rounded(
+            a in 0u64..(1 << 53),
+            b in 1u64..(1 << 53),
+            c in 1u128..(1 << 70),
+        ) {
+            let (a, b) = if a <= b { (a, b) } else { (b, a) };
+            let want = a as f64 / b as f64;
+            prop_assert_eq!(ratio(u128::from(a) * c, u128::from(b) * c), want);
+        }
+    }
+
+    #[test]
+    fn ratio_edge_cases() {
+        assert_eq!(ratio(0, 1 << 100), 0.0);
+        assert_eq!(ratio(1 << 100, 1 << 100), 1.0);
+        assert_eq!(ratio(1, 3 << 100) * 3.0 * 2f64.powi(100), 1.0);
+        assert_eq!(ratio(u128::MAX / 3, u128::MAX), 1.0 / 3.0);
+        // Converting num and den to f64 first gives ...947 here; the correctly rounded ratio
+        // (Python's float(Fraction(num, den))) is ...945.
+        let (num, den) = (
+            1_164_115_433_906_158_533u128,
+            11_652_879_636_272_361_973u128,
+        );
+        assert_eq!(num as f64 / den as f64, 0.09989937854352947);
+        assert_eq!(ratio(num, den), 0.09989937854352945);
     }
 }

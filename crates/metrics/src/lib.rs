@@ -71,7 +71,9 @@ pub use binary::{
     logloss,
 };
 pub use error::{MetricError, Result};
-pub use multiclass::{ClassLabel, ConfusionMatrix, accuracy, macro_precision, macro_recall};
+pub use multiclass::{
+    ClassLabel, ConfusionMatrix, MAX_CLASSES, accuracy, macro_precision, macro_recall,
+};
 pub use ranking::{
     Queries, RankingAccumulator, RankingMetrics, hr_at_k, mrr, ndcg_at_k, recall_at_k,
 };

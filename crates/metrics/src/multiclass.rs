@@ -105,13 +105,24 @@ pub struct ConfusionMatrix {
     counts: Vec<u64>,
 }
 
+/// The largest number of classes a [`ConfusionMatrix`] takes: 8192 classes are 2^26
+/// counters, 512 MiB.
+pub const MAX_CLASSES: usize = 1 << 13;
+
 impl ConfusionMatrix {
-    /// An empty matrix for `classes` classes (at least 1).
+    /// An empty matrix for `classes` classes (at least 1, at most [`MAX_CLASSES`]: the matrix
+    /// holds `classes²` counters).
     pub fn new(classes: usize) -> Result<Self> {
         if classes == 0 {
             return Err(MetricError::InvalidArgument(
                 "a multi-class metric needs at least one class".into(),
             ));
+        }
+        if classes > MAX_CLASSES {
+            return Err(MetricError::InvalidArgument(format!(
+                "a confusion matrix of {classes} classes would hold {classes}² counters; at most \
+                 {MAX_CLASSES} classes (for a large candidate set, use the ranking metrics)"
+            )));
         }
         Ok(Self {
             classes,
@@ -326,5 +337,13 @@ mod tests {
             accuracy::<u32>(&[], 0, &[]),
             Err(MetricError::InvalidArgument(_))
         ));
+    }
+
+    #[test]
+    fn too_many_classes_is_an_error_not_an_allocation() {
+        assert!(ConfusionMatrix::new(MAX_CLASSES).is_ok());
+        let e = ConfusionMatrix::new(200_000).unwrap_err().to_string();
+        assert!(e.contains("200000 classes"), "{e}");
+        assert!(ConfusionMatrix::new(usize::MAX).is_err());
     }
 }

@@ -108,6 +108,13 @@ pub fn macro_recall_tensor(scores: &Tensor, labels: &Tensor) -> Result<f64> {
 /// greater than 0.5 is relevant, any dtype; NaN is an error). See [`ranking`](crate::ranking).
 pub fn ranking_tensor(scores: &Tensor, relevant: &Tensor, k: usize) -> Result<RankingMetrics> {
     let (_, candidates) = scores.dims2()?;
+    if relevant.dims() != scores.dims() {
+        return Err(MetricError::InvalidArgument(format!(
+            "relevance has shape {:?}, the scores {:?}: they must be the same [queries, candidates]",
+            relevant.dims(),
+            scores.dims()
+        )));
+    }
     let rel = to_f32_vec(relevant)?;
     if let Some(index) = rel.iter().position(|r| r.is_nan()) {
         return Err(MetricError::NaN {
@@ -184,5 +191,16 @@ mod tests {
             })
         ));
         Ok(())
+    }
+
+    #[test]
+    fn ranking_refuses_relevance_of_another_shape() {
+        let d = Device::Cpu;
+        let scores = Tensor::new(&[[0.9f32, 0.1, 0.5], [0.2, 0.8, 0.4]], &d).unwrap();
+        let rel = Tensor::new(&[[1f32, 0.0, 0.0], [0.0, 1.0, 0.0]], &d).unwrap();
+        assert!(ranking_tensor(&scores, &rel, 2).is_ok());
+        // Transposed: as many elements, but not the same queries and candidates.
+        let e = ranking_tensor(&scores, &rel.t().unwrap(), 2).unwrap_err();
+        assert!(e.to_string().contains("shape"), "{e}");
     }
 }

@@ -222,7 +222,8 @@ proptest! {
     }
 }
 
-// Larger inputs that go through the radix sort (>= 1024 keys per class list).
+// Larger inputs, most of which go through the radix sort (>= 1024 keys per class list; a
+// class list below that takes the comparison sort, which is checked the same way).
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 

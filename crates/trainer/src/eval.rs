@@ -69,6 +69,10 @@ pub fn predict_all(
 /// Evaluates `model` on `data`: for every task, the standard metrics on all samples that carry
 /// a label for it, on every named slice of the batch, and, when the schema has several
 /// scenarios, on each scenario (slices `scenario_0`, `scenario_1`, ...).
+///
+/// GAUC groups samples by user; samples whose user is out of the vocabulary (ID
+/// [`rec_data::OOV`], e.g. new users of a warm start on new data) are left out of it, since
+/// they would otherwise all count as one user (see [`gauc_groups`]).
 pub fn evaluate(model: &mut dyn Model, data: &Batch, batch_size: usize) -> Result<Evaluation> {
     let preds = predict_all(model, data, batch_size)?;
     let schema = model.schema().clone();
@@ -94,7 +98,12 @@ pub fn evaluate(model: &mut dyn Model, data: &Batch, batch_size: usize) -> Resul
                 .flat_map(|&i| preds[t][i * width..(i + 1) * width].iter().copied())
                 .collect()
         };
-        let groups: Option<Vec<u32>> = users.as_ref().map(|u| keep.iter().map(|&i| u[i]).collect());
+        let groups: Option<Vec<u32>> = match &users {
+            Some(u) => Some(gauc_groups(
+                &keep.iter().map(|&i| u[i]).collect::<Vec<u32>>(),
+            )?),
+            None => None,
+        };
         let mut slices: Vec<(String, Vec<bool>)> = data
             .slices
             .iter()
@@ -124,4 +133,59 @@ pub fn evaluate(model: &mut dyn Model, data: &Batch, batch_size: usize) -> Resul
         tasks.insert(task.name.clone(), report);
     }
     Ok(Evaluation { tasks })
+}
+
+/// GAUC groups from user IDs: every out-of-vocabulary sample ([`rec_data::OOV`]) gets a group
+/// of its own, which has one class and so is skipped by GAUC, instead of all of them forming
+/// one group that the average would weigh by its (large) sample count. The own groups count
+/// down from `u32::MAX`; a known user ID in that range is an error.
+pub fn gauc_groups(users: &[u32]) -> Result<Vec<u32>> {
+    let unknown = users.iter().filter(|&&u| u == rec_data::OOV).count() as u64;
+    if unknown == 0 {
+        return Ok(users.to_vec());
+    }
+    let first_free = u64::from(u32::MAX) + 1 - unknown;
+    if let Some(&u) = users.iter().find(|&&u| u64::from(u) >= first_free) {
+        anyhow::bail!(
+            "user ID {u} is too large to tell it from the {unknown} out-of-vocabulary users in GAUC"
+        );
+    }
+    let mut next = u32::MAX;
+    Ok(users
+        .iter()
+        .map(|&u| {
+            if u == rec_data::OOV {
+                next -= 1;
+                next + 1
+            } else {
+                u
+            }
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_vocabulary_users_are_not_one_gauc_group() {
+        // Four unknown users (ID 0) whose scores rank perfectly when pooled, and user 5, whose
+        // scores rank backwards. Pooled as one group the unknown samples would weigh 4 of 6.
+        let users = [0, 0, 0, 0, 5, 5];
+        let probs = [0.9, 0.8, 0.2, 0.1, 0.3, 0.7];
+        let labels = [1.0, 1.0, 0.0, 0.0, 1.0, 0.0];
+        let pooled = rec_metrics::gauc(&probs, &labels, &users).unwrap();
+        assert!((pooled - 4.0 / 6.0).abs() < 1e-12, "{pooled}");
+        let groups = gauc_groups(&users).unwrap();
+        assert_eq!(groups[4..], [5, 5]);
+        let mut own = groups[..4].to_vec();
+        own.sort_unstable();
+        own.dedup();
+        assert_eq!(own.len(), 4);
+        assert_eq!(rec_metrics::gauc(&probs, &labels, &groups).unwrap(), 0.0);
+        // Without unknown users the IDs are the groups; an ID among the own groups is refused.
+        assert_eq!(gauc_groups(&[3, 4]).unwrap(), vec![3, 4]);
+        assert!(gauc_groups(&[0, u32::MAX]).is_err());
+    }
 }
