@@ -88,16 +88,13 @@ pub fn label_weights(
     (clean, weights, labelled)
 }
 
-/// Sum over the schema's tasks of each task's mean loss on its labelled samples: BCE for
-/// binary tasks, squared error for regression, softmax cross-entropy for multi-class.
-/// A task with no labelled sample in the batch (or whose labelled samples all weigh 0)
-/// contributes nothing. A batch whose labels or weights do not fit the schema, or a
-/// multi-class label that is not a class index, is an error.
-pub fn task_loss(schema: &Schema, batch: &Batch, outputs: &[Tensor]) -> Result<Tensor> {
-    if outputs.len() != schema.tasks.len() {
+/// Checks that `batch` fits `schema` and a model's `outputs` count: one output and one label
+/// vector per task, as many labels and sample weights as samples. Every model's loss starts
+/// with it (see [`task_loss`]); a mismatch is an error, never a panic.
+pub fn check_batch(schema: &Schema, batch: &Batch, outputs: usize) -> Result<()> {
+    if outputs != schema.tasks.len() {
         candle_core::bail!(
-            "model returned {} outputs for {} tasks",
-            outputs.len(),
+            "model returned {outputs} outputs for {} tasks",
             schema.tasks.len()
         );
     }
@@ -114,35 +111,63 @@ pub fn task_loss(schema: &Schema, batch: &Batch, outputs: &[Tensor]) -> Result<T
     {
         candle_core::bail!("the batch has {} sample weights for {n} samples", w.len());
     }
-    let device: &Device = outputs.first().map(|o| o.device()).unwrap_or(&Device::Cpu);
-    let mut total = Tensor::zeros((), candle_core::DType::F32, device)?;
-    for (t, (task, out)) in schema.tasks.iter().zip(outputs).enumerate() {
-        if batch.labels[t].len() != n {
+    for (task, labels) in schema.tasks.iter().zip(&batch.labels) {
+        if labels.len() != n {
             candle_core::bail!(
                 "task `{}` has {} labels for {n} samples",
                 task.name,
-                batch.labels[t].len()
+                labels.len()
             );
         }
-        let (clean, weights, labelled) = label_weights(&batch.labels[t], batch.weights.as_deref());
-        if labelled == 0
-            || weights
-                .as_ref()
-                .is_some_and(|w| w.iter().all(|&x| x == 0.0))
-        {
+    }
+    Ok(())
+}
+
+/// The labels (missing ones as 0) and weights (missing labels weigh 0) of task `t` of a batch
+/// that passed [`check_batch`], or `None` when the task contributes nothing to the loss: no
+/// labelled sample, or all its labelled samples weigh 0 (a weighted mean would be 0 / 0). A
+/// multi-class label that is not a class index is an error.
+pub fn task_targets(
+    schema: &Schema,
+    batch: &Batch,
+    t: usize,
+) -> Result<Option<(Vec<f32>, Option<Vec<f32>>)>> {
+    let task = &schema.tasks[t];
+    let (clean, weights, labelled) = label_weights(&batch.labels[t], batch.weights.as_deref());
+    if labelled == 0
+        || weights
+            .as_ref()
+            .is_some_and(|w| w.iter().all(|&x| x == 0.0))
+    {
+        return Ok(None);
+    }
+    if let TaskKind::Multiclass { classes } = task.kind
+        && let Some(bad) = batch.labels[t].iter().find(|&&y| {
+            let class = y.fract() == 0.0 && y >= 0.0 && y < classes as f32;
+            !(y.is_nan() || class)
+        })
+    {
+        candle_core::bail!(
+            "task `{}`: label {bad} is not a class index in 0..{classes}",
+            task.name
+        );
+    }
+    Ok(Some((clean, weights)))
+}
+
+/// Sum over the schema's tasks of each task's mean loss on its labelled samples: BCE for
+/// binary tasks, squared error for regression, softmax cross-entropy for multi-class.
+/// A task with no labelled sample in the batch (or whose labelled samples all weigh 0)
+/// contributes nothing. A batch whose labels or weights do not fit the schema, or a
+/// multi-class label that is not a class index, is an error.
+pub fn task_loss(schema: &Schema, batch: &Batch, outputs: &[Tensor]) -> Result<Tensor> {
+    check_batch(schema, batch, outputs.len())?;
+    let device: &Device = outputs.first().map(|o| o.device()).unwrap_or(&Device::Cpu);
+    let mut total = Tensor::zeros((), candle_core::DType::F32, device)?;
+    for (t, (task, out)) in schema.tasks.iter().zip(outputs).enumerate() {
+        let Some((clean, weights)) = task_targets(schema, batch, t)? else {
             continue;
-        }
-        if let TaskKind::Multiclass { classes } = task.kind
-            && let Some(bad) = batch.labels[t].iter().find(|&&y| {
-                let class = y.fract() == 0.0 && y >= 0.0 && y < classes as f32;
-                !(y.is_nan() || class)
-            })
-        {
-            candle_core::bail!(
-                "task `{}`: label {bad} is not a class index in 0..{classes}",
-                task.name
-            );
-        }
+        };
         let n = clean.len();
         let w = weights
             .map(|w| Tensor::from_vec(w, n, device))

@@ -777,14 +777,19 @@ impl Model for Dupn {
                 self.heads.len()
             );
         }
+        // The shared checks: labels and weights fit the batch, a task whose labelled samples
+        // all weigh 0 (e.g. L2R weight 0 for a behaviour) is skipped rather than 0 / 0, and a
+        // multi-class label must be a class index.
+        rec_nn::loss::check_batch(&self.schema, batch, outputs.len())
+            .map_err(|e| candle_core::Error::Msg(format!("dupn: {e}")))?;
         let dev = self.vs.device().clone();
         let mut total = Tensor::zeros((), DType::F32, &dev)?;
         for (t, (head, out)) in self.heads.iter().zip(outputs).enumerate() {
-            let (clean, weights, labelled) =
-                rec_nn::loss::label_weights(&batch.labels[t], batch.weights.as_deref());
-            if labelled == 0 {
+            let Some((clean, weights)) = rec_nn::loss::task_targets(&self.schema, batch, t)
+                .map_err(|e| candle_core::Error::Msg(format!("dupn: {e}")))?
+            else {
                 continue;
-            }
+            };
             let n = clean.len();
             let w = weights.map(|w| Tensor::from_vec(w, n, &dev)).transpose()?;
             let l = match (&head.kind, head.task_kind) {

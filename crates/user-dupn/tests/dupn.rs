@@ -677,3 +677,46 @@ fn lstm_attention_variant_is_a_standard_lstm_under_dupn_attention() -> Result<()
     assert!(m.attention(&b)?.is_some());
     assert_alone_equals_together(&mut m, &b)
 }
+
+/// The loss skips a task whose labelled samples all weigh 0 (an L2R behaviour weighted 0, say)
+/// instead of dividing 0 by 0, and a batch whose labels or weights do not fit is an error, not
+/// a panic.
+#[test]
+fn a_task_of_zero_weight_adds_nothing_and_misfit_batches_are_errors() -> Result<()> {
+    let mut b = mixed_batch(24);
+    let mut m = build(&small_cfg(), &JOINT, 1)?;
+    let mut ctx = Ctx::new(true, 0, rand_chacha::ChaCha8Rng::seed_from_u64(0));
+    // Weight 0 on every sample labelled for L2R (task 1), 1 elsewhere.
+    let w: Vec<f32> = b.labels[1]
+        .iter()
+        .map(|y| if y.is_nan() { 1.0 } else { 0.0 })
+        .collect();
+    b.weights = Some(w);
+    let out = m.forward(&b, &mut ctx)?;
+    let with_zero = m.loss(&b, &out)?.to_scalar::<f32>()?;
+    assert!(with_zero.is_finite(), "loss {with_zero}");
+    // The same as a batch without any L2R label.
+    let mut unlabelled = b.clone();
+    unlabelled.labels[1] = vec![f32::NAN; b.len()];
+    let without = m.loss(&unlabelled, &out)?.to_scalar::<f32>()?;
+    assert!(
+        (with_zero - without).abs() < 1e-6,
+        "{with_zero} vs {without}"
+    );
+    // Misfit batches.
+    let mut short = b.clone();
+    short.weights = Some(vec![1.0; 3]);
+    assert!(m.loss(&short, &out).is_err());
+    let mut missing = b.clone();
+    missing.labels.pop();
+    assert!(m.loss(&missing, &out).is_err());
+    let mut bad_class = b.clone();
+    let ppp = bad_class.labels[2]
+        .iter()
+        .position(|y| !y.is_nan())
+        .unwrap();
+    bad_class.labels[2][ppp] = 2.5;
+    let e = m.loss(&bad_class, &out).unwrap_err().to_string();
+    assert!(e.contains("not a class index"), "{e}");
+    Ok(())
+}
