@@ -123,7 +123,7 @@ fn table_steps(c: &mut Criterion) {
         let batches = id_batches(rows, 1024);
         for kind in ["full", "cel_lite", "cel_offline"] {
             if kind == "full" && rows > 1_000_000 {
-                continue; // 10^7 x 64 floats with Adam state: 10 GB; see the `embedding` bench.
+                continue; // 10^7 x 64 floats with Adam state: 7.7 GB; see the `embedding` bench.
             }
             let mut t = table(kind, rows);
             let mut s = 0u64;

@@ -123,12 +123,16 @@ def main():
          labels[i * args.batch:(i + 1) * args.batch])
         for i in range(nb)
     ]
-    model = DeepFM(meta["fields"])
+    # The model settings of the configuration rec-rs trains (xtask refuses any it cannot
+    # express here); the defaults are those of configs/deepfm-ml100k-ctr.toml.
+    m = meta.get("model", {})
+    model = DeepFM(meta["fields"], dim=m.get("dim", 16), hidden=tuple(m.get("hidden", (128, 64))),
+                   dropout=m.get("dropout", 0.3))
     sparse = [p for m in (model.emb, model.lin) for p in m.parameters()]
     ids = {id(p) for p in sparse}
     dense = [p for p in model.parameters() if id(p) not in ids]
-    opt_d = torch.optim.Adam(dense, lr=1e-3)
-    opt_s = torch.optim.SparseAdam(sparse, lr=3e-3)
+    opt_d = torch.optim.Adam(dense, lr=m.get("dense_lr", 1e-3))
+    opt_s = torch.optim.SparseAdam(sparse, lr=m.get("sparse_lr", 3e-3))
     loss_fn = nn.BCEWithLogitsLoss()
     train_s, infer_s = time_train_and_infer(
         model, batches, lambda b, y: loss_fn(model(b), y), model, [opt_d, opt_s],

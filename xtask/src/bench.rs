@@ -253,7 +253,7 @@ pub(crate) fn write_npy(path: &Path, descr: &str, shape: &[usize], bytes: &[u8])
     out.extend_from_slice(&(header.len() as u16).to_le_bytes());
     out.extend_from_slice(header.as_bytes());
     out.extend_from_slice(bytes);
-    std::fs::write(path, out).with_context(|| format!("cannot write {}", path.display()))
+    rec_trainer::checkpoint::write_atomic(path, &out)
 }
 
 pub(crate) fn u32_bytes(v: &[u32]) -> Vec<u8> {
@@ -264,9 +264,71 @@ pub(crate) fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-/// Exports the columns and the first task's labels of `data` for the Python reference.
-fn export(data: &Batch, dir: &Path) -> Result<()> {
+/// What `benches/reference/deepfm_torch.py` builds, read from the DeepFM configuration the
+/// comparison trains here: embedding width, MLP widths and dropout, the two learning rates.
+/// Anything else in the configuration that the script does not implement is refused, so the
+/// two sides cannot silently train different models. (The sparse tables' L2 term is the one
+/// known difference: PyTorch's SparseAdam has no weight decay.)
+fn reference_deepfm(cfg: &rec_trainer::Config) -> Result<serde_json::Value> {
+    use rec_nn::optim::OptimizerConfig as O;
+    if cfg.model.name != "deepfm" {
+        bail!(
+            "the comparison's reference is DeepFM, the config has `{}`",
+            cfg.model.name
+        );
+    }
+    let p = &cfg.model.params;
+    if let Some(k) = p.keys().find(|k| !["dim", "mlp"].contains(&k.as_str())) {
+        bail!("[model.params] `{k}`: the PyTorch reference implements only dim and mlp");
+    }
+    let mlp = p.get("mlp").and_then(|m| m.as_table());
+    if let Some(k) = mlp.and_then(|m| {
+        m.keys()
+            .find(|k| !["hidden", "dropout"].contains(&k.as_str()))
+    }) {
+        bail!("[model.params.mlp] `{k}`: the PyTorch reference implements only hidden and dropout");
+    }
+    let dim = p.get("dim").and_then(|v| v.as_integer()).unwrap_or(16);
+    let hidden: Vec<i64> = match mlp.and_then(|m| m.get("hidden")) {
+        Some(h) => h
+            .as_array()
+            .and_then(|a| a.iter().map(|v| v.as_integer()).collect())
+            .context("mlp.hidden must be a list of integers")?,
+        None => vec![128, 64],
+    };
+    let dropout = mlp
+        .and_then(|m| m.get("dropout"))
+        .map(|v| v.as_float().context("mlp.dropout must be a number"))
+        .transpose()?
+        .unwrap_or(0.0);
+    let (O::Adam { lr: dense_lr, .. }, O::Adam { lr: sparse_lr, .. }) =
+        (cfg.optimizer.dense, cfg.optimizer.sparse)
+    else {
+        bail!(
+            "the PyTorch reference uses Adam for the dense parameters and SparseAdam for the tables"
+        );
+    };
+    Ok(serde_json::json!({
+        "dim": dim,
+        "hidden": hidden,
+        "dropout": dropout,
+        "dense_lr": dense_lr,
+        "sparse_lr": sparse_lr,
+    }))
+}
+
+/// Exports the columns and the first task's labels of `data` for the Python reference, with
+/// the model settings it is to build (`model`, see [`reference_deepfm`]).
+fn export(data: &Batch, dir: &Path, model: serde_json::Value) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // meta.json goes last: a run stopped half-way leaves no description beside a mix of new
+    // and old arrays, so the reference script fails instead of reading the mix.
+    match std::fs::remove_file(dir.join("meta.json")) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("cannot remove {}/meta.json", dir.display()));
+        }
+        _ => {}
+    }
     let mut fields = Vec::new();
     for (f, col) in data.schema.fields.iter().zip(&data.columns) {
         let n = &f.name;
@@ -305,8 +367,11 @@ fn export(data: &Batch, dir: &Path) -> Result<()> {
         &[data.len()],
         &f32_bytes(&data.labels[0]),
     )?;
-    let meta = serde_json::json!({"fields": fields, "rows": data.len()});
-    std::fs::write(dir.join("meta.json"), serde_json::to_string_pretty(&meta)?)?;
+    let meta = serde_json::json!({"fields": fields, "rows": data.len(), "model": model});
+    rec_trainer::checkpoint::write_atomic(
+        &dir.join("meta.json"),
+        serde_json::to_string_pretty(&meta)?.as_bytes(),
+    )?;
     Ok(())
 }
 
@@ -322,6 +387,7 @@ pub(crate) fn compare(args: &BenchArgs) -> Result<()> {
     let release = !cfg!(debug_assertions);
     let cfg_path = root().join("configs/deepfm-ml100k-ctr.toml");
     let cfg = rec_trainer::Config::from_file(&cfg_path)?;
+    let reference = reference_deepfm(&cfg).with_context(|| format!("{}", cfg_path.display()))?;
     crate::data::fetch_ml100k()?;
     let split = rec_trainer::data::load_split(&cfg.data)?;
     let nb = split.train.len() / BATCH;
@@ -332,7 +398,7 @@ pub(crate) fn compare(args: &BenchArgs) -> Result<()> {
         .map(|i| split.train.range(i * BATCH, (i + 1) * BATCH))
         .collect();
     let dir = root().join("target/bench-compare");
-    export(&split.train.range(0, nb * BATCH), &dir)?;
+    export(&split.train.range(0, nb * BATCH), &dir, reference)?;
 
     // This side.
     let device = candle_core::Device::Cpu;
@@ -370,6 +436,10 @@ pub(crate) fn compare(args: &BenchArgs) -> Result<()> {
             &BATCH.to_string(),
         ])
         .env("OMP_NUM_THREADS", &threads)
+        // PyTorch runs with glibc's default allocator settings whichever way xtask was
+        // started (`cargo xtask` sets GLIBC_TUNABLES from .cargo/config.toml, the binary
+        // alone does not), as in the published runs (docs/benchmarks.md).
+        .env_remove("GLIBC_TUNABLES")
         .output()
         .with_context(|| format!("cannot run {} {}", args.python, script.display()))?;
     if !out.status.success() {
@@ -493,5 +563,33 @@ mod tests {
             "{report}"
         );
         assert!(lines[1].ends_with("NOT met"), "{report}");
+    }
+
+    /// The PyTorch DeepFM is built from the configuration the comparison trains: the shipped
+    /// one gives the script's published settings, and a setting the script cannot express is
+    /// refused rather than silently compared against another model.
+    #[test]
+    fn the_reference_deepfm_follows_the_config_and_refuses_what_it_cannot_build() {
+        let path = root().join("configs/deepfm-ml100k-ctr.toml");
+        let cfg = rec_trainer::Config::from_file(&path).unwrap();
+        let m = reference_deepfm(&cfg).unwrap();
+        assert_eq!(
+            m,
+            serde_json::json!({"dim": 16, "hidden": [128, 64], "dropout": 0.3,
+                "dense_lr": 0.001, "sparse_lr": 0.003})
+        );
+        let mut wide = cfg.clone();
+        wide.model.params.insert("dim".into(), 32.into());
+        assert_eq!(reference_deepfm(&wide).unwrap()["dim"], 32);
+        let mut extra = cfg.clone();
+        extra
+            .model
+            .params
+            .insert("first_order".into(), false.into());
+        let e = reference_deepfm(&extra).unwrap_err().to_string();
+        assert!(e.contains("first_order"), "{e}");
+        let mut sgd = cfg.clone();
+        sgd.optimizer.dense = rec_nn::optim::OptimizerConfig::sgd(0.1);
+        assert!(reference_deepfm(&sgd).is_err());
     }
 }

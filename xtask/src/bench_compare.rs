@@ -184,6 +184,14 @@ fn dupn_meta(c: &DupnConfig) -> Value {
 /// (`[rows]` f32; class index for a multi-class task).
 pub fn export(data: &Batch, dir: &Path, model: Value, params: usize) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // meta.json goes last: a run stopped half-way leaves no description beside a mix of new
+    // and old arrays, so the reference script fails instead of reading the mix.
+    match std::fs::remove_file(dir.join("meta.json")) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("cannot remove {}/meta.json", dir.display()));
+        }
+        _ => {}
+    }
     let schema = &data.schema;
     let mut fields = Vec::new();
     for (f, col) in schema.fields.iter().zip(&data.columns) {
@@ -418,6 +426,10 @@ fn reference(args: &BenchArgs, script: &str, dir: &Path, extra: &[&str]) -> Resu
         ])
         .args(extra)
         .env("OMP_NUM_THREADS", &threads)
+        // PyTorch runs with glibc's default allocator settings whichever way xtask was
+        // started (`cargo xtask` sets GLIBC_TUNABLES from .cargo/config.toml, the binary
+        // alone does not), as in the published runs (docs/benchmarks.md).
+        .env_remove("GLIBC_TUNABLES")
         .output()
         .with_context(|| format!("cannot run {} {}", args.python, script.display()))?;
     if !out.status.success() {
