@@ -123,15 +123,15 @@ pub fn check_batch(schema: &Schema, batch: &Batch, outputs: usize) -> Result<()>
     Ok(())
 }
 
+/// A task's labels (missing ones as 0) and per-sample weights (`None`: all 1), see
+/// [`task_targets`].
+pub type TaskTargets = (Vec<f32>, Option<Vec<f32>>);
+
 /// The labels (missing ones as 0) and weights (missing labels weigh 0) of task `t` of a batch
 /// that passed [`check_batch`], or `None` when the task contributes nothing to the loss: no
 /// labelled sample, or all its labelled samples weigh 0 (a weighted mean would be 0 / 0). A
 /// multi-class label that is not a class index is an error.
-pub fn task_targets(
-    schema: &Schema,
-    batch: &Batch,
-    t: usize,
-) -> Result<Option<(Vec<f32>, Option<Vec<f32>>)>> {
+pub fn task_targets(schema: &Schema, batch: &Batch, t: usize) -> Result<Option<TaskTargets>> {
     let task = &schema.tasks[t];
     let (clean, weights, labelled) = label_weights(&batch.labels[t], batch.weights.as_deref());
     if labelled == 0

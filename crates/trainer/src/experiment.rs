@@ -42,14 +42,17 @@ impl Stat {
     }
 }
 
+/// One value and the seed it came from, when the caller named it.
+type Seeded = (Option<u64>, f64);
+
 /// Values collected per model, slice, metric (and seed, when the caller names it).
 #[derive(Debug, Clone, Default)]
 pub struct Results {
-    cells: BTreeMap<String, BTreeMap<String, BTreeMap<String, Vec<(Option<u64>, f64)>>>>,
+    cells: BTreeMap<String, BTreeMap<String, BTreeMap<String, Vec<Seeded>>>>,
     order: Vec<String>,
 }
 
-fn values(v: &[(Option<u64>, f64)]) -> Vec<f64> {
+fn values(v: &[Seeded]) -> Vec<f64> {
     v.iter().map(|&(_, x)| x).collect()
 }
 
@@ -159,7 +162,7 @@ impl Results {
     pub fn paired(&self, a: &str, b: &str, slice: &str, metric: &str) -> Option<Stat> {
         let va = self.cells.get(a)?.get(slice)?.get(metric)?;
         let vb = self.cells.get(b)?.get(slice)?.get(metric)?;
-        let seeded = |v: &[(Option<u64>, f64)]| v.iter().all(|(s, _)| s.is_some());
+        let seeded = |v: &[Seeded]| v.iter().all(|(s, _)| s.is_some());
         let diffs: Vec<f64> = if seeded(va) && seeded(vb) {
             va.iter()
                 .filter_map(|(s, x)| {
