@@ -101,8 +101,12 @@ pub trait Model: Send {
 /// optimizer's step, every table's sparse update and [`EmbeddingTable::end_step`], then
 /// [`Model::after_step`]. Increments `ctx.step` and returns the loss.
 ///
-/// On an error before the updates, pending table lookups are dropped so the next step starts
-/// clean.
+/// It guards the loss only: a non-finite loss is an error before any update. A finite loss
+/// with non-finite gradients updates the parameters with them; `rec_trainer`'s loop also
+/// checks every gradient before the updates and every parameter after them, and a program of
+/// its own that needs that guard does the same. On any error, pending table lookups are
+/// dropped so the next step starts clean (after a failed update the model may hold part of
+/// the step: reload a checkpoint).
 pub fn train_step(
     model: &mut dyn Model,
     opt: &mut crate::optim::DenseOptimizer,
@@ -128,9 +132,18 @@ pub fn train_step(
             return Err(e);
         }
     };
-    opt.step(&grads)?;
-    for (_, t) in model.tables_mut() {
-        t.apply_gradients(&grads)?;
+    let updated = (|| {
+        opt.step(&grads)?;
+        for (_, t) in model.tables_mut() {
+            t.apply_gradients(&grads)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = updated {
+        for (_, t) in model.tables_mut() {
+            t.clear_pending();
+        }
+        return Err(e);
     }
     ctx.step += 1;
     for (_, t) in model.tables_mut() {

@@ -1,7 +1,7 @@
 //! Layer and batch normalization from differentiable ops (candle's fused `LayerNorm` path has
 //! no backward pass).
 
-use candle_core::{D, Result, Tensor, Var};
+use candle_core::{D, DType, Result, Tensor, Var};
 
 use crate::init::{Init, VarStore, join};
 
@@ -39,7 +39,11 @@ impl LayerNorm {
 ///
 /// Training uses the batch's mean and biased variance and updates the running statistics
 /// `running = (1 - momentum) * running + momentum * batch` (unbiased variance, momentum 0.1);
-/// evaluation uses the running statistics. These are buffers (`{prefix}.running_mean`,
+/// evaluation uses the running statistics. A training batch of fewer than two rows (the last
+/// batch of an epoch can be one row) has no variance to estimate: it is normalized with the
+/// running statistics and leaves them unchanged (PyTorch refuses such a batch; a one-row batch
+/// normalized by its own statistics would be all `beta`, and an empty one would turn the
+/// running statistics into NaN). Non-finite batch statistics never reach the running ones. These are buffers (`{prefix}.running_mean`,
 /// `{prefix}.running_var`): saved with the model, never optimized.
 #[derive(Clone)]
 pub struct BatchNorm {
@@ -77,22 +81,26 @@ impl BatchNorm {
             .last()
             .ok_or_else(|| candle_core::Error::Msg("batch norm applied to a scalar".into()))?;
         let x2 = x.reshape(((), dim))?;
-        let (mean, var) = if train {
-            let n = x2.dim(0)?;
+        let n = x2.dim(0)?;
+        let (mean, var) = if train && n >= 2 {
             let mean = x2.mean_keepdim(0)?;
             let var = x2.broadcast_sub(&mean)?.sqr()?.mean_keepdim(0)?;
-            let unbiased = if n > 1 {
-                n as f64 / (n - 1) as f64
-            } else {
-                1.0
-            };
+            let unbiased = n as f64 / (n - 1) as f64;
             let m = self.momentum;
             let rm = (self.running_mean.as_tensor().affine(1.0 - m, 0.0)?
                 + mean.detach().squeeze(0)?.affine(m, 0.0)?)?;
             let rv = (self.running_var.as_tensor().affine(1.0 - m, 0.0)?
                 + var.detach().squeeze(0)?.affine(m * unbiased, 0.0)?)?;
-            self.running_mean.set(&rm)?;
-            self.running_var.set(&rv)?;
+            let finite = |t: &Tensor| -> Result<bool> {
+                Ok(t.to_dtype(DType::F64)?
+                    .sum_all()?
+                    .to_scalar::<f64>()?
+                    .is_finite())
+            };
+            if finite(&rm)? && finite(&rv)? {
+                self.running_mean.set(&rm)?;
+                self.running_var.set(&rv)?;
+            }
             (mean, var)
         } else {
             (
@@ -153,9 +161,50 @@ mod tests {
         let e1 = bn.forward(&shifted, false)?.to_vec2::<f64>()?;
         let rv = bn.running_stats().1.as_tensor().to_vec1::<f64>()?;
         let s = shifted.to_vec2::<f64>()?;
+        // Running variance: 0.9 * 1 + 0.1 * the unbiased batch variance.
+        for c in 0..3 {
+            let m = s.iter().map(|r| r[c]).sum::<f64>() / 16.0;
+            let var = s.iter().map(|r| (r[c] - m).powi(2)).sum::<f64>() / 15.0;
+            assert!(
+                (rv[c] - (0.9 + 0.1 * var)).abs() < 1e-12,
+                "{} vs {var}",
+                rv[c]
+            );
+        }
         assert!((e1[0][1] - (s[0][1] - rm[1]) / (rv[1] + 1e-5).sqrt()).abs() < 1e-9);
         check_layer(&vs, &[("x", &x)], || {
             weighted_sum(&bn.forward(x.as_tensor(), true)?, 1)
+        })?;
+        Ok(())
+    }
+
+    /// A training batch of one row is normalized with the running statistics (not to `beta`)
+    /// and leaves them alone; an empty one neither fails nor turns them into NaN.
+    #[test]
+    fn batch_norm_of_one_or_no_row_uses_and_keeps_the_running_statistics() -> Result<()> {
+        let mut vs = store();
+        let bn = BatchNorm::new(&mut vs, "bn", 3)?;
+        let x = input(&[16, 3], 4)?;
+        bn.forward(&x.as_tensor().affine(2.0, 5.0)?, true)?;
+        let before = (
+            bn.running_stats().0.as_tensor().to_vec1::<f64>()?,
+            bn.running_stats().1.as_tensor().to_vec1::<f64>()?,
+        );
+        let one = x.as_tensor().narrow(0, 0, 1)?;
+        let train = bn.forward(&one, true)?.to_vec2::<f64>()?;
+        let eval = bn.forward(&one, false)?.to_vec2::<f64>()?;
+        assert_eq!(train, eval);
+        assert!(train[0].iter().any(|v| v.abs() > 1e-6), "{train:?}");
+        let empty = x.as_tensor().narrow(0, 0, 0)?;
+        assert_eq!(bn.forward(&empty, true)?.dims(), &[0, 3]);
+        let after = (
+            bn.running_stats().0.as_tensor().to_vec1::<f64>()?,
+            bn.running_stats().1.as_tensor().to_vec1::<f64>()?,
+        );
+        assert_eq!(before, after);
+        // The one-row sample still trains the layer's scale and the input.
+        check_layer(&vs, &[("x", &x)], || {
+            weighted_sum(&bn.forward(&x.as_tensor().narrow(0, 0, 1)?, true)?, 1)
         })?;
         Ok(())
     }
