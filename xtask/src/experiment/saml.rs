@@ -470,8 +470,9 @@ fn fit(cfg: &Config, split: &Split, patience: usize) -> Result<RunOut> {
         if per_network {
             let mut state: Option<State> = None;
             for s in 0..m {
-                // A scenario whose validation slice has one class has no AUC: its network
-                // keeps training until the others stop, and keeps its last state.
+                // A scenario whose validation slice has one class has no AUC: such an epoch
+                // counts as no improvement, and a network that never had one keeps its last
+                // state.
                 let auc = v.get_slice(&task, &format!("scenario_{s}"), "auc");
                 match auc {
                     Some(a) if best_s[s].as_ref().is_none_or(|b| a > b.0) => {
@@ -482,8 +483,7 @@ fn fit(cfg: &Config, split: &Split, patience: usize) -> Result<RunOut> {
                         best_s[s] = Some((a, epoch + 1, st));
                         bad_s[s] = 0;
                     }
-                    Some(_) => bad_s[s] += 1,
-                    None => {}
+                    _ => bad_s[s] += 1,
                 }
             }
             if bad_s.iter().all(|&b| b >= patience) {
