@@ -673,7 +673,7 @@ mod tests {
         Var::from_slice(v, v.len(), &Device::Cpu).unwrap()
     }
 
-    /// Runs two steps of `config` on `loss = sum(c * w)` (gradient `c`) and returns `w`.
+    /// Runs `steps` steps of `config` on `loss = sum(c * w)` (gradient `c`) and returns `w`.
     fn run(config: OptimizerConfig, w0: &[f32], c: &[f32], steps: usize) -> Vec<f32> {
         let w = one_param(w0);
         let mut opt = DenseOptimizer::new(config, vec![("w".into(), w.clone())]).unwrap();

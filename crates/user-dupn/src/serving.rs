@@ -7,6 +7,12 @@
 //! head's first layer, so a candidate costs one small matrix row instead of a pass over the
 //! history.
 //!
+//! The rep-only outputs are computed from the representation of the request as given, query
+//! included. A head is only as good on it as its training data were alike: in the synthetic
+//! DUPN data the PPP and SPP samples carry no query (their attention saw an empty one), so a
+//! caller that wants PPP scores as trained encodes the user a second time with an empty query
+//! (`encode_user(history, &[], profile)`) and reads PPP from that encoding.
+//!
 //! ```no_run
 //! # fn demo(model: &mut user_dupn::Dupn, candidates: &user_dupn::serving::Candidates)
 //! # -> candle_core::Result<()> {
@@ -36,6 +42,8 @@ pub struct UserEncoding {
     pub rep: Tensor,
     /// The outputs of the rep-only heads (e.g. PPP), per task: probabilities, `n * classes`
     /// values (softmax rows) for a multi-class task, `n` values (sigmoid) for a binary one.
+    /// Computed from this encoding's query (see the [module docs](self) on the query a head
+    /// was trained with).
     pub rep_outputs: Vec<(String, Vec<f32>)>,
 }
 

@@ -391,6 +391,7 @@ fn frozen_encoder_stays_put_and_loads_from_a_model_with_other_heads() -> Result<
         TableState::Fresh,
     )?;
     assert!(report.missing.is_empty(), "{:?}", report.missing);
+    assert!(report.unused.is_empty(), "{:?}", report.unused);
     assert!(report.vars.iter().any(|v| v.starts_with("encoder.lstm")));
     assert!(report.tables.contains(&"item.item_id".to_string()));
     assert!(
@@ -441,6 +442,30 @@ fn frozen_encoder_stays_put_and_loads_from_a_model_with_other_heads() -> Result<
     )
     .unwrap_err();
     assert!(e.to_string().contains("encoder."), "{e}");
+    // A model without properties has no place for the saved property parts: they are
+    // reported as unused, not dropped silently.
+    let mut plain = build(
+        &DupnConfig {
+            property: user_dupn::PropertyUse::None,
+            ..small_cfg()
+        },
+        &["spp"],
+        9,
+    )?;
+    let r = load_matching(
+        &mut plain,
+        &tensors,
+        &meta,
+        Dupn::is_encoder_part,
+        TableState::Fresh,
+    )?;
+    assert!(r.missing.is_empty(), "{:?}", r.missing);
+    assert!(!r.unused.is_empty());
+    assert!(
+        r.unused.iter().any(|n| n.starts_with("encoder.")),
+        "{:?}",
+        r.unused
+    );
     Ok(())
 }
 
