@@ -505,7 +505,17 @@ impl SparseRows {
     }
 
     /// Applies one optimizer update to every row of `g` (rows must be distinct and in range).
+    /// A repeated row would be updated twice (and Adam's step count advanced twice): the
+    /// crate's own paths merge repeats first ([`RowGrads::merge`]); a hand-built `RowGrads` is
+    /// checked for repeats in debug builds only (a set per step on the hot path).
     pub fn update(&mut self, g: &RowGrads) -> Result<()> {
+        debug_assert!(
+            {
+                let mut seen = std::collections::HashSet::with_capacity(g.rows.len());
+                g.rows.iter().all(|r| seen.insert(*r))
+            },
+            "row gradients with a repeated row"
+        );
         if g.dim != self.dim || g.grads.len() != g.rows.len() * self.dim {
             candle_core::bail!(
                 "row gradients of width {} ({} values for {} rows) for rows of width {}",
