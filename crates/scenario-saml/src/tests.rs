@@ -204,12 +204,20 @@ fn scenario_parameters_learn_only_from_their_own_scenario() -> Result<()> {
     for (name, g) in grads_of_scenario0("separate")? {
         assert_eq!(norm_of(&g)? > 0.0, name.starts_with("s0."), "{name}");
     }
-    // MMoE: towers 1 and 2 get nothing.
+    // MMoE: towers 1 and 2 get nothing, nor do gates 1 and 2 (the gate layer's outputs
+    // s * K .. (s + 1) * K, K = 3 experts, rows of its `[out, in]` weight and its bias).
     for (name, g) in grads_of_scenario0("mmoe")? {
         if name.starts_with("towers.") {
-            let t = g.expect("tower 0 learns");
+            let t = g.clone().expect("tower 0 learns");
             for s in 0..3 {
                 assert_eq!(norm_of(&Some(t.get(s)?))? > 0.0, s == 0, "{name} {s}");
+            }
+        }
+        if name.starts_with("gates.") {
+            let t = g.expect("gate 0 learns");
+            for s in 0..3 {
+                let part = t.narrow(0, s * 3, 3)?;
+                assert_eq!(norm_of(&Some(part))? > 0.0, s == 0, "{name} {s}");
             }
         }
     }
