@@ -38,7 +38,7 @@
 //!   trained on its scenario only (both [`DnnConfig`]).
 //! - [`Mmoe`]: MMoE with one gate and one tower per scenario ([`MmoeConfig`]).
 //! - [`Star`]: STAR with partitioned normalization ([`PartitionedNorm`]) and an auxiliary
-//!   network ([`StarConfig`]).
+//!   network that alone reads the scenario indicator ([`StarConfig`]).
 //!
 //! Every model predicts one binary task, reads the scenario from the schema's scenario field
 //! (`num_scenarios` of them), shares one input layer ([`InputLayer`]: field embeddings, and DIN
