@@ -266,9 +266,11 @@ pub(crate) fn f32_bytes(v: &[f32]) -> Vec<u8> {
 
 /// What `benches/reference/deepfm_torch.py` builds, read from the DeepFM configuration the
 /// comparison trains here: embedding width, MLP widths and dropout, the two learning rates.
-/// Anything else in the configuration that the script does not implement is refused, so the
-/// two sides cannot silently train different models. (The sparse tables' L2 term is the one
-/// known difference: PyTorch's SparseAdam has no weight decay.)
+/// Other model parameters, optimizers other than Adam with PyTorch's default betas and eps,
+/// dense weight decay and table kinds other than full are refused, so the two sides cannot
+/// silently train different models. Known differences, which change the numbers learned but
+/// not the work per step: the sparse tables' L2 term (PyTorch's SparseAdam has none) and the
+/// tables' initial values (the script draws them with std 0.01).
 fn reference_deepfm(cfg: &rec_trainer::Config) -> Result<serde_json::Value> {
     use rec_nn::optim::OptimizerConfig as O;
     if cfg.model.name != "deepfm" {
@@ -301,13 +303,45 @@ fn reference_deepfm(cfg: &rec_trainer::Config) -> Result<serde_json::Value> {
         .map(|v| v.as_float().context("mlp.dropout must be a number"))
         .transpose()?
         .unwrap_or(0.0);
-    let (O::Adam { lr: dense_lr, .. }, O::Adam { lr: sparse_lr, .. }) =
-        (cfg.optimizer.dense, cfg.optimizer.sparse)
+    let (
+        O::Adam {
+            lr: dense_lr,
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+        },
+        O::Adam {
+            lr: sparse_lr,
+            beta1: sb1,
+            beta2: sb2,
+            eps: seps,
+            ..
+        },
+    ) = (cfg.optimizer.dense, cfg.optimizer.sparse)
     else {
         bail!(
             "the PyTorch reference uses Adam for the dense parameters and SparseAdam for the tables"
         );
     };
+    // PyTorch's defaults, which the script uses; the sparse L2 term is the documented exception.
+    if (beta1, beta2, eps, weight_decay) != (0.9, 0.999, 1e-8, 0.0)
+        || (sb1, sb2, seps) != (0.9, 0.999, 1e-8)
+    {
+        bail!(
+            "the PyTorch reference uses Adam's default betas and eps and no dense weight decay; \
+             the config sets others"
+        );
+    }
+    let full =
+        |t: &toml::Table| t.len() == 1 && t.get("kind").and_then(|k| k.as_str()) == Some("full");
+    if !cfg.embeddings.fields.is_empty()
+        || cfg.embeddings.default.as_ref().is_some_and(|t| !full(t))
+    {
+        bail!(
+            "the PyTorch reference uses full embedding tables; the config's [embeddings] sets others"
+        );
+    }
     Ok(serde_json::json!({
         "dim": dim,
         "hidden": hidden,
@@ -591,5 +625,17 @@ mod tests {
         let mut sgd = cfg.clone();
         sgd.optimizer.dense = rec_nn::optim::OptimizerConfig::sgd(0.1);
         assert!(reference_deepfm(&sgd).is_err());
+        let mut decay = cfg.clone();
+        if let rec_nn::optim::OptimizerConfig::Adam { weight_decay, .. } =
+            &mut decay.optimizer.dense
+        {
+            *weight_decay = 1e-4;
+        }
+        assert!(reference_deepfm(&decay).is_err());
+        let mut hashed = cfg.clone();
+        let mut t = toml::Table::new();
+        t.insert("kind".into(), "hashed".into());
+        hashed.embeddings.default = Some(t);
+        assert!(reference_deepfm(&hashed).is_err());
     }
 }

@@ -246,8 +246,11 @@ pub(crate) fn twice_u<K: Ord + Copy>(pos: &[K], neg: &[K]) -> u128 {
     total
 }
 
-/// `num / den` for exact integers, as f64 (correctly rounded while both are below 2^53, which
-/// holds for AUC of fewer than about 1.3e8 samples).
+/// `num / den` for exact integers with `num <= den`, as f64, correctly rounded (one rounding)
+/// at any size.
+///
+/// # Panics
+/// If `den` is 0 or `num > den` (callers pass a pair count and its maximum).
 #[inline]
 pub(crate) fn ratio(num: u128, den: u128) -> f64 {
     assert!(den > 0 && num <= den, "ratio {num} / {den}");

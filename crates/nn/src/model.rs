@@ -103,7 +103,7 @@ pub trait Model: Send {
 ///
 /// It guards the loss only: a non-finite loss is an error before any update. A finite loss
 /// with non-finite gradients updates the parameters with them; `rec_trainer`'s loop also
-/// checks every gradient before the updates and every parameter after them, and a program of
+/// checks every gradient before the updates and every dense parameter after them, and a program of
 /// its own that needs that guard does the same. On any error, pending table lookups are
 /// dropped so the next step starts clean (after a failed update the model may hold part of
 /// the step: reload a checkpoint).

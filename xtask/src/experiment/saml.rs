@@ -1179,7 +1179,8 @@ fn write_page(
          - Seeds: on ml-100k each seed draws its own random 80/10/10 split; the synthetic log \
          and its test day are the same for every seed (the generator's seed is the preset's), \
          so there the seed changes only the validation hold-out (10% of the training days' \
-         rows), the initialization and the batch order, and its std is training noise alone.\n"
+         rows), the initialization, the batch order and the dropout masks, and its std is \
+         training noise alone.\n"
     )?;
     writeln!(s, "## Claims\n")?;
     writeln!(s, "| data | claim | holds | numbers |\n|---|---|---|---|")?;
