@@ -22,8 +22,9 @@ pub enum Dataset {
 /// Data commands.
 #[derive(Subcommand)]
 pub enum DataCommand {
-    /// Download and verify a data set into the data directory (REC_DATA_DIR, default
-    /// ~/.cache/rec-rs). Does nothing when a verified copy is already there.
+    /// Download and verify a data set into the data directory (REC_DATA_DIR, an absolute path;
+    /// else $XDG_CACHE_HOME/rec-rs; else ~/.cache/rec-rs). Does nothing when a verified copy is
+    /// already there.
     Fetch {
         /// The data set.
         dataset: Dataset,

@@ -20,14 +20,34 @@ pub const DATA_DIR_ENV: &str = "REC_DATA_DIR";
 
 /// The root directory for downloaded data sets and their caches:
 /// `$REC_DATA_DIR`, else `$XDG_CACHE_HOME/rec-rs`, else `$HOME/.cache/rec-rs`.
-/// It is never inside the repository (the MovieLens licence forbids redistribution).
+/// It is kept out of the repository (the MovieLens licence forbids redistribution): a relative
+/// `REC_DATA_DIR` is an error (it would put the data under whatever directory a command runs
+/// in, the repository included, and each test binary, which runs in its own package folder,
+/// would look somewhere else), and a relative `XDG_CACHE_HOME` is ignored, as the XDG
+/// specification asks.
 pub fn data_dir() -> Result<PathBuf> {
-    let non_empty = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    data_dir_from(|k| std::env::var_os(k))
+}
+
+/// [`data_dir`] with the environment given as a function (for tests).
+fn data_dir_from(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> Result<PathBuf> {
+    let non_empty = |k: &str| var(k).filter(|v| !v.is_empty());
     if let Some(d) = non_empty(DATA_DIR_ENV) {
-        return Ok(PathBuf::from(d));
+        let d = PathBuf::from(d);
+        if d.is_relative() {
+            return Err(DataError::Missing(format!(
+                "{DATA_DIR_ENV} is the relative path `{}`: give an absolute one (e.g. \
+                 {DATA_DIR_ENV}=\"$PWD/{}\"), outside the repository",
+                d.display(),
+                d.display()
+            )));
+        }
+        return Ok(d);
     }
-    if let Some(d) = non_empty("XDG_CACHE_HOME") {
-        return Ok(PathBuf::from(d).join("rec-rs"));
+    if let Some(d) = non_empty("XDG_CACHE_HOME").map(PathBuf::from)
+        && d.is_absolute()
+    {
+        return Ok(d.join("rec-rs"));
     }
     if let Some(h) = non_empty("HOME") {
         return Ok(PathBuf::from(h).join(".cache").join("rec-rs"));
@@ -245,6 +265,9 @@ pub fn pip_download_wheel(
             "--no-deps",
             "--disable-pip-version-check",
         ])
+        // pip's defaults (15 s per attempt, 5 retries) make an unreachable index cost about
+        // 90 s before the error; 20 s and one retry still ride out a slow mirror.
+        .args(["--timeout", "20", "--retries", "1"])
         .args(["--only-binary", ":all:"])
         .arg(requirement)
         .arg("-d")
@@ -284,6 +307,30 @@ pub fn pip_download_wheel(
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn the_data_directory_is_absolute_or_an_error() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| std::ffi::OsString::from(v))
+            }
+        };
+        let d = data_dir_from(env(&[("REC_DATA_DIR", "/srv/d"), ("HOME", "/h")])).unwrap();
+        assert_eq!(d, PathBuf::from("/srv/d"));
+        let e = data_dir_from(env(&[("REC_DATA_DIR", "data"), ("HOME", "/h")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("REC_DATA_DIR") && e.contains("relative"), "{e}");
+        // A relative XDG_CACHE_HOME is ignored; an absolute one is used.
+        let d = data_dir_from(env(&[("XDG_CACHE_HOME", "cache"), ("HOME", "/h")])).unwrap();
+        assert_eq!(d, PathBuf::from("/h/.cache/rec-rs"));
+        let d = data_dir_from(env(&[("XDG_CACHE_HOME", "/c"), ("HOME", "/h")])).unwrap();
+        assert_eq!(d, PathBuf::from("/c/rec-rs"));
+        assert!(data_dir_from(env(&[])).is_err());
+    }
 
     fn make_zip(path: &Path, entries: &[(&str, &[u8])]) {
         let f = fs::File::create(path).unwrap();
