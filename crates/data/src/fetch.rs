@@ -265,8 +265,9 @@ pub fn pip_download_wheel(
             "--no-deps",
             "--disable-pip-version-check",
         ])
-        // pip's defaults (15 s per attempt, 5 retries) make an unreachable index cost about
-        // 90 s before the error; 20 s and one retry still ride out a slow mirror.
+        // pip's defaults (a socket timeout of 15 s in older versions, 180 s in recent ones,
+        // and 5 retries) make an unreachable index cost minutes before the error; 20 s and
+        // one retry still ride out a slow mirror.
         .args(["--timeout", "20", "--retries", "1"])
         .args(["--only-binary", ":all:"])
         .arg(requirement)
