@@ -265,10 +265,8 @@ pub fn pip_download_wheel(
             "--no-deps",
             "--disable-pip-version-check",
         ])
-        // pip's defaults (a socket timeout of 15 s in older versions, 180 s in recent ones,
-        // and 5 retries) make an unreachable index cost minutes before the error; 20 s and
-        // one retry still ride out a slow mirror.
-        .args(["--timeout", "20", "--retries", "1"])
+        // pip's own timeout and retries are left alone: they come from the user's pip
+        // configuration (PIP_DEFAULT_TIMEOUT, pip.conf), which a slow package proxy may need.
         .args(["--only-binary", ":all:"])
         .arg(requirement)
         .arg("-d")
