@@ -95,18 +95,16 @@ pub struct InputOutput {
 impl InputOutput {
     /// The field vectors and the attended behaviours concatenated: `[n, width]`.
     pub fn concat(&self) -> Result<Tensor> {
-        let mut parts: Vec<&Tensor> = self.fields.iter().collect();
-        parts.extend(self.attended.as_ref());
-        Tensor::cat(&parts, 1)
+        self.concat_without(None)
     }
 
-    /// As [`concat`](Self::concat) without field `skip` (an index into `fields`).
-    pub fn concat_without(&self, skip: usize) -> Result<Tensor> {
+    /// As [`concat`](Self::concat) without field `skip` (an index into `fields`), if given.
+    pub fn concat_without(&self, skip: Option<usize>) -> Result<Tensor> {
         let mut parts: Vec<&Tensor> = self
             .fields
             .iter()
             .enumerate()
-            .filter(|(i, _)| *i != skip)
+            .filter(|(i, _)| Some(*i) != skip)
             .map(|(_, t)| t)
             .collect();
         parts.extend(self.attended.as_ref());

@@ -354,10 +354,7 @@ impl Model for Star {
     fn forward(&mut self, batch: &Batch, ctx: &mut Ctx) -> Result<Vec<Tensor>> {
         let routing = Routing::of_batch(batch, self.m, DType::F32, self.vs.device())?;
         let inp = self.input.forward(batch, ctx)?;
-        let mut h = match self.star_skips {
-            Some(i) => inp.concat_without(i)?,
-            None => inp.concat()?,
-        };
+        let mut h = inp.concat_without(self.star_skips)?;
         if let Some(n) = &self.input_norm {
             h = n.forward(&h, &routing, ctx.train)?;
         }

@@ -576,6 +576,15 @@ struct DatasetResult {
 }
 
 impl DatasetResult {
+    /// The scenario with the fewest training samples.
+    fn smallest_scenario(&self) -> usize {
+        self.sizes
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, s)| s[0])
+            .map_or(0, |(i, _)| i)
+    }
+
     /// No results yet, for `sizes.len()` scenarios.
     fn new(specs: Vec<Spec>, scenario_labels: Vec<String>, sizes: Vec<[usize; 3]>) -> Self {
         DatasetResult {
@@ -993,12 +1002,7 @@ fn claims(ds: &Dataset, r: &DatasetResult) -> Vec<Claim> {
     if ds.key == "ml-100k" {
         // The spec's "the smallest scenario gains most over Separate": SAML minus Separate,
         // paired per seed, is largest on the scenario with the fewest training samples.
-        let smallest = r
-            .sizes
-            .iter()
-            .enumerate()
-            .min_by_key(|(_, s)| s[0])
-            .map_or(0, |(i, _)| i);
+        let smallest = r.smallest_scenario();
         let gains: Vec<Option<f64>> = (0..r.num_scenarios)
             .map(|s| {
                 res.paired("saml", "separate", &format!("scenario_{s}"), "auc")
@@ -1026,12 +1030,7 @@ fn claims(ds: &Dataset, r: &DatasetResult) -> Vec<Claim> {
         });
     }
     if ds.key == "synthetic" {
-        let smallest = r
-            .sizes
-            .iter()
-            .enumerate()
-            .min_by_key(|(_, s)| s[0])
-            .map_or(0, |(i, _)| i);
+        let smallest = r.smallest_scenario();
         let slice = format!("scenario_{smallest}");
         if let Some(a) = cell("saml", &slice) {
             let mut holds = true;
