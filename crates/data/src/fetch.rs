@@ -174,16 +174,17 @@ fn read_bounded(r: &mut impl Read, limit: u64) -> std::io::Result<Vec<u8>> {
     if out.len() as u64 > limit {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!("larger than {} MiB, not the expected file", limit >> 20),
+            format!("larger than {limit} bytes, not the expected file"),
         ));
     }
     Ok(out)
 }
 
 /// Reads the members `names` (exact entry names) of the zip archive `archive` into memory, in
-/// that order. The whole archive is refused if any entry name is unsafe
-/// (see [`check_zip_entry_name`]) or if a wanted member is missing.
-pub fn read_zip_members(archive: &Path, names: &[&str]) -> Result<Vec<Vec<u8>>> {
+/// that order, each at most `limit` bytes (pass [`MAX_MEMBER_BYTES`] when nothing smaller is
+/// known). The whole archive is refused if any entry name is unsafe
+/// (see [`check_zip_entry_name`]), if a wanted member is missing or if one is larger.
+pub fn read_zip_members(archive: &Path, names: &[&str], limit: u64) -> Result<Vec<Vec<u8>>> {
     let mut zip = open_zip(archive)?;
     names
         .iter()
@@ -191,7 +192,7 @@ pub fn read_zip_members(archive: &Path, names: &[&str]) -> Result<Vec<Vec<u8>>> 
             let mut f = zip
                 .by_name(name)
                 .map_err(|e| zip_err(archive, format!("member `{name}` cannot be read: {e}")))?;
-            read_bounded(&mut f, MAX_MEMBER_BYTES)
+            read_bounded(&mut f, limit.min(MAX_MEMBER_BYTES))
                 .map_err(|e| zip_err(archive, format!("member `{name}`: {e}")))
         })
         .collect()
@@ -351,7 +352,7 @@ mod tests {
         assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
         // An endless input stops at the limit.
         let e = read_bounded(&mut std::io::repeat(1), 1 << 20).unwrap_err();
-        assert!(e.to_string().contains("larger than 1 MiB"), "{e}");
+        assert!(e.to_string().contains("larger than 1048576 bytes"), "{e}");
     }
 
     #[test]
@@ -389,7 +390,7 @@ mod tests {
             assert!(!dest.exists());
             assert!(!tmp.path().join("x").exists());
             // Reading a wanted, harmless member is refused too.
-            assert!(read_zip_members(&zip, &["good.txt"]).is_err());
+            assert!(read_zip_members(&zip, &["good.txt"], MAX_MEMBER_BYTES).is_err());
         }
     }
 
@@ -402,9 +403,12 @@ mod tests {
         let written = extract_zip(&zip, &dest).unwrap();
         assert_eq!(written.len(), 2);
         assert_eq!(fs::read(dest.join("d/a.txt")).unwrap(), b"alpha");
-        let m = read_zip_members(&zip, &["b.txt", "d/a.txt"]).unwrap();
+        let m = read_zip_members(&zip, &["b.txt", "d/a.txt"], 5).unwrap();
         assert_eq!(m, vec![b"beta".to_vec(), b"alpha".to_vec()]);
-        let err = read_zip_members(&zip, &["missing"]).unwrap_err();
+        // A member over the caller's limit is refused, naming it.
+        let err = read_zip_members(&zip, &["b.txt", "d/a.txt"], 4).unwrap_err();
+        assert!(err.to_string().contains("d/a.txt"), "{err}");
+        let err = read_zip_members(&zip, &["missing"], MAX_MEMBER_BYTES).unwrap_err();
         assert!(err.to_string().contains("missing"), "{err}");
     }
 

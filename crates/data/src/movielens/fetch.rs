@@ -11,12 +11,17 @@
 //! What is verified:
 //! - the GroupLens zip against its SHA-256 ([`GROUPLENS_ZIP_SHA256`], as pinned by TensorFlow
 //!   Datasets' checksum list; GroupLens itself publishes an MD5). The extracted `u.*` files are
-//!   then recorded in a local manifest, `grouplens.sha256`, and checked against it later;
+//!   then recorded in a local manifest, `grouplens.sha256`, with the zip's digest, and checked
+//!   against it later (a manifest that names another zip digest than the expected one is not
+//!   trusted);
 //! - the three atomic files taken from the wheel against digests pinned here
 //!   ([`RECBOLE_SHA256`], computed once from the recbole 1.2.1 wheel), both when extracted and
 //!   whenever the directory is checked again.
 //!
-//! A fetch is idempotent: when a verified copy is present it does nothing.
+//! A fetch is idempotent: when a verified copy is present it does nothing. Members are read
+//! into memory at most [`MEMBER_LIMIT_BYTES`] each, before their digests are checked.
+//! Temporary `.download-*` directories that an interrupted fetch left behind are removed by
+//! the next fetch once they are a day old (a younger one may belong to a fetch still running).
 
 use std::ffi::OsString;
 use std::fs;
@@ -56,6 +61,13 @@ const WHEEL_DIR: &str = "recbole/dataset_example/ml-100k/";
 const ZIP_FILE: &str = "ml-100k.zip";
 const ZIP_DIR: &str = "ml-100k/";
 const MANIFEST: &str = "grouplens.sha256";
+const MANIFEST_ZIP_PREFIX: &str = "# extracted from ml-100k.zip with SHA-256 ";
+const DOWNLOAD_PREFIX: &str = ".download-";
+/// How old a `.download-*` directory must be before a fetch removes it as abandoned.
+const STALE_DOWNLOAD: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+/// The most bytes read from one archive member: the largest ml-100k file, `u.data` or
+/// `ml-100k.inter`, is under 2 MB in both sources.
+pub const MEMBER_LIMIT_BYTES: u64 = 4 << 20;
 
 /// File names and their SHA-256 digests (lower-case hex).
 pub type FileDigests = Vec<(String, String)>;
@@ -128,10 +140,16 @@ pub struct FetchReport {
 }
 
 /// A verified copy of ml-100k in `dir`, if there is one: its layout and its files' digests.
-/// GroupLens files are checked against the manifest written when their zip was verified;
-/// atomic files against the pinned digests.
-pub fn find_verified(dir: &Path) -> Result<Option<(Layout, FileDigests)>> {
-    if let Some(manifest) = read_manifest(dir)? {
+/// GroupLens files are checked against the manifest written when their zip was verified, and
+/// only if that manifest records `grouplens_zip_sha256` (normally [`GROUPLENS_ZIP_SHA256`]) as
+/// the zip's digest; atomic files against the pinned digests.
+pub fn find_verified(
+    dir: &Path,
+    grouplens_zip_sha256: &str,
+) -> Result<Option<(Layout, FileDigests)>> {
+    if let Some((zip_digest, manifest)) = read_manifest(dir)?
+        && zip_digest.as_deref() == Some(grouplens_zip_sha256)
+    {
         let mut ok = true;
         let mut digests = Vec::new();
         for name in Layout::GroupLens.files() {
@@ -165,19 +183,48 @@ pub fn find_verified(dir: &Path) -> Result<Option<(Layout, FileDigests)>> {
     Ok(Some((Layout::Atomic, digests)))
 }
 
-fn read_manifest(dir: &Path) -> Result<Option<FileDigests>> {
+/// The manifest's recorded zip digest (from its first line) and its file digests.
+fn read_manifest(dir: &Path) -> Result<Option<(Option<String>, FileDigests)>> {
     let p = dir.join(MANIFEST);
     if !p.is_file() {
         return Ok(None);
     }
     let text = fs::read_to_string(&p).map_err(|e| DataError::io(&p, e))?;
-    Ok(Some(
-        text.lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| l.split_once("  "))
-            .map(|(d, n)| (n.trim().to_string(), d.trim().to_string()))
-            .collect(),
-    ))
+    let zip_digest = text
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix(MANIFEST_ZIP_PREFIX))
+        .map(|d| d.trim().to_string());
+    let files = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once("  "))
+        .map(|(d, n)| (n.trim().to_string(), d.trim().to_string()))
+        .collect();
+    Ok(Some((zip_digest, files)))
+}
+
+/// Removes the `.download-*` directories in `dir` older than `min_age` (left by fetches that
+/// were killed); younger ones may belong to a fetch still running. Returns what it removed.
+/// Failures are ignored: an abandoned directory only costs disk space.
+fn remove_stale_downloads(dir: &Path, min_age: std::time::Duration) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let now = std::time::SystemTime::now();
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(DOWNLOAD_PREFIX))
+        .filter(|e| {
+            e.metadata().is_ok_and(|m| {
+                m.is_dir()
+                    && m.modified()
+                        .is_ok_and(|t| now.duration_since(t).is_ok_and(|age| age >= min_age))
+            })
+        })
+        .map(|e| e.path())
+        .filter(|p| fs::remove_dir_all(p).is_ok())
+        .collect()
 }
 
 /// Makes sure a verified copy of ml-100k is in `dataset_dir(root)`, trying the sources in
@@ -192,9 +239,10 @@ pub fn fetch(root: &Path, opts: &FetchOptions) -> Result<FetchReport> {
         skipped,
         verified,
     };
-    if let Some((layout, verified)) = find_verified(&dir)? {
+    if let Some((layout, verified)) = find_verified(&dir, &opts.grouplens_sha256)? {
         return Ok(report(layout, Obtained::AlreadyPresent, vec![], verified));
     }
+    remove_stale_downloads(&dir, STALE_DOWNLOAD);
     let mut skipped = Vec::new();
 
     // 0. A zip placed in the directory by hand.
@@ -208,7 +256,7 @@ pub fn fetch(root: &Path, opts: &FetchOptions) -> Result<FetchReport> {
 
     // 1. The GroupLens zip over the network.
     let tmp = tempfile::Builder::new()
-        .prefix(".download-")
+        .prefix(DOWNLOAD_PREFIX)
         .tempdir_in(&dir)
         .map_err(|e| DataError::io(&dir, e))?;
     let part = tmp.path().join(ZIP_FILE);
@@ -274,9 +322,9 @@ pub(crate) fn install_grouplens_zip(
     let names = Layout::GroupLens.files();
     let members: Vec<String> = names.iter().map(|n| format!("{ZIP_DIR}{n}")).collect();
     let refs: Vec<&str> = members.iter().map(String::as_str).collect();
-    let contents = read_zip_members(zip, &refs)?;
+    let contents = read_zip_members(zip, &refs, MEMBER_LIMIT_BYTES)?;
     let mut verified = Vec::new();
-    let mut manifest = format!("# extracted from {ZIP_FILE} with SHA-256 {actual}\n");
+    let mut manifest = format!("{MANIFEST_ZIP_PREFIX}{actual}\n");
     for (name, bytes) in names.iter().zip(&contents) {
         write_atomic(&dir.join(name), bytes)?;
         let d = sha256_hex(bytes);
@@ -295,7 +343,7 @@ pub(crate) fn install_wheel(wheel: &Path, dir: &Path) -> Result<FileDigests> {
         .map(|(n, _)| format!("{WHEEL_DIR}{n}"))
         .collect();
     let refs: Vec<&str> = members.iter().map(String::as_str).collect();
-    let contents = read_zip_members(wheel, &refs)?;
+    let contents = read_zip_members(wheel, &refs, MEMBER_LIMIT_BYTES)?;
     for ((member, (_, expected)), bytes) in members.iter().zip(RECBOLE_SHA256).zip(&contents) {
         verify_sha256(wheel.join(member), bytes, expected)?;
     }
@@ -326,11 +374,13 @@ pub struct LoadReport {
 /// Loads ml-100k from `dataset_dir(root)`: verifies the source files, then reads the binary
 /// cache if it is valid for them, else parses the files and rewrites the cache (a cache that
 /// cannot be written is reported, not fatal). With `fetch_opts`, a missing or unverified copy
-/// is fetched first; without, it is an error that says how to fetch it.
+/// is fetched first (and GroupLens files verify against its `grouplens_sha256`); without, it
+/// is an error that says how to fetch it (and the pinned [`GROUPLENS_ZIP_SHA256`] applies).
 pub fn load(root: &Path, fetch_opts: Option<&FetchOptions>) -> Result<(MovieLens100k, LoadReport)> {
     let dir = dataset_dir(root);
     let mut fetched = None;
-    let (layout, digests) = match find_verified(&dir)? {
+    let zip_sha256 = fetch_opts.map_or(GROUPLENS_ZIP_SHA256, |o| o.grouplens_sha256.as_str());
+    let (layout, digests) = match find_verified(&dir, zip_sha256)? {
         Some(v) => v,
         None => match fetch_opts {
             Some(opts) => {
@@ -463,10 +513,21 @@ mod tests {
         // Idempotent.
         let r = fetch(root.path(), &opts).unwrap();
         assert_eq!(r.obtained, Obtained::AlreadyPresent);
+        // Its manifest records the fixture zip's digest, so the pinned digest does not trust it.
+        assert!(find_verified(&dir, GROUPLENS_ZIP_SHA256).unwrap().is_none());
+        assert!(
+            find_verified(&dir, &opts.grouplens_sha256)
+                .unwrap()
+                .is_some()
+        );
+        let err = load(root.path(), None).unwrap_err().to_string();
+        assert!(err.contains("does not verify"), "{err}");
         // Loading parses once, then uses the cache; an edited source invalidates everything.
-        let (a, rep) = load(root.path(), None).unwrap();
+        let load = |root: &Path| load(root, Some(&opts));
+        let (a, rep) = load(root.path()).unwrap();
         assert!(!rep.from_cache);
-        let (b, rep) = load(root.path(), None).unwrap();
+        assert!(rep.fetch.is_none());
+        let (b, rep) = load(root.path()).unwrap();
         assert!(rep.from_cache, "{:?}", rep.cache_note);
         assert_eq!(a, b);
         assert_eq!(a, MovieLens100k::read_grouplens(&fixtures).unwrap());
@@ -476,16 +537,45 @@ mod tests {
         let mid = bytes.len() / 2;
         bytes[mid] ^= 0x01;
         fs::write(&cache, &bytes).unwrap();
-        let (c, rep) = load(root.path(), None).unwrap();
+        let (c, rep) = load(root.path()).unwrap();
         assert!(!rep.from_cache);
         assert!(rep.cache_note.unwrap().contains("checksum"));
         assert_eq!(c, a);
-        assert!(load(root.path(), None).unwrap().1.from_cache);
+        assert!(load(root.path()).unwrap().1.from_cache);
         let mut edited = d.clone();
         edited.extend_from_slice(b"1\t1\t5\t900000000\n");
         fs::write(dir.join("u.data"), edited).unwrap();
-        assert!(find_verified(&dir).unwrap().is_none());
-        assert!(load(root.path(), None).is_err());
+        assert!(
+            find_verified(&dir, &opts.grouplens_sha256)
+                .unwrap()
+                .is_none()
+        );
+        // Loading with a fetch restores the file from the zip still in the directory.
+        let (e, rep) = load(root.path()).unwrap();
+        assert_eq!(rep.fetch.unwrap().obtained, Obtained::LocalZip);
+        assert_eq!(fs::read(dir.join("u.data")).unwrap(), d);
+        assert_eq!(e, a);
+    }
+
+    #[test]
+    fn abandoned_download_directories_are_removed_once_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for n in [".download-a", ".download-b", "other"] {
+            fs::create_dir(d.join(n)).unwrap();
+        }
+        fs::write(d.join(".download-a").join(ZIP_FILE), b"partial").unwrap();
+        fs::write(d.join(".download-file"), b"not a directory").unwrap();
+        // Young directories may belong to a running fetch: kept.
+        let hour = std::time::Duration::from_secs(3600);
+        assert!(remove_stale_downloads(d, hour).is_empty());
+        assert!(d.join(".download-a").is_dir());
+        // Old enough (here: any age), they go, with their contents; nothing else does.
+        let mut removed = remove_stale_downloads(d, std::time::Duration::ZERO);
+        removed.sort();
+        assert_eq!(removed, vec![d.join(".download-a"), d.join(".download-b")]);
+        assert!(d.join("other").is_dir());
+        assert!(d.join(".download-file").is_file());
     }
 
     #[test]
@@ -504,6 +594,22 @@ mod tests {
         w.finish().unwrap();
         let err = install_wheel(&wheel, root.path()).unwrap_err();
         assert!(matches!(err, DataError::Checksum { .. }), "{err}");
+        assert!(!root.path().join("ml-100k.user").exists());
+
+        // A member larger than any ml-100k file is refused before it is read whole.
+        let mut w = zip::ZipWriter::new(fs::File::create(&wheel).unwrap());
+        for (n, _) in RECBOLE_SHA256 {
+            w.start_file(
+                format!("{WHEEL_DIR}{n}"),
+                zip::write::SimpleFileOptions::default(),
+            )
+            .unwrap();
+            w.write_all(&vec![b'x'; MEMBER_LIMIT_BYTES as usize + 1])
+                .unwrap();
+        }
+        w.finish().unwrap();
+        let err = install_wheel(&wheel, root.path()).unwrap_err().to_string();
+        assert!(err.contains("larger than"), "{err}");
         assert!(!root.path().join("ml-100k.user").exists());
     }
 }

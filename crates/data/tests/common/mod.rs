@@ -13,7 +13,9 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use rec_data::movielens::{GENRES, Layout, MovieLens100k, dataset_dir, find_verified};
+use rec_data::movielens::{
+    GENRES, GROUPLENS_ZIP_SHA256, Layout, MovieLens100k, dataset_dir, find_verified,
+};
 
 /// The real ml-100k from the data directory, and the layout it was fetched in. Panics with the
 /// command to run when it is absent: these tests must never pass silently without the data.
@@ -25,7 +27,9 @@ pub fn ml100k() -> (MovieLens100k, Layout) {
              (data directory: $REC_DATA_DIR, else $XDG_CACHE_HOME/rec-rs, else ~/.cache/rec-rs).\n{e}"
         )
     });
-    let (layout, _) = find_verified(&dataset_dir(&root)).unwrap().unwrap();
+    let (layout, _) = find_verified(&dataset_dir(&root), GROUPLENS_ZIP_SHA256)
+        .unwrap()
+        .unwrap();
     (ds, layout)
 }
 
