@@ -202,6 +202,14 @@ fn build_config(args: &TrainArgs) -> Result<Config> {
             }
             Config::from_file(&file)?
         }
+        // Starting a new run from a checkpoint: its configuration (the next day's data, say)
+        // must be given; the quickstart's would be a different model.
+        None if args.is_quickstart() && matches!(args.resume, Some(Some(_))) => bail!(
+            "--resume CHECKPOINT starts a new run from that checkpoint: give the new run's \
+             configuration with --config (e.g. the run's config.toml with the next day in \
+             [data.options]) or --model, and its directory with --out; to continue an \
+             interrupted run instead, pass --resume alone with --out RUN_DIR"
+        ),
         None if args.is_quickstart() => quickstart_config(),
         None => Config::new(
             args.model
@@ -309,6 +317,9 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     // A csv run is evaluated with the vocabularies it was trained with.
     let vocabs = rec_trainer::train::vocabs_for(&cfg, &state, &dir)?;
     let split = rec_trainer::data::load_split_with(&cfg.data, vocabs.as_ref())?;
+    // Data that changed since training would test on a reshuffled split.
+    let data = rec_trainer::train::data_fingerprint(&split);
+    rec_trainer::train::check_data(&state, &data, &dir)?;
     let mut model = rec_trainer::registry::build_model(&cfg, &split.schema, &split.train, &device)?;
     rec_trainer::train::load_training_state(model.as_mut(), None, &tensors, &state["state"])?;
     let bs = cfg.train.eval_batch_size;
@@ -421,5 +432,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("nothing to resume") && e.contains("full"), "{e}");
+        // Starting from a checkpoint without a configuration is not the quickstart.
+        let warm = TrainArgs {
+            out: Some(dir.path().join("next")),
+            resume: Some(Some(run.join("checkpoints"))),
+            ..Default::default()
+        };
+        let e = build_config(&warm).unwrap_err().to_string();
+        assert!(e.contains("--config"), "{e}");
     }
 }

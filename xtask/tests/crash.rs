@@ -256,4 +256,10 @@ fn a_file_size_limit_stops_the_run_with_the_file_named() {
     assert!(err.contains("tensors.safetensors"), "{err}");
     assert!(!out.join("checkpoints/latest").exists());
     assert!(!out.join("results.json").exists());
+    // The failed write removed its partial directory (as large as a checkpoint).
+    let left: Vec<_> = std::fs::read_dir(out.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }

@@ -64,7 +64,7 @@ fn sha256_file(path: &Path) -> Result<(String, u64)> {
 /// Largest manifest read (a real one is a few hundred bytes).
 const MAX_MANIFEST_BYTES: u64 = 1 << 20;
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -125,11 +125,33 @@ pub fn write(
             .with_context(|| format!("cannot remove stale {}", tmp.display()))?;
     }
     fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let written = write_into(&tmp, name, tensors, state).and_then(|()| {
+        fs::rename(&tmp, &final_dir)
+            .with_context(|| format!("cannot move checkpoint into {}", final_dir.display()))
+    });
+    if let Err(e) = written {
+        // A partial checkpoint is as large as a whole one: do not leave it on a full disk.
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    sync_dir(root);
+    Ok(final_dir)
+}
+
+/// Writes the files of a checkpoint into the temporary directory `tmp`.
+fn write_into(
+    tmp: &Path,
+    name: &str,
+    tensors: &TensorMap,
+    state: &serde_json::Value,
+) -> Result<()> {
     let tensors_path = tmp.join(TENSORS);
     candle_core::safetensors::save(tensors, &tensors_path)
         .with_context(|| format!("cannot write {}", tensors_path.display()))?;
-    File::open(&tensors_path)?.sync_all()?;
-    pause_for_tests(&tmp, name);
+    File::open(&tensors_path)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("cannot write {}", tensors_path.display()))?;
+    pause_for_tests(tmp, name);
     let state_text = serde_json::to_vec_pretty(state)?;
     write_atomic(&tmp.join(STATE), &state_text)?;
     let mut files = BTreeMap::new();
@@ -142,11 +164,26 @@ pub fn write(
         files,
     };
     write_atomic(&tmp.join(MANIFEST), &serde_json::to_vec_pretty(&manifest)?)?;
-    sync_dir(&tmp);
-    fs::rename(&tmp, &final_dir)
-        .with_context(|| format!("cannot move checkpoint into {}", final_dir.display()))?;
-    sync_dir(root);
-    Ok(final_dir)
+    sync_dir(tmp);
+    Ok(())
+}
+
+/// Removes the temporary directories (`.tmp-*`) of checkpoints whose writing was interrupted
+/// (a killed process) under `root`, and returns them. Only one process may train into a run
+/// directory at a time, so none of them is still being written.
+pub fn remove_partial(root: &Path) -> Result<Vec<PathBuf>> {
+    let Ok(entries) = fs::read_dir(root) else {
+        return Ok(Vec::new());
+    };
+    let mut removed = Vec::new();
+    for e in entries.filter_map(|e| e.ok()) {
+        let p = e.path();
+        if p.is_dir() && e.file_name().to_string_lossy().starts_with(".tmp-") {
+            fs::remove_dir_all(&p).with_context(|| format!("cannot remove {}", p.display()))?;
+            removed.push(p);
+        }
+    }
+    Ok(removed)
 }
 
 /// Points `<root>/<pointer>` (e.g. `latest`, `best`) at the checkpoint called `name`.
@@ -234,23 +271,27 @@ pub fn read(dir: &Path, device: &Device) -> Result<(TensorMap, serde_json::Value
     verify(dir, &[TENSORS, STATE])?;
     let tensors = candle_core::safetensors::load(dir.join(TENSORS), device)
         .with_context(|| format!("cannot read {}", dir.join(TENSORS).display()))?;
-    let state: serde_json::Value = serde_json::from_slice(&fs::read(dir.join(STATE))?)
-        .with_context(|| format!("{} is not valid JSON", dir.join(STATE).display()))?;
-    Ok((tensors, state))
+    Ok((tensors, read_state_file(dir)?))
+}
+
+fn read_state_file(dir: &Path) -> Result<serde_json::Value> {
+    let p = dir.join(STATE);
+    let bytes = fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("{} is not valid JSON", p.display()))
 }
 
 /// Reads and verifies only the JSON state of a checkpoint (configuration, loop and optimizer
 /// metadata, vocabularies), without loading its tensors.
 pub fn read_state(dir: &Path) -> Result<serde_json::Value> {
     verify(dir, &[STATE])?;
-    serde_json::from_slice(&fs::read(dir.join(STATE))?)
-        .with_context(|| format!("{} is not valid JSON", dir.join(STATE).display()))
+    read_state_file(dir)
 }
 
 /// Deletes checkpoints under `root` except the `keep` newest (by name order, which is step
 /// order for the names the trainer uses) and those named in `protect`.
 pub fn prune(root: &Path, keep: usize, protect: &[PathBuf]) -> Result<()> {
-    let mut names: Vec<PathBuf> = fs::read_dir(root)?
+    let mut names: Vec<PathBuf> = fs::read_dir(root)
+        .with_context(|| format!("cannot list {}", root.display()))?
         .filter_map(|e| e.ok())
         .map(|e| e.path())
         .filter(|p| {

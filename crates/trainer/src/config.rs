@@ -203,7 +203,8 @@ pub struct TrainConfig {
     /// Stop after this many steps (for quick runs and tests). Default: no limit.
     #[serde(default)]
     pub max_steps: Option<u64>,
-    /// Checkpoints to keep besides the best one. Default 2.
+    /// How many of the newest checkpoints to keep (at least 1); the best one is kept as well
+    /// when it is older. Default 2.
     #[serde(default = "default_keep")]
     pub keep_checkpoints: usize,
     /// Show a progress bar on a terminal. Default true.
@@ -348,7 +349,17 @@ impl Config {
         ] {
             o.validate().with_context(|| name.to_string())?;
         }
+        anyhow::ensure!(
+            self.train.keep_checkpoints > 0,
+            "train.keep_checkpoints must be at least 1 (the latest checkpoint is what a resume \
+             continues from)"
+        );
         if let Some(es) = &self.train.early_stopping {
+            anyhow::ensure!(
+                es.patience > 0,
+                "train.early_stopping.patience must be at least 1 (the number of epochs without \
+                 improvement before training stops)"
+            );
             anyhow::ensure!(
                 matches!(es.mode.as_deref(), None | Some("max") | Some("min")),
                 "train.early_stopping.mode must be `max` or `min`"
@@ -425,6 +436,11 @@ mod tests {
             ("train.epochs", "epochs = 0"),
             ("train.max_steps", "max_steps = 0"),
             ("train.checkpoint_every_steps", "checkpoint_every_steps = 0"),
+            ("train.keep_checkpoints", "keep_checkpoints = 0"),
+            (
+                "train.early_stopping.patience",
+                "[train.early_stopping]\nmetric = \"auc\"\npatience = 0",
+            ),
         ] {
             let text = format!("[model]\nname = \"fm\"\n[train]\n{table}\n");
             let e = format!("{:#}", Config::from_toml(&text, "x.toml").unwrap_err());

@@ -134,11 +134,17 @@ fn synthetic_split(cfg: &DataConfig) -> Result<Split> {
     if let Some(u) = int("users")? {
         gen_cfg.users = u;
     }
-    if let Some(i) = int("items")? {
-        gen_cfg.items = i as u32;
+    let int32 = |k: &str| -> Result<Option<u32>> {
+        int(k)?
+            .map(u32::try_from)
+            .transpose()
+            .with_context(|| format!("[data.options] {k} must be at most {}", u32::MAX))
+    };
+    if let Some(i) = int32("items")? {
+        gen_cfg.items = i;
     }
-    if let Some(d) = int("days")? {
-        gen_cfg.days = d as u32;
+    if let Some(d) = int32("days")? {
+        gen_cfg.days = d;
     }
     if let Some(s) = int("seed")? {
         gen_cfg.seed = s;

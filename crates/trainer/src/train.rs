@@ -169,6 +169,9 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
         _ => None,
     };
     prepare_run_dir(&run_dir, &start)?;
+    for p in checkpoint::remove_partial(&ckpt_root)? {
+        tracing::info!(dir = %p.display(), "removed an interrupted checkpoint write");
+    }
     check_space(&run_dir, free_bytes(&run_dir), parameter_bytes(model))?;
     checkpoint::write_atomic(&run_dir.join("config.toml"), cfg.to_toml()?.as_bytes())
         .with_context(|| format!("cannot write into {}", run_dir.display()))?;
@@ -176,6 +179,7 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
     let mut opt = DenseOptimizer::new(cfg.optimizer.dense, model.dense_vars())?;
     let vocabs = carried_vocabs(split, cfg);
     let vocabs_json = vocabs.as_ref().map(serde_json::to_value).transpose()?;
+    let data = data_fingerprint(split);
     let mut st = LoopState {
         step: 0,
         epoch: 0,
@@ -193,9 +197,18 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
             let dir = resume_from.expect("resolved above");
             let (tensors, state) = checkpoint::read(&dir, model.device())?;
             check_vocabs(&state, vocabs.as_ref(), &dir)?;
+            check_data(&state, &data, &dir)?;
             load_training_state(model, Some(&mut opt), &tensors, &state["state"])?;
             st = serde_json::from_value(state["loop"].clone())
                 .with_context(|| format!("{} has an unreadable loop state", dir.display()))?;
+            // A run killed between moving `latest` and `best` left `best` at the previous best
+            // checkpoint, which is no longer protected from pruning: point it where the loop
+            // state says.
+            if let Some(b) = &st.best
+                && ckpt_root.join(&b.checkpoint).is_dir()
+            {
+                checkpoint::set_pointer(&ckpt_root, "best", &b.checkpoint)?;
+            }
             // The log holds exactly the epochs of the checkpoint: lines written after it by
             // the interrupted process are dropped (they will be written again).
             let mut text = String::new();
@@ -283,14 +296,30 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
                 && st.step.is_multiple_of(every)
                 && st.batch_in_epoch < batches_per_epoch
             {
-                save_checkpoint(model, &opt, &st, cfg, vocabs_json.as_ref(), &ckpt_root)?;
+                save_checkpoint(
+                    model,
+                    &opt,
+                    &st,
+                    cfg,
+                    vocabs_json.as_ref(),
+                    &data,
+                    &ckpt_root,
+                )?;
             }
         }
         bar.finish_and_clear();
         if st.batch_in_epoch < batches_per_epoch {
             // The step budget ran out inside the epoch: save the position and stop; a resumed
             // run finishes the epoch.
-            save_checkpoint(model, &opt, &st, cfg, vocabs_json.as_ref(), &ckpt_root)?;
+            save_checkpoint(
+                model,
+                &opt,
+                &st,
+                cfg,
+                vocabs_json.as_ref(),
+                &data,
+                &ckpt_root,
+            )?;
             break 'epochs;
         }
         let epoch_secs = epoch_start.elapsed().as_secs_f64();
@@ -313,7 +342,8 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
             watched = ?record.watched,
             "epoch done"
         );
-        writeln!(log, "{}", serde_json::to_string(&record)?)?;
+        writeln!(log, "{}", serde_json::to_string(&record)?)
+            .with_context(|| format!("cannot write {}", run_dir.join("log.jsonl").display()))?;
         st.history.push(record);
         st.epoch += 1;
         st.batch_in_epoch = 0;
@@ -344,7 +374,15 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
                 checkpoint: name.clone(),
             });
         }
-        save_checkpoint(model, &opt, &st, cfg, vocabs_json.as_ref(), &ckpt_root)?;
+        save_checkpoint(
+            model,
+            &opt,
+            &st,
+            cfg,
+            vocabs_json.as_ref(),
+            &data,
+            &ckpt_root,
+        )?;
         if improved {
             checkpoint::set_pointer(&ckpt_root, "best", &name)?;
         }
@@ -670,6 +708,63 @@ pub fn state_vocabs(state: &serde_json::Value, dir: &Path) -> Result<Option<Voca
     }
 }
 
+/// A fingerprint of the samples of a split: SHA-256 over the three parts' columns, labels and
+/// weights, in order. Two splits with the same fingerprint feed a model the same batches, so a
+/// resumed run continues the very run that was interrupted (a data file that changed under the
+/// same configuration changes it: the random split reshuffles every row when one is added).
+pub fn data_fingerprint(split: &Split) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [&split.train, &split.valid, &split.test] {
+        h.update((part.len() as u64).to_le_bytes());
+        for c in &part.columns {
+            match c {
+                rec_data::Column::Ids(v) => {
+                    h.update(b"i");
+                    v.iter().for_each(|x| h.update(x.to_le_bytes()));
+                }
+                rec_data::Column::Ragged { values, offsets } => {
+                    h.update(b"r");
+                    values.iter().for_each(|x| h.update(x.to_le_bytes()));
+                    offsets.iter().for_each(|x| h.update(x.to_le_bytes()));
+                }
+                rec_data::Column::Dense { values, dim } => {
+                    h.update(b"d");
+                    h.update((*dim as u64).to_le_bytes());
+                    values
+                        .iter()
+                        .for_each(|x| h.update(x.to_bits().to_le_bytes()));
+                }
+            }
+        }
+        for l in &part.labels {
+            h.update(b"l");
+            l.iter().for_each(|x| h.update(x.to_bits().to_le_bytes()));
+        }
+        if let Some(w) = &part.weights {
+            h.update(b"w");
+            w.iter().for_each(|x| h.update(x.to_bits().to_le_bytes()));
+        }
+    }
+    checkpoint::hex(&h.finalize())
+}
+
+/// Refuses a checkpoint whose data fingerprint (see [`data_fingerprint`]) differs from
+/// `data`'s: resuming it would continue another run, and evaluating it would test on samples
+/// that may have been its training samples. A checkpoint without one (older) is not checked.
+pub fn check_data(state: &serde_json::Value, data: &str, dir: &Path) -> Result<()> {
+    match state.get("data").and_then(|v| v.as_str()) {
+        Some(saved) if saved != data => bail!(
+            "{} was trained on other data than its configuration now gives (a data file \
+             changed, or its generator did): the split and the batch order differ, so it \
+             cannot be resumed or evaluated as that run; to train on the new data, start from \
+             it as a new run (`--resume CHECKPOINT --out NEW_RUN`)",
+            dir.display()
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// Refuses to continue from a checkpoint whose vocabularies differ from the split's: the
 /// split's raw IDs would then meet rows trained for other IDs. (`run` encodes the data with the
 /// checkpoint's vocabularies; a caller of `fit` must do the same, with
@@ -701,6 +796,7 @@ fn save_checkpoint(
     st: &LoopState,
     cfg: &Config,
     vocabs: Option<&serde_json::Value>,
+    data: &str,
     root: &Path,
 ) -> Result<()> {
     let (tensors, meta) = training_state(model, Some(opt))?;
@@ -712,6 +808,7 @@ fn save_checkpoint(
     if let Some(v) = vocabs {
         state["vocabs"] = v.clone();
     }
+    state["data"] = serde_json::Value::String(data.to_string());
     let name = checkpoint::step_name(st.step);
     let dir = root.join(&name);
     if dir.exists() {
@@ -723,7 +820,8 @@ fn save_checkpoint(
             return Ok(());
         }
         // A directory no pointer names: written by a run killed before it moved `latest`.
-        std::fs::remove_dir_all(&dir)?;
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("cannot remove {}", dir.display()))?;
     }
     checkpoint::write(root, &name, &tensors, &state)?;
     checkpoint::set_pointer(root, "latest", &name)

@@ -168,6 +168,55 @@ fn resumed_run_ends_with_exactly_the_same_metrics() {
 }
 
 #[test]
+fn a_resume_on_changed_data_is_refused_and_best_is_repaired() {
+    let split = planted_split(2);
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = config(dir.path(), "deepfm");
+    first.train.epochs = 2;
+    let out = train(&first, &split, Start::Fresh);
+    let root = dir.path().join("checkpoints");
+    let best = rec_trainer::checkpoint::resolve_pointer(&root, "best")
+        .unwrap()
+        .unwrap();
+    let best_name = |o: &rec_trainer::Outcome| {
+        rec_trainer::checkpoint::step_name(o.history[o.best_epoch as usize - 1].step)
+    };
+    assert_eq!(
+        best,
+        root.join(best_name(&out)),
+        "best names the kept checkpoint"
+    );
+
+    // The same configuration on data with one label flipped (a file edited under the same
+    // path): another run, refused by name.
+    let mut changed = split.clone();
+    changed.train.labels[0][17] = 1.0 - changed.train.labels[0][17];
+    let mut model =
+        registry::build_model(&first, &changed.schema, &changed.train, &Device::Cpu).unwrap();
+    let err = fit(
+        model.as_mut(),
+        &changed,
+        &config(dir.path(), "deepfm"),
+        Start::Resume,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("other data"), "{err}");
+
+    // A kill between `latest` and `best`: best left at a checkpoint that is not the loop's.
+    // A leftover partial checkpoint write is removed too.
+    rec_trainer::checkpoint::set_pointer(&root, "best", "step-000000000000").unwrap();
+    std::fs::create_dir_all(root.join(".tmp-step-000000099999")).unwrap();
+    let resumed = train(&config(dir.path(), "deepfm"), &split, Start::Resume);
+    let best = rec_trainer::checkpoint::resolve_pointer(&root, "best")
+        .unwrap()
+        .unwrap();
+    assert_eq!(best, root.join(best_name(&resumed)));
+    assert!(best.is_dir());
+    assert!(!root.join(".tmp-step-000000099999").exists());
+}
+
+#[test]
 fn resume_inside_an_epoch_is_exact_too() {
     let split = planted_split(3);
     let a = tempfile::tempdir().unwrap();
@@ -404,31 +453,34 @@ fn a_step_budget_inside_an_epoch_reports_the_state_it_tests() {
 
 #[test]
 fn non_finite_loss_stops_with_step_and_keeps_the_last_checkpoint() {
+    // One poisoned label: the loss becomes NaN at the step whose batch holds it. (The data is
+    // poisoned from the start: a resume on changed data would be refused before any step.)
     let mut split = planted_split(5);
+    split.train.labels[0][100] = f32::INFINITY;
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path(), "fm");
     cfg.train.early_stopping = None;
-    cfg.train.epochs = 1;
-    train(&cfg, &split, Start::Fresh);
-    let latest =
-        rec_trainer::checkpoint::resolve_pointer(&dir.path().join("checkpoints"), "latest")
-            .unwrap()
-            .unwrap();
-    // Poison one label of the next epoch's data: the loss becomes NaN at the step that sees it.
-    split.train.labels[0][100] = f32::INFINITY;
     cfg.train.epochs = 2;
+    cfg.train.checkpoint_every_steps = Some(1);
     let mut model = registry::build_model(&cfg, &split.schema, &split.train, &Device::Cpu).unwrap();
-    let e = fit(model.as_mut(), &split, &cfg, Start::Resume).unwrap_err();
+    let e = fit(model.as_mut(), &split, &cfg, Start::Fresh).unwrap_err();
     let msg = format!("{e:#}");
+    let root = dir.path().join("checkpoints");
+    let latest = rec_trainer::checkpoint::resolve_pointer(&root, "latest")
+        .unwrap()
+        .expect("the poisoned batch is not the first one of this seed");
+    // The last good checkpoint is the step before the one named, and it loads.
+    let saved: u64 = latest.file_name().unwrap().to_string_lossy()["step-".len()..]
+        .parse()
+        .unwrap();
     assert!(
-        msg.contains("step") && msg.contains("epoch 2") && msg.contains("batch"),
+        msg.contains(&format!(
+            "training stopped at step {}, epoch 1, batch",
+            saved + 1
+        )),
         "{msg}"
     );
-    let still = rec_trainer::checkpoint::resolve_pointer(&dir.path().join("checkpoints"), "latest")
-        .unwrap()
-        .unwrap();
-    assert_eq!(still, latest);
-    assert!(rec_trainer::checkpoint::read(&still, &Device::Cpu).is_ok());
+    assert!(rec_trainer::checkpoint::read(&latest, &Device::Cpu).is_ok());
 }
 
 #[test]
