@@ -30,7 +30,7 @@ const DIM: usize = 64;
 ///
 /// 4096 batches (16 MiB of IDs): the timed loop runs about as many steps as there are
 /// batches, so a row is rarely met twice while still in cache, and at 10^7 rows the batches
-/// touch about 3.3 million distinct rows (over 800 MB with SGD), far beyond any last-level
+/// touch about 3.4 million distinct rows (over 800 MB with SGD), far beyond any last-level
 /// cache. (With 64 batches, 65,536 rows, a good part of the working set stayed cached.)
 const ID_BATCHES: usize = 4096;
 

@@ -313,7 +313,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     let cfg_text = state["config"]
         .as_str()
         .with_context(|| format!("{} holds no configuration", dir.display()))?;
-    let cfg = Config::from_toml(cfg_text, &format!("in {}", dir.display()))?;
+    let cfg = Config::from_saved_toml(cfg_text, &format!("in {}", dir.display()))?;
     // A csv run is evaluated with the vocabularies it was trained with.
     let vocabs = rec_trainer::train::vocabs_for(&cfg, &state, &dir)?;
     let split = rec_trainer::data::load_split_with(&cfg.data, vocabs.as_ref())?;
@@ -440,5 +440,46 @@ mod tests {
         };
         let e = build_config(&warm).unwrap_err().to_string();
         assert!(e.contains("--config"), "{e}");
+    }
+
+    #[test]
+    fn eval_refuses_a_checkpoint_whose_data_changed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let schema = tmp.path().join("schema.toml");
+        std::fs::write(
+            &schema,
+            "[[columns]]\nname = \"user\"\nrole = \"user\"\n\
+             [[columns]]\nname = \"item\"\nrole = \"item\"\n\
+             [[columns]]\nname = \"click\"\nrole = \"label\"\n",
+        )
+        .unwrap();
+        let csv = tmp.path().join("clicks.csv");
+        let rows = |n: usize| -> String {
+            (0..n)
+                .map(|r| format!("u{},i{},{}\n", r % 7, r % 5, (r / 3) % 2))
+                .collect()
+        };
+        std::fs::write(&csv, format!("user,item,click\n{}", rows(120))).unwrap();
+        let run = tmp.path().join("run");
+        let text = format!(
+            "[data]\ndataset = \"csv\"\n[data.options]\npath = {:?}\nschema = {:?}\n\
+             [model]\nname = \"fm\"\n[model.params]\ndim = 4\n\
+             [train]\nepochs = 1\nbatch_size = 32\nprogress = false\n[output]\ndir = {:?}\n",
+            csv.display().to_string(),
+            schema.display().to_string(),
+            run.display().to_string(),
+        );
+        let cfg = Config::from_toml(&text, "test").unwrap();
+        rec_trainer::run(&cfg, Start::Fresh).unwrap();
+        let args = || EvalArgs {
+            checkpoint: run.clone(),
+            json: false,
+        };
+        // The same file: the fingerprint matches and the checkpoint is evaluated.
+        eval(args()).unwrap();
+        // One more row reshuffles the split: refused.
+        std::fs::write(&csv, format!("user,item,click\n{}", rows(121))).unwrap();
+        let e = format!("{:#}", eval(args()).unwrap_err());
+        assert!(e.contains("other data"), "{e}");
     }
 }

@@ -265,8 +265,20 @@ fn yes() -> bool {
 }
 
 impl Config {
-    /// Parses a configuration from TOML text; `origin` names the source in errors.
+    /// Parses a configuration from TOML text and checks its value ranges
+    /// ([`validate`](Self::validate)); `origin` names the source in errors.
     pub fn from_toml(text: &str, origin: &str) -> Result<Config> {
+        let cfg = Self::from_saved_toml(text, origin)?;
+        cfg.validate()
+            .with_context(|| format!("invalid configuration {origin}"))?;
+        Ok(cfg)
+    }
+
+    /// Parses the configuration a checkpoint was trained with, without checking value ranges
+    /// again: a range refused since (e.g. `patience = 0`) must not make an old run impossible
+    /// to evaluate or to compare with before a resume. Unknown keys and wrong types are still
+    /// errors.
+    pub fn from_saved_toml(text: &str, origin: &str) -> Result<Config> {
         let cfg: Config = toml::from_str(text).map_err(|e| {
             let pos = e
                 .span()
@@ -292,8 +304,6 @@ impl Config {
                 .unwrap_or_default();
             anyhow::anyhow!("invalid configuration {origin}{pos}: {}", e.message())
         })?;
-        cfg.validate()
-            .with_context(|| format!("invalid configuration {origin}"))?;
         Ok(cfg)
     }
 
@@ -448,6 +458,17 @@ mod tests {
         }
         let ok = "[model]\nname = \"fm\"\n[train]\nepochs = 1\nmax_steps = 1\ncheckpoint_every_steps = 1\n";
         Config::from_toml(ok, "x.toml").unwrap();
+        // A checkpoint's own configuration is read as saved, even with a range refused since.
+        let old = "[model]\nname = \"fm\"\n[train]\nkeep_checkpoints = 0\n";
+        assert!(Config::from_toml(old, "x.toml").is_err());
+        assert_eq!(
+            Config::from_saved_toml(old, "x.toml")
+                .unwrap()
+                .train
+                .keep_checkpoints,
+            0
+        );
+        assert!(Config::from_saved_toml("[model]\nname = 1\n", "x.toml").is_err());
     }
 
     #[test]

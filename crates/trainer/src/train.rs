@@ -168,6 +168,16 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
         Start::Resume => Some(resume_point(cfg)?),
         _ => None,
     };
+    let vocabs = carried_vocabs(split, cfg);
+    let vocabs_json = vocabs.as_ref().map(serde_json::to_value).transpose()?;
+    let data = data_fingerprint(split);
+    if let Some(dir) = &resume_from {
+        // Checked before anything in the run directory is touched: a refused resume writes
+        // nothing.
+        let state = checkpoint::read_state(dir)?;
+        check_vocabs(&state, vocabs.as_ref(), dir)?;
+        check_data(&state, &data, dir)?;
+    }
     prepare_run_dir(&run_dir, &start)?;
     for p in checkpoint::remove_partial(&ckpt_root)? {
         tracing::info!(dir = %p.display(), "removed an interrupted checkpoint write");
@@ -177,9 +187,6 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
         .with_context(|| format!("cannot write into {}", run_dir.display()))?;
 
     let mut opt = DenseOptimizer::new(cfg.optimizer.dense, model.dense_vars())?;
-    let vocabs = carried_vocabs(split, cfg);
-    let vocabs_json = vocabs.as_ref().map(serde_json::to_value).transpose()?;
-    let data = data_fingerprint(split);
     let mut st = LoopState {
         step: 0,
         epoch: 0,
@@ -196,8 +203,6 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
         Start::Resume => {
             let dir = resume_from.expect("resolved above");
             let (tensors, state) = checkpoint::read(&dir, model.device())?;
-            check_vocabs(&state, vocabs.as_ref(), &dir)?;
-            check_data(&state, &data, &dir)?;
             load_training_state(model, Some(&mut opt), &tensors, &state["state"])?;
             st = serde_json::from_value(state["loop"].clone())
                 .with_context(|| format!("{} has an unreadable loop state", dir.display()))?;
@@ -708,44 +713,82 @@ pub fn state_vocabs(state: &serde_json::Value, dir: &Path) -> Result<Option<Voca
     }
 }
 
-/// A fingerprint of the samples of a split: SHA-256 over the three parts' columns, labels and
-/// weights, in order. Two splits with the same fingerprint feed a model the same batches, so a
-/// resumed run continues the very run that was interrupted (a data file that changed under the
-/// same configuration changes it: the random split reshuffles every row when one is added).
+/// A fingerprint of the samples of a split: SHA-256 over the three parts' columns, labels,
+/// weights and evaluation slices, and the item table ranking scores candidates with, in order.
+/// Two splits with the same fingerprint feed a model the same batches, so a resumed run
+/// continues the very run that was interrupted (a data file that changed under the same
+/// configuration changes it: the random split reshuffles every row when one is added). P-SEQ's
+/// ranking cases and user attributes are derived from the same MovieLens files and not hashed.
 pub fn data_fingerprint(split: &Split) -> String {
     use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    for part in [&split.train, &split.valid, &split.test] {
-        h.update((part.len() as u64).to_le_bytes());
-        for c in &part.columns {
-            match c {
-                rec_data::Column::Ids(v) => {
-                    h.update(b"i");
-                    v.iter().for_each(|x| h.update(x.to_le_bytes()));
-                }
-                rec_data::Column::Ragged { values, offsets } => {
-                    h.update(b"r");
-                    values.iter().for_each(|x| h.update(x.to_le_bytes()));
-                    offsets.iter().for_each(|x| h.update(x.to_le_bytes()));
-                }
-                rec_data::Column::Dense { values, dim } => {
-                    h.update(b"d");
-                    h.update((*dim as u64).to_le_bytes());
-                    values
-                        .iter()
-                        .for_each(|x| h.update(x.to_bits().to_le_bytes()));
+    /// Feeds little-endian words to the hash through a buffer (one `update` per word costs
+    /// more than the hashing itself).
+    struct Words {
+        h: Sha256,
+        buf: Vec<u8>,
+    }
+    impl Words {
+        fn tag(&mut self, t: &[u8], n: usize) {
+            self.buf.extend_from_slice(t);
+            self.buf.extend_from_slice(&(n as u64).to_le_bytes());
+        }
+        fn words(&mut self, it: impl Iterator<Item = [u8; 4]>) {
+            for w in it {
+                self.buf.extend_from_slice(&w);
+                if self.buf.len() >= 1 << 16 {
+                    self.h.update(&self.buf);
+                    self.buf.clear();
                 }
             }
         }
-        for l in &part.labels {
-            h.update(b"l");
-            l.iter().for_each(|x| h.update(x.to_bits().to_le_bytes()));
+        fn column(&mut self, c: &rec_data::Column) {
+            match c {
+                rec_data::Column::Ids(v) => {
+                    self.tag(b"i", v.len());
+                    self.words(v.iter().map(|x| x.to_le_bytes()));
+                }
+                rec_data::Column::Ragged { values, offsets } => {
+                    self.tag(b"r", values.len());
+                    self.words(values.iter().map(|x| x.to_le_bytes()));
+                    self.tag(b"o", offsets.len());
+                    self.words(offsets.iter().map(|x| x.to_le_bytes()));
+                }
+                rec_data::Column::Dense { values, dim } => {
+                    self.tag(b"d", *dim);
+                    self.tag(b"n", values.len());
+                    self.words(values.iter().map(|x| x.to_bits().to_le_bytes()));
+                }
+            }
         }
-        if let Some(w) = &part.weights {
-            h.update(b"w");
-            w.iter().for_each(|x| h.update(x.to_bits().to_le_bytes()));
+        fn floats(&mut self, t: &[u8], v: &[f32]) {
+            self.tag(t, v.len());
+            self.words(v.iter().map(|x| x.to_bits().to_le_bytes()));
         }
     }
+    let mut w = Words {
+        h: Sha256::new(),
+        buf: Vec::with_capacity((1 << 16) + 64),
+    };
+    for part in [&split.train, &split.valid, &split.test] {
+        w.tag(b"part", part.len());
+        part.columns.iter().for_each(|c| w.column(c));
+        part.labels.iter().for_each(|l| w.floats(b"l", l));
+        if let Some(weights) = &part.weights {
+            w.floats(b"w", weights);
+        }
+        for s in &part.slices {
+            w.tag(s.name.as_bytes(), s.mask.len());
+            w.words(s.mask.iter().map(|&m| [m as u8, 0, 0, 0]));
+        }
+    }
+    if let Some(items) = &split.items {
+        for (name, c) in items.fields.iter().zip(&items.columns) {
+            w.tag(name.as_bytes(), c.len());
+            w.column(c);
+        }
+    }
+    let Words { mut h, buf } = w;
+    h.update(&buf);
     checkpoint::hex(&h.finalize())
 }
 
@@ -757,8 +800,9 @@ pub fn check_data(state: &serde_json::Value, data: &str, dir: &Path) -> Result<(
         Some(saved) if saved != data => bail!(
             "{} was trained on other data than its configuration now gives (a data file \
              changed, or its generator did): the split and the batch order differ, so it \
-             cannot be resumed or evaluated as that run; to train on the new data, start from \
-             it as a new run (`--resume CHECKPOINT --out NEW_RUN`)",
+             cannot be resumed or evaluated as that run; to train on the new data, start a new \
+             run from it (`cargo xtask train --config CONFIG --resume CHECKPOINT --out \
+             NEW_RUN`)",
             dir.display()
         ),
         _ => Ok(()),
@@ -889,7 +933,7 @@ pub fn resume_point(cfg: &Config) -> Result<PathBuf> {
     let Some(text) = state["config"].as_str() else {
         bail!("{} has no configuration in its state", dir.display());
     };
-    let saved = match Config::from_toml(text, &dir.display().to_string()) {
+    let saved = match Config::from_saved_toml(text, &dir.display().to_string()) {
         Ok(c) => c,
         Err(e) => {
             // An older checkpoint whose configuration this version no longer reads.

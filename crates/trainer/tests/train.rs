@@ -203,11 +203,17 @@ fn a_resume_on_changed_data_is_refused_and_best_is_repaired() {
     .to_string();
     assert!(err.contains("other data"), "{err}");
 
+    // The refused resume wrote nothing: the run's configuration is still the 2-epoch one.
+    let saved = std::fs::read_to_string(dir.path().join("config.toml")).unwrap();
+    assert_eq!(saved, first.to_toml().unwrap());
+
     // A kill between `latest` and `best`: best left at a checkpoint that is not the loop's.
-    // A leftover partial checkpoint write is removed too.
+    // A leftover partial checkpoint write is removed too. The resume trains no further epoch
+    // (the run has its 2), so only the repair can point `best` right again.
     rec_trainer::checkpoint::set_pointer(&root, "best", "step-000000000000").unwrap();
     std::fs::create_dir_all(root.join(".tmp-step-000000099999")).unwrap();
-    let resumed = train(&config(dir.path(), "deepfm"), &split, Start::Resume);
+    let resumed = train(&first, &split, Start::Resume);
+    assert_eq!(resumed.steps, out.steps, "no step after the checkpoint");
     let best = rec_trainer::checkpoint::resolve_pointer(&root, "best")
         .unwrap()
         .unwrap();

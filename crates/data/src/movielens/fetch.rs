@@ -61,6 +61,7 @@ const WHEEL_DIR: &str = "recbole/dataset_example/ml-100k/";
 const ZIP_FILE: &str = "ml-100k.zip";
 const ZIP_DIR: &str = "ml-100k/";
 const MANIFEST: &str = "grouplens.sha256";
+/// The manifest's first line, before the zip's digest (`ZIP_FILE` is the zip's name).
 const MANIFEST_ZIP_PREFIX: &str = "# extracted from ml-100k.zip with SHA-256 ";
 const DOWNLOAD_PREFIX: &str = ".download-";
 /// How old a `.download-*` directory must be before a fetch removes it as abandoned.
@@ -239,10 +240,12 @@ pub fn fetch(root: &Path, opts: &FetchOptions) -> Result<FetchReport> {
         skipped,
         verified,
     };
+    // Swept on every fetch, also one that finds a verified copy: a fetch killed and rerun at
+    // once leaves a young folder that only a later fetch can recognise as abandoned.
+    remove_stale_downloads(&dir, STALE_DOWNLOAD);
     if let Some((layout, verified)) = find_verified(&dir, &opts.grouplens_sha256)? {
         return Ok(report(layout, Obtained::AlreadyPresent, vec![], verified));
     }
-    remove_stale_downloads(&dir, STALE_DOWNLOAD);
     let mut skipped = Vec::new();
 
     // 0. A zip placed in the directory by hand.
@@ -510,9 +513,17 @@ mod tests {
             (Layout::GroupLens, Obtained::LocalZip)
         );
         assert_eq!(fs::read(dir.join("u.data")).unwrap(), d);
-        // Idempotent.
+        // Idempotent; and it sweeps a day-old abandoned download folder even then.
+        let stale = dir.join(".download-killed");
+        fs::create_dir(&stale).unwrap();
+        let two_days = std::time::SystemTime::now() - 2 * STALE_DOWNLOAD;
+        fs::File::open(&stale)
+            .unwrap()
+            .set_modified(two_days)
+            .unwrap();
         let r = fetch(root.path(), &opts).unwrap();
         assert_eq!(r.obtained, Obtained::AlreadyPresent);
+        assert!(!stale.exists());
         // Its manifest records the fixture zip's digest, so the pinned digest does not trust it.
         assert!(find_verified(&dir, GROUPLENS_ZIP_SHA256).unwrap().is_none());
         assert!(
@@ -582,32 +593,26 @@ mod tests {
     fn wheel_members_are_checked_against_pinned_digests() {
         let root = tempfile::tempdir().unwrap();
         let wheel = root.path().join("fake.whl");
-        let mut w = zip::ZipWriter::new(fs::File::create(&wheel).unwrap());
-        for (n, _) in RECBOLE_SHA256 {
-            w.start_file(
-                format!("{WHEEL_DIR}{n}"),
-                zip::write::SimpleFileOptions::default(),
-            )
-            .unwrap();
-            w.write_all(b"not the real file").unwrap();
-        }
-        w.finish().unwrap();
+        // A wheel whose three atomic files all hold `content`.
+        let write_wheel = |content: &[u8]| {
+            let mut w = zip::ZipWriter::new(fs::File::create(&wheel).unwrap());
+            for (n, _) in RECBOLE_SHA256 {
+                w.start_file(
+                    format!("{WHEEL_DIR}{n}"),
+                    zip::write::SimpleFileOptions::default(),
+                )
+                .unwrap();
+                w.write_all(content).unwrap();
+            }
+            w.finish().unwrap();
+        };
+        write_wheel(b"not the real file");
         let err = install_wheel(&wheel, root.path()).unwrap_err();
         assert!(matches!(err, DataError::Checksum { .. }), "{err}");
         assert!(!root.path().join("ml-100k.user").exists());
 
         // A member larger than any ml-100k file is refused before it is read whole.
-        let mut w = zip::ZipWriter::new(fs::File::create(&wheel).unwrap());
-        for (n, _) in RECBOLE_SHA256 {
-            w.start_file(
-                format!("{WHEEL_DIR}{n}"),
-                zip::write::SimpleFileOptions::default(),
-            )
-            .unwrap();
-            w.write_all(&vec![b'x'; MEMBER_LIMIT_BYTES as usize + 1])
-                .unwrap();
-        }
-        w.finish().unwrap();
+        write_wheel(&vec![b'x'; MEMBER_LIMIT_BYTES as usize + 1]);
         let err = install_wheel(&wheel, root.path()).unwrap_err().to_string();
         assert!(err.contains("larger than"), "{err}");
         assert!(!root.path().join("ml-100k.user").exists());
