@@ -169,8 +169,9 @@ fn write_into(
 }
 
 /// Removes the temporary directories (`.tmp-*`) of checkpoints whose writing was interrupted
-/// (a killed process) under `root`, and returns them. Only one process may train into a run
-/// directory at a time, so none of them is still being written.
+/// (a killed process) under `root`, and returns them. Only one process trains into a run
+/// directory at a time (it holds the run's lock, see [`crate::train::RUN_LOCK`]), so none of
+/// them is still being written.
 pub fn remove_partial(root: &Path) -> Result<Vec<PathBuf>> {
     let Ok(entries) = fs::read_dir(root) else {
         return Ok(Vec::new());

@@ -21,6 +21,7 @@ pub mod config;
 pub mod data;
 pub mod eval;
 pub mod experiment;
+pub mod lock;
 pub mod plot;
 pub mod registry;
 pub mod report;

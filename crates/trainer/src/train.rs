@@ -178,6 +178,20 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
         check_vocabs(&state, vocabs.as_ref(), dir)?;
         check_data(&state, &data, dir)?;
     }
+    // One process at a time: two trainings into one directory would overwrite each other's
+    // checkpoints and interleave the log. Released when `fit` returns, also on an error.
+    std::fs::create_dir_all(&run_dir)
+        .with_context(|| format!("cannot create run directory {}", run_dir.display()))?;
+    let lock_path = run_dir.join(RUN_LOCK);
+    let _lock = crate::lock::ProcessLock::take(&lock_path)?.with_context(|| {
+        format!(
+            "{} is in use: process {} is training into it (if no such process is running, \
+             remove {})",
+            run_dir.display(),
+            crate::lock::holder(&lock_path).map_or("(unknown)".into(), |p| p.to_string()),
+            lock_path.display()
+        )
+    })?;
     prepare_run_dir(&run_dir, &start)?;
     for p in checkpoint::remove_partial(&ckpt_root)? {
         tracing::info!(dir = %p.display(), "removed an interrupted checkpoint write");
@@ -900,6 +914,9 @@ fn watched_value(
     })?;
     Ok(Some(value))
 }
+
+/// The lock file in a run directory naming the process training into it.
+pub const RUN_LOCK: &str = ".lock";
 
 /// Samples per forward pass of the exact CEL reassignment the loop runs.
 const EXACT_CEL_CHUNK: usize = 16384;

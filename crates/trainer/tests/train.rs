@@ -223,6 +223,31 @@ fn a_resume_on_changed_data_is_refused_and_best_is_repaired() {
 }
 
 #[test]
+fn a_run_directory_in_use_by_a_live_process_is_refused() {
+    let split = planted_split(4);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), "fm");
+    cfg.train.epochs = 1;
+    // Held by a live process (this one, as another process would be).
+    let lock = dir.path().join(rec_trainer::train::RUN_LOCK);
+    std::fs::write(&lock, std::process::id().to_string()).unwrap();
+    let mut model = registry::build_model(&cfg, &split.schema, &split.train, &Device::Cpu).unwrap();
+    let e = format!(
+        "{:#}",
+        fit(model.as_mut(), &split, &cfg, Start::Fresh).unwrap_err()
+    );
+    assert!(e.contains("is in use") && e.contains(".lock"), "{e}");
+    assert!(
+        !dir.path().join("checkpoints").exists(),
+        "nothing was written"
+    );
+    // Left by a process that no longer exists (killed): taken over; released at the end.
+    std::fs::write(&lock, i32::MAX.to_string()).unwrap();
+    train(&cfg, &split, Start::Fresh);
+    assert!(!lock.exists());
+}
+
+#[test]
 fn resume_inside_an_epoch_is_exact_too() {
     let split = planted_split(3);
     let a = tempfile::tempdir().unwrap();

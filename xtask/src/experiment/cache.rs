@@ -20,6 +20,7 @@ use std::process::Command;
 use std::sync::Mutex;
 
 use anyhow::{Context, Result};
+use rec_trainer::lock::ProcessLock;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -82,64 +83,6 @@ fn current_commit() -> String {
         }
         _ => "unknown".into(),
     }
-}
-
-/// A unit being computed by this process: the file `<hash>.lock` holding our process id,
-/// removed when the guard is dropped (also when the unit fails). A lock whose process is gone
-/// (killed) is stale and taken over.
-struct UnitLock(PathBuf);
-
-impl UnitLock {
-    /// Takes the lock, or `None` when a live process holds it.
-    fn take(path: &Path) -> Result<Option<Self>> {
-        for _ in 0..2 {
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(path)
-            {
-                Ok(mut f) => {
-                    use std::io::Write as _;
-                    write!(f, "{}", std::process::id())
-                        .with_context(|| format!("cannot write {}", path.display()))?;
-                    return Ok(Some(UnitLock(path.to_path_buf())));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let holder = std::fs::read_to_string(path)
-                        .ok()
-                        .and_then(|t| t.trim().parse::<u32>().ok());
-                    // A lock still being written (no id yet) counts as held.
-                    if holder.is_none_or(process_alive) {
-                        return Ok(None);
-                    }
-                    let _ = std::fs::remove_file(path);
-                }
-                Err(e) => {
-                    return Err(e).with_context(|| format!("cannot create {}", path.display()));
-                }
-            }
-        }
-        Ok(None)
-    }
-}
-
-impl Drop for UnitLock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// Whether process `pid` exists (signal 0 checks without sending anything).
-fn process_alive(pid: u32) -> bool {
-    if pid == std::process::id() {
-        return true;
-    }
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    // SAFETY: kill with signal 0 only checks that the process exists and may be signalled.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// The target directory cargo uses here (`CARGO_TARGET_DIR` or `target`).
@@ -246,7 +189,8 @@ impl RunCache {
         }
         let dir = path.parent().context("cache path has a directory")?;
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let Some(_lock) = UnitLock::take(&path.with_extension("lock"))? else {
+        // `<hash>.lock` names the process computing the unit (rec_trainer::lock).
+        let Some(_lock) = ProcessLock::take(&path.with_extension("lock"))? else {
             return Ok(None);
         };
         // Another process may have finished the unit between the look-up and the lock.
