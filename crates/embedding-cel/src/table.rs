@@ -45,7 +45,8 @@ pub struct MemoryReport {
     /// A full table of the same vocabulary and width: `entities * dim * 4`.
     pub full_bytes: usize,
     /// Training-only state not counted in `serving_bytes`: interaction counters (4 bytes per
-    /// entity), optimizer state, and the offline split window.
+    /// entity), optimizer state, the offline split window, CEL-Lite's gradient window and its
+    /// open splits (direction, mean and the evidence of each member seen so far).
     pub training_bytes: usize,
 }
 
@@ -126,6 +127,16 @@ struct OpenSplit {
     /// Position of each entity in `evidence`.
     #[serde(skip)]
     index: IdMap<u32>,
+}
+
+impl OpenSplit {
+    /// Bytes held while the split is open: its direction and mean, and per member seen its
+    /// evidence entry and index slot (the map's own overhead is not counted).
+    fn bytes(&self) -> usize {
+        (self.v.len() + self.mean.len()) * std::mem::size_of::<f64>()
+            + self.evidence.len()
+                * (std::mem::size_of::<(u32, f64, u32)>() + 2 * std::mem::size_of::<u32>())
+    }
 }
 
 /// Appearances after which a lazily placed member is decided.
@@ -345,7 +356,8 @@ impl ClusteredEmbedding {
             + self
                 .lite
                 .as_ref()
-                .map_or(0, |l| l.grads.len() * f + l.ents.len() * 4);
+                .map_or(0, |l| l.grads.len() * f + l.ents.len() * 4)
+            + self.open.iter().map(OpenSplit::bytes).sum::<usize>();
         MemoryReport {
             entities: self.vocab,
             clusters: self.num_clusters(),

@@ -499,6 +499,43 @@ fn cel_lite_splits_places_members_and_adds_unseen_ids() -> Result<()> {
     Ok(())
 }
 
+/// `memory().training_bytes` of a CEL-Lite table with SGD (no optimizer state): the counters,
+/// the gradient window of the pending split (each kept member's id and gradient) and, while a
+/// split is open, its direction, mean and evidence (24 bytes per member seen), all read from
+/// what the table saves.
+#[test]
+fn cel_lite_training_bytes_count_the_window_and_open_splits() -> Result<()> {
+    let d = 4;
+    let cfg = CelConfig {
+        max_clusters: 3,
+        split_every: 5,
+        mode: Mode::Lite,
+        reassign: Reassign::None,
+        ..Default::default()
+    };
+    let mut t = table(41, d, cfg, OptimizerConfig::sgd(0.05));
+    let (ids, targets, _) = planted_targets(d);
+    let len = |v: &serde_json::Value| v.as_array().map_or(0, Vec::len);
+    let mut open_seen = 0;
+    for s in 1..=40 {
+        quad_step(&mut t, &ids, &targets, s)?;
+        let mut tensors = TensorMap::new();
+        let meta = t.save("", &mut tensors)?;
+        let open: usize = meta["open"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| (len(&o["v"]) + len(&o["mean"])) * 8 + len(&o["evidence"]) * 24)
+            .sum();
+        let window = tensors.get("lite.ents").map_or(0, |e| e.elem_count());
+        let expected = t.vocab() * 4 + window * (d * 4 + 4) + open;
+        assert_eq!(t.memory().training_bytes, expected, "step {s}");
+        open_seen += usize::from(open > 0);
+    }
+    assert!(open_seen > 0, "a split was open at some step");
+    Ok(())
+}
+
 #[test]
 fn personalization_gives_each_entity_its_vector_and_centroids_are_means() -> Result<()> {
     let d = 4;
