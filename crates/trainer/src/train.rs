@@ -178,6 +178,7 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
         check_vocabs(&state, vocabs.as_ref(), dir)?;
         check_data(&state, &data, dir)?;
     }
+    let writer = CheckpointWriter::new(&ckpt_root, cfg, vocabs_json, data)?;
     // One process at a time: two trainings into one directory would overwrite each other's
     // checkpoints and interleave the log. Released when `fit` returns, also on an error.
     std::fs::create_dir_all(&run_dir)
@@ -315,30 +316,14 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
                 && st.step.is_multiple_of(every)
                 && st.batch_in_epoch < batches_per_epoch
             {
-                save_checkpoint(
-                    model,
-                    &opt,
-                    &st,
-                    cfg,
-                    vocabs_json.as_ref(),
-                    &data,
-                    &ckpt_root,
-                )?;
+                writer.save(model, &opt, &st)?;
             }
         }
         bar.finish_and_clear();
         if st.batch_in_epoch < batches_per_epoch {
             // The step budget ran out inside the epoch: save the position and stop; a resumed
             // run finishes the epoch.
-            save_checkpoint(
-                model,
-                &opt,
-                &st,
-                cfg,
-                vocabs_json.as_ref(),
-                &data,
-                &ckpt_root,
-            )?;
+            writer.save(model, &opt, &st)?;
             break 'epochs;
         }
         let epoch_secs = epoch_start.elapsed().as_secs_f64();
@@ -393,15 +378,7 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
                 checkpoint: name.clone(),
             });
         }
-        save_checkpoint(
-            model,
-            &opt,
-            &st,
-            cfg,
-            vocabs_json.as_ref(),
-            &data,
-            &ckpt_root,
-        )?;
+        writer.save(model, &opt, &st)?;
         if improved {
             checkpoint::set_pointer(&ckpt_root, "best", &name)?;
         }
@@ -848,26 +825,45 @@ fn check_vocabs(state: &serde_json::Value, split: Option<&Vocabs>, dir: &Path) -
     Ok(())
 }
 
-fn save_checkpoint(
-    model: &dyn Model,
-    opt: &DenseOptimizer,
-    st: &LoopState,
-    cfg: &Config,
-    vocabs: Option<&serde_json::Value>,
-    data: &str,
-    root: &Path,
-) -> Result<()> {
-    let (tensors, meta) = training_state(model, Some(opt))?;
-    let mut state = serde_json::json!({
-        "state": meta,
-        "loop": st,
-        "config": cfg.to_toml()?,
-    });
-    if let Some(v) = vocabs {
-        state["vocabs"] = v.clone();
+/// Writes the run's checkpoints under `root`: what does not change during a run (the
+/// configuration, the vocabularies, the data fingerprint) is prepared once.
+struct CheckpointWriter<'a> {
+    root: &'a Path,
+    fixed: serde_json::Map<String, serde_json::Value>,
+}
+
+impl<'a> CheckpointWriter<'a> {
+    fn new(
+        root: &'a Path,
+        cfg: &Config,
+        vocabs: Option<serde_json::Value>,
+        data: String,
+    ) -> Result<Self> {
+        let mut fixed = serde_json::Map::new();
+        fixed.insert("config".into(), cfg.to_toml()?.into());
+        if let Some(v) = vocabs {
+            fixed.insert("vocabs".into(), v);
+        }
+        fixed.insert("data".into(), data.into());
+        Ok(Self { root, fixed })
     }
-    state["data"] = serde_json::Value::String(data.to_string());
-    let name = checkpoint::step_name(st.step);
+
+    fn save(&self, model: &dyn Model, opt: &DenseOptimizer, st: &LoopState) -> Result<()> {
+        let (tensors, meta) = training_state(model, Some(opt))?;
+        let mut state = self.fixed.clone();
+        state.insert("state".into(), meta);
+        state.insert("loop".into(), serde_json::to_value(st)?);
+        write_checkpoint(self.root, st.step, &tensors, &state.into())
+    }
+}
+
+fn write_checkpoint(
+    root: &Path,
+    step: u64,
+    tensors: &TensorMap,
+    state: &serde_json::Value,
+) -> Result<()> {
+    let name = checkpoint::step_name(step);
     let dir = root.join(&name);
     if dir.exists() {
         if checkpoint::resolve_pointer(root, "latest")?.as_deref() == Some(dir.as_path()) {
@@ -881,7 +877,7 @@ fn save_checkpoint(
         std::fs::remove_dir_all(&dir)
             .with_context(|| format!("cannot remove {}", dir.display()))?;
     }
-    checkpoint::write(root, &name, &tensors, &state)?;
+    checkpoint::write(root, &name, tensors, state)?;
     checkpoint::set_pointer(root, "latest", &name)
 }
 
