@@ -370,7 +370,10 @@ mod parquet {
     use std::path::Path;
     use std::sync::Arc;
 
-    use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray, UInt32Array};
+    use arrow_array::types::UInt32Type;
+    use arrow_array::{
+        Array, ArrayRef, Float32Array, Int64Array, ListArray, RecordBatch, StringArray, UInt32Array,
+    };
     use arrow_schema::{DataType, Field};
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use rec_data::parquet_io::{schema_of, write_batch};
@@ -470,6 +473,69 @@ mod parquet {
         assert!(
             e.contains("items.parquet")
                 && e.contains("column `category`, row 5: value 4000000000 outside 0..=11"),
+            "{e}"
+        );
+
+        // An item table shorter than the configured item count (events index it up to
+        // `items - 1`: this panicked when the samples were cut).
+        let e = spoiled(|d| {
+            let p = d.join("items.parquet");
+            let b = read(&p);
+            write_batch(&p, &b.slice(0, b.num_rows() - 1)).unwrap();
+        });
+        assert!(
+            e.contains("items.parquet")
+                && e.contains("column `item_id`: 599 rows, but ground_truth.json says 600 items"),
+            "{e}"
+        );
+
+        // A NaN feature (it would poison the ranking features without a word).
+        let e = spoiled(|d| {
+            let p = d.join("items.parquet");
+            let b = read(&p);
+            let mut v: Vec<f32> = b
+                .column_by_name("quality")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<Float32Array>()
+                .unwrap()
+                .values()
+                .to_vec();
+            v[7] = f32::NAN;
+            let col: ArrayRef = Arc::new(Float32Array::from(v));
+            write_batch(&p, &with_column(&b, "quality", Some(col))).unwrap();
+        });
+        assert!(
+            e.contains("items.parquet") && e.contains("column `quality`, row 7: value NaN"),
+            "{e}"
+        );
+
+        // An item without tags (the DUPN samples read every item's primary tag).
+        let e = spoiled(|d| {
+            let p = d.join("items.parquet");
+            let b = read(&p);
+            let tags = b
+                .column_by_name("tags")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<ListArray>()
+                .unwrap();
+            let rows: Vec<Option<Vec<Option<u32>>>> = (0..tags.len())
+                .map(|i| {
+                    let r = tags.value(i);
+                    let r = r.as_any().downcast_ref::<UInt32Array>().unwrap();
+                    Some(if i == 4 {
+                        Vec::new()
+                    } else {
+                        r.values().iter().map(|&x| Some(x)).collect()
+                    })
+                })
+                .collect();
+            let col: ArrayRef = Arc::new(ListArray::from_iter_primitive::<UInt32Type, _, _>(rows));
+            write_batch(&p, &with_column(&b, "tags", Some(col))).unwrap();
+        });
+        assert!(
+            e.contains("items.parquet") && e.contains("column `tags`, row 4: empty list"),
             "{e}"
         );
 

@@ -250,9 +250,26 @@ pub fn write_dataset(
     let mut tmp_name = out.file_name().unwrap_or_default().to_os_string();
     tmp_name.push(".partial");
     let tmp = out.with_file_name(tmp_name);
+    // A `.partial` directory left by an interrupted run of this writer carries its marker; any
+    // other directory of that name is somebody else's and is not deleted.
+    let marker = tmp.join(PARTIAL_MARKER);
     if tmp.exists() {
+        let empty = std::fs::read_dir(&tmp).is_ok_and(|mut d| d.next().is_none());
+        if !marker.is_file() && !empty {
+            return Err(SynthError::Format(format!(
+                "{} exists and was not left by this generator (no {PARTIAL_MARKER}): refusing \
+                 to delete it; move it or choose another output directory",
+                tmp.display()
+            )));
+        }
         std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
+    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    std::fs::write(
+        &marker,
+        b"an unfinished synthetic data set; safe to delete\n",
+    )
+    .map_err(io(&marker))?;
     let events_dir = tmp.join("events");
     std::fs::create_dir_all(&events_dir).map_err(io(&events_dir))?;
 
@@ -312,12 +329,16 @@ pub fn write_dataset(
     let text = serde_json::to_string_pretty(&summary)
         .map_err(|e| SynthError::Format(format!("manifest: {e}")))?;
     write_atomic(&manifest, text.as_bytes()).map_err(io(&manifest))?;
+    std::fs::remove_file(&marker).map_err(io(&marker))?;
     if out.exists() {
         std::fs::remove_dir_all(out).map_err(io(out))?;
     }
     std::fs::rename(&tmp, out).map_err(io(out))?;
     Ok(summary)
 }
+
+/// The file that marks a `DIR.partial` directory as this writer's unfinished output.
+const PARTIAL_MARKER: &str = ".rec-data-partial";
 
 fn ints_as<T: TryFrom<i64>>(t: &Table, name: &str, max: i64) -> Result<Vec<T>, SynthError> {
     Ok(t.ints_in(name, max)
@@ -335,12 +356,21 @@ fn list_as(t: &Table, name: &str, max: i64) -> Result<Ragged<u32>, SynthError> {
     })
 }
 
+/// The float column `name` as f32; every value must be finite (the generator writes no NaN or
+/// infinity, and one would silently drop a label or poison a ranking feature).
 fn floats32(t: &Table, name: &str) -> Result<Vec<f32>, SynthError> {
-    Ok(t.floats(name)
-        .map_err(pio)?
+    let v = t.floats(name).map_err(pio)?;
+    if let Some((row, x)) = v
         .iter()
-        .map(|&x| x as f32)
-        .collect())
+        .enumerate()
+        .find(|(_, x)| !(**x as f32).is_finite())
+    {
+        return Err(SynthError::format(
+            &t.path,
+            format!("column `{name}`, row {row}: value {x} is not a finite f32"),
+        ));
+    }
+    Ok(v.iter().map(|&x| x as f32).collect())
 }
 
 /// Reads `items.parquet`; IDs are checked against the configuration in `truth`.
@@ -354,12 +384,31 @@ pub fn read_items(path: &Path, truth: &GroundTruth) -> Result<ItemTable, SynthEr
             format!("row {row}: item_id {} out of order", ids[row]),
         ));
     }
+    // Events and samples index the item table by ID up to `items - 1`: every item must be here.
+    if ids.len() != c.items as usize {
+        return Err(SynthError::format(
+            path,
+            format!(
+                "column `item_id`: {} rows, but ground_truth.json says {} items",
+                ids.len(),
+                c.items
+            ),
+        ));
+    }
+    let tags = list_as(&t, "tags", c.tags as i64 - 1)?;
+    // Every item has a primary tag (the DUPN samples read it).
+    if let Some(row) = (0..ids.len()).find(|&i| tags.row(i).is_empty()) {
+        return Err(SynthError::format(
+            path,
+            format!("column `tags`, row {row}: empty list (every item has at least one tag)"),
+        ));
+    }
     Ok(ItemTable {
         category: ints_as(&t, "category", c.categories as i64 - 1)?,
         brand: ints_as(&t, "brand", c.brands as i64 - 1)?,
         shop: ints_as(&t, "shop", c.shops as i64 - 1)?,
         price: ints_as(&t, "price_level", 6)?,
-        tags: list_as(&t, "tags", c.tags as i64 - 1)?,
+        tags,
         cluster: ints_as(&t, "cluster", truth.num_item_clusters as i64 - 1)?,
         popularity: floats32(&t, "popularity")?,
         quality: floats32(&t, "quality")?,
