@@ -24,6 +24,9 @@ pub const CHANNELS: usize = 3;
 /// Number of behaviour types (click, fav, cart, purchase).
 pub const BEHAVIOURS: usize = 4;
 
+/// The most icons one user draws to choose its follows from (`user.follow_candidates`).
+pub const MAX_FOLLOW_CANDIDATES: u32 = 10_000;
+
 /// Everything the generator needs. The world (items, clusters, scenarios, icons, calibration)
 /// depends on every field except `users` and `chunk_users`; user `u`'s log depends only on the
 /// world, `seed` and `u`, so the first users of a larger run equal a smaller run's users.
@@ -466,9 +469,73 @@ impl SynthConfig {
         self.categories * self.activity.terms_per_category
     }
 
+    /// Every real-valued setting, by its TOML key.
+    fn real_values(&self) -> Vec<(&'static str, &[f32])> {
+        use std::slice::from_ref as one;
+        let (l, s, a) = (&self.latent, &self.scenarios, &self.activity);
+        let (u, b, n) = (&self.utility, &self.behaviour, &self.user);
+        vec![
+            ("latent.user_noise", one(&l.user_noise)),
+            ("latent.factor_shape", one(&l.factor_shape)),
+            ("latent.cluster_size_skew", one(&l.cluster_size_skew)),
+            ("latent.category_affinity", one(&l.category_affinity)),
+            ("latent.shop_affinity", one(&l.shop_affinity)),
+            ("scenarios.sizes", &s.sizes),
+            ("scenarios.ctr", &s.ctr),
+            ("scenarios.modulation_noise", one(&s.modulation_noise)),
+            ("scenarios.cluster_bias", one(&s.cluster_bias)),
+            ("scenarios.cluster_bias_noise", one(&s.cluster_bias_noise)),
+            ("activity.pareto_alpha", one(&a.pareto_alpha)),
+            ("activity.active_day_prob", one(&a.active_day_prob)),
+            ("activity.max_active_day_prob", one(&a.max_active_day_prob)),
+            (
+                "activity.sessions_per_active_day",
+                one(&a.sessions_per_active_day),
+            ),
+            (
+                "activity.max_sessions_per_day",
+                one(&a.max_sessions_per_day),
+            ),
+            ("activity.channel_mix", &a.channel_mix),
+            ("activity.daily_focus", one(&a.daily_focus)),
+            ("activity.hour_weights", &a.hour_weights),
+            ("utility.taste", one(&u.taste)),
+            ("utility.scenario_bias", one(&u.scenario_bias)),
+            ("utility.popularity", one(&u.popularity)),
+            ("utility.quality", one(&u.quality)),
+            ("utility.price", one(&u.price)),
+            ("utility.shop", one(&u.shop)),
+            ("utility.icon", one(&u.icon)),
+            ("utility.popularity_zipf", one(&u.popularity_zipf)),
+            ("behaviour.fav_given_click", one(&b.fav_given_click)),
+            ("behaviour.cart_given_click", one(&b.cart_given_click)),
+            ("behaviour.purchase_given_cart", one(&b.purchase_given_cart)),
+            ("behaviour.sharpness", &b.sharpness),
+            ("behaviour.noise", &b.noise),
+            ("behaviour.purchase_price", one(&b.purchase_price)),
+            ("behaviour.channel_offset", &b.channel_offset),
+            ("user.price_level_probs", &n.price_level_probs),
+            ("user.follow_prob", one(&n.follow_prob)),
+            ("rating.scale", one(&self.rating.scale)),
+            ("rating.noise", one(&self.rating.noise)),
+        ]
+    }
+
     /// Checks every value and says which one is wrong.
     pub fn validate(&self) -> Result<(), SynthError> {
         let err = |m: String| Err(SynthError::Config(m));
+        // Every real number first: NaN passes no range check below, and an infinite weight
+        // would make a sampler return its last entry forever.
+        for (name, v) in self.real_values() {
+            if let Some((k, x)) = v.iter().enumerate().find(|(_, x)| !x.is_finite()) {
+                let at = if v.len() > 1 {
+                    format!("[{k}]")
+                } else {
+                    String::new()
+                };
+                return err(format!("`{name}{at}` = {x} must be a finite number"));
+            }
+        }
         let positive: [(&str, u64); 10] = [
             ("users", self.users),
             ("items", self.items as u64),
@@ -564,6 +631,19 @@ impl SynthConfig {
                 s.ctr.len()
             ));
         }
+        // Group IDs name groups among the scenarios (each group gets its own base vectors).
+        if let Some(g) = s.groups.iter().find(|&&g| g as usize >= m) {
+            return err(format!(
+                "`scenarios.groups` value {g} must be below the number of scenarios ({m})"
+            ));
+        }
+        // Pilot user j calibrates scenario j % m: every scenario needs at least one.
+        if (self.pilot_users as usize) < m {
+            return err(format!(
+                "`pilot_users` = {} must be at least the number of scenarios ({m})",
+                self.pilot_users
+            ));
+        }
         if s.sizes.iter().any(|&x| !nonneg(x)) || s.sizes.iter().sum::<f32>() <= 0.0 {
             return err("`scenarios.sizes` must be non-negative with a positive sum".into());
         }
@@ -574,7 +654,7 @@ impl SynthConfig {
         if !pos(a.pareto_alpha) {
             return err("`activity.pareto_alpha` must be > 0".into());
         }
-        if !(a.sessions_per_active_day).ge(&1.0) || a.max_sessions_per_day < 1.0 {
+        if !(a.sessions_per_active_day >= 1.0 && a.max_sessions_per_day >= 1.0) {
             return err(
                 "`activity.sessions_per_active_day` and `activity.max_sessions_per_day` must be >= 1"
                     .into(),
@@ -592,6 +672,14 @@ impl SynthConfig {
             return err(
                 "`activity.terms_per_category` and `activity.max_query_terms` must be >= 1".into(),
             );
+        }
+        // Query term IDs are u32 (`num_query_terms`).
+        if self.categories.checked_mul(a.terms_per_category).is_none() {
+            return err(format!(
+                "`categories` = {} times `activity.terms_per_category` = {} query terms do not \
+                 fit a u32 ID",
+                self.categories, a.terms_per_category
+            ));
         }
         if a.hour_weights.len() != 24
             || a.hour_weights.iter().any(|&x| !nonneg(x))
@@ -617,30 +705,18 @@ impl SynthConfig {
                 u.favourite_shops, self.shops
             ));
         }
+        // Each user draws `follow_candidates` icons to choose from.
+        if u.follow_candidates > MAX_FOLLOW_CANDIDATES {
+            return err(format!(
+                "`user.follow_candidates` = {} must be at most {MAX_FOLLOW_CANDIDATES}",
+                u.follow_candidates
+            ));
+        }
         if u.max_follows > self.icons || u.follow_candidates < u.max_follows {
             return err(format!(
                 "`user.max_follows` = {} must be <= `icons` = {} and <= `user.follow_candidates` = {}",
                 u.max_follows, self.icons, u.follow_candidates
             ));
-        }
-        let finite = [
-            self.utility.taste,
-            self.utility.scenario_bias,
-            self.utility.popularity,
-            self.utility.quality,
-            self.utility.price,
-            self.utility.shop,
-            self.utility.icon,
-            self.utility.popularity_zipf,
-            self.rating.scale,
-            self.rating.noise,
-            b.purchase_price,
-            s.modulation_noise,
-            s.cluster_bias,
-            s.cluster_bias_noise,
-        ];
-        if finite.iter().any(|x| !x.is_finite()) {
-            return err("utility, rating and scenario weights must be finite numbers".into());
         }
         Ok(())
     }
@@ -701,6 +777,55 @@ mod tests {
             .to_string();
         assert!(e.contains("start_ts"), "{e}");
         assert!(SynthConfig::preset("huge").is_err());
+    }
+
+    #[test]
+    fn non_finite_and_unbounded_values_are_refused_by_name() {
+        let bad = |toml: &str, needle: &str| {
+            let e = SynthConfig::from_toml_str(toml).unwrap_err().to_string();
+            assert!(e.contains(needle), "{toml}: {e}");
+        };
+        // NaN passed `x < 1.0`-style checks, and these two had none at all.
+        bad(
+            "[activity]\nmax_sessions_per_day = nan",
+            "`activity.max_sessions_per_day` = NaN must be a finite number",
+        );
+        bad(
+            "[latent]\ncluster_size_skew = nan",
+            "`latent.cluster_size_skew` = NaN",
+        );
+        bad(
+            "[behaviour]\nchannel_offset = [0.0, nan, 0.0]",
+            "`behaviour.channel_offset[1]` = NaN",
+        );
+        // An infinite weight made the hour sampler return its last hour for every session.
+        let mut hours = vec!["1.0".to_string(); 24];
+        hours[3] = "inf".into();
+        bad(
+            &format!("[activity]\nhour_weights = [{}]", hours.join(", ")),
+            "`activity.hour_weights[3]` = inf",
+        );
+        // A group ID allocated `group * dim` floats.
+        bad(
+            "[scenarios]\ngroups = [0, 0, 1, 1, 4294967295]",
+            "`scenarios.groups` value 4294967295 must be below the number of scenarios (5)",
+        );
+        bad(
+            "[user]\nfollow_candidates = 4000000000",
+            "`user.follow_candidates` = 4000000000 must be at most 10000",
+        );
+        // u32 query-term IDs wrapped.
+        bad(
+            "categories = 70000\n[activity]\nterms_per_category = 70000",
+            "query terms do not fit a u32 ID",
+        );
+        // Fewer pilot users than scenarios left a scenario's click rate uncalibrated.
+        bad("pilot_users = 3", "`pilot_users` = 3 must be at least");
+        // The limits themselves are accepted.
+        let ok = SynthConfig::from_toml_str(
+            "pilot_users = 5\n[scenarios]\ngroups = [0, 1, 2, 3, 4]\n[user]\nfollow_candidates = 10000",
+        );
+        ok.unwrap();
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
+use super::SynthError;
 use super::config::CHANNELS;
 use super::table::{Chunk, behaviour, channel};
 use super::world::{Calibration, UserState, World, normal, stream};
@@ -255,7 +256,7 @@ fn solve(target: f64, f: impl Fn(f32) -> f64) -> f32 {
 /// conditional rates of fav, cart and purchase equal the configured ones. Expectations are
 /// taken over the pilot's impressions with one noise draw each, so the result is smooth in the
 /// intercept and found by bisection.
-pub(crate) fn calibrate(w: &World) -> Calibration {
+pub(crate) fn calibrate(w: &World) -> Result<Calibration, SynthError> {
     let cfg = &w.cfg;
     let m = cfg.num_scenarios();
     // (scenario, channel, utility, |price gap|, standardised taste).
@@ -313,6 +314,15 @@ pub(crate) fn calibrate(w: &World) -> Calibration {
             .filter(|&j| imps[j].0 as usize == s)
             .collect();
         if rows.is_empty() {
+            // A scenario of size 0 draws no users; any other needs the pilot to reach it, or
+            // its click intercept would stay 0 while ground_truth.json reports the target rate.
+            if cfg.scenarios.sizes[s] > 0.0 {
+                return Err(SynthError::Config(format!(
+                    "scenario {s}: none of the {} pilot users saw an impression, so its click \
+                     rate cannot be calibrated; raise `pilot_users`",
+                    cfg.pilot_users
+                )));
+            }
             continue;
         }
         let off = |j: usize| b.channel_offset[(imps[j].1 as usize).min(CHANNELS - 1)];
@@ -352,7 +362,7 @@ pub(crate) fn calibrate(w: &World) -> Calibration {
         .map(|j| p_cart[j] * buy(j, purchase))
         .collect();
     let taste = |w8: &[f32]| weighted(w8, &|j| imps[j].4) as f32;
-    Calibration {
+    Ok(Calibration {
         click,
         fav,
         cart,
@@ -364,7 +374,7 @@ pub(crate) fn calibrate(w: &World) -> Calibration {
             taste(&p_cart),
             taste(&p_buy),
         ],
-    }
+    })
 }
 
 #[cfg(test)]

@@ -181,10 +181,15 @@ impl GroundTruth {
         crate::atomic::write_atomic(path, text.as_bytes()).map_err(|e| SynthError::io(path, e))
     }
 
-    /// Reads `ground_truth.json`.
+    /// Reads `ground_truth.json`; the configuration it embeds is validated like a fresh one
+    /// (the samples derived from it assume it, e.g. at least two days).
     pub fn read_json(path: &std::path::Path) -> Result<Self, SynthError> {
         let text = std::fs::read_to_string(path).map_err(|e| SynthError::io(path, e))?;
-        serde_json::from_str(&text)
-            .map_err(|e| SynthError::Format(format!("{}: {e}", path.display())))
+        let truth: Self = serde_json::from_str(&text)
+            .map_err(|e| SynthError::Format(format!("{}: {e}", path.display())))?;
+        truth.config.validate().map_err(|e| {
+            SynthError::Format(format!("{}: embedded configuration: {e}", path.display()))
+        })?;
+        Ok(truth)
     }
 }

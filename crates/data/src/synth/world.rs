@@ -292,7 +292,7 @@ impl World {
     pub fn new(cfg: &SynthConfig) -> Result<World, SynthError> {
         cfg.validate()?;
         let mut w = Self::build(cfg);
-        w.calib = super::sim::calibrate(&w);
+        w.calib = super::sim::calibrate(&w)?;
         Ok(w)
     }
 
