@@ -22,7 +22,7 @@ use crate::schema::OOV;
 /// assert_eq!(v.token(2), Some("F"));
 /// ```
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(from = "Vec<String>", into = "Vec<String>")]
+#[serde(try_from = "Vec<String>", into = "Vec<String>")]
 pub struct Vocab {
     /// `tokens[i]` has index `i + 1`.
     tokens: Vec<String>,
@@ -37,9 +37,23 @@ impl PartialEq for Vocab {
 
 impl Eq for Vocab {}
 
-impl From<Vec<String>> for Vocab {
-    fn from(tokens: Vec<String>) -> Self {
-        Vocab::from_tokens(tokens)
+/// A stored vocabulary (a checkpoint's token list) must hold each token once: a repeated token
+/// would silently renumber every token after it.
+impl TryFrom<Vec<String>> for Vocab {
+    type Error = String;
+
+    fn try_from(tokens: Vec<String>) -> Result<Self, String> {
+        let mut seen = std::collections::HashSet::with_capacity(tokens.len());
+        if let Some((k, dup)) = tokens
+            .iter()
+            .enumerate()
+            .find(|(_, t)| !seen.insert(t.as_str()))
+        {
+            return Err(format!(
+                "vocabulary token {dup:?} repeated at position {k}; each token must appear once"
+            ));
+        }
+        Ok(Vocab::from_tokens(tokens))
     }
 }
 
@@ -277,6 +291,11 @@ mod tests {
         let back: Vocab = serde_json::from_str(&json).unwrap();
         assert_eq!(back, v);
         assert_eq!(back.get("a"), 2);
+        // A stored list that repeats a token would renumber every token after it: refused.
+        let e = serde_json::from_str::<Vocab>(r#"["a","b","a","c"]"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(r#"token "a" repeated at position 2"#), "{e}");
     }
 
     #[test]

@@ -63,7 +63,9 @@ impl<'a> BatchIter<'a> {
 
     /// Skips the first `batches` batches (used when resuming inside an epoch).
     pub fn skip_batches(mut self, batches: usize) -> Self {
-        self.pos = (batches * self.batch_size).min(self.order.len());
+        self.pos = batches
+            .saturating_mul(self.batch_size)
+            .min(self.order.len());
         self
     }
 

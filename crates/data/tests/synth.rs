@@ -1,7 +1,6 @@
 //! The synthetic generator: determinism, streaming, Parquet round trip, and that the planted
 //! structure is really in the data.
 
-use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use rec_data::synth::{
@@ -170,6 +169,30 @@ fn parquet_is_byte_identical_and_reads_back_to_the_same_batches() {
     assert_eq!(std::fs::read(other.join("notes.txt")).unwrap(), b"keep");
     write_dataset(world.clone(), &b, 1, 64, true, |_, _| {}).unwrap();
     assert_eq!(files(&b), fa);
+    // `DIR.partial` is deleted only when an interrupted run of the writer left it (its marker).
+    let foreign = tmp.path().join("c.partial");
+    std::fs::create_dir_all(&foreign).unwrap();
+    std::fs::write(foreign.join("notes.txt"), b"keep").unwrap();
+    let e = write_dataset(
+        world.clone(),
+        &tmp.path().join("c"),
+        1,
+        64,
+        false,
+        |_, _| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("was not left by this generator"), "{e}");
+    assert_eq!(std::fs::read(foreign.join("notes.txt")).unwrap(), b"keep");
+    let left = tmp.path().join("d.partial");
+    std::fs::create_dir_all(left.join("events")).unwrap();
+    std::fs::write(left.join(".rec-data-partial"), b"").unwrap();
+    std::fs::write(left.join("events/part-00009.parquet"), b"cut short").unwrap();
+    let d = tmp.path().join("d");
+    write_dataset(world.clone(), &d, 1, 64, false, |_, _| {}).unwrap();
+    assert_eq!(files(&d), fa);
+    assert!(!left.exists());
 
     let read = SynthLog::read(&a).unwrap();
     let generated = SynthLog::from_world(&world, 1);
@@ -605,29 +628,43 @@ fn ctr_split_is_by_day_with_cold_slices_and_history_before_the_session() {
         let k = m.iter().filter(|&&x| x).count();
         assert!(k > 0 && k < m.len(), "{name}: {k} of {}", m.len());
     }
-    // The history of a user's first session is empty; histories never exceed the limit, and
-    // hold only items the user clicked before.
-    let users = s.train.users().unwrap();
+    // Each train sample's history is exactly the user's last 20 clicks made before its session
+    // started (recomputed here from the events, in the split's order: user by user, events in
+    // time order, test day left out), so no click of the session itself or later leaks in.
     let Column::Ragged { offsets, values } = s.train.column("hist_item_id").unwrap() else {
         panic!()
     };
     assert_eq!(offsets[1], 0);
-    let mut clicked: HashMap<u32, Vec<u32>> = HashMap::new();
     let ev = &log.events;
-    for r in 0..ev.len() {
-        if ev.has(r, behaviour::CLICK) {
-            clicked
-                .entry(ev.user[r] + 1)
-                .or_default()
-                .push(ev.item[r] + 1);
+    let mut expected: Vec<Vec<u32>> = Vec::new();
+    for j in 0..log.users.len() {
+        let rows: Vec<usize> = log.users.events_of(j).collect();
+        for &r in &rows {
+            if ev.day[r] >= test_day {
+                continue;
+            }
+            let start = rows
+                .iter()
+                .find(|&&q| ev.session[q] == ev.session[r])
+                .map(|&q| ev.ts[q])
+                .unwrap();
+            let before: Vec<u32> = rows
+                .iter()
+                .filter(|&&q| ev.ts[q] < start && ev.has(q, behaviour::CLICK))
+                .map(|&q| ev.item[q] + 1)
+                .collect();
+            expected.push(before[before.len().saturating_sub(20)..].to_vec());
         }
     }
-    for i in 0..s.train.len() {
+    assert_eq!(expected.len(), s.train.len());
+    let mut longest = 0;
+    for (i, want) in expected.iter().enumerate() {
         let h = &values[offsets[i] as usize..offsets[i + 1] as usize];
-        assert!(h.len() <= 20);
-        let mine = clicked.get(&users[i]).map(Vec::as_slice).unwrap_or(&[]);
-        assert!(h.iter().all(|x| mine.contains(x)));
+        assert_eq!(h, want.as_slice(), "train sample {i}");
+        longest = longest.max(h.len());
     }
+    // The limit binds somewhere, so the test also covers the cut.
+    assert_eq!(longest, 20);
     // Negative subsampling keeps every click.
     let sub = log.ctr_split(&CtrOptions {
         negative_rate: 0.2,

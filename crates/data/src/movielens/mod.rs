@@ -362,9 +362,11 @@ pub fn split_title_year(raw: &str) -> (String, Option<u16>) {
 
 /// A 4-digit year, or `None`.
 pub(crate) fn parse_year(s: &str) -> Option<u16> {
+    // Year 0 is no year (and the binary cache stores an unknown year as 0).
     (s.len() == 4 && s.bytes().all(|b| b.is_ascii_digit()))
         .then(|| s.parse().ok())
         .flatten()
+        .filter(|&y| y != 0)
 }
 
 #[cfg(test)]
@@ -391,6 +393,9 @@ mod tests {
         assert_eq!(split_title_year("unknown"), ("unknown".into(), None));
         assert_eq!(parse_year("V"), None);
         assert_eq!(parse_year("19951"), None);
+        // Year 0 is no year: the binary cache could not tell it from an unknown one.
+        assert_eq!(parse_year("0000"), None);
+        assert_eq!(split_title_year("X (0000)"), ("X".into(), None));
     }
 }
 
