@@ -142,10 +142,23 @@ fn qr_composes_quotient_and_remainder() -> Result<()> {
     assert_eq!(r[0], t.quotient().row(3));
     assert_ne!(r[0], r[2]);
     // After an update through ID 37, its remainder row 7 changes, so 37 and 31 differ.
+    let (q3, r7) = (t.quotient().row(3).to_vec(), t.remainder().row(7).to_vec());
     let e = t.lookup(&[37], true)?;
     t.apply_gradients(&e.sum_all()?.backward()?)?;
     let r = rows_of(&mut t, &[37, 31]);
     assert_ne!(r[0], r[1]);
+    // The product rule, with SGD 0.1 on sum(q3 * r7): q3 -= 0.1 r7 and r7 -= 0.1 q3.
+    for k in 0..3 {
+        let (q, rr) = (t.quotient().row(3)[k], t.remainder().row(7)[k]);
+        assert!(
+            (q - (q3[k] - 0.1 * r7[k])).abs() < 1e-6,
+            "quotient[{k}] {q}"
+        );
+        assert!(
+            (rr - (r7[k] - 0.1 * q3[k])).abs() < 1e-6,
+            "remainder[{k}] {rr}"
+        );
+    }
     let want: Vec<f32> = (0..3)
         .map(|k| t.quotient().row(3)[k] * t.remainder().row(7)[k])
         .collect();
@@ -431,5 +444,128 @@ fn the_default_factory_builds_each_kind_and_table_sets_share() -> Result<()> {
     );
     let e = f3.build(&schema.fields[0], 3).err().expect("no counts");
     assert!(e.to_string().contains("counts"));
+    Ok(())
+}
+
+/// A loss that is quadratic in every table value (so central differences are exact up to
+/// rounding): `sum(a * x + 0.5 * b * x^2)` over the output `x`, with fixed `a` and `b` per
+/// position. Returns the candle loss (for autograd) and the host loss in f64 (for differences).
+fn quadratic_loss(x: &Tensor) -> Result<(Tensor, f64)> {
+    let n = x.elem_count();
+    let a: Vec<f32> = (0..n).map(|k| ((k * 7 % 11) as f32 - 5.0) / 5.0).collect();
+    let b: Vec<f32> = (0..n).map(|k| 0.5 + (k * 3 % 5) as f32 / 4.0).collect();
+    let (at, bt) = (
+        Tensor::from_vec(a.clone(), x.shape(), x.device())?,
+        Tensor::from_vec(b.clone(), x.shape(), x.device())?,
+    );
+    let loss = ((x * &at)? + (x.sqr()? * &bt)?.affine(0.5, 0.0)?)?.sum_all()?;
+    let host = x.flatten_all()?.to_vec1::<f32>()?;
+    let l = host
+        .iter()
+        .zip(a.iter().zip(&b))
+        .map(|(&x, (&a, &b))| {
+            let x = x as f64;
+            a as f64 * x + 0.5 * b as f64 * x * x
+        })
+        .sum();
+    Ok((loss, l))
+}
+
+/// Checks the sparse gradient `table` applies against central differences of `forward`'s loss
+/// in every stored weight: with SGD at learning rate 1, one `apply_gradients` moves each value
+/// by minus its gradient, so the move must equal the difference quotient (and be zero for
+/// values no looked-up ID uses).
+fn check_table_gradients(
+    name: &str,
+    table: &mut dyn EmbeddingTable,
+    mut forward: impl FnMut(&mut dyn EmbeddingTable, bool) -> Result<Tensor>,
+) -> Result<()> {
+    let mut before = TensorMap::new();
+    let meta = table.save("", &mut before)?;
+    let (loss, _) = quadratic_loss(&forward(table, true)?)?;
+    table.apply_gradients(&loss.backward()?)?;
+    let mut after = TensorMap::new();
+    table.save("", &mut after)?;
+    let eps = 1e-2f32;
+    let mut checked = 0;
+    let mut moved = 0;
+    let keys: Vec<String> = before
+        .keys()
+        .filter(|k| k.ends_with("weight"))
+        .cloned()
+        .collect();
+    assert!(!keys.is_empty(), "{name}: no weights saved");
+    for key in keys {
+        let w0 = before[&key].flatten_all()?.to_vec1::<f32>()?;
+        let w1 = after[&key].flatten_all()?.to_vec1::<f32>()?;
+        for k in 0..w0.len() {
+            let mut at = |x: f32| -> Result<f64> {
+                let mut w = w0.clone();
+                w[k] = x;
+                let mut m = before.clone();
+                m.insert(
+                    key.clone(),
+                    Tensor::from_vec(w, before[&key].shape(), &Device::Cpu)?,
+                );
+                table.load("", &m, &meta)?;
+                Ok(quadratic_loss(&forward(table, false)?)?.1)
+            };
+            let fd = (at(w0[k] + eps)? - at(w0[k] - eps)?) / (2.0 * (eps as f64));
+            let analytic = (w0[k] - w1[k]) as f64;
+            assert!(
+                (fd - analytic).abs() < 2e-3 * (1.0 + fd.abs()),
+                "{name} {key}[{k}]: applied gradient {analytic}, central difference {fd}"
+            );
+            checked += 1;
+            moved += usize::from(analytic != 0.0);
+        }
+    }
+    table.load("", &before, &meta)?;
+    assert!(
+        moved > 0 && moved < checked,
+        "{name}: {moved} of {checked} values moved"
+    );
+    Ok(())
+}
+
+#[test]
+fn every_kind_applies_the_gradient_of_its_lookup() -> Result<()> {
+    // Repeated IDs (their gradients add), IDs that collide in the compressed kinds, and an
+    // out-of-vocabulary ID.
+    let ids = [3u32, 17, 3, 42, 0, 99, 13, 23, 150];
+    for mut t in all_kinds(OptimizerConfig::sgd(1.0), 5) {
+        let name = t.kind();
+        check_table_gradients(name, t.as_mut(), |t, train| t.lookup(&ids, train))?;
+    }
+    Ok(())
+}
+
+#[test]
+fn pooling_passes_the_gradient_of_each_bag_to_its_rows() -> Result<()> {
+    use super::pooling::{Pooling, padded_lookup, pool, pooled_lookup};
+    use rec_data::{Column, Padded};
+    // Bags with a repeated ID, an empty bag and a single ID.
+    let column = Column::Ragged {
+        values: vec![3, 17, 3, 42, 5, 5, 5, 8],
+        offsets: vec![0, 3, 3, 4, 8],
+    };
+    let padded = Padded {
+        ids: vec![3, 17, 3, 0, 0, 0, 42, 0, 0, 5, 5, 8],
+        mask: vec![1., 1., 1., 0., 0., 0., 1., 0., 0., 1., 1., 1.],
+        lengths: vec![3, 0, 1, 3],
+        max_len: 3,
+    };
+    for pooling in [Pooling::Sum, Pooling::Mean] {
+        for mut t in all_kinds(OptimizerConfig::sgd(1.0), 6) {
+            let name = format!("{} {pooling:?}", t.kind());
+            check_table_gradients(&name, t.as_mut(), |t, train| {
+                pooled_lookup(t, &column, pooling, train, &Device::Cpu)
+            })?;
+            check_table_gradients(&format!("{name} padded"), t.as_mut(), |t, train| {
+                let (x, mask) = padded_lookup(t, &padded, train, &Device::Cpu)?;
+                pool(&x, &mask, pooling)
+            })?;
+        }
+    }
     Ok(())
 }

@@ -178,6 +178,72 @@ mod tests {
         Ok(())
     }
 
+    /// With a scale and shift other than 1 and 0 (which hide `(x̂ + beta) * gamma` and the like),
+    /// both norms match a scalar reference, and the gradient checks hold there too.
+    #[test]
+    fn norms_apply_scale_then_shift_per_column() -> Result<()> {
+        let gamma = [0.5f64, -1.5, 2.0];
+        let beta = [0.25f64, 1.0, -3.0];
+        let set = |g: &Var, b: &Var| -> Result<()> {
+            g.set(&Tensor::new(&gamma, &candle_core::Device::Cpu)?)?;
+            b.set(&Tensor::new(&beta, &candle_core::Device::Cpu)?)
+        };
+        let x = input(&[6, 3], 9)?;
+        let s = x.as_tensor().to_vec2::<f64>()?;
+        // LayerNorm: each row by its own mean and biased variance.
+        let mut vs = store();
+        let ln = LayerNorm::new(&mut vs, "ln", 3)?;
+        set(&ln.gamma, &ln.beta)?;
+        let y = ln.forward(x.as_tensor())?.to_vec2::<f64>()?;
+        for (r, row) in s.iter().enumerate() {
+            let m = row.iter().sum::<f64>() / 3.0;
+            let v = row.iter().map(|a| (a - m).powi(2)).sum::<f64>() / 3.0;
+            for c in 0..3 {
+                let want = gamma[c] * (row[c] - m) / (v + 1e-5).sqrt() + beta[c];
+                assert!(
+                    (y[r][c] - want).abs() < 1e-9,
+                    "ln [{r}][{c}]: {} vs {want}",
+                    y[r][c]
+                );
+            }
+        }
+        check_layer(&vs, &[("x", &x)], || {
+            weighted_sum(&ln.forward(x.as_tensor())?, 5)
+        })?;
+        // BatchNorm in training: each column by the batch's mean and biased variance.
+        let mut vs = store();
+        let bn = BatchNorm::new(&mut vs, "bn", 3)?;
+        set(&bn.gamma, &bn.beta)?;
+        let y = bn.forward(x.as_tensor(), true)?.to_vec2::<f64>()?;
+        for c in 0..3 {
+            let m = s.iter().map(|r| r[c]).sum::<f64>() / 6.0;
+            let v = s.iter().map(|r| (r[c] - m).powi(2)).sum::<f64>() / 6.0;
+            for r in 0..6 {
+                let want = gamma[c] * (s[r][c] - m) / (v + 1e-5).sqrt() + beta[c];
+                assert!(
+                    (y[r][c] - want).abs() < 1e-9,
+                    "bn [{r}][{c}]: {} vs {want}",
+                    y[r][c]
+                );
+            }
+        }
+        // ... and in evaluation by the running statistics.
+        let (rm, rv) = (
+            bn.running_stats().0.as_tensor().to_vec1::<f64>()?,
+            bn.running_stats().1.as_tensor().to_vec1::<f64>()?,
+        );
+        let y = bn.forward(x.as_tensor(), false)?.to_vec2::<f64>()?;
+        for c in 0..3 {
+            for r in 0..6 {
+                let want = gamma[c] * (s[r][c] - rm[c]) / (rv[c] + 1e-5).sqrt() + beta[c];
+                assert!((y[r][c] - want).abs() < 1e-9, "bn eval [{r}][{c}]");
+            }
+        }
+        check_layer(&vs, &[("x", &x)], || {
+            weighted_sum(&bn.forward(x.as_tensor(), true)?, 6)
+        })
+    }
+
     /// A training batch of one row is normalized with the running statistics (not to `beta`)
     /// and leaves them alone; an empty one neither fails nor turns them into NaN.
     #[test]

@@ -101,6 +101,21 @@ fn rating_data(seed: u64) -> (Arc<Schema>, Batch, Batch) {
 /// Clicks from a planted logistic model over every field kind: user x item affinity (rank 2),
 /// tag weights, a dense feature and the most recent behaviour (which shares the item table).
 fn ctr_data(seed: u64) -> (Arc<Schema>, Batch, Batch) {
+    let (schema, train, test, _) = ctr_data_with_truth(seed);
+    (schema, train, test)
+}
+
+/// What the planted CTR data allow on its test samples: the AUC of the true click
+/// probabilities, of the best model without the user-item interaction (tags, dense feature and
+/// bias only, with their true weights), of the dense feature alone and of the interaction alone.
+struct CtrTruth {
+    oracle_auc: f64,
+    first_order_auc: f64,
+    dense_only_auc: f64,
+    interaction_auc: f64,
+}
+
+fn ctr_data_with_truth(seed: u64) -> (Arc<Schema>, Batch, Batch, CtrTruth) {
     let (nu, ni, nt) = (30usize, 40usize, 10usize);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let p: Vec<f32> = (0..nu * 2).map(|_| normal(&mut rng)).collect();
@@ -120,7 +135,10 @@ fn ctr_data(seed: u64) -> (Arc<Schema>, Batch, Batch) {
         num_scenarios: 1,
         ..Default::default()
     });
-    let make = |n: usize, rng: &mut ChaCha8Rng| -> Batch {
+    // (true probability, first-order logit, dense-feature logit, interaction) of each sample.
+    let mut truth: Vec<(f32, f32, f32, f32)> = Vec::new();
+    let mut make = |n: usize, rng: &mut ChaCha8Rng| -> Batch {
+        truth.clear();
         let (mut users, mut items, mut y) = (Vec::new(), Vec::new(), Vec::new());
         let (mut tv, mut to) = (Vec::new(), vec![0u32]);
         let (mut hv, mut ho) = (Vec::new(), vec![0u32]);
@@ -128,7 +146,8 @@ fn ctr_data(seed: u64) -> (Arc<Schema>, Batch, Batch) {
         for _ in 0..n {
             let u = rng.random_range(0..nu);
             let i = rng.random_range(0..ni);
-            let mut logit = 1.6 * (p[u * 2] * q[i * 2] + p[u * 2 + 1] * q[i * 2 + 1]);
+            let interaction = 1.6 * (p[u * 2] * q[i * 2] + p[u * 2 + 1] * q[i * 2 + 1]);
+            let mut logit = interaction;
             let k = rng.random_range(0..3usize);
             for _ in 0..k {
                 let t = rng.random_range(0..nt);
@@ -147,6 +166,7 @@ fn ctr_data(seed: u64) -> (Arc<Schema>, Batch, Batch) {
             users.push(u as u32 + 1);
             items.push(i as u32 + 1);
             let prob = 1.0 / (1.0 + (-logit).exp());
+            truth.push((prob, logit - interaction, 1.2 * x0, interaction));
             y.push(if rng.random::<f32>() < prob { 1.0 } else { 0.0 });
         }
         Batch {
@@ -171,7 +191,15 @@ fn ctr_data(seed: u64) -> (Arc<Schema>, Batch, Batch) {
     };
     let train = make(4000, &mut rng);
     let test = make(1000, &mut rng);
-    (schema, train, test)
+    let y = &test.labels[0];
+    let of = |k: usize| -> Vec<f32> { truth.iter().map(|t| [t.0, t.1, t.2, t.3][k]).collect() };
+    let t = CtrTruth {
+        oracle_auc: auc(&of(0), y),
+        first_order_auc: auc(&of(1), y),
+        dense_only_auc: auc(&of(2), y),
+        interaction_auc: auc(&of(3), y),
+    };
+    (schema, train, test, t)
 }
 
 fn tables(seed: u64, config: TableConfig, init: Init) -> DefaultTableFactory {
@@ -286,6 +314,23 @@ fn ctr_auc(model: &mut dyn Model, seed: u64, epochs: usize) -> Result<f64> {
     Ok(auc(&pred, &test.labels[0]))
 }
 
+/// Trains `model` on the planted CTR data of `seed` and asserts that it learned the user-item
+/// interaction: its test AUC is within 0.12 of the true probabilities' AUC and at least 0.04
+/// above the best model without the interaction (which a model whose interaction or deep part
+/// were broken could still reach). Measured at 12 epochs: FM 0.809 (true 0.910, first-order
+/// 0.738), DeepFM 0.802 (0.867, 0.747), Wide&Deep 0.879 (0.922, 0.724).
+fn assert_learns_interaction(model: &mut dyn Model, seed: u64) -> Result<()> {
+    let (.., truth) = ctr_data_with_truth(seed);
+    let a = ctr_auc(model, seed, 12)?;
+    let (o, f) = (truth.oracle_auc, truth.first_order_auc);
+    assert!(
+        a > o - 0.12 && a > f + 0.04,
+        "{}: test AUC {a:.3}; true probabilities {o:.3}, first-order only {f:.3}",
+        model.name()
+    );
+    Ok(())
+}
+
 #[test]
 fn neumf_learns_planted_clicks() -> Result<()> {
     let (schema, ..) = ctr_data(3);
@@ -312,7 +357,14 @@ fn neumf_learns_planted_clicks() -> Result<()> {
     assert_ne!(first[0], first[1], "GMF and MLP embeddings start identical");
     let a = ctr_auc(&mut model, 3, 12)?;
     // NeuMF sees only users and items: the planted affinity, not the tags or dense feature.
-    assert!(a > 0.65, "NeuMF test AUC {a:.3}");
+    let (.., truth) = ctr_data_with_truth(3);
+    // Measured 0.688 against 0.734 for the true interaction alone (the planted affinity
+    // p_u . q_i has almost no per-user or per-item main effect for biases to pick up).
+    let i = truth.interaction_auc;
+    assert!(
+        a > i - 0.08,
+        "NeuMF test AUC {a:.3}, true interaction alone {i:.3}"
+    );
     Ok(())
 }
 
@@ -331,8 +383,7 @@ fn fm_learns_planted_clicks() -> Result<()> {
         &Device::Cpu,
         4,
     )?;
-    let a = ctr_auc(&mut model, 4, 12)?;
-    assert!(a > 0.72, "FM test AUC {a:.3}");
+    assert_learns_interaction(&mut model, 4)?;
     Ok(())
 }
 
@@ -347,8 +398,7 @@ fn deepfm_learns_planted_clicks() -> Result<()> {
         ..Default::default()
     };
     let mut model = DeepFm::new(&schema, &cfg, &mut factory, &Device::Cpu, 5)?;
-    let a = ctr_auc(&mut model, 5, 12)?;
-    assert!(a > 0.72, "DeepFM test AUC {a:.3}");
+    assert_learns_interaction(&mut model, 5)?;
     Ok(())
 }
 
@@ -363,14 +413,13 @@ fn wide_deep_learns_planted_clicks() -> Result<()> {
         ..Default::default()
     };
     let mut model = WideDeep::new(&schema, &cfg, &mut factory, &Device::Cpu, 6)?;
-    let a = ctr_auc(&mut model, 6, 12)?;
-    assert!(a > 0.72, "Wide&Deep test AUC {a:.3}");
+    assert_learns_interaction(&mut model, 6)?;
     Ok(())
 }
 
 #[test]
 fn deepfm_learns_with_every_compressed_table_kind() -> Result<()> {
-    let (schema, train, _) = ctr_data(7);
+    let (schema, train, _, truth) = ctr_data_with_truth(7);
     let mut counts: HashMap<String, Vec<u64>> = HashMap::new();
     for (fi, field) in schema.fields.iter().enumerate() {
         if let Some(ids) = train.columns[fi].ids() {
@@ -402,8 +451,16 @@ fn deepfm_learns_with_every_compressed_table_kind() -> Result<()> {
         };
         let mut model = DeepFm::new(&schema, &cfg, &mut factory, &Device::Cpu, 7)?;
         assert!(model.tables().iter().all(|(_, t)| t.kind() != "full"));
+        // Tables this small (20 hashed rows for 31 users and 41 items) collide too much to
+        // learn the interaction in 12 epochs (measured: hashed 0.713, QR 0.746, frequency
+        // 0.758, against 0.740 for the first-order truth); what they must show is that the
+        // tables learn: the model beats the dense feature alone, its one input without a table.
         let a = ctr_auc(&mut model, 7, 12)?;
-        assert!(a > 0.65, "DeepFM with {kind:?} tables: test AUC {a:.3}");
+        let dense = truth.dense_only_auc;
+        assert!(
+            a > dense + 0.03,
+            "DeepFM with {kind:?} tables: test AUC {a:.3}, dense feature alone {dense:.3}"
+        );
     }
     Ok(())
 }
