@@ -682,13 +682,15 @@ fn dupn_config_trains_and_warm_starts_the_next_day() {
     cfg.output.dir = Some(day1.path().to_path_buf());
     let first = rec_trainer::run(&cfg, Start::Fresh).unwrap();
     assert!(first.steps > 0);
-    for task in ["ctr", "l2r", "fifp"] {
-        let auc = first.test.get_slice(task, "all", "auc").unwrap();
-        assert!(
-            auc.is_finite() && (0.0..=1.0).contains(&auc),
-            "{task}: {auc}"
-        );
+    // Every task is evaluated; CTR and FIFP have learned (measured 0.633 and 0.677), L2R is
+    // evaluated but at chance on 200 users after one epoch (measured 0.470), so only its
+    // presence is checked.
+    let auc = |r: &rec_trainer::Outcome, task: &str| r.test.get_slice(task, "all", "auc").unwrap();
+    for (task, floor) in [("ctr", 0.55), ("fifp", 0.6)] {
+        let a = auc(&first, task);
+        assert!(a > floor, "{task}: {a}");
     }
+    assert!(auc(&first, "l2r").is_finite());
 
     let mut next = cfg.clone();
     next.data.options.insert("days".into(), 5.into());
@@ -727,13 +729,9 @@ fn dupn_config_trains_and_warm_starts_the_next_day() {
     // this tiny data, is clearly better than chance after one day of fine-tuning).
     let ctr = third.test.get_slice("ctr", "all", "auc").unwrap();
     assert!(ctr.is_finite() && ctr > 0.55, "ctr: {ctr}");
-    for task in ["l2r", "fifp"] {
-        let auc = third.test.get_slice(task, "all", "auc").unwrap();
-        assert!(
-            auc.is_finite() && (0.0..=1.0).contains(&auc),
-            "{task}: {auc}"
-        );
-    }
+    let fifp = auc(&third, "fifp");
+    assert!(fifp > 0.58, "fifp: {fifp}"); // measured 0.647
+    assert!(auc(&third, "l2r").is_finite());
 
     // A day that leaves nothing to train on, or the option on another protocol: clear errors.
     let mut bad = next.clone();
