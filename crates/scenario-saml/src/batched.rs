@@ -350,6 +350,50 @@ mod tests {
         })
     }
 
+    /// `forward_own` on both of its paths: an unsorted batch (each sample gathers its own
+    /// matrix) and sorted ones ([`crate::routed::routed_matmul`]); with and without a bias.
+    #[test]
+    fn forward_own_values_and_finite_difference_gradients() -> Result<()> {
+        use candle_core::{DType, Device};
+        // (scenarios of 4, sorted): unsorted; sorted with scenario 3 absent and a single
+        // sample of scenario 0; sorted with scenarios 2 and 3 absent.
+        let layouts: [(&[u32], bool); 3] = [
+            (&[2, 0, 1, 0, 2, 1], false),
+            (&[0, 1, 1, 1, 2, 2], true),
+            (&[0, 1, 1, 1], true),
+        ];
+        for (ids, sorted) in layouts {
+            for bias in [true, false] {
+                let mut vs = store();
+                let l = BatchedLinear::new(&mut vs, "b", 4, 3, 2, bias, Init::XavierUniform)?;
+                if let Some(b) = l.bias() {
+                    b.set(input(&[4, 1, 2], 5)?.as_tensor())?;
+                }
+                let r = Routing::new(ids.to_vec(), 4, DType::F64, &Device::Cpu)?;
+                assert_eq!(r.groups.is_some(), sorted, "{ids:?}");
+                let x = input(&[ids.len(), 3], 1)?;
+                let y = l.forward_own(x.as_tensor(), &r)?.to_vec2::<f64>()?;
+                for (i, &s) in ids.iter().enumerate() {
+                    let s = s as usize;
+                    let mut e = x
+                        .as_tensor()
+                        .narrow(0, i, 1)?
+                        .matmul(&l.weight().as_tensor().get(s)?)?;
+                    if let Some(b) = l.bias() {
+                        e = e.broadcast_add(&b.as_tensor().get(s)?)?;
+                    }
+                    for (a, b) in y[i].iter().zip(&e.flatten_all()?.to_vec1::<f64>()?) {
+                        assert!((a - b).abs() < 1e-12, "{ids:?}, bias {bias}, sample {i}");
+                    }
+                }
+                check_layer(&vs, &[("x", &x)], || {
+                    weighted_sum(&l.forward_own(x.as_tensor(), &r)?, 6)
+                })?;
+            }
+        }
+        Ok(())
+    }
+
     #[test]
     fn stacked_init_uses_the_fan_of_one_layer() -> Result<()> {
         let mut vs = store();

@@ -155,6 +155,32 @@ impl Mmoe {
     }
 }
 
+/// The experts, the own scenario's gate over them and the own scenario's tower: MMoE after
+/// the input layer (a separate function so that it can be checked in `f64`).
+struct MixtureParts<'a> {
+    experts: &'a BatchedMlp,
+    gates: &'a Linear,
+    towers: &'a BatchedMlp,
+    k: usize,
+}
+
+impl MixtureParts<'_> {
+    /// The logit `[n]` of every sample of `x: [n, w]`.
+    fn forward(&self, x: &Tensor, routing: &Routing, ctx: &mut Ctx) -> Result<Tensor> {
+        let (n, m) = (routing.len(), routing.num_scenarios);
+        let e = self.experts.forward_shared(x, ctx)?; // [K, n, h]
+        // The own scenario's gate logits: [n, M, K] -> [n, K].
+        let g = self.gates.forward(x)?.reshape((n, m, self.k))?;
+        let g = g
+            .broadcast_mul(&routing.one_hot.unsqueeze(D::Minus1)?)?
+            .sum(1)?;
+        let g = softmax(&g, D::Minus1)?; // [n, K]
+        let mixed = e.broadcast_mul(&g.t()?.unsqueeze(D::Minus1)?)?.sum(0)?; // [n, h]
+        let t = self.towers.forward_shared(&mixed, ctx)?; // [M, n, 1]
+        routing.select_own(&t)?.squeeze(1)
+    }
+}
+
 impl Model for Mmoe {
     fn name(&self) -> String {
         "mmoe".into()
@@ -168,17 +194,13 @@ impl Model for Mmoe {
     fn forward(&mut self, batch: &Batch, ctx: &mut Ctx) -> Result<Vec<Tensor>> {
         let routing = Routing::of_batch(batch, self.m, DType::F32, self.vs.device())?;
         let x = self.input.forward(batch, ctx)?.concat()?;
-        let n = routing.len();
-        let e = self.experts.forward_shared(&x, ctx)?; // [K, n, h]
-        // The own scenario's gate logits: [n, M, K] -> [n, K].
-        let g = self.gates.forward(&x)?.reshape((n, self.m, self.k))?;
-        let g = g
-            .broadcast_mul(&routing.one_hot.unsqueeze(D::Minus1)?)?
-            .sum(1)?;
-        let g = softmax(&g, D::Minus1)?; // [n, K]
-        let mixed = e.broadcast_mul(&g.t()?.unsqueeze(D::Minus1)?)?.sum(0)?; // [n, h]
-        let t = self.towers.forward_shared(&mixed, ctx)?; // [M, n, 1]
-        Ok(vec![routing.select_own(&t)?.squeeze(1)?])
+        let parts = MixtureParts {
+            experts: &self.experts,
+            gates: &self.gates,
+            towers: &self.towers,
+            k: self.k,
+        };
+        Ok(vec![parts.forward(&x, &routing, ctx)?])
     }
     fn dense_vars(&self) -> Vec<(String, Var)> {
         self.vs.vars()
@@ -191,5 +213,88 @@ impl Model for Mmoe {
     }
     fn tables_mut(&mut self) -> Vec<(String, &mut dyn EmbeddingTable)> {
         self.input.tables_mut()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{check_layer, input, store};
+    use rec_nn::gradcheck::weighted_sum;
+
+    /// Experts, gates and towers in `f64` (3 scenarios, 2 experts: a swapped `[M, K]` axis
+    /// cannot pass; input width 4) with every parameter random, so that the gate biases and
+    /// tower biases matter too.
+    fn parts(vs: &mut VarStore) -> Result<(BatchedMlp, Linear, BatchedMlp)> {
+        let (m, k, w) = (3, 2, 4);
+        let experts = BatchedMlp::new(vs, "experts", k, w, &[5], Activation::Tanh, 0.0, None)?;
+        let gates = Linear::new(vs, "gates", w, m * k)?;
+        let towers = BatchedMlp::new(vs, "towers", m, 5, &[2], Activation::Tanh, 0.0, Some(1))?;
+        for (i, (_, v)) in vs.vars().into_iter().enumerate() {
+            v.set(input(v.dims(), 40 + i as u64)?.as_tensor())?;
+        }
+        Ok((experts, gates, towers))
+    }
+
+    #[test]
+    fn gated_mixture_is_each_samples_own_gate_and_tower() -> Result<()> {
+        let mut vs = store();
+        let (experts, gates, towers) = parts(&mut vs)?;
+        let p = MixtureParts {
+            experts: &experts,
+            gates: &gates,
+            towers: &towers,
+            k: 2,
+        };
+        let ids = vec![2u32, 0, 1, 0, 2, 1];
+        let r = Routing::new(ids.clone(), 3, DType::F64, &Device::Cpu)?;
+        let x = input(&[6, 4], 1)?;
+        let y = p
+            .forward(x.as_tensor(), &r, &mut Ctx::eval())?
+            .to_vec1::<f64>()?;
+        // Sample by sample: softmax of the own scenario's K gate logits, the experts mixed by
+        // it, then the own scenario's tower.
+        for (i, &s) in ids.iter().enumerate() {
+            let s = s as usize;
+            let xi = x.as_tensor().narrow(0, i, 1)?;
+            let logits = gates.forward(&xi)?.flatten_all()?.to_vec1::<f64>()?;
+            let own = &logits[s * 2..s * 2 + 2];
+            let z: f64 = own.iter().map(|l| l.exp()).sum();
+            let e = experts.forward_shared(&xi, &mut Ctx::eval())?; // [K, 1, h]
+            let mut mixed: Option<Tensor> = None;
+            for (k, l) in own.iter().enumerate() {
+                let term = e.get(k)?.affine(l.exp() / z, 0.0)?;
+                mixed = Some(match mixed {
+                    None => term,
+                    Some(m) => (m + term)?,
+                });
+            }
+            let t = towers.forward_shared(&mixed.unwrap(), &mut Ctx::eval())?;
+            let expect = t.get(s)?.flatten_all()?.to_vec1::<f64>()?[0];
+            assert!(
+                (y[i] - expect).abs() < 1e-12,
+                "sample {i}: {} vs {expect}",
+                y[i]
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn gated_mixture_finite_difference_gradients() -> Result<()> {
+        let mut vs = store();
+        let (experts, gates, towers) = parts(&mut vs)?;
+        let p = MixtureParts {
+            experts: &experts,
+            gates: &gates,
+            towers: &towers,
+            k: 2,
+        };
+        // Every scenario present, unsorted (the model's routing is never sorted).
+        let r = Routing::new(vec![2, 0, 1, 0, 2, 1], 3, DType::F64, &Device::Cpu)?;
+        let x = input(&[6, 4], 1)?;
+        check_layer(&vs, &[("x", &x)], || {
+            weighted_sum(&p.forward(x.as_tensor(), &r, &mut Ctx::eval())?, 3)
+        })
     }
 }

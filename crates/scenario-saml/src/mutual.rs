@@ -343,6 +343,71 @@ mod tests {
         Ok(())
     }
 
+    /// The custom op [`Contraction`] itself: both kinds against a loop, their gradient in the
+    /// differentiable operand against finite differences, and none for the constant
+    /// operand. `M = 3`, `n = 5`, `d = 4`, all different, so a swapped axis cannot pass; the
+    /// constant also as a strided (transposed) view.
+    #[test]
+    fn contraction_op_finite_difference_gradients() -> Result<()> {
+        use rec_nn::gradcheck::{GradCheck, check_gradients};
+        let contiguous = input(&[3, 5, 4], 3)?.as_tensor().detach();
+        let strided = input(&[5, 3, 4], 4)?.as_tensor().detach().transpose(0, 1)?;
+        assert!(!strided.is_contiguous());
+        for c in [contiguous, strided] {
+            let cv = c.to_vec3::<f64>()?;
+            let a = input(&[5, 4], 1)?; // dot: [n, d] -> [n, M]
+            let g = input(&[5, 3], 2)?; // mix: [n, M] -> [n, d]
+            // Values: y[i, m] = sum_k a[i, k] c[m, i, k]; y[i, k] = sum_m g[i, m] c[m, i, k].
+            let yd = dot_with_constant(a.as_tensor(), &c)?.to_vec2::<f64>()?;
+            let ym = mix_constant(g.as_tensor(), &c)?.to_vec2::<f64>()?;
+            let (av, gv) = (
+                a.as_tensor().to_vec2::<f64>()?,
+                g.as_tensor().to_vec2::<f64>()?,
+            );
+            for i in 0..5 {
+                for m in 0..3 {
+                    let e: f64 = (0..4).map(|k| av[i][k] * cv[m][i][k]).sum();
+                    assert!((yd[i][m] - e).abs() < 1e-12);
+                }
+                for k in 0..4 {
+                    let e: f64 = (0..3).map(|m| gv[i][m] * cv[m][i][k]).sum();
+                    assert!((ym[i][k] - e).abs() < 1e-12);
+                }
+            }
+            // Gradients in the differentiable operand.
+            let cfg = GradCheck::default();
+            let report = check_gradients(
+                &[("a".into(), a.clone())],
+                || weighted_sum(&dot_with_constant(a.as_tensor(), &c)?, 1),
+                &cfg,
+            )?;
+            assert_eq!(report.checked, 20);
+            let report = check_gradients(
+                &[("g".into(), g.clone())],
+                || weighted_sum(&mix_constant(g.as_tensor(), &c)?, 2),
+                &cfg,
+            )?;
+            assert_eq!(report.checked, 15);
+            // The `[M, n, d]` operand is a constant of the op: no gradient reaches it even when
+            // it is a variable. (The constant and the precomputed value must not be computed
+            // from a tracked tensor: candle's backward panics on an op argument that is
+            // tracked, not a variable, and gets no gradient. The model detaches them.)
+            let cvar = candle_core::Var::from_tensor(&c)?;
+            for (kind, x) in [(Contraction::Dot, &a), (Contraction::Mix, &g)] {
+                let x = x.as_tensor();
+                let y = match kind {
+                    Contraction::Dot => dot(&x.detach(), &c)?,
+                    Contraction::Mix => mix(&x.detach(), &c)?,
+                };
+                let out = with_constant(x, cvar.as_tensor(), y, kind)?;
+                let grads = weighted_sum(&out, 3)?.backward()?;
+                assert!(grads.get(cvar.as_tensor()).is_none());
+                assert!(grads.get(x).is_some());
+            }
+        }
+        Ok(())
+    }
+
     #[test]
     fn other_branches_get_no_gradient() -> Result<()> {
         let mut vs = store();

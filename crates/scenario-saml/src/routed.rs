@@ -268,4 +268,58 @@ mod tests {
             weighted_sum(&routed_matmul(x.as_tensor(), w.as_tensor(), &g)?, 3)
         })
     }
+
+    /// Layouts beyond [`routed_matmul_equals_per_sample_products_and_has_exact_gradients`]'s:
+    /// the first, the last, or both end scenarios absent, single-sample scenarios at the
+    /// start, in the middle and at the end, a batch of one sample, and an empty batch.
+    #[test]
+    fn routed_matmul_with_absent_end_scenarios_and_single_samples() -> Result<()> {
+        let layouts: [&[u32]; 6] = [
+            &[1, 1, 2, 2],
+            &[0, 0, 1],
+            &[1, 1, 1],
+            &[0, 1, 2, 2],
+            &[0, 0, 1, 2],
+            &[2],
+        ];
+        for (k, ids) in layouts.into_iter().enumerate() {
+            let g = Groups::of_sorted(ids, 3).unwrap();
+            let x = input(&[ids.len(), 4], 10 + k as u64)?;
+            let w = input(&[3, 4, 2], 20 + k as u64)?;
+            let y = routed_matmul(x.as_tensor(), w.as_tensor(), &g)?;
+            assert_eq!(y.dims(), &[ids.len(), 2]);
+            for (i, &s) in ids.iter().enumerate() {
+                let e = x
+                    .as_tensor()
+                    .get(i)?
+                    .unsqueeze(0)?
+                    .matmul(&w.as_tensor().get(s as usize)?)?;
+                let diff = (y.get(i)?.unsqueeze(0)? - e)?.abs()?.max_all()?;
+                assert!(diff.to_scalar::<f64>()? < 1e-12, "{ids:?} sample {i}");
+            }
+            // Exactly zero weight gradient for the absent scenarios, some for the others.
+            let grads = weighted_sum(&y, 3)?.backward()?;
+            let gw = grads.get(w.as_tensor()).unwrap();
+            for s in 0..3u32 {
+                let norm = gw.get(s as usize)?.abs()?.sum_all()?.to_scalar::<f64>()?;
+                assert_eq!(norm > 0.0, ids.contains(&s), "{ids:?} scenario {s}: {norm}");
+            }
+            let vs = store();
+            check_layer(&vs, &[("x", &x), ("w", &w)], || {
+                weighted_sum(&routed_matmul(x.as_tensor(), w.as_tensor(), &g)?, 3)
+            })
+            .map_err(|e| candle_core::Error::Msg(format!("{ids:?}: {e}")))?;
+        }
+        // An empty batch: an empty product and an all-zero weight gradient.
+        let g = Groups::of_sorted(&[], 3).unwrap();
+        let empty = Tensor::zeros((0, 4), candle_core::DType::F64, &candle_core::Device::Cpu)?;
+        let x = candle_core::Var::from_tensor(&empty)?;
+        let w = input(&[3, 4, 2], 2)?;
+        let y = routed_matmul(x.as_tensor(), w.as_tensor(), &g)?;
+        assert_eq!(y.dims(), &[0, 2]);
+        let grads = y.sum_all()?.backward()?;
+        let gw = grads.get(w.as_tensor()).unwrap();
+        assert_eq!(gw.abs()?.sum_all()?.to_scalar::<f64>()?, 0.0);
+        Ok(())
+    }
 }

@@ -459,6 +459,45 @@ mod tests {
         })
     }
 
+    /// A scenario with a single sample in the batch: its sample is its scenario's mean, so
+    /// partitioned normalization maps it to `beta + beta_s` whatever it is (zero gradient in
+    /// that row of `x` and in that scenario's `gamma_s`), with finite gradients everywhere.
+    /// STAR's layers keep their own rows with the same masked sum whether or not the batch
+    /// is sorted (they never take [`Routing::groups`]' block-wise path), so one routing
+    /// covers both.
+    #[test]
+    fn partitioned_norm_and_star_layer_gradients_with_a_single_sample_scenario() -> Result<()> {
+        let r = routing(); // Scenario 2: sample 6 alone.
+        let mut vs = store();
+        let pn = PartitionedNorm::new(&mut vs, "pn", 3, 2)?;
+        pn.gamma_s
+            .set(&input(&[3, 2], 8)?.as_tensor().affine(1.0, 1.5)?)?;
+        pn.beta_s.set(input(&[3, 2], 9)?.as_tensor())?;
+        let x = input(&[7, 2], 1)?;
+        let loss = || weighted_sum(&pn.forward(x.as_tensor(), &r, true)?, 3);
+        check_layer(&vs, &[("x", &x)], loss)?;
+        let grads = loss()?.backward()?;
+        let gx = grads.get(x.as_tensor()).unwrap().to_vec2::<f64>()?;
+        assert_eq!(gx[6], [0.0, 0.0]);
+        assert!(gx[..6].iter().flatten().all(|g| g.is_finite() && *g != 0.0));
+        let gg = grads
+            .get(pn.gamma_s.as_tensor())
+            .unwrap()
+            .to_vec2::<f64>()?;
+        assert_eq!(gg[2], [0.0, 0.0]);
+        let gb = grads.get(pn.beta_s.as_tensor()).unwrap().to_vec2::<f64>()?;
+        assert!(gb[2].iter().all(|g| *g != 0.0));
+
+        let mut vs = store();
+        let l = StarLayer::new(&mut vs, "l", 3, 3, 2, Init::XavierUniform)?;
+        l.w_s.set(input(&[3, 3, 2], 4)?.as_tensor())?;
+        l.b_s.set(input(&[3, 1, 2], 5)?.as_tensor())?;
+        let x = input(&[7, 3], 6)?;
+        check_layer(&vs, &[("x", &x)], || {
+            weighted_sum(&l.forward(x.as_tensor(), &r)?, 2)
+        })
+    }
+
     #[test]
     fn star_layer_is_shared_times_specific() -> Result<()> {
         let mut vs = store();

@@ -420,6 +420,127 @@ fn bernoulli_kl_is_zero_at_equality_and_positive_elsewhere() -> Result<()> {
     Ok(())
 }
 
+/// `log sigmoid(x)` in f64, by `ln_1p` (not the library's `log(1 + exp(-|x|))`).
+fn log_sigmoid(x: f64) -> f64 {
+    if x >= 0.0 {
+        -(-x).exp().ln_1p()
+    } else {
+        x - x.exp().ln_1p()
+    }
+}
+
+/// The f64 reference of [`crate::saml::bernoulli_kl`]: `p = sigmoid(z)` and `1 - p =
+/// sigmoid(-z)` each from its own log, so neither is formed as `1 - p`.
+fn bernoulli_kl_reference(z: f64, za: f64) -> f64 {
+    let (lp, l1p) = (log_sigmoid(z), log_sigmoid(-z));
+    let (lq, l1q) = (log_sigmoid(za), log_sigmoid(-za));
+    lp.exp() * (lp - lq) + l1p.exp() * (l1p - l1q)
+}
+
+#[test]
+fn bernoulli_kl_has_finite_difference_gradients_in_both_logits() -> Result<()> {
+    use rec_nn::gradcheck::{GradCheck, check_gradients, weighted_sum};
+    let d = Device::Cpu;
+    // Small and large logits of both signs, equal pairs (a minimum: zero gradient), pairs of
+    // opposite signs, and exact zeros (where the softplus' `relu` and `abs` have kinks).
+    let z = [
+        0.3, -2.0, 25.0, -25.0, 1.5, 1.5, -0.7, 8.0, -6.0, 0.0, 0.0, 3.0, -12.0, 0.05,
+    ];
+    let za = [
+        1.0, 0.4, 24.0, 20.0, 1.5, -1.5, -0.7, -8.0, 5.0, 0.0, 1.2, 0.0, -11.0, -0.05,
+    ];
+    let zv = candle_core::Var::from_tensor(&Tensor::new(&z, &d)?)?;
+    let zav = candle_core::Var::from_tensor(&Tensor::new(&za, &d)?)?;
+    let params = vec![
+        ("z".to_string(), zv.clone()),
+        ("za".to_string(), zav.clone()),
+    ];
+    let report = check_gradients(
+        &params,
+        || {
+            weighted_sum(
+                &crate::saml::bernoulli_kl(zv.as_tensor(), zav.as_tensor())?,
+                4,
+            )
+        },
+        &GradCheck::default(),
+    )?;
+    assert_eq!(report.checked, 2 * z.len());
+    // The gradient in z at z = za is 0 (a minimum), and the analytic gradient in za is
+    // sigmoid(za) - sigmoid(z): checked in closed form too.
+    let kl = crate::saml::bernoulli_kl(zv.as_tensor(), zav.as_tensor())?;
+    let grads = kl.sum_all()?.backward()?;
+    let gza = grads.get(zav.as_tensor()).unwrap().to_vec1::<f64>()?;
+    let gz = grads.get(zv.as_tensor()).unwrap().to_vec1::<f64>()?;
+    let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
+    for i in 0..z.len() {
+        let e = sig(za[i]) - sig(z[i]);
+        assert!(
+            (gza[i] - e).abs() < 1e-12,
+            "d/dza at {i}: {} vs {e}",
+            gza[i]
+        );
+        // d/dz = p (1 - p) (z - za).
+        let e = sig(z[i]) * (1.0 - sig(z[i])) * (z[i] - za[i]);
+        assert!((gz[i] - e).abs() < 1e-12, "d/dz at {i}: {} vs {e}", gz[i]);
+    }
+    Ok(())
+}
+
+#[test]
+fn bernoulli_kl_matches_an_f64_reference_over_a_wide_range_of_logits() -> Result<()> {
+    use rand::Rng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    // Random pairs over [-30, 30], pairs a tiny step apart (KL of order step^2, where the
+    // two terms nearly cancel), equal pairs, and the corners.
+    let mut pairs: Vec<(f64, f64)> = Vec::new();
+    for _ in 0..2000 {
+        let z: f64 = rng.random_range(-30.0..30.0);
+        pairs.push((z, rng.random_range(-30.0..30.0)));
+        pairs.push((z, z + rng.random_range(-1e-3..1e-3)));
+        pairs.push((z, z));
+    }
+    for a in [-30.0, -1.0, 0.0, 1.0, 30.0] {
+        for b in [-30.0, -1.0, 0.0, 1.0, 30.0] {
+            pairs.push((a, b));
+        }
+    }
+    let d = Device::Cpu;
+    let (zs, zas): (Vec<f64>, Vec<f64>) = pairs.iter().copied().unzip();
+    let expect: Vec<f64> = pairs
+        .iter()
+        .map(|&(z, za)| bernoulli_kl_reference(z, za))
+        .collect();
+    let z64 = Tensor::new(zs.as_slice(), &d)?;
+    let za64 = Tensor::new(zas.as_slice(), &d)?;
+    let kl64 = crate::saml::bernoulli_kl(&z64, &za64)?.to_vec1::<f64>()?;
+    // The model computes it in f32.
+    let f32_of = |t: &Tensor| t.to_dtype(candle_core::DType::F32);
+    let kl32 = crate::saml::bernoulli_kl(&f32_of(&z64)?, &f32_of(&za64)?)?.to_vec1::<f32>()?;
+    for (i, &(z, za)) in pairs.iter().enumerate() {
+        let e = expect[i];
+        assert!(e >= -1e-14, "reference KL({z}, {za}) = {e}");
+        let (a, b) = (kl64[i], kl32[i] as f64);
+        if z == za {
+            assert_eq!((a, b), (0.0, 0.0), "KL({z}, {z})");
+        }
+        // f64: rounding of softplus values up to 30 (about 1e-14), nothing more.
+        assert!(a >= -1e-13, "KL({z}, {za}) = {a} < 0");
+        assert!(
+            (a - e).abs() <= 1e-13 + 1e-12 * e,
+            "f64 KL({z}, {za}) = {a}, reference {e}"
+        );
+        // f32: the same up to the rounding of f32 logits and softplus values up to 30.
+        let e32 = bernoulli_kl_reference(z as f32 as f64, za as f32 as f64);
+        assert!(b >= -1e-5, "f32 KL({z}, {za}) = {b} < 0");
+        assert!(
+            (b - e32).abs() <= 1e-5 + 1e-5 * e32,
+            "f32 KL({z}, {za}) = {b}, reference {e32}"
+        );
+    }
+    Ok(())
+}
+
 /// Trains `model` for `epochs` on `train` and returns the test AUC.
 fn train_and_auc(model: &mut dyn Model, train: &Batch, test: &Batch, epochs: u64) -> Result<f64> {
     let mut opt = DenseOptimizer::new(OptimizerConfig::adam(3e-3), model.dense_vars())?;
@@ -456,6 +577,52 @@ fn saml_learns_planted_multi_scenario_clicks() -> Result<()> {
         auc > oracle - 0.06 && auc > before + 0.15,
         "AUC {before:.3} -> {auc:.3} (true probabilities: {oracle:.3})"
     );
+    Ok(())
+}
+
+/// Every baseline learns the planted data of [`saml_learns_planted_multi_scenario_clicks`]
+/// (same data, split, table optimizer, training schedule and small configurations of
+/// [`build`]): its test AUC is within a margin of the AUC of the true click probabilities and
+/// far above the untrained model's. Margins, from runs of this schedule on planted seeds 7, 8
+/// and 9 (gaps to the oracle after 6 epochs): Shared 0.045 / 0.044 / 0.049, Separate 0.041 /
+/// 0.037 / 0.045, MMoE 0.040 / 0.044 / 0.036, STAR 0.084 / 0.060 / 0.058 (STAR's partitioned
+/// normalization overfits these 4000 samples: train AUC 0.83 against test 0.74 on seed 7,
+/// 0.77 without it). Hence 0.06, as for SAML, and 0.10 for STAR. Untrained models score
+/// 0.45-0.55, so the bound also fails for a model that does not learn (checked below).
+#[test]
+fn baselines_learn_planted_multi_scenario_clicks() -> Result<()> {
+    let p = planted(&[2400, 1600, 1000], &[0, 0, 1], 5, 7);
+    let n = p.data.len();
+    let (train, test) = (p.data.range(0, n * 4 / 5), p.data.range(n * 4 / 5, n));
+    let oracle = rec_metrics::auc(&p.truth[n * 4 / 5..], &test.labels[0]).unwrap();
+    assert!(oracle > 0.78, "the planted signal is strong: {oracle:.3}");
+    for (name, margin) in [
+        ("shared", 0.06),
+        ("separate", 0.06),
+        ("mmoe", 0.06),
+        ("star", 0.10),
+    ] {
+        let tables = TablesConfig {
+            options: rec_nn::embedding::TableOptions {
+                optimizer: OptimizerConfig::adam(1e-2),
+                ..Default::default()
+            },
+            ..TablesConfig::default()
+        };
+        let mut model = build_with(name, &train.schema, tables, &small_saml(), 1)?;
+        let learned = |auc: f64| auc > oracle - margin && auc > 0.7;
+        let before = {
+            let p = rec_nn::predict(model.as_mut(), &test)?;
+            rec_metrics::auc(&p[0], &test.labels[0]).unwrap()
+        };
+        // The bound is one an untrained model fails.
+        assert!(!learned(before), "{name}: untrained AUC {before:.3} passes");
+        let auc = train_and_auc(model.as_mut(), &train, &test, 6)?;
+        assert!(
+            learned(auc) && auc > before + 0.15,
+            "{name}: AUC {before:.3} -> {auc:.3} (true probabilities: {oracle:.3}, margin {margin})"
+        );
+    }
     Ok(())
 }
 
@@ -586,22 +753,36 @@ fn settings_and_schemas_the_models_cannot_honour_are_refused() -> Result<()> {
         let e = build(name, &no_field, 1).err().map(|e| e.to_string());
         assert!(e.is_some_and(|e| e.contains("no scenario field")), "{name}");
     }
+    // Each refusal names the offending setting.
     let bad = [
-        SamlConfig {
-            hidden: vec![8, 0],
-            ..small_saml()
-        },
-        SamlConfig {
-            mutual_kl: f64::INFINITY,
-            ..small_saml()
-        },
-        SamlConfig {
-            max_history: Some(0),
-            ..small_saml()
-        },
+        (
+            SamlConfig {
+                hidden: vec![8, 0],
+                ..small_saml()
+            },
+            "hidden [8, 0]",
+        ),
+        (
+            SamlConfig {
+                mutual_kl: f64::INFINITY,
+                ..small_saml()
+            },
+            "mutual_kl",
+        ),
+        (
+            SamlConfig {
+                max_history: Some(0),
+                ..small_saml()
+            },
+            "max_history",
+        ),
     ];
-    for cfg in &bad {
-        assert!(!err(cfg, &schema).is_empty(), "{cfg:?}");
+    for (cfg, setting) in &bad {
+        let e = err(cfg, &schema);
+        assert!(
+            e.contains(setting),
+            "{cfg:?}: {e:?} does not name {setting}"
+        );
     }
     let mut batch_norm = small_saml();
     batch_norm.attention.norm = rec_nn::layers::Norm::Batch;
