@@ -87,6 +87,7 @@ fn gradient_averaging_matches_finite_differences() -> Result<()> {
     let l = (x.tanh()? * wt)?.sum_all()?;
     t.apply_gradients(&l.backward()?)?;
     let c1 = rows(&t);
+    let mut gaps = [0f64; 3];
     for (c, members) in [(0usize, vec![0u32, 2, 4]), (1, vec![1, 3])] {
         for j in 0..3 {
             // Per-entity gradients by finite differences.
@@ -94,23 +95,31 @@ fn gradient_averaging_matches_finite_differences() -> Result<()> {
                 .iter()
                 .map(|&e| fd(&|v: &mut Vec<Vec<f64>>, h| v[e as usize][j] += h))
                 .collect();
-            // The cluster row's true gradient is the sum of its members' ...
-            let row_grad = fd(&|v: &mut Vec<Vec<f64>>, h| {
-                for e in (c..6).step_by(2) {
-                    v[e][j] += h;
-                }
-            });
-            assert!((row_grad - g.iter().sum::<f64>()).abs() < 1e-6);
-            // ... but the update applies their mean (gradient averaging, SGD lr 1).
-            let mean = g.iter().sum::<f64>() / members.len() as f64;
+            // The library's update (SGD, lr 1) applies the mean of its members' gradients in
+            // the batch (gradient averaging: distinct members, not occurrences).
+            let sum = g.iter().sum::<f64>();
+            let mean = sum / members.len() as f64;
             let delta = c1[c * 3 + j] as f64 - c0[c * 3 + j] as f64;
             assert!(
                 (delta + mean).abs() < 1e-5,
                 "cluster {c} dim {j}: {delta} vs {}",
                 -mean
             );
+            // The data tells the mean apart from the other plausible rules, so the check above
+            // can fail: the cluster row's own gradient (the members' sum), the mean over
+            // occurrences (entities 2 and 3 appear twice) and the mean over the whole cluster
+            // (entity 5 of cluster 1 is not in the batch).
+            let occurrences = ids.iter().filter(|&&e| members.contains(&e)).count() as f64;
+            let cluster_size = (c..6).step_by(2).count() as f64;
+            for (k, other) in [sum, sum / occurrences, sum / cluster_size]
+                .into_iter()
+                .enumerate()
+            {
+                gaps[k] = gaps[k].max((other - mean).abs());
+            }
         }
     }
+    assert!(gaps.iter().all(|&g| g > 1e-2), "{gaps:?}");
     Ok(())
 }
 
@@ -568,6 +577,112 @@ fn personalization_gives_each_entity_its_vector_and_centroids_are_means() -> Res
         let m = all.iter().map(|r| r[j] as f64).sum::<f64>() / members.len() as f64;
         assert!((t.cluster_rows().row(c)[j] as f64 - m).abs() < 1e-4);
     }
+    Ok(())
+}
+
+/// Personalization trains each entity's own vector `e` on the model loss plus the pull
+/// `lambda * |e - C[a(e)]|^2` (the centroid a constant) for every entity of the batch. With
+/// SGD the step is minus the gradient the table applied, which must equal central finite
+/// differences of that loss (computed on the host in `f64`).
+#[test]
+fn the_personalization_gradient_matches_finite_differences_of_its_loss() -> Result<()> {
+    let (vocab, d, lambda, lr) = (6usize, 3usize, 0.8f64, 0.5f64);
+    let cfg = CelConfig {
+        init_clusters: 2,
+        max_clusters: 2,
+        reassign: Reassign::None,
+        personalize_at: Some(1),
+        lambda,
+        ..Default::default()
+    };
+    let mut t = table(vocab, d, cfg, OptimizerConfig::sgd(lr));
+    // Steps 1..=3: personalization starts after step 1; two personal steps towards targets
+    // that differ within each cluster move the vectors away from their centroids.
+    let all: Vec<u32> = (0..vocab as u32).collect();
+    let targets: Vec<f32> = (0..vocab * d)
+        .map(|k| ((k * 7) % 5) as f32 * 0.3 - 0.6)
+        .collect();
+    for s in 1..=3 {
+        quad_step(&mut t, &all, &targets, s)?;
+    }
+    assert!(t.personalized());
+    // The checked step: entity 5 is absent, 2 and 3 appear twice.
+    let ids = [0u32, 2, 2, 4, 1, 3, 3];
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let w: Vec<f64> = (0..ids.len() * d)
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+    let host = |m: &[Vec<f32>]| -> Vec<Vec<f64>> {
+        m.iter()
+            .map(|r| r.iter().map(|&x| x as f64).collect())
+            .collect()
+    };
+    let before = host(&t.lookup(&all, false)?.to_vec2::<f32>()?);
+    let centroids: Vec<Vec<f64>> = all
+        .iter()
+        .map(|&e| {
+            let r = t.cluster_rows().row(t.cluster_of(e) as usize);
+            r.iter().map(|&x| x as f64).collect()
+        })
+        .collect();
+    // The model loss, and the loss with the pull on the distinct entities of the batch.
+    let model_loss = |v: &[Vec<f64>]| -> f64 {
+        ids.iter()
+            .enumerate()
+            .map(|(k, &e)| {
+                (0..d)
+                    .map(|j| v[e as usize][j].tanh() * w[k * d + j])
+                    .sum::<f64>()
+            })
+            .sum()
+    };
+    let in_batch = |e: usize| ids.contains(&(e as u32));
+    let full_loss = |v: &[Vec<f64>]| -> f64 {
+        let pull: f64 = (0..vocab)
+            .filter(|&e| in_batch(e))
+            .map(|e| {
+                (0..d)
+                    .map(|j| (v[e][j] - centroids[e][j]).powi(2))
+                    .sum::<f64>()
+            })
+            .sum();
+        model_loss(v) + lambda * pull
+    };
+    let fd = |f: &dyn Fn(&[Vec<f64>]) -> f64, e: usize, j: usize| -> f64 {
+        let h = 1e-5;
+        let (mut a, mut b) = (before.clone(), before.clone());
+        a[e][j] += h;
+        b[e][j] -= h;
+        (f(&a) - f(&b)) / (2.0 * h)
+    };
+    let x = t.lookup(&ids, true)?;
+    let wt = Tensor::from_vec(
+        w.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+        (ids.len(), d),
+        &Device::Cpu,
+    )?;
+    t.apply_gradients(&(x.tanh()? * wt)?.sum_all()?.backward()?)?;
+    let after = host(&t.lookup(&all, false)?.to_vec2::<f32>()?);
+    let mut pull_size = 0f64;
+    for e in 0..vocab {
+        for j in 0..d {
+            // The gradient the table applied: SGD moved the vector by -lr * gradient.
+            let applied = (before[e][j] - after[e][j]) / lr;
+            if !in_batch(e) {
+                assert_eq!(applied, 0.0, "entity {e} is not in the batch");
+                continue;
+            }
+            let want = fd(&full_loss, e, j);
+            assert!(
+                (applied - want).abs() < 2e-5 * (1.0 + want.abs()),
+                "entity {e} dim {j}: applied {applied}, finite difference {want}"
+            );
+            pull_size = pull_size.max((want - fd(&model_loss, e, j)).abs());
+        }
+    }
+    // The pull's share of the gradient is far above the tolerance: a missing, halved or
+    // sign-flipped pull fails the check.
+    assert!(pull_size > 1e-2, "pull gradient at most {pull_size}");
     Ok(())
 }
 

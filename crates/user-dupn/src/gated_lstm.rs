@@ -558,7 +558,7 @@ mod tests {
     use super::*;
     use crate::test_util::{check_layer, input, store};
     use candle_core::{DType, Device};
-    use rec_nn::gradcheck::weighted_sum;
+    use rec_nn::gradcheck::{GradCheck, check_gradients, weighted_sum};
 
     fn mask2() -> Result<Tensor> {
         Tensor::new(
@@ -578,6 +578,146 @@ mod tests {
             let o = lstm.forward(e.as_tensor(), Some(p.as_tensor()), &mask)?;
             weighted_sum(&o.outputs, 1)? + weighted_sum(&o.last, 2)?
         })
+    }
+
+    /// Rows of every kind: no padding, padding at the end, no valid step at all, and gaps
+    /// (padding first, in the middle, and a valid step after the gaps).
+    fn mixed_mask() -> Result<Tensor> {
+        Tensor::new(
+            &[
+                [1f64, 1.0, 1.0, 1.0, 1.0],
+                [1.0, 1.0, 1.0, 0.0, 0.0],
+                [0.0, 0.0, 0.0, 0.0, 0.0],
+                [0.0, 1.0, 0.0, 0.0, 1.0],
+                [1.0, 0.0, 1.0, 1.0, 0.0],
+            ],
+            &Device::Cpu,
+        )
+    }
+
+    #[test]
+    fn finite_differences_match_with_an_empty_row_and_gaps() -> Result<()> {
+        let mut vs = store();
+        let lstm = PropertyGatedLstm::new(&mut vs, "g", 3, 2, 4)?;
+        let e = input(&[5, 5, 3], 1)?;
+        let p = input(&[5, 5, 2], 2)?;
+        let mask = mixed_mask()?;
+        let mut params = vs.vars();
+        params.push(("e".into(), e.clone()));
+        params.push(("p".into(), p.clone()));
+        // Every entry: those at padded steps and in the empty row included.
+        let cfg = GradCheck {
+            max_entries: usize::MAX,
+            ..GradCheck::default()
+        };
+        for fused in [true, false] {
+            let f = || {
+                let o = if fused {
+                    lstm.forward(e.as_tensor(), Some(p.as_tensor()), &mask)?
+                } else {
+                    lstm.forward_unfused(e.as_tensor(), Some(p.as_tensor()), &mask)?
+                };
+                weighted_sum(&o.outputs, 1)? + weighted_sum(&o.last, 2)?
+            };
+            let r = check_gradients(&params, f, &cfg)?;
+            assert_eq!(
+                r.checked,
+                16 * 3 + 12 * 2 + 16 * 4 + 16 + 75 + 50,
+                "fused {fused}"
+            );
+            // The inputs of padded steps get exactly zero gradient.
+            let grads = f()?.backward()?;
+            let m = mask.to_vec2::<f64>()?;
+            for (name, v) in [("e", &e), ("p", &p)] {
+                let g = grads.get(v.as_tensor()).unwrap().to_vec3::<f64>()?;
+                for (r, row) in g.iter().enumerate() {
+                    for (t, step) in row.iter().enumerate() {
+                        let zero = step.iter().all(|&x| x == 0.0);
+                        assert_eq!(
+                            zero,
+                            m[r][t] == 0.0,
+                            "fused {fused}: gradient of `{name}` row {r} step {t}: {step:?}"
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn padding_never_changes_a_valid_rows_outputs() -> Result<()> {
+        // Each row of a batch with mixed padding (none, at the end, everywhere, in gaps), with
+        // garbage at its padded steps, against the same row alone with its valid steps only:
+        // the output at a valid step is the alone output, at a padded step the state carried
+        // over (zeros before the first valid step), and `last` the alone `last` (zeros for a
+        // row without a valid step).
+        let d = Device::Cpu;
+        let mut vs = store();
+        let lstm = PropertyGatedLstm::new(&mut vs, "g", 3, 2, 4)?;
+        let h = 4;
+        let mask = mixed_mask()?;
+        let m = mask.to_vec2::<f64>()?;
+        let clean_e = input(&[5, 5, 3], 1)?;
+        let clean_p = input(&[5, 5, 2], 2)?;
+        // Large garbage where the mask is 0.
+        let pad = (1.0 - &mask)?.unsqueeze(2)?;
+        let valid = mask.unsqueeze(2)?;
+        let garbage = |x: &Tensor, seed: u64| -> Result<Tensor> {
+            let g = input(x.dims(), seed)?.as_tensor().affine(50.0, 0.0)?;
+            x.broadcast_mul(&valid)? + g.broadcast_mul(&pad)?
+        };
+        let e = garbage(clean_e.as_tensor(), 5)?;
+        let p = garbage(clean_p.as_tensor(), 6)?;
+        for fused in [true, false] {
+            let run = |e: &Tensor, p: &Tensor, mask: &Tensor| {
+                if fused {
+                    lstm.forward(e, Some(p), mask)
+                } else {
+                    lstm.forward_unfused(e, Some(p), mask)
+                }
+            };
+            let batch = run(&e, &p, &mask)?;
+            let outputs = batch.outputs.to_vec3::<f64>()?;
+            let last = batch.last.to_vec2::<f64>()?;
+            for (r, mrow) in m.iter().enumerate() {
+                let steps: Vec<u32> = (0..5u32).filter(|&t| mrow[t as usize] == 1.0).collect();
+                let idx = Tensor::new(steps.as_slice(), &d)?;
+                let pick = |x: &Tensor| x.get(r)?.index_select(&idx, 0)?.unsqueeze(0);
+                let alone = run(
+                    &pick(clean_e.as_tensor())?,
+                    &pick(clean_p.as_tensor())?,
+                    &Tensor::ones((1, steps.len()), DType::F64, &d)?,
+                )?;
+                let a_out = alone.outputs.to_vec3::<f64>()?.remove(0);
+                let a_last = alone.last.to_vec2::<f64>()?.remove(0);
+                let close = |x: &[f64], y: &[f64], what: &str| {
+                    assert_eq!(x.len(), y.len());
+                    for (u, w) in x.iter().zip(y) {
+                        assert!(
+                            (u - w).abs() < 1e-12,
+                            "fused {fused} row {r} {what}: {x:?} vs {y:?}"
+                        );
+                    }
+                };
+                let mut carried = vec![0f64; h];
+                let mut k = 0;
+                for t in 0..5 {
+                    if mrow[t] == 1.0 {
+                        carried = a_out[k].clone();
+                        k += 1;
+                    }
+                    close(&outputs[r][t], &carried, &format!("step {t}"));
+                }
+                close(&last[r], &a_last, "last");
+                if steps.is_empty() {
+                    assert!(last[r].iter().all(|&x| x == 0.0));
+                } else {
+                    assert!(last[r].iter().any(|&x| x != 0.0));
+                }
+            }
+        }
+        Ok(())
     }
 
     #[test]
