@@ -1,11 +1,17 @@
 //! A lock file naming the process that holds it: a run directory being trained into, or a
 //! unit of an experiment being computed. The file is created exclusively and removed when the
 //! guard is dropped (also on an error); one whose process is gone (killed) is stale and taken
-//! over.
+//! over, and so is one that has named no process for [`UNNAMED_GRACE`] (its taker died
+//! between creating and writing it). A process id reused by an unrelated process after a kill
+//! keeps the lock held until that process ends or the file is removed by hand.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+
+/// How long a lock file may name no process before it counts as abandoned: its taker writes
+/// the id right after creating it.
+pub const UNNAMED_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A held lock file (see the module documentation).
 #[derive(Debug)]
@@ -13,7 +19,8 @@ pub struct ProcessLock(PathBuf);
 
 impl ProcessLock {
     /// Takes the lock at `path`, or returns `None` when a live process holds it. A file that
-    /// names no process yet (being written by its taker) counts as held.
+    /// names no process yet (being written by its taker) counts as held for [`UNNAMED_GRACE`]
+    /// after it was last modified.
     pub fn take(path: &Path) -> Result<Option<Self>> {
         for _ in 0..2 {
             match std::fs::OpenOptions::new()
@@ -28,7 +35,11 @@ impl ProcessLock {
                     return Ok(Some(ProcessLock(path.to_path_buf())));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    if holder(path).is_none_or(process_alive) {
+                    let held = match holder(path) {
+                        Some(pid) => process_alive(pid),
+                        None => !abandoned(path),
+                    };
+                    if held {
                         return Ok(None);
                     }
                     let _ = std::fs::remove_file(path);
@@ -51,6 +62,16 @@ impl Drop for ProcessLock {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
+}
+
+/// Whether a lock file that names no process was last modified over [`UNNAMED_GRACE`] ago (a
+/// file that cannot be inspected counts as not abandoned).
+fn abandoned(path: &Path) -> bool {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age > UNNAMED_GRACE)
 }
 
 /// The process id a lock file names, if it can be read.
@@ -96,9 +117,24 @@ mod tests {
         assert!(ProcessLock::take(&p).unwrap().is_none());
         drop(a);
         assert!(!p.exists());
-        // A file still being written (no id) counts as held.
+        // A file still being written (no id) counts as held ...
         std::fs::write(&p, "").unwrap();
         assert!(ProcessLock::take(&p).unwrap().is_none());
+        // ... but not forever: one left unnamed for over the grace period was abandoned by a
+        // taker that died before writing its id.
+        let old = std::time::SystemTime::now() - UNNAMED_GRACE * 2;
+        std::fs::File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        drop(
+            ProcessLock::take(&p)
+                .unwrap()
+                .expect("abandoned lock taken over"),
+        );
+        assert!(!p.exists());
         // A process that cannot exist: stale, taken over.
         std::fs::write(&p, format!("{}", i32::MAX)).unwrap();
         let b = ProcessLock::take(&p)
