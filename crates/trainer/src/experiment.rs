@@ -11,17 +11,33 @@ use serde::{Deserialize, Serialize};
 
 use crate::eval::Evaluation;
 
-/// Mean and sample standard deviation of the values of one cell over seeds.
+/// Mean and sample standard deviation of the values of one cell over seeds. In JSON a value
+/// that is not a number (an undefined metric) is written as `null` and read back as NaN.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Stat {
     /// Mean over seeds.
+    #[serde(deserialize_with = "nan_if_null")]
     pub mean: f64,
     /// Sample standard deviation over seeds (0 for a single seed).
+    #[serde(deserialize_with = "nan_if_null")]
     pub std: f64,
     /// Number of seeds.
     pub n: usize,
     /// The individual values, in the order they were added.
+    #[serde(deserialize_with = "nans_if_null")]
     pub values: Vec<f64>,
+}
+
+/// serde_json writes NaN as `null`; this reads it back as NaN.
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+fn nans_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+    Ok(Vec::<Option<f64>>::deserialize(d)?
+        .into_iter()
+        .map(|v| v.unwrap_or(f64::NAN))
+        .collect())
 }
 
 impl Stat {
@@ -241,6 +257,20 @@ mod tests {
         let md = r.markdown(&[("all", "auc"), ("cold", "auc")], 3);
         assert!(md.contains("| cel | 0.720 ± 0.020 | – |"), "{md}");
         assert_eq!(r.models(), &["cel".to_string(), "full".to_string()]);
+    }
+
+    #[test]
+    fn an_undefined_metric_survives_a_json_round_trip_as_nan() {
+        let mut r = Results::new();
+        r.add("m", "all", "auc", 0.7);
+        r.add("m", "all", "auc", f64::NAN);
+        let json = r.to_json_line();
+        assert!(json.contains("null"), "{json}");
+        let back: Table = serde_json::from_str(&json).unwrap();
+        let s = &back["m"]["all"]["auc"];
+        assert!(s.mean.is_nan() && s.std.is_nan() && s.n == 2);
+        assert_eq!(s.values[0], 0.7);
+        assert!(s.values[1].is_nan());
     }
 
     #[test]

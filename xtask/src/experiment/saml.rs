@@ -116,6 +116,12 @@ struct Dataset {
 fn datasets(args: &SamlArgs) -> Result<Vec<Dataset>> {
     let mut out = Vec::new();
     let wanted = |k: &str| args.only.is_empty() || args.only.iter().any(|o| o == k);
+    // A partial run would replace the full page (and its plots) with one data set.
+    anyhow::ensure!(
+        args.only.is_empty() || args.out != std::path::Path::new("docs/results"),
+        "--only writes a page with only those data sets: pass --out DIR so that it does not \
+         replace docs/results/saml.md"
+    );
     for o in &args.only {
         anyhow::ensure!(
             DATASETS.contains(&o.as_str()),
@@ -916,6 +922,13 @@ fn claims(ds: &Dataset, r: &DatasetResult) -> Vec<Claim> {
     let auc = |m: &str, slice: &str| stat(res, m, slice, "auc");
     let mut out = Vec::new();
     let Some(saml) = auc("saml", "all") else {
+        // Without SAML's own result no claim can hold; say so rather than drop them.
+        out.push(Claim {
+            dataset: ds.key,
+            text: "SAML's claims on this data set".into(),
+            holds: false,
+            detail: "INCOMPLETE: no SAML result".into(),
+        });
         return out;
     };
     // A cell that is missing (an undefined metric) or has fewer seeds than SAML's cannot
@@ -1032,7 +1045,20 @@ fn claims(ds: &Dataset, r: &DatasetResult) -> Vec<Claim> {
     if ds.key == "synthetic" {
         let smallest = r.smallest_scenario();
         let slice = format!("scenario_{smallest}");
-        if let Some(a) = cell("saml", &slice) {
+        let text = format!(
+            "SAML beats every baseline on the smallest scenario ({})",
+            r.scenario_labels[smallest]
+        );
+        let saml_small = cell("saml", &slice);
+        if saml_small.is_none() {
+            out.push(Claim {
+                dataset: ds.key,
+                text: text.clone(),
+                holds: false,
+                detail: incomplete().trim_start_matches("; ").to_string(),
+            });
+        }
+        if let Some(a) = saml_small {
             let mut holds = true;
             let mut parts = vec![format!("SAML {:.4}", a.mean)];
             for b in BASELINES {
@@ -1044,10 +1070,7 @@ fn claims(ds: &Dataset, r: &DatasetResult) -> Vec<Claim> {
             let complete = all_present();
             out.push(Claim {
                 dataset: ds.key,
-                text: format!(
-                    "SAML beats every baseline on the smallest scenario ({})",
-                    r.scenario_labels[smallest]
-                ),
+                text,
                 holds: complete && holds,
                 detail: format!("{}{}", parts.join(", "), incomplete()),
             });
@@ -1070,26 +1093,38 @@ fn claims(ds: &Dataset, r: &DatasetResult) -> Vec<Claim> {
                 ),
             });
         }
+        // Every seed's synthetic test day is the same log, so an ablation is compared with
+        // SAML seed by seed (as the page's paired table): it costs AUC when the paired
+        // difference is negative by more than its std. A missing ablation is a claim that
+        // does not hold.
         for spec in r.specs.iter().filter(|s| !s.tuned && !s.variant) {
-            if let Some(a) = auc(spec.label, "all") {
-                out.push(Claim {
+            let text = format!(
+                "{} costs AUC (the ablation minus SAML, paired by seed, is below zero by more \
+                 than its std)",
+                spec.about
+            );
+            let (a, d) = (
+                auc(spec.label, "all").filter(|a| a.n >= saml.n),
+                res.paired(spec.label, "saml", "all", "auc")
+                    .filter(|d| d.n >= saml.n),
+            );
+            out.push(match (a, d) {
+                (Some(a), Some(d)) => Claim {
                     dataset: ds.key,
-                    text: format!(
-                        "{} costs AUC by more than the seed std (the larger of the two)",
-                        spec.about
-                    ),
-                    holds: a.mean < saml.mean - a.std.max(saml.std),
+                    text,
+                    holds: d.mean < 0.0 && d.mean < -d.std,
                     detail: format!(
-                        "{} {:.4} ± {:.4} vs SAML {:.4} ± {:.4} ({:+.4})",
-                        spec.label,
-                        a.mean,
-                        a.std,
-                        saml.mean,
-                        saml.std,
-                        a.mean - saml.mean
+                        "{} {:.4} ± {:.4} vs SAML {:.4} ± {:.4}; paired {:+.4} ± {:.4}",
+                        spec.label, a.mean, a.std, saml.mean, saml.std, d.mean, d.std
                     ),
-                });
-            }
+                },
+                _ => Claim {
+                    dataset: ds.key,
+                    text,
+                    holds: false,
+                    detail: format!("INCOMPLETE: no full result for {}", spec.label),
+                },
+            });
         }
     }
     out
@@ -1500,7 +1535,14 @@ pub fn run(args: SamlArgs) -> Result<()> {
         &sets,
         &all_claims,
         &plots,
-        &cache.provenance(),
+        &format!(
+            "{}{}",
+            cache.provenance(),
+            cache
+                .foreign_warning()
+                .map(|w| format!(" **{}**", w.trim_start_matches("warning: ")))
+                .unwrap_or_default()
+        ),
     )?;
     let path = args.out.join(format!("saml{suffix}.md"));
     rec_trainer::checkpoint::write_atomic(&path, page.as_bytes())?;
@@ -1593,6 +1635,68 @@ mod tests {
         }
         let v = verdicts(&result(None, Some("separate")));
         assert!(!v[1].0 && v[1].1.contains("separate/scenario_0"), "{v:?}");
+        // No SAML result at all: one claim that does not hold, not none.
+        let v = verdicts(&result(Some("saml"), None));
+        assert_eq!(v, [(false, "INCOMPLETE: no SAML result".to_string())]);
+    }
+
+    #[test]
+    fn a_partial_run_does_not_replace_the_full_page() {
+        let args = SamlArgs {
+            only: vec!["synthetic".into()],
+            out: "docs/results".into(),
+            ..SamlArgs::default()
+        };
+        let Err(e) = datasets(&args) else {
+            panic!("a partial run into docs/results was accepted")
+        };
+        assert!(e.to_string().contains("pass --out DIR"), "{e}");
+    }
+
+    #[test]
+    fn an_ablation_costs_auc_when_its_paired_difference_is_beyond_its_std() {
+        let ds = Dataset {
+            key: "synthetic",
+            title: "test",
+            data: DataConfig::default(),
+            epochs: 1,
+            batch: 1,
+            patience: 1,
+            truth: None,
+            scenario_labels: vec!["a".into()],
+        };
+        let spec = |label: &'static str| Spec {
+            label,
+            model: "saml",
+            params: toml::Table::new(),
+            tuned: false,
+            variant: false,
+            about: label,
+        };
+        let mut r = DatasetResult::new(
+            vec![spec("steady"), spec("noisy"), spec("absent")],
+            vec!["a".into()],
+            vec![[10, 1, 1]],
+        );
+        // Seeds differ a lot (unpaired stds near 0.05) but "steady" is 0.002 below SAML on
+        // every seed; "noisy" is below on the mean only.
+        for (seed, base) in [(1u64, 0.70), (2, 0.80), (3, 0.75)] {
+            for m in ["shared", "separate", "mmoe", "star"] {
+                r.results.add_seeded(m, "all", "auc", seed, base - 0.1);
+            }
+            r.results.add_seeded("saml", "all", "auc", seed, base);
+            r.results
+                .add_seeded("steady", "all", "auc", seed, base - 0.002);
+            let noisy = [0.01, -0.02, 0.005][seed as usize - 1];
+            r.results
+                .add_seeded("noisy", "all", "auc", seed, base + noisy);
+        }
+        let c = claims(&ds, &r);
+        let find = |label: &str| c.iter().find(|c| c.text.starts_with(label)).unwrap();
+        assert!(find("steady").holds, "{}", find("steady").detail);
+        assert!(find("steady").detail.ends_with("paired -0.0020 ± 0.0000"));
+        assert!(!find("noisy").holds, "{}", find("noisy").detail);
+        assert!(!find("absent").holds && find("absent").detail.contains("INCOMPLETE"));
     }
 
     #[test]
