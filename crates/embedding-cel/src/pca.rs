@@ -9,6 +9,12 @@ use crate::config::Threshold;
 /// row of largest norm (deterministic); the sign is fixed so that the largest-magnitude
 /// component is positive (ties: the first). Returns `None` for fewer than two rows or when
 /// every centred row is zero (no direction to split along).
+///
+/// Power iteration converges at the rate of the ratio of the two largest eigenvalues: when
+/// they are close, `iters` steps (100 in CEL's configuration) can return a mix of the two top
+/// directions, with no signal that it did. For a split this is a direction of nearly the
+/// largest variance, which is what the split needs; it is not then the exact first principal
+/// direction.
 pub fn principal_direction(g: &[f32], d: usize, iters: usize) -> Option<(Vec<f64>, Vec<f64>)> {
     if d == 0 || !g.len().is_multiple_of(d) {
         return None;
