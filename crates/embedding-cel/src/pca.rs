@@ -11,10 +11,10 @@ use crate::config::Threshold;
 /// every centred row is zero (no direction to split along).
 ///
 /// Power iteration converges at the rate of the ratio of the two largest eigenvalues: when
-/// they are close, `iters` steps (100 in CEL's configuration) can return a mix of the two top
-/// directions, with no signal that it did. For a split this is a direction of nearly the
-/// largest variance, which is what the split needs; it is not then the exact first principal
-/// direction.
+/// they are close, `iters` steps (CEL's `power_iters`, 100 by default) can return a mix of the
+/// two top directions, with no signal that it did. For a split this is a direction of nearly
+/// the largest variance, which is what the split needs; it is not then the exact first
+/// principal direction.
 pub fn principal_direction(g: &[f32], d: usize, iters: usize) -> Option<(Vec<f64>, Vec<f64>)> {
     if d == 0 || !g.len().is_multiple_of(d) {
         return None;
