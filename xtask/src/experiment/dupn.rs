@@ -176,7 +176,14 @@ pub fn run(args: DupnArgs) -> Result<()> {
     let t0 = Instant::now();
     let mut page = String::new();
     if want("ecom") {
-        page.push_str(&ecom(&mut cx)?);
+        // Two passes, as P-SEQ and the SAML experiment do: the first computes the units no
+        // other process holds (results discarded), the second collects every unit in order
+        // (from the cache, waiting for any another process is still computing), so two
+        // invocations split the work.
+        let kept = std::mem::take(&mut cx.results);
+        ecom(&mut cx, true)?;
+        cx.results = kept;
+        page.push_str(&ecom(&mut cx, false)?);
     }
     if want("seq") {
         page.push_str(&seq(&mut cx)?);
@@ -714,7 +721,26 @@ fn ecom_data(plan: &Plan, seed: u64) -> Result<DupnSplit> {
     }))
 }
 
-fn ecom(cx: &mut Cx) -> Result<String> {
+/// A unit of the P-ECOM section: in the claiming pass (`claim`), computed unless another
+/// process holds it (`None` then); in the collecting pass, from the cache or computed, waiting
+/// for another process that holds it.
+fn fetch<F: FnMut() -> Result<Unit>>(
+    cache: &RunCache,
+    claim: bool,
+    label: &str,
+    key: &serde_json::Value,
+    run: F,
+) -> Result<Option<Unit>> {
+    if claim {
+        cache.try_get_or_run(label, key, run)
+    } else {
+        cache.get_or_run(label, key, run).map(Some)
+    }
+}
+
+/// The P-ECOM section (see [`fetch`] for `claim`; the claiming pass returns an empty page and
+/// checks nothing, since it may lack the units other processes hold).
+fn ecom(cx: &mut Cx, claim: bool) -> Result<String> {
     let plan = cx.plan.clone();
     let mut curves: Vec<(&'static str, Vec<Curve>)> = TransferMode::ALL
         .iter()
@@ -755,7 +781,7 @@ fn ecom(cx: &mut Cx) -> Result<String> {
         let label = format!("seed {seed} DUPN-all, attention, transfer");
         let mut all_key = key("DUPN-all");
         all_key["transfer_tables"] = json!("fresh");
-        let all: Unit = cx.cache.get_or_run(&label, &all_key, || {
+        let all = fetch(&cx.cache, claim, &label, &all_key, || {
             let mut u = Unit::default();
             let mut base = build_dupn(&schema, &plan.dupn, &JOINT, plan.lr, seed)?;
             run(&mut base, &joint, plan.epochs)?;
@@ -833,7 +859,8 @@ fn ecom(cx: &mut Cx) -> Result<String> {
                 u.curves.push(curve);
             }
             Ok(u)
-        })?;
+        })?
+        .unwrap_or_default();
         all.replay(&mut cx.results);
         for (acc, v) in by_type.iter_mut().zip(&all.types) {
             acc.push(v.unwrap_or(f64::NAN));
@@ -857,7 +884,7 @@ fn ecom(cx: &mut Cx) -> Result<String> {
         // is deterministic, so it is the same model; its CTR AUC is checked against the unit
         // above), so that adding it did not invalidate that unit's cached transfer runs.
         let label = format!("seed {seed} DUPN-all attention by event");
-        let ev: Unit = cx.cache.get_or_run(&label, &key("DUPN-all events"), || {
+        let ev = fetch(&cx.cache, claim, &label, &key("DUPN-all events"), || {
             let mut u = Unit::default();
             let mut base = build_dupn(&schema, &plan.dupn, &JOINT, plan.lr, seed)?;
             run(&mut base, &joint, plan.epochs)?;
@@ -869,7 +896,8 @@ fn ecom(cx: &mut Cx) -> Result<String> {
                 u.add("DUPN-all", "attention/within_event", b, within[k]);
             }
             Ok(u)
-        })?;
+        })?
+        .unwrap_or_default();
         let (again, first) = (
             ev.cells
                 .iter()
@@ -881,7 +909,7 @@ fn ecom(cx: &mut Cx) -> Result<String> {
                 .and_then(|c| c.3),
         );
         anyhow::ensure!(
-            again == first,
+            claim || again == first,
             "seed {seed}: DUPN-all trained twice gave CTR AUC {first:?} and {again:?}; the \
              attention-by-event diagnostic would describe another model"
         );
@@ -896,16 +924,17 @@ fn ecom(cx: &mut Cx) -> Result<String> {
         {
             let name = FT_STATE;
             let label = format!("seed {seed} {name}");
-            let fts: Unit = cx.cache.get_or_run(&label, &key(name), || {
+            let fts = fetch(&cx.cache, claim, &label, &key(name), || {
                 ft_with_state(&plan, &schema, &joint, &d, seed)
-            })?;
+            })?
+            .unwrap_or_default();
             let again = fts
                 .cells
                 .iter()
                 .find(|c| c.1 == "P-ECOM/ctr")
                 .and_then(|c| c.3);
             anyhow::ensure!(
-                again == first,
+                claim || again == first,
                 "seed {seed}: DUPN-all trained for {name} gave CTR AUC {again:?}, not {first:?}"
             );
             for c in fts.cells.iter().filter(|c| c.0 == name) {
@@ -925,7 +954,7 @@ fn ecom(cx: &mut Cx) -> Result<String> {
             (ALL_UNCERTAINTY, "all"),
         ] {
             let label = format!("seed {seed} {name}");
-            let unit: Unit = cx.cache.get_or_run(&label, &key(name), || {
+            let unit = fetch(&cx.cache, claim, &label, &key(name), || {
                 let mut cfg = plan
                     .dupn
                     .clone()
@@ -951,7 +980,8 @@ fn ecom(cx: &mut Cx) -> Result<String> {
                     u.add(name, &format!("P-ECOM/{t}"), metric_name(t), v);
                 }
                 Ok(u)
-            })?;
+            })?
+            .unwrap_or_default();
             unit.replay(&mut cx.results);
             eprintln!(
                 "  seed {seed} {name} done ({:.0} s)",
@@ -963,26 +993,31 @@ fn ecom(cx: &mut Cx) -> Result<String> {
             let data = narrow(d.train.get(t).context("stream")?, &[t]);
             for name in ["DUPN-single", "Wide&Deep"] {
                 let label = format!("seed {seed} {name} {t}");
-                let unit: Unit =
-                    cx.cache
-                        .get_or_run(&label, &key(&format!("{name}/{t}")), || {
-                            let mut m: Box<dyn Model> = if name == "Wide&Deep" {
-                                Box::new(build_wide_deep(
-                                    &schema,
-                                    &plan.wide_deep,
-                                    &[t],
-                                    plan.lr,
-                                    seed,
-                                )?)
-                            } else {
-                                Box::new(build_dupn(&schema, &plan.dupn, &[t], plan.lr, seed)?)
-                            };
-                            run(m.as_mut(), &data, plan.epochs)?;
-                            let mut u = Unit::default();
-                            let v = task_metric(m.as_mut(), &[t], t, &d.test)?;
-                            u.add(name, &format!("P-ECOM/{t}"), metric_name(t), v);
-                            Ok(u)
-                        })?;
+                let unit = fetch(
+                    &cx.cache,
+                    claim,
+                    &label,
+                    &key(&format!("{name}/{t}")),
+                    || {
+                        let mut m: Box<dyn Model> = if name == "Wide&Deep" {
+                            Box::new(build_wide_deep(
+                                &schema,
+                                &plan.wide_deep,
+                                &[t],
+                                plan.lr,
+                                seed,
+                            )?)
+                        } else {
+                            Box::new(build_dupn(&schema, &plan.dupn, &[t], plan.lr, seed)?)
+                        };
+                        run(m.as_mut(), &data, plan.epochs)?;
+                        let mut u = Unit::default();
+                        let v = task_metric(m.as_mut(), &[t], t, &d.test)?;
+                        u.add(name, &format!("P-ECOM/{t}"), metric_name(t), v);
+                        Ok(u)
+                    },
+                )?
+                .unwrap_or_default();
                 unit.replay(&mut cx.results);
             }
         }
@@ -990,6 +1025,9 @@ fn ecom(cx: &mut Cx) -> Result<String> {
             "  seed {seed} single-task done ({:.0} s)",
             t0.elapsed().as_secs_f64()
         );
+    }
+    if claim {
+        return Ok(String::new());
     }
     // Plots.
     let series: Vec<Series> = curves
