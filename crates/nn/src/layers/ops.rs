@@ -18,12 +18,20 @@ pub fn softmax<Dm: candle_core::shape::Dim + Copy>(x: &Tensor, dim: Dm) -> Resul
 /// 1 = valid, 0 = padding) is 1. Padding gets weight exactly 0 whatever its score, so padded
 /// positions never change the result; a row without valid positions gets all zeros.
 pub fn masked_softmax(x: &Tensor, mask: &Tensor) -> Result<Tensor> {
-    // Scores at padding are replaced by a very negative constant before taking the max
-    // (`where_cond`, so even an infinite or NaN score at padding cannot leak through).
+    // The row maximum over valid positions only (padding replaced by -inf through
+    // `where_cond`, so even an infinite or NaN score at padding cannot leak through); a row
+    // without valid positions has maximum -inf, clamped to -1e30 so that nothing is NaN. A
+    // finite padding constant instead became the maximum of a row whose valid scores were all
+    // below it, and the row came out all zeros.
     let keep = mask.ne(0.0)?;
-    let neg = x.ones_like()?.affine(-1e9, 0.0)?;
-    let s = keep.where_cond(x, &neg)?;
-    let m = s.max_keepdim(D::Minus1)?.detach();
+    let neg_inf = x.ones_like()?.affine(0.0, f64::NEG_INFINITY)?;
+    let m = keep
+        .where_cond(x, &neg_inf)?
+        .max_keepdim(D::Minus1)?
+        .maximum(-1e30)?
+        .detach();
+    // Padding takes the row maximum (exp(0) = 1, then zeroed by the mask).
+    let s = keep.where_cond(x, &m.broadcast_as(x.shape())?)?;
     let e = (s.broadcast_sub(&m)?.exp()? * mask)?;
     let z = e.sum_keepdim(D::Minus1)?.affine(1.0, 1e-30)?;
     e.broadcast_div(&z)
@@ -218,6 +226,228 @@ mod tests {
                 &GradCheck::default(),
             )?;
         }
+        Ok(())
+    }
+
+    // ---- Properties of softmax and masked softmax against an f64 reference. ----
+
+    // Not the prelude glob: it would bring a second `Rng` next to `super::*`'s.
+    use proptest::prelude::{
+        Just, ProptestConfig, Strategy, prop, prop_assert, prop_assert_eq, prop_oneof, proptest,
+    };
+
+    /// Softmax in f64 over the positions of `row` where `keep` is true; the others get 0, and
+    /// a row without a kept position is all zeros (masked_softmax's documented behaviour).
+    fn reference_softmax(row: &[f64], keep: &[bool]) -> Vec<f64> {
+        let kept = || row.iter().zip(keep).filter(|(_, k)| **k).map(|(x, _)| *x);
+        let Some(m) = kept().reduce(f64::max) else {
+            return vec![0.0; row.len()];
+        };
+        let z: f64 = kept().map(|x| (x - m).exp()).sum();
+        row.iter()
+            .zip(keep)
+            .map(|(x, k)| if *k { (x - m).exp() / z } else { 0.0 })
+            .collect()
+    }
+
+    /// Logits spread over ±1e3 (so a row easily spans 2000), small ones, and the extremes.
+    fn logit() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            3 => -1e3f64..1e3,
+            3 => -3f64..3.0,
+            1 => Just(1e3),
+            1 => Just(-1e3),
+        ]
+    }
+
+    /// Scores for padded positions: anything, including non-finite values.
+    fn junk() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            logit(),
+            Just(f64::INFINITY),
+            Just(f64::NEG_INFINITY),
+            Just(f64::NAN),
+            Just(1e30),
+            Just(-1e30),
+        ]
+    }
+
+    #[derive(Debug, Clone)]
+    struct Case {
+        rows: usize,
+        cols: usize,
+        x: Vec<f64>,
+        keep: Vec<bool>,
+        shift: Vec<f64>,
+        junk: Vec<f64>,
+    }
+
+    /// `[rows, cols]` logits, a mask (fully masked rows are common for small `cols`), a
+    /// constant per row and replacement scores for the padded positions.
+    fn case() -> impl Strategy<Value = Case> {
+        (1usize..5, 1usize..9).prop_flat_map(|(rows, cols)| {
+            let n = rows * cols;
+            (
+                prop::collection::vec(logit(), n),
+                prop::collection::vec(prop::bool::weighted(0.65), n),
+                prop::collection::vec(-1e3f64..1e3, rows),
+                prop::collection::vec(junk(), n),
+            )
+                .prop_map(move |(x, keep, shift, junk)| Case {
+                    rows,
+                    cols,
+                    x,
+                    keep,
+                    shift,
+                    junk,
+                })
+        })
+    }
+
+    impl Case {
+        fn tensor(&self, v: Vec<f64>) -> Tensor {
+            Tensor::from_vec(v, (self.rows, self.cols), &Device::Cpu).unwrap()
+        }
+        fn row<'a, T>(&self, v: &'a [T], r: usize) -> &'a [T] {
+            &v[r * self.cols..(r + 1) * self.cols]
+        }
+        fn shifted(&self) -> Vec<f64> {
+            (0..self.x.len())
+                .map(|i| self.x[i] + self.shift[i / self.cols])
+                .collect()
+        }
+        fn mask(&self) -> Tensor {
+            self.tensor(self.keep.iter().map(|&k| k as u8 as f64).collect())
+        }
+    }
+
+    fn flat(t: &Tensor) -> Vec<f64> {
+        t.to_dtype(DType::F64)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Rows sum to 1, entries equal the f64 reference and lie in [0, 1] (no NaN even for
+        /// rows spanning ±1e3), adding a constant per row changes nothing, the softmax over
+        /// dimension 0 is the transposed softmax over dimension 1, and f32 agrees too.
+        #[test]
+        fn softmax_properties(c in case()) {
+            let all = vec![true; c.cols];
+            let s = flat(&softmax(&c.tensor(c.x.clone()), D::Minus1).unwrap());
+            for r in 0..c.rows {
+                let want = reference_softmax(c.row(&c.x, r), &all);
+                let got = c.row(&s, r);
+                prop_assert!((got.iter().sum::<f64>() - 1.0).abs() < 1e-12, "row {} {:?}", r, got);
+                for (g, w) in got.iter().zip(&want) {
+                    prop_assert!((0.0..=1.0).contains(g), "{:?}", got);
+                    prop_assert!((g - w).abs() < 1e-12, "{:?} vs {:?}", got, want);
+                }
+            }
+            let s2 = flat(&softmax(&c.tensor(c.shifted()), D::Minus1).unwrap());
+            for (a, b) in s.iter().zip(&s2) {
+                prop_assert!((a - b).abs() < 1e-10, "shift changed {} to {}", a, b);
+            }
+            let t = flat(&softmax(&c.tensor(c.x.clone()).t().unwrap(), 0).unwrap().t().unwrap());
+            for (a, b) in s.iter().zip(&t) {
+                prop_assert!((a - b).abs() < 1e-12, "dim 0 {} vs dim 1 {}", b, a);
+            }
+            // f32: compared with the reference of the rounded inputs.
+            let x32 = c.tensor(c.x.clone()).to_dtype(DType::F32).unwrap();
+            let xr = flat(&x32);
+            let s32 = flat(&softmax(&x32, D::Minus1).unwrap());
+            for r in 0..c.rows {
+                let want = reference_softmax(c.row(&xr, r), &all);
+                let got = c.row(&s32, r);
+                prop_assert!((got.iter().sum::<f64>() - 1.0).abs() < 1e-5, "f32 row {:?}", got);
+                for (g, w) in got.iter().zip(&want) {
+                    prop_assert!(g.is_finite() && (g - w).abs() < 1e-6, "f32 {:?} vs {:?}", got, want);
+                }
+            }
+        }
+
+        /// Padded positions get exactly 0 and no gradient; rows with a valid position sum to 1
+        /// and equal the reference over the valid positions; a fully padded row is all zeros;
+        /// replacing padded scores by anything (±inf, NaN, ±1e30) gives the same bits; adding a
+        /// constant per row changes nothing; f32 gives no NaN.
+        #[test]
+        fn masked_softmax_properties(c in case()) {
+            let mask = c.mask();
+            let x = candle_core::Var::from_tensor(&c.tensor(c.x.clone())).unwrap();
+            let wt = masked_softmax(x.as_tensor(), &mask).unwrap();
+            let w = flat(&wt);
+            for r in 0..c.rows {
+                let keep = c.row(&c.keep, r);
+                let want = reference_softmax(c.row(&c.x, r), keep);
+                let got = c.row(&w, r);
+                let sum: f64 = got.iter().sum();
+                if keep.contains(&true) {
+                    prop_assert!((sum - 1.0).abs() < 1e-12, "row {} {:?}", r, got);
+                } else {
+                    prop_assert!(got.iter().all(|&v| v == 0.0), "fully padded row {:?}", got);
+                }
+                for ((g, wv), k) in got.iter().zip(&want).zip(keep) {
+                    if !k {
+                        prop_assert!(*g == 0.0, "padding got {}", g);
+                    }
+                    prop_assert!((0.0..=1.0).contains(g) && (g - wv).abs() < 1e-12,
+                        "{:?} vs {:?} (mask {:?})", got, want, keep);
+                }
+            }
+            // The gradient with respect to padded scores is exactly 0 (and finite elsewhere).
+            let g = weighted_sum(&wt, 5).unwrap().backward().unwrap();
+            let g = flat(g.get(x.as_tensor()).unwrap());
+            for (gi, k) in g.iter().zip(&c.keep) {
+                prop_assert!(gi.is_finite() && (*k || *gi == 0.0), "gradient {:?}", g);
+            }
+            let replaced: Vec<f64> = (0..c.x.len())
+                .map(|i| if c.keep[i] { c.x[i] } else { c.junk[i] })
+                .collect();
+            let w2 = flat(&masked_softmax(&c.tensor(replaced), &mask).unwrap());
+            prop_assert_eq!(
+                w.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                w2.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            );
+            let w3 = flat(&masked_softmax(&c.tensor(c.shifted()), &mask).unwrap());
+            for (a, b) in w.iter().zip(&w3) {
+                prop_assert!((a - b).abs() < 1e-10, "shift changed {} to {}", a, b);
+            }
+            let x32 = c.tensor(c.x.clone()).to_dtype(DType::F32).unwrap();
+            let w32 = flat(&masked_softmax(&x32, &mask.to_dtype(DType::F32).unwrap()).unwrap());
+            for r in 0..c.rows {
+                let keep = c.row(&c.keep, r);
+                let got = c.row(&w32, r);
+                prop_assert!(got.iter().all(|v| v.is_finite()), "f32 {:?}", got);
+                prop_assert!(got.iter().zip(keep).all(|(v, k)| *k || *v == 0.0), "f32 {:?}", got);
+                if keep.contains(&true) {
+                    prop_assert!((got.iter().sum::<f64>() - 1.0).abs() < 1e-5, "f32 {:?}", got);
+                }
+            }
+        }
+    }
+
+    /// Valid scores far below any finite padding constant (the old -1e9 became the row
+    /// maximum and the row's weights vanished) still sum to 1.
+    #[test]
+    fn masked_softmax_handles_valid_scores_below_the_padding_constant() -> Result<()> {
+        let d = Device::Cpu;
+        let with_pad = masked_softmax(
+            &Tensor::new(&[[-2e9f64, 0.0]], &d)?,
+            &Tensor::new(&[[1f64, 0.0]], &d)?,
+        )?
+        .to_vec2::<f64>()?;
+        let without = masked_softmax(
+            &Tensor::new(&[[-2e9f64]], &d)?,
+            &Tensor::new(&[[1f64]], &d)?,
+        )?
+        .to_vec2::<f64>()?;
+        assert_eq!(without, [[1.0]]);
+        assert_eq!(with_pad, [[1.0, 0.0]]);
         Ok(())
     }
 }
