@@ -365,4 +365,168 @@ mod tests {
         }
         Ok(())
     }
+
+    /// `sum(a * x + 0.5 * b * x^2)` over the entries of `x`, with fixed `a` and `b` per
+    /// position: the candle loss (for autograd) and the same loss in f64 from the host values
+    /// (for central differences, exact up to rounding for a lookup linear in the table).
+    fn quadratic_loss(x: &Tensor) -> Result<(Tensor, f64)> {
+        let n = x.elem_count();
+        let a: Vec<f32> = (0..n).map(|k| ((k * 7 % 11) as f32 - 5.0) / 5.0).collect();
+        let b: Vec<f32> = (0..n).map(|k| 0.5 + (k * 3 % 5) as f32 / 4.0).collect();
+        let at = Tensor::from_vec(a.clone(), x.shape(), x.device())?;
+        let bt = Tensor::from_vec(b.clone(), x.shape(), x.device())?;
+        let loss = ((x * &at)? + (x.sqr()? * &bt)?.affine(0.5, 0.0)?)?.sum_all()?;
+        let host = x.flatten_all()?.to_vec1::<f32>()?;
+        let l = host
+            .iter()
+            .zip(a.iter().zip(&b))
+            .map(|(&x, (&a, &b))| {
+                let x = x as f64;
+                a as f64 * x + 0.5 * b as f64 * x * x
+            })
+            .sum();
+        Ok((loss, l))
+    }
+
+    /// Every output of the layer in one vector: the field vectors, then the first-order terms.
+    fn everything(out: &FeatureOutput) -> Result<Tensor> {
+        let mut parts = vec![out.stacked()?.flatten_all()?];
+        if let Some(l) = &out.linear {
+            parts.push(l.flatten_all()?);
+        }
+        Tensor::cat(&parts, 0)
+    }
+
+    /// The whole layer against central differences of a quadratic loss of all its outputs:
+    /// the dense projections (VarStore variables) through `check_gradients`, and every table
+    /// value through the update SGD at learning rate 1 applies (weights before minus after one
+    /// `apply_gradients` is the gradient). This covers the field that reads another field's
+    /// table (`hist` uses `item_id`'s: item 2 occurs only in `hist`), a hashed table whose IDs
+    /// collide, a QR table (a product of two rows), multi-hot and sequence pooling with an
+    /// empty bag, and a two-column first-order term.
+    #[test]
+    fn gradients_of_every_table_and_projection_match_central_differences() -> Result<()> {
+        use crate::embedding::{TableConfig, TableOptions, TensorMap};
+        use crate::gradcheck::{GradCheck, check_all_params_get_gradient, check_gradients};
+        use crate::optim::OptimizerConfig;
+        let s = schema();
+        let d = Device::Cpu;
+        let b = batch(s.clone());
+        for pooling in [Pooling::Mean, Pooling::Sum] {
+            let mut config = TablesConfig {
+                options: TableOptions::new(
+                    Init::Normal {
+                        mean: 0.0,
+                        std: 0.5,
+                    },
+                    OptimizerConfig::sgd(1.0),
+                ),
+                ..Default::default()
+            };
+            config
+                .fields
+                .insert("user_id".into(), TableConfig::Hashed { rows: 2 });
+            config
+                .fields
+                .insert("tags".into(), TableConfig::Qr { collisions: 2 });
+            let mut f = DefaultTableFactory::new(config, 3, &d);
+            let mut factory = |field: &rec_data::FieldSpec, dim: usize| f.build(field, dim);
+            let mut vs = VarStore::new(1, &d);
+            let mut fe =
+                FeatureEmbedding::new(&s, None, 4, pooling, Some(2), "", &mut factory, &mut vs)?;
+            let kinds: Vec<(String, &str)> = fe
+                .tables()
+                .into_iter()
+                .map(|(n, t)| (n, t.kind()))
+                .collect();
+            assert_eq!(kinds[0], ("emb.item_id".to_string(), "full"));
+            assert_eq!(kinds[1], ("emb.tags".to_string(), "qr"));
+            assert_eq!(kinds[2], ("emb.user_id".to_string(), "hashed"));
+            let eval_loss = |fe: &mut FeatureEmbedding| -> Result<f64> {
+                Ok(quadratic_loss(&everything(&fe.forward(&b, false)?)?)?.1)
+            };
+
+            // Dense projections: plain variables (lookups not differentiable here).
+            let params = vs.vars();
+            assert_eq!(params.len(), 2);
+            check_gradients(
+                &params,
+                || Ok(quadratic_loss(&everything(&fe.forward(&b, false)?)?)?.0),
+                &GradCheck::f32(),
+            )?;
+            let loss = quadratic_loss(&everything(&fe.forward(&b, false)?)?)?.0;
+            check_all_params_get_gradient(&params, &loss)?;
+
+            // Tables: one SGD step at learning rate 1.
+            let save = |t: &dyn EmbeddingTable| -> Result<(TensorMap, serde_json::Value)> {
+                let mut m = TensorMap::new();
+                let meta = t.save("", &mut m)?;
+                Ok((m, meta))
+            };
+            let before = fe
+                .tables()
+                .into_iter()
+                .map(|(_, t)| save(t))
+                .collect::<Result<Vec<_>>>()?;
+            let (loss, _) = quadratic_loss(&everything(&fe.forward(&b, true)?)?)?;
+            let grads = loss.backward()?;
+            for (_, t) in fe.tables_mut() {
+                t.apply_gradients(&grads)?;
+            }
+            let after = fe
+                .tables()
+                .into_iter()
+                .map(|(_, t)| Ok(save(t)?.0))
+                .collect::<Result<Vec<_>>>()?;
+            for ((_, t), (m, meta)) in fe.tables_mut().into_iter().zip(&before) {
+                t.load("", m, meta)?;
+            }
+            let base = eval_loss(&mut fe)?;
+            let eps = 1e-2f32;
+            for (ti, (name, _)) in kinds.iter().enumerate() {
+                let (m0, meta) = &before[ti];
+                let mut keys: Vec<&String> = m0.keys().filter(|k| k.ends_with("weight")).collect();
+                keys.sort();
+                assert!(!keys.is_empty(), "{name}: no weights saved");
+                let (mut checked, mut moved) = (0, 0);
+                for key in keys {
+                    let w0 = m0[key].flatten_all()?.to_vec1::<f32>()?;
+                    let w1 = after[ti][key].flatten_all()?.to_vec1::<f32>()?;
+                    for k in 0..w0.len() {
+                        let mut at = |x: f32| -> Result<f64> {
+                            let mut w = w0.clone();
+                            w[k] = x;
+                            let mut m = m0.clone();
+                            m.insert(key.clone(), Tensor::from_vec(w, m0[key].shape(), &d)?);
+                            fe.tables_mut()[ti].1.load("", &m, meta)?;
+                            eval_loss(&mut fe)
+                        };
+                        let fd = (at(w0[k] + eps)? - at(w0[k] - eps)?) / (2.0 * eps as f64);
+                        let applied = (w0[k] - w1[k]) as f64;
+                        assert!(
+                            (fd - applied).abs() < 2e-3 * (1.0 + fd.abs()),
+                            "{pooling:?} {name} {key}[{k}]: applied gradient {applied}, \
+                             central difference {fd}"
+                        );
+                        checked += 1;
+                        moved += usize::from(applied != 0.0);
+                    }
+                }
+                fe.tables_mut()[ti].1.load("", m0, meta)?;
+                assert!(moved > 0, "{pooling:?} {name}: nothing moved");
+                if name == "emb.item_id" || name == "lin.item_id" {
+                    // IDs 1, 2, 4, 5 are read (2 only through hist); rows 0 and 3 are not.
+                    let width = if name == "emb.item_id" { 4 } else { 2 };
+                    assert_eq!(moved, 4 * width, "{pooling:?} {name}: {moved} of {checked}");
+                    let w0 = m0["weight"].to_vec2::<f32>()?;
+                    let w1 = after[ti]["weight"].to_vec2::<f32>()?;
+                    assert_ne!(w0[2], w1[2], "{pooling:?} {name}: hist's row did not move");
+                    assert_eq!((&w0[0], &w0[3]), (&w1[0], &w1[3]));
+                }
+            }
+            // Every table was restored.
+            assert_eq!(eval_loss(&mut fe)?, base);
+        }
+        Ok(())
+    }
 }

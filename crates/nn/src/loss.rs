@@ -324,4 +324,266 @@ mod tests {
         assert!(g[2].abs() < 1e-6);
         Ok(())
     }
+
+    // ---- Properties against f64 references. ----
+
+    use candle_core::DType;
+    use proptest::prelude::*;
+
+    /// `-(y ln s + (1 - y) ln(1 - s))` with `s = sigmoid(x)`, from `ln sigmoid(z)` written
+    /// without overflow (a derivation independent of the implementation's form).
+    fn reference_bce(x: f64, y: f64) -> f64 {
+        let log_sigmoid = |z: f64| {
+            if z >= 0.0 {
+                -(-z).exp().ln_1p()
+            } else {
+                z - z.exp().ln_1p()
+            }
+        };
+        -(y * log_sigmoid(x) + (1.0 - y) * log_sigmoid(-x))
+    }
+
+    /// `logsumexp(row) - row[class]` in f64.
+    fn reference_ce(row: &[f64], class: usize) -> f64 {
+        let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        m + row.iter().map(|x| (x - m).exp()).sum::<f64>().ln() - row[class]
+    }
+
+    fn weighted_mean_ref(per: &[f64], w: Option<&[f64]>) -> f64 {
+        match w {
+            None => per.iter().sum::<f64>() / per.len() as f64,
+            Some(w) => per.iter().zip(w).map(|(l, w)| l * w).sum::<f64>() / w.iter().sum::<f64>(),
+        }
+    }
+
+    fn logit() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            3 => -1e3f64..1e3,
+            3 => -5f64..5.0,
+            1 => Just(1e3),
+            1 => Just(-1e3),
+            1 => Just(0.0),
+        ]
+    }
+
+    fn label() -> impl Strategy<Value = f64> {
+        prop_oneof![2 => Just(0.0), 2 => Just(1.0), 1 => 0.0f64..=1.0]
+    }
+
+    /// Weights with zeros; at least one is positive.
+    fn weights(n: usize) -> impl Strategy<Value = Vec<f64>> {
+        prop::collection::vec(prop_oneof![Just(0.0), 0.0f64..3.0], n).prop_map(|mut w| {
+            if w.iter().all(|&x| x == 0.0) {
+                w[0] = 1.0;
+            }
+            w
+        })
+    }
+
+    fn vec64(t: &Tensor) -> Vec<f64> {
+        t.to_dtype(DType::F64)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap()
+    }
+
+    fn scalar64(t: &Tensor) -> f64 {
+        t.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap()
+    }
+
+    /// The f32 rounding of `v`, back in f64.
+    fn round32(v: &[f64]) -> Vec<f64> {
+        v.iter().map(|&x| x as f32 as f64).collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Per-sample BCE, its mean and weighted mean equal the reference over logits in
+        /// ±1e3 (hard and soft labels), in f64 and in f32; every value is finite and >= 0.
+        #[test]
+        fn bce_matches_reference(
+            (x, y, w) in (1usize..12).prop_flat_map(|n| (
+                prop::collection::vec(logit(), n),
+                prop::collection::vec(label(), n),
+                weights(n),
+            )),
+        ) {
+            let d = Device::Cpu;
+            let n = x.len();
+            let tol = |x: f64, rel: f64| rel * (1.0 + x.abs());
+            for dtype in [DType::F64, DType::F32] {
+                let rel = if dtype == DType::F64 { 1e-13 } else { 2e-6 };
+                let (xr, yr, wr) = if dtype == DType::F64 {
+                    (x.clone(), y.clone(), w.clone())
+                } else {
+                    (round32(&x), round32(&y), round32(&w))
+                };
+                let xt = Tensor::from_vec(x.clone(), n, &d).unwrap().to_dtype(dtype).unwrap();
+                let yt = Tensor::from_vec(y.clone(), n, &d).unwrap().to_dtype(dtype).unwrap();
+                let wt = Tensor::from_vec(w.clone(), n, &d).unwrap().to_dtype(dtype).unwrap();
+                let per = vec64(&bce_with_logits_per_sample(&xt, &yt).unwrap());
+                let want: Vec<f64> = xr.iter().zip(&yr).map(|(&x, &y)| reference_bce(x, y)).collect();
+                for i in 0..n {
+                    prop_assert!(per[i].is_finite() && per[i] >= 0.0, "{:?}: bce({}, {}) = {}", dtype, xr[i], yr[i], per[i]);
+                    prop_assert!((per[i] - want[i]).abs() <= tol(xr[i], rel),
+                        "{:?}: bce({}, {}) = {}, reference {}", dtype, xr[i], yr[i], per[i], want[i]);
+                }
+                let big = xr.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+                let mean = scalar64(&bce_with_logits(&xt, &yt, None).unwrap());
+                let mean_ref = weighted_mean_ref(&want, None);
+                prop_assert!(mean >= 0.0 && (mean - mean_ref).abs() <= tol(big, rel), "{:?}: mean {} vs {}", dtype, mean, mean_ref);
+                let wm = scalar64(&bce_with_logits(&xt, &yt, Some(&wt)).unwrap());
+                let wm_ref = weighted_mean_ref(&want, Some(&wr));
+                prop_assert!(wm >= 0.0 && (wm - wm_ref).abs() <= tol(big, rel), "{:?}: weighted {} vs {}", dtype, wm, wm_ref);
+            }
+        }
+
+        /// Softmax cross-entropy (mean and weighted mean) equals logsumexp minus the picked
+        /// logit over logits in ±1e3, in f64 and f32; finite and >= 0.
+        #[test]
+        fn softmax_cross_entropy_matches_reference(
+            (k, x, c, w) in (1usize..6, 1usize..8).prop_flat_map(|(k, n)| (
+                Just(k),
+                prop::collection::vec(logit(), n * k),
+                prop::collection::vec(0u32..k as u32, n),
+                weights(n),
+            )),
+        ) {
+            let d = Device::Cpu;
+            let n = c.len();
+            let ct = Tensor::from_vec(c.clone(), n, &d).unwrap();
+            for dtype in [DType::F64, DType::F32] {
+                let (xr, wr) = if dtype == DType::F64 { (x.clone(), w.clone()) } else { (round32(&x), round32(&w)) };
+                let xt = Tensor::from_vec(x.clone(), (n, k), &d).unwrap().to_dtype(dtype).unwrap();
+                let wt = Tensor::from_vec(w.clone(), n, &d).unwrap().to_dtype(dtype).unwrap();
+                let per: Vec<f64> = (0..n).map(|i| reference_ce(&xr[i * k..(i + 1) * k], c[i] as usize)).collect();
+                // Shifting by the row maximum costs up to an ulp of 2e3 in f32.
+                let tol = |v: f64| if dtype == DType::F64 { 1e-12 * (1.0 + v.abs()) } else { 3e-4 + 1e-6 * v.abs() };
+                // One sample at a time: the per-sample values.
+                for i in 0..n {
+                    let l = scalar64(&softmax_cross_entropy(&xt.narrow(0, i, 1).unwrap(), &ct.narrow(0, i, 1).unwrap(), None).unwrap());
+                    prop_assert!(l.is_finite() && l >= 0.0, "{:?}: {} for {:?}", dtype, l, &xr[i * k..(i + 1) * k]);
+                    prop_assert!((l - per[i]).abs() <= tol(per[i]), "{:?}: {} vs {} for {:?} class {}", dtype, l, per[i], &xr[i * k..(i + 1) * k], c[i]);
+                }
+                let mean = scalar64(&softmax_cross_entropy(&xt, &ct, None).unwrap());
+                let mean_ref = weighted_mean_ref(&per, None);
+                prop_assert!(mean >= 0.0 && (mean - mean_ref).abs() <= tol(mean_ref), "{:?}: mean {} vs {}", dtype, mean, mean_ref);
+                let wm = scalar64(&softmax_cross_entropy(&xt, &ct, Some(&wt)).unwrap());
+                let wm_ref = weighted_mean_ref(&per, Some(&wr));
+                prop_assert!(wm >= 0.0 && (wm - wm_ref).abs() <= tol(wm_ref), "{:?}: weighted {} vs {}", dtype, wm, wm_ref);
+            }
+        }
+
+        /// Unweighted and weighted MSE equal the f64 reference (f64 inputs).
+        #[test]
+        fn mse_matches_reference(
+            (p, t, w) in (1usize..12).prop_flat_map(|n| (
+                prop::collection::vec(logit(), n),
+                prop::collection::vec(logit(), n),
+                weights(n),
+            )),
+        ) {
+            let d = Device::Cpu;
+            let n = p.len();
+            let pt = Tensor::from_vec(p.clone(), n, &d).unwrap();
+            let tt = Tensor::from_vec(t.clone(), n, &d).unwrap();
+            let wt = Tensor::from_vec(w.clone(), n, &d).unwrap();
+            let per: Vec<f64> = p.iter().zip(&t).map(|(a, b)| (a - b) * (a - b)).collect();
+            for (got, want) in [
+                (scalar64(&mse(&pt, &tt, None).unwrap()), weighted_mean_ref(&per, None)),
+                (scalar64(&mse(&pt, &tt, Some(&wt)).unwrap()), weighted_mean_ref(&per, Some(&w))),
+            ] {
+                prop_assert!(got >= 0.0 && (got - want).abs() <= 1e-12 * (1.0 + want), "{} vs {}", got, want);
+            }
+        }
+
+        /// `task_loss` over a binary, a regression and a 3-class task with NaN labels and
+        /// zero sample weights equals the sum over tasks of the weighted mean over labelled
+        /// samples (tasks with no labelled weight skipped), and the outputs of samples that do
+        /// not count (NaN label, or weight 0) can be anything: the loss keeps its bits.
+        #[test]
+        fn task_loss_leaves_out_unlabelled_and_weightless_samples(
+            rows in prop::collection::vec((
+                prop_oneof![Just(f32::NAN), Just(0.0f32), Just(1.0)],
+                prop_oneof![Just(f32::NAN), -5.0f32..5.0],
+                prop_oneof![Just(f32::NAN), Just(0.0f32), Just(1.0), Just(2.0)],
+                prop_oneof![Just(0.0f32), 0.25f32..2.0],
+                (-1e3f32..1e3, -10f32..10.0, prop::collection::vec(-1e3f32..1e3, 3)),
+                (-1e3f32..1e3, -10f32..10.0, prop::collection::vec(-1e3f32..1e3, 3)),
+            ), 1..10),
+            weighted: bool,
+        ) {
+            use rec_data::{Column, FieldSpec, TaskSpec};
+            let d = Device::Cpu;
+            let n = rows.len();
+            let schema = std::sync::Arc::new(Schema {
+                fields: vec![FieldSpec::categorical("u", 3)],
+                tasks: vec![
+                    TaskSpec::new("click", TaskKind::Binary),
+                    TaskSpec::new("price", TaskKind::Regression),
+                    TaskSpec::new("grade", TaskKind::Multiclass { classes: 3 }),
+                ],
+                ..Default::default()
+            });
+            let labels: Vec<Vec<f32>> = vec![
+                rows.iter().map(|r| r.0).collect(),
+                rows.iter().map(|r| r.1).collect(),
+                rows.iter().map(|r| r.2).collect(),
+            ];
+            let sw: Option<Vec<f32>> = weighted.then(|| rows.iter().map(|r| r.3).collect());
+            let batch = Batch {
+                schema: schema.clone(),
+                columns: vec![Column::Ids(vec![1; n])],
+                labels: labels.clone(),
+                weights: sw.clone(),
+                slices: Vec::new(),
+            };
+            let outputs = |pick_other: &dyn Fn(usize, usize) -> bool| -> Vec<Tensor> {
+                let o = |t: usize, i: usize| if pick_other(t, i) { &rows[i].5 } else { &rows[i].4 };
+                vec![
+                    Tensor::from_vec((0..n).map(|i| o(0, i).0).collect::<Vec<_>>(), n, &d).unwrap(),
+                    Tensor::from_vec((0..n).map(|i| o(1, i).1).collect::<Vec<_>>(), n, &d).unwrap(),
+                    Tensor::from_vec((0..n).flat_map(|i| o(2, i).2.clone()).collect::<Vec<_>>(), (n, 3), &d).unwrap(),
+                ]
+            };
+            // Weight of sample i in task t.
+            let weight = |t: usize, i: usize| -> f64 {
+                if labels[t][i].is_nan() { 0.0 } else { sw.as_ref().map_or(1.0, |w| w[i] as f64) }
+            };
+            let mut want = 0.0;
+            for (t, task_labels) in labels.iter().enumerate() {
+                let total: f64 = (0..n).map(|i| weight(t, i)).sum();
+                if total == 0.0 {
+                    continue;
+                }
+                let mut acc = 0.0;
+                for (i, (&y, row)) in task_labels.iter().zip(&rows).enumerate() {
+                    let w = weight(t, i);
+                    if w == 0.0 {
+                        continue;
+                    }
+                    let y = y as f64;
+                    let (x, p, logits) = &row.4;
+                    let l = match t {
+                        0 => reference_bce(*x as f64, y),
+                        1 => (*p as f64 - y).powi(2),
+                        _ => {
+                            let logits: Vec<f64> = logits.iter().map(|&v| v as f64).collect();
+                            reference_ce(&logits, y as usize)
+                        }
+                    };
+                    acc += w * l;
+                }
+                want += acc / total;
+            }
+            let got = task_loss(&schema, &batch, &outputs(&|_, _| false)).unwrap().to_scalar::<f32>().unwrap();
+            prop_assert!(got.is_finite() && got >= 0.0);
+            prop_assert!((got as f64 - want).abs() <= 1e-3 + 1e-5 * want, "{} vs {}", got, want);
+            let other = task_loss(&schema, &batch, &outputs(&|t, i| weight(t, i) == 0.0)).unwrap().to_scalar::<f32>().unwrap();
+            prop_assert_eq!(got.to_bits(), other.to_bits(), "{} vs {}", got, other);
+        }
+    }
 }
