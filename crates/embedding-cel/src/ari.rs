@@ -49,7 +49,48 @@ mod tests {
         assert_eq!(adjusted_rand_index(&[], &[]), 0.0);
     }
 
+    /// ARI from the pair confusion matrix, counting every pair of items (O(n^2)): Hubert &
+    /// Arabie's index as `2 (n00 n11 - n01 n10) / ((n00 + n01)(n01 + n11) + (n00 + n10)(n10 +
+    /// n11))`, 1 when no pair is split differently.
+    fn ari_by_pairs(a: &[u32], b: &[u32]) -> f64 {
+        let (mut n11, mut n10, mut n01, mut n00) = (0f64, 0f64, 0f64, 0f64);
+        for i in 0..a.len() {
+            for j in i + 1..a.len() {
+                match (a[i] == a[j], b[i] == b[j]) {
+                    (true, true) => n11 += 1.0,
+                    (true, false) => n10 += 1.0,
+                    (false, true) => n01 += 1.0,
+                    (false, false) => n00 += 1.0,
+                }
+            }
+        }
+        if n01 == 0.0 && n10 == 0.0 {
+            return 1.0;
+        }
+        2.0 * (n00 * n11 - n01 * n10) / ((n00 + n01) * (n01 + n11) + (n00 + n10) * (n10 + n11))
+    }
+
     proptest! {
+        #[test]
+        fn equals_the_pair_counting_definition(
+            ab in (1usize..40).prop_flat_map(|n| (
+                proptest::collection::vec(0u32..6, n),
+                proptest::collection::vec(0u32..6, n),
+            )),
+            degenerate in 0u8..4,
+        ) {
+            let (mut a, mut b) = ab;
+            // All in one cluster or all singletons, on either side.
+            match degenerate {
+                1 => a.iter_mut().for_each(|x| *x = 0),
+                2 => a.iter_mut().enumerate().for_each(|(i, x)| *x = i as u32),
+                3 => b.iter_mut().for_each(|x| *x = 7),
+                _ => {}
+            }
+            let (got, want) = (adjusted_rand_index(&a, &b), ari_by_pairs(&a, &b));
+            prop_assert!((got - want).abs() < 1e-9, "{a:?} {b:?}: {got} vs pairs {want}");
+        }
+
         #[test]
         fn symmetric_bounded_and_invariant_to_renaming(
             a in proptest::collection::vec(0u32..5, 2..60),
