@@ -291,7 +291,13 @@ impl InteractionSchema {
         for rec in records {
             let rec = rec.map_err(|e| csv_err(&source, e))?;
             let line = rec.position().map_or(0, |p| counter.line_at(p.byte()));
-            if rec.len() == 1 && rec.get(0).is_some_and(|f| f.is_empty()) {
+            // A blank line reads as one empty field; so does `""` (an empty value alone on its
+            // row, as Python's csv module writes it), which is a row: its first byte is a quote.
+            let start = rec.position().map_or(0, |p| p.byte() as usize);
+            if rec.len() == 1
+                && rec.get(0).is_some_and(|f| f.is_empty())
+                && data.get(start) != Some(&b'"')
+            {
                 continue; // blank line
             }
             // A quote left open swallows the rest of the file into one field; quoted line
@@ -473,10 +479,8 @@ impl RawColumn {
             },
             (RawColumn::Ints(v), _) => match cell.parse::<i64>() {
                 Ok(x) => v.push(x),
-                Err(_) => match cell.parse::<f64>() {
-                    Ok(x) if x.is_finite() && x.fract() == 0.0 && x.abs() < 9.0e15 => {
-                        v.push(x as i64)
-                    }
+                Err(_) => match crate::text::exact_integer(cell) {
+                    Some(Ok(x)) => v.push(x),
                     _ => return Err("not an integer timestamp".into()),
                 },
             },
