@@ -329,11 +329,14 @@ pub fn write_dataset(
     let text = serde_json::to_string_pretty(&summary)
         .map_err(|e| SynthError::Format(format!("manifest: {e}")))?;
     write_atomic(&manifest, text.as_bytes()).map_err(io(&manifest))?;
-    std::fs::remove_file(&marker).map_err(io(&marker))?;
     if out.exists() {
         std::fs::remove_dir_all(out).map_err(io(out))?;
     }
     std::fs::rename(&tmp, out).map_err(io(out))?;
+    // The marker goes last, from the finished directory: a kill before the rename leaves a
+    // marked `.partial` (deleted by the next run), one after it a complete data set.
+    let marker = out.join(PARTIAL_MARKER);
+    std::fs::remove_file(&marker).map_err(io(&marker))?;
     Ok(summary)
 }
 
