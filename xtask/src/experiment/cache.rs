@@ -14,7 +14,7 @@
 //! changing a model or the experiment, run with `--fresh` (recompute everything). The results
 //! page lists the commits its numbers come from.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
@@ -32,6 +32,10 @@ pub struct RunCache {
     fresh: bool,
     commit: String,
     seen: Mutex<Seen>,
+    /// Every unit this run has loaded or computed, by key: asked again (an experiment that
+    /// first claims units, then collects them all), it is returned as it was, also with
+    /// `fresh`, and counted once.
+    memo: Mutex<HashMap<String, Value>>,
 }
 
 /// What a run of the cache has used so far.
@@ -109,6 +113,7 @@ impl RunCache {
             fresh,
             commit: current_commit(),
             seen: Mutex::new(Seen::default()),
+            memo: Mutex::new(HashMap::new()),
         }
     }
 
@@ -174,8 +179,24 @@ impl RunCache {
         T: Serialize + DeserializeOwned,
         F: FnOnce() -> Result<T>,
     {
+        let memo_key = key.to_string();
+        let remember = |v: &T| {
+            if let Ok(j) = serde_json::to_value(v) {
+                let mut m = self.memo.lock().unwrap_or_else(|e| e.into_inner());
+                m.insert(memo_key.clone(), j);
+            }
+        };
+        let earlier = {
+            let m = self.memo.lock().unwrap_or_else(|e| e.into_inner());
+            m.get(&memo_key).cloned()
+        };
+        if let Some(v) = earlier.and_then(|j| serde_json::from_value::<T>(j).ok()) {
+            return Ok(Some(v));
+        }
         let Some(path) = self.path(key) else {
-            return run().map(Some);
+            let v = run()?;
+            remember(&v);
+            return Ok(Some(v));
         };
         if !self.fresh
             && let Some((v, commit)) = self.load(&path, key)
@@ -185,6 +206,7 @@ impl RunCache {
                 path.display()
             );
             self.note(&commit, true);
+            remember(&v);
             return Ok(Some(v));
         }
         let dir = path.parent().context("cache path has a directory")?;
@@ -198,6 +220,7 @@ impl RunCache {
             && let Some((v, commit)) = self.load(&path, key)
         {
             self.note(&commit, true);
+            remember(&v);
             return Ok(Some(v));
         }
         let value = run()?;
@@ -212,6 +235,7 @@ impl RunCache {
         rec_trainer::checkpoint::write_atomic(&path, entry.to_string().as_bytes())
             .with_context(|| format!("cannot write the cache entry {}", path.display()))?;
         self.note(&self.commit, false);
+        remember(&value);
         Ok(Some(value))
     }
 
@@ -291,8 +315,17 @@ mod tests {
         let f = RunCache::at(Some(dir.path().to_path_buf()), true);
         let e: Vec<f64> = f.get_or_run("a", &key, || run(5.0)).unwrap();
         assert_eq!((e, calls.get()), (vec![5.0, 6.0], 3));
-        let g: Vec<f64> = c.get_or_run("a", &key, || run(7.0)).unwrap();
+        let c3 = RunCache::at(Some(dir.path().to_path_buf()), false);
+        let g: Vec<f64> = c3.get_or_run("a", &key, || run(7.0)).unwrap();
         assert_eq!((g, calls.get()), (vec![5.0, 6.0], 3));
+        // Within one run, a unit asked again is the one this run already has (as the first
+        // pass of a two-pass experiment left it), also under --fresh, and counted once.
+        let h: Vec<f64> = f.get_or_run("a", &key, || run(8.0)).unwrap();
+        assert_eq!((h, calls.get()), (vec![5.0, 6.0], 3));
+        assert!(f.provenance().contains("1 computed in this run, 0 reused"));
+        let i: Vec<f64> = c.try_get_or_run("a", &key, || run(8.0)).unwrap().unwrap();
+        assert_eq!((i, calls.get()), (vec![0.25, 1.25], 3));
+        assert!(c.provenance().contains("1 computed in this run, 0 reused"));
     }
 
     #[test]
@@ -337,7 +370,8 @@ mod tests {
             json!({"key": {"k": 2}, "commit": "x", "value": 1}).to_string(),
         )
         .unwrap();
-        let v: u32 = c.get_or_run("k", &key, || Ok(8)).unwrap();
+        let c2 = RunCache::at(Some(dir.path().to_path_buf()), false);
+        let v: u32 = c2.get_or_run("k", &key, || Ok(8)).unwrap();
         assert_eq!(v, 8);
         // A failed unit stores nothing.
         let other = json!({"k": 3});
@@ -393,11 +427,14 @@ mod tests {
     }
 
     #[test]
-    fn without_a_directory_everything_is_computed() {
+    fn without_a_directory_nothing_outlives_the_run() {
         let c = RunCache::at(None, false);
         let key = json!(1);
         let a: u32 = c.get_or_run("x", &key, || Ok(1)).unwrap();
         let b: u32 = c.get_or_run("x", &key, || Ok(2)).unwrap();
-        assert_eq!((a, b), (1, 2));
+        assert_eq!((a, b), (1, 1));
+        let c2 = RunCache::at(None, false);
+        let d: u32 = c2.get_or_run("x", &key, || Ok(3)).unwrap();
+        assert_eq!(d, 3);
     }
 }

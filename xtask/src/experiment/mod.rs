@@ -34,3 +34,21 @@ pub fn run(cmd: ExperimentCommand) -> Result<()> {
         ExperimentCommand::Dupn(args) => dupn::run(args),
     }
 }
+
+/// Whether `out` is the default results directory `docs/results` (however it is spelt: a
+/// relative, `./` or absolute path to it), where a partial run (`--only`) must not write.
+pub(crate) fn is_default_results_dir(out: &std::path::Path) -> bool {
+    let default = std::path::Path::new("docs/results");
+    match (out.canonicalize(), default.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        // Not created yet: compare the spelling, `.` components left out.
+        _ => {
+            fn plain(p: &std::path::Path) -> Vec<std::path::Component<'_>> {
+                p.components()
+                    .filter(|c| *c != std::path::Component::CurDir)
+                    .collect()
+            }
+            plain(out) == plain(default)
+        }
+    }
+}

@@ -118,7 +118,7 @@ fn datasets(args: &SamlArgs) -> Result<Vec<Dataset>> {
     let wanted = |k: &str| args.only.is_empty() || args.only.iter().any(|o| o == k);
     // A partial run would replace the full page (and its plots) with one data set.
     anyhow::ensure!(
-        args.only.is_empty() || args.out != std::path::Path::new("docs/results"),
+        args.only.is_empty() || !super::is_default_results_dir(&args.out),
         "--only writes a page with only those data sets: pass --out DIR so that it does not \
          replace docs/results/saml.md"
     );
@@ -1112,10 +1112,22 @@ fn claims(ds: &Dataset, r: &DatasetResult) -> Vec<Claim> {
                 (Some(a), Some(d)) => Claim {
                     dataset: ds.key,
                     text,
-                    holds: d.mean < 0.0 && d.mean < -d.std,
+                    // One seed gives no noise estimate: nothing can be confirmed.
+                    holds: d.n >= 2 && d.mean < 0.0 && d.mean < -d.std,
                     detail: format!(
-                        "{} {:.4} ± {:.4} vs SAML {:.4} ± {:.4}; paired {:+.4} ± {:.4}",
-                        spec.label, a.mean, a.std, saml.mean, saml.std, d.mean, d.std
+                        "{} {:.4} ± {:.4} vs SAML {:.4} ± {:.4}; paired {:+.4} ± {:.4}{}",
+                        spec.label,
+                        a.mean,
+                        a.std,
+                        saml.mean,
+                        saml.std,
+                        d.mean,
+                        d.std,
+                        if d.n < 2 {
+                            " (one seed: no noise estimate)"
+                        } else {
+                            ""
+                        }
                     ),
                 },
                 _ => Claim {
