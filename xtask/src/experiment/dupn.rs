@@ -178,7 +178,7 @@ pub fn run(args: DupnArgs) -> Result<()> {
     if want("ecom") {
         // Two passes, as P-SEQ and the SAML experiment do: the first computes the units no
         // other process holds (results discarded), the second collects every unit in order
-        // (from the cache, waiting for any another process is still computing), so two
+        // (from the cache, waiting for those another process is still computing), so two
         // invocations split the work.
         let kept = std::mem::take(&mut cx.results);
         ecom(&mut cx, true)?;
