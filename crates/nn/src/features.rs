@@ -366,27 +366,9 @@ mod tests {
         Ok(())
     }
 
-    /// `sum(a * x + 0.5 * b * x^2)` over the entries of `x`, with fixed `a` and `b` per
-    /// position: the candle loss (for autograd) and the same loss in f64 from the host values
-    /// (for central differences, exact up to rounding for a lookup linear in the table).
-    fn quadratic_loss(x: &Tensor) -> Result<(Tensor, f64)> {
-        let n = x.elem_count();
-        let a: Vec<f32> = (0..n).map(|k| ((k * 7 % 11) as f32 - 5.0) / 5.0).collect();
-        let b: Vec<f32> = (0..n).map(|k| 0.5 + (k * 3 % 5) as f32 / 4.0).collect();
-        let at = Tensor::from_vec(a.clone(), x.shape(), x.device())?;
-        let bt = Tensor::from_vec(b.clone(), x.shape(), x.device())?;
-        let loss = ((x * &at)? + (x.sqr()? * &bt)?.affine(0.5, 0.0)?)?.sum_all()?;
-        let host = x.flatten_all()?.to_vec1::<f32>()?;
-        let l = host
-            .iter()
-            .zip(a.iter().zip(&b))
-            .map(|(&x, (&a, &b))| {
-                let x = x as f64;
-                a as f64 * x + 0.5 * b as f64 * x * x
-            })
-            .sum();
-        Ok((loss, l))
-    }
+    // The quadratic loss of the table gradient checks (central differences exact up to
+    // rounding for a lookup linear in the table).
+    use crate::embedding::tests::quadratic_loss;
 
     /// Every output of the layer in one vector: the field vectors, then the first-order terms.
     fn everything(out: &FeatureOutput) -> Result<Tensor> {

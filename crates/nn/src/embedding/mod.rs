@@ -188,4 +188,4 @@ pub fn check_meta(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

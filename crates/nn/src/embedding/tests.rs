@@ -450,7 +450,7 @@ fn the_default_factory_builds_each_kind_and_table_sets_share() -> Result<()> {
 /// A loss that is quadratic in every table value (so central differences are exact up to
 /// rounding): `sum(a * x + 0.5 * b * x^2)` over the output `x`, with fixed `a` and `b` per
 /// position. Returns the candle loss (for autograd) and the host loss in f64 (for differences).
-fn quadratic_loss(x: &Tensor) -> Result<(Tensor, f64)> {
+pub(crate) fn quadratic_loss(x: &Tensor) -> Result<(Tensor, f64)> {
     let n = x.elem_count();
     let a: Vec<f32> = (0..n).map(|k| ((k * 7 % 11) as f32 - 5.0) / 5.0).collect();
     let b: Vec<f32> = (0..n).map(|k| 0.5 + (k * 3 % 5) as f32 / 4.0).collect();
