@@ -102,3 +102,62 @@ pub fn run(args: CiArgs) -> Result<()> {
     eprintln!("== ci passed in {:.0} s", t.elapsed().as_secs_f64());
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    /// Every package of a dependency graph with its enabled features, from `cargo tree`.
+    fn features(args: &[&str]) -> BTreeMap<String, String> {
+        let out = super::cargo()
+            .arg("tree")
+            .args(args)
+            .args(["--offline", "--locked", "--prefix", "none", "-f", "{p}|{f}"])
+            .output()
+            .expect("cargo tree runs");
+        assert!(
+            out.status.success(),
+            "cargo tree failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .expect("cargo tree prints UTF-8")
+            .lines()
+            .filter_map(|line| {
+                let line = line.trim_end_matches(" (*)");
+                let (package, features) = line.split_once('|')?;
+                Some((package.to_string(), features.to_string()))
+            })
+            .collect()
+    }
+
+    /// `cargo xtask` builds xtask and its dependencies; `cargo test --workspace` then builds the
+    /// same crates with the dev-dependencies' features added. Where a feature differs, every
+    /// crate above it (candle, all workspace crates) is compiled a second time, about three
+    /// minutes of a CI run. The remedy is the `getrandom` entry in the workspace Cargo.toml:
+    /// turn the missing features on in a normal dependency of xtask.
+    #[test]
+    fn the_test_build_reuses_what_cargo_xtask_built() {
+        let xtask = features(&["-p", "xtask", "-e", "normal,build"]);
+        let tests = features(&["--workspace", "-e", "normal,build,dev"]);
+        assert!(
+            xtask.len() > 100 && xtask.keys().any(|p| p.starts_with("candle-core ")),
+            "unexpected cargo tree output: {xtask:?}"
+        );
+        let differ: Vec<String> = xtask
+            .iter()
+            .filter(|(package, f)| tests.get(*package) != Some(*f))
+            .map(|(package, f)| {
+                format!(
+                    "{package}: [{f}] for cargo xtask, [{}] for the tests",
+                    tests.get(package).map_or("missing", |s| s.as_str())
+                )
+            })
+            .collect();
+        assert!(
+            differ.is_empty(),
+            "features differ between `cargo xtask` and `cargo test --workspace`:\n{}",
+            differ.join("\n")
+        );
+    }
+}
