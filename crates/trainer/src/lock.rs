@@ -1,146 +1,173 @@
 //! A lock file naming the process that holds it: a run directory being trained into, or a
-//! unit of an experiment being computed. The file is created exclusively and removed when the
-//! guard is dropped (also on an error); one whose process is gone (killed) is stale and taken
-//! over, and so is one that has named no process for [`UNNAMED_GRACE`] (its taker died
-//! between creating and writing it). A process id reused by an unrelated process after a kill
-//! keeps the lock held until that process ends or the file is removed by hand.
+//! unit of an experiment being computed.
+//!
+//! The lock is the operating system's advisory lock on the open file (`flock` on Unix,
+//! `LockFileEx` on Windows, through [`std::fs::File::try_lock`]), so it ends with the process
+//! that holds it, however that process ends: a lock left by a killed process is free at once,
+//! two processes can never both take it, and a reused process id changes nothing. The process
+//! id written into the file is only for messages ([`holder`]). A holder removes the file before
+//! it lets go of the lock; a taker that opened the old file and locked it after that release
+//! finds the file gone from its path and tries again with the new one.
 
+use std::fs::{File, TryLockError};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-/// How long a lock file may name no process before it counts as abandoned: its taker writes
-/// the id right after creating it.
-pub const UNNAMED_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// A held lock file (see the module documentation).
+/// A held lock file (see the module documentation). Dropping it removes the file and releases
+/// the lock, also when the holder returns with an error.
 #[derive(Debug)]
-pub struct ProcessLock(PathBuf);
+pub struct ProcessLock {
+    path: PathBuf,
+    /// The open file the lock belongs to; closing it releases the lock.
+    _file: File,
+}
 
 impl ProcessLock {
-    /// Takes the lock at `path`, or returns `None` when a live process holds it. A file that
-    /// names no process yet (being written by its taker) counts as held for [`UNNAMED_GRACE`]
-    /// after it was last modified.
+    /// Takes the lock at `path`, or returns `None` when another process, or another handle in
+    /// this process, holds it. A file left behind by a process that ended without removing it
+    /// (killed) is free and taken.
     pub fn take(path: &Path) -> Result<Option<Self>> {
-        for _ in 0..2 {
-            match std::fs::OpenOptions::new()
+        // Each retry follows a holder that released the lock between our open and our lock;
+        // a few in a row mean the lock is busy.
+        for _ in 0..8 {
+            let mut file = File::options()
+                .read(true)
                 .write(true)
-                .create_new(true)
+                .create(true)
+                .truncate(false)
                 .open(path)
-            {
-                Ok(mut f) => {
-                    use std::io::Write as _;
-                    write!(f, "{}", std::process::id())
-                        .with_context(|| format!("cannot write {}", path.display()))?;
-                    return Ok(Some(ProcessLock(path.to_path_buf())));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let held = match holder(path) {
-                        Some(pid) => process_alive(pid),
-                        None => !abandoned(path),
-                    };
-                    if held {
-                        return Ok(None);
-                    }
-                    let _ = std::fs::remove_file(path);
-                }
-                Err(e) => {
-                    return Err(e).with_context(|| format!("cannot create {}", path.display()));
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(TryLockError::WouldBlock) => return Ok(None),
+                Err(TryLockError::Error(e)) => {
+                    return Err(e).with_context(|| format!("cannot lock {}", path.display()));
                 }
             }
+            if !still_at(&file, path) {
+                continue;
+            }
+            file.set_len(0)
+                .and_then(|()| write!(file, "{}", std::process::id()))
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            return Ok(Some(ProcessLock {
+                path: path.to_path_buf(),
+                _file: file,
+            }));
         }
         Ok(None)
     }
 
     /// The lock file.
     pub fn path(&self) -> &Path {
-        &self.0
+        &self.path
     }
 }
 
 impl Drop for ProcessLock {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        // Removed while still locked (the file closes after this body), so that nobody can take
+        // the lock of a file that is no longer at the path.
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
-/// Whether a lock file that names no process was last modified over [`UNNAMED_GRACE`] ago (a
-/// file that cannot be inspected counts as not abandoned).
-fn abandoned(path: &Path) -> bool {
-    std::fs::metadata(path)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.elapsed().ok())
-        .is_some_and(|age| age > UNNAMED_GRACE)
+/// Whether `path` still names the file `file` is open on (it does not once its holder has
+/// removed it, or after someone created a new one there).
+#[cfg(unix)]
+fn still_at(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(open), Ok(named)) => open.dev() == named.dev() && open.ino() == named.ino(),
+        _ => false,
+    }
 }
 
-/// The process id a lock file names, if it can be read.
+/// Elsewhere the file's identity is not compared: a locked file counts as the one at its path
+/// while a file exists there.
+#[cfg(not(unix))]
+fn still_at(_file: &File, path: &Path) -> bool {
+    path.exists()
+}
+
+/// The process id a lock file names, if it can be read (for messages: whether the lock is held
+/// is decided by the lock itself).
 pub fn holder(path: &Path) -> Option<u32> {
     std::fs::read_to_string(path)
         .ok()
         .and_then(|t| t.trim().parse::<u32>().ok())
 }
 
-/// Whether process `pid` exists (signal 0 checks without sending anything). This process
-/// counts as alive.
-#[cfg(unix)]
-pub fn process_alive(pid: u32) -> bool {
-    if pid == std::process::id() {
-        return true;
-    }
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    // SAFETY: kill with signal 0 only checks that the process exists and may be signalled.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-}
-
-/// Whether process `pid` exists: unknown on this platform, so every holder counts as alive
-/// (a stale lock must be removed by hand; the error that meets it names the file).
-#[cfg(not(unix))]
-pub fn process_alive(_pid: u32) -> bool {
-    true
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[test]
-    fn held_by_a_live_process_refused_stale_taken_over_released_on_drop() {
+    fn held_refused_left_over_file_taken_released_on_drop() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.lock");
         let a = ProcessLock::take(&p).unwrap().expect("free");
+        assert_eq!(a.path(), p);
         assert_eq!(holder(&p), Some(std::process::id()));
-        // Held by this (live) process: refused, also to this process.
+        // Held (by another handle, as by another process): refused, and the holder's file is
+        // left as it was.
         assert!(ProcessLock::take(&p).unwrap().is_none());
+        assert_eq!(holder(&p), Some(std::process::id()));
         drop(a);
         assert!(!p.exists());
-        // A file still being written (no id) counts as held ...
-        std::fs::write(&p, "").unwrap();
-        assert!(ProcessLock::take(&p).unwrap().is_none());
-        // ... but not forever: one left unnamed for over the grace period was abandoned by a
-        // taker that died before writing its id.
-        let old = std::time::SystemTime::now() - UNNAMED_GRACE * 2;
-        std::fs::File::options()
-            .write(true)
-            .open(&p)
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
-        drop(
-            ProcessLock::take(&p)
+        // A file that nobody holds, whatever it names (a killed process, a reused id, nothing
+        // yet, or garbage), is free.
+        for left in [format!("{}", i32::MAX), String::new(), "not a pid".into()] {
+            std::fs::write(&p, left).unwrap();
+            let b = ProcessLock::take(&p)
                 .unwrap()
-                .expect("abandoned lock taken over"),
-        );
+                .expect("a left-over file is free");
+            assert_eq!(holder(&p), Some(std::process::id()));
+            drop(b);
+            assert!(!p.exists());
+        }
+    }
+
+    #[test]
+    fn a_directory_that_cannot_hold_the_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("missing").join("x.lock");
+        let e = format!("{:#}", ProcessLock::take(&p).unwrap_err());
+        assert!(e.contains("cannot create") && e.contains("x.lock"), "{e}");
+    }
+
+    /// Many threads taking and releasing one lock as fast as they can: never two holders at
+    /// once, and every thread gets it at least once.
+    #[test]
+    fn never_two_holders_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.lock");
+        let inside = AtomicUsize::new(0);
+        let most = AtomicUsize::new(0);
+        let taken = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    let mut mine = 0;
+                    while mine < 50 {
+                        if let Some(lock) = ProcessLock::take(&p).unwrap() {
+                            let n = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                            most.fetch_max(n, Ordering::SeqCst);
+                            std::thread::yield_now();
+                            inside.fetch_sub(1, Ordering::SeqCst);
+                            drop(lock);
+                            mine += 1;
+                            taken.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(most.load(Ordering::SeqCst), 1, "two holders at once");
+        assert_eq!(taken.load(Ordering::SeqCst), 8 * 50);
         assert!(!p.exists());
-        // A process that cannot exist: stale, taken over.
-        std::fs::write(&p, format!("{}", i32::MAX)).unwrap();
-        let b = ProcessLock::take(&p)
-            .unwrap()
-            .expect("stale lock taken over");
-        assert_eq!(b.path(), p);
-        assert_eq!(holder(&p), Some(std::process::id()));
     }
 }

@@ -186,8 +186,7 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
     let lock_path = run_dir.join(RUN_LOCK);
     let _lock = crate::lock::ProcessLock::take(&lock_path)?.with_context(|| {
         format!(
-            "{} is in use: process {} is training into it (if no such process is running, \
-             remove {})",
+            "{} is in use: process {} is training into it (it holds the lock on {})",
             run_dir.display(),
             crate::lock::holder(&lock_path).map_or("(unknown)".into(), |p| p.to_string()),
             lock_path.display()

@@ -228,20 +228,29 @@ fn a_run_directory_in_use_by_a_live_process_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path(), "fm");
     cfg.train.epochs = 1;
-    // Held by a live process (this one, as another process would be).
+    // Held (by a handle of this process, as by another process).
     let lock = dir.path().join(rec_trainer::train::RUN_LOCK);
-    std::fs::write(&lock, std::process::id().to_string()).unwrap();
+    let held = rec_trainer::lock::ProcessLock::take(&lock)
+        .unwrap()
+        .unwrap();
     let mut model = registry::build_model(&cfg, &split.schema, &split.train, &Device::Cpu).unwrap();
     let e = format!(
         "{:#}",
         fit(model.as_mut(), &split, &cfg, Start::Fresh).unwrap_err()
     );
-    assert!(e.contains("is in use") && e.contains(".lock"), "{e}");
+    assert!(
+        e.contains("is in use")
+            && e.contains(".lock")
+            && e.contains(&format!("process {}", std::process::id())),
+        "{e}"
+    );
     assert!(
         !dir.path().join("checkpoints").exists(),
         "nothing was written"
     );
-    // Left by a process that no longer exists (killed): taken over; released at the end.
+    // Released: free again. A file left by a process that ended without removing it (killed)
+    // is free too, whatever it names; the run takes it and removes it at the end.
+    drop(held);
     std::fs::write(&lock, i32::MAX.to_string()).unwrap();
     train(&cfg, &split, Start::Fresh);
     assert!(!lock.exists());

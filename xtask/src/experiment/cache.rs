@@ -170,8 +170,8 @@ impl RunCache {
         }
     }
 
-    /// Like [`get_or_run`](Self::get_or_run), but returns `None` at once when another live
-    /// process holds the unit (a `<hash>.lock` file naming its process id). Two invocations of
+    /// Like [`get_or_run`](Self::get_or_run), but returns `None` at once when another process
+    /// holds the unit (the lock of its `<hash>.lock` file, which names that process). Two invocations of
     /// the same experiment sharing the target directory thus split the work between them: each
     /// first takes the units nobody holds, then waits for the rest.
     pub fn try_get_or_run<T, F>(&self, label: &str, key: &Value, run: F) -> Result<Option<T>>
@@ -393,24 +393,27 @@ mod tests {
     }
 
     #[test]
-    fn a_unit_held_by_a_live_process_is_skipped_and_a_stale_lock_taken_over() {
+    fn a_unit_held_by_another_process_is_skipped_and_a_left_over_lock_file_taken() {
         let dir = tempfile::tempdir().unwrap();
         let c = RunCache::at(Some(dir.path().to_path_buf()), false);
         let key = json!({"unit": 1});
         let lock = c.path(&key).unwrap().with_extension("lock");
-        // Held by a live process (pid 1 always exists): not computed here.
-        std::fs::write(&lock, "1").unwrap();
+        // Held by another process (here another handle of this one): not computed here.
+        std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+        let held = ProcessLock::take(&lock).unwrap().unwrap();
         let v: Option<u32> = c.try_get_or_run("u", &key, || Ok(5)).unwrap();
         assert_eq!(v, None);
         // The other process finishes: its entry is read, and waiting returns it.
         let other = RunCache::at(Some(dir.path().to_path_buf()), false);
-        std::fs::remove_file(&lock).unwrap();
+        drop(held);
         let w: u32 = other.get_or_run("u", &key, || Ok(9)).unwrap();
         assert_eq!(w, 9);
-        std::fs::write(&lock, "1").unwrap();
+        let held = ProcessLock::take(&lock).unwrap().unwrap();
         let r: u32 = c.get_or_run("u", &key, || Ok(5)).unwrap();
         assert_eq!(r, 9);
-        // A lock left by a process that no longer exists is taken over, and released after.
+        drop(held);
+        // A lock file left by a process that ended without removing it (killed) is free,
+        // whatever it names: taken, and removed after.
         let key2 = json!({"unit": 2});
         let lock2 = c.path(&key2).unwrap().with_extension("lock");
         std::fs::write(&lock2, format!("{}", i32::MAX)).unwrap();
