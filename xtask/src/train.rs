@@ -105,6 +105,17 @@ fn quickstart(args: &TrainArgs, cfg: Config) -> Result<()> {
          see `cargo xtask train --help` for options",
         cfg.model.name, cfg.data.dataset, cfg.data.protocol, cfg.data.seed
     );
+    // One quickstart at a time per directory: a second one would clear the first's run
+    // directories under it (their own run locks included) while it trains.
+    std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
+    let lock_path = root.join(".quickstart.lock");
+    let _lock = rec_trainer::lock::ProcessLock::take(&lock_path)?.with_context(|| {
+        format!(
+            "another quickstart is running into {} (process {})",
+            root.display(),
+            rec_trainer::lock::holder(&lock_path).map_or("(unknown)".into(), |p| p.to_string())
+        )
+    })?;
     let split = rec_trainer::data::load_split(&cfg.data)?;
     let device = candle_core::Device::Cpu;
     let mut rows = Vec::new();
@@ -360,6 +371,32 @@ fn resolve_checkpoint(p: &std::path::Path) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A second quickstart into the same directory is refused before it loads data or clears
+    /// anything: it would delete the running one's directories under it.
+    #[test]
+    fn a_second_quickstart_into_one_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = rec_trainer::lock::ProcessLock::take(&dir.path().join(".quickstart.lock"))
+            .unwrap()
+            .unwrap();
+        std::fs::create_dir_all(dir.path().join("full/checkpoints")).unwrap();
+        let args = TrainArgs {
+            out: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        };
+        let e = format!("{:#}", quickstart(&args, quickstart_config()).unwrap_err());
+        assert!(
+            e.contains("another quickstart is running")
+                && e.contains(&format!("process {}", std::process::id())),
+            "{e}"
+        );
+        assert!(
+            dir.path().join("full/checkpoints").exists(),
+            "nothing cleared"
+        );
+        drop(held);
+    }
 
     #[test]
     fn flags_override_the_config_and_quickstart_is_the_default() {

@@ -1,13 +1,19 @@
 //! A lock file naming the process that holds it: a run directory being trained into, or a
 //! unit of an experiment being computed.
 //!
-//! The lock is the operating system's advisory lock on the open file (`flock` on Unix,
-//! `LockFileEx` on Windows, through [`std::fs::File::try_lock`]), so it ends with the process
-//! that holds it, however that process ends: a lock left by a killed process is free at once,
-//! two processes can never both take it, and a reused process id changes nothing. The process
-//! id written into the file is only for messages ([`holder`]). A holder removes the file before
-//! it lets go of the lock; a taker that opened the old file and locked it after that release
-//! finds the file gone from its path and tries again with the new one.
+//! The lock is the operating system's lock on the open file (`flock` on Unix, through
+//! [`std::fs::File::try_lock`]), so it ends with the process that holds it, however that process
+//! ends: a lock left by a killed process is free at once, two processes cannot both take it, and
+//! a reused process id changes nothing. The process id written into the file is only for
+//! messages ([`holder`]). A holder removes the file before it lets go of the lock (and only if
+//! the file at the path is still its own); a taker that opened the old file and locked it after
+//! that release, or found it busy just before, sees that the file is gone from its path and
+//! tries again with the new one.
+//!
+//! These guarantees are those of `flock` on a local file system. On NFS they depend on the
+//! mount's lock support (a mount without it fails with `cannot lock ...`), and deleting a held
+//! lock file by hand lets a second process take a new one. Windows locks are mandatory, so
+//! there the holder's process id cannot be read while it holds the lock.
 
 use std::fs::{File, TryLockError};
 use std::io::Write as _;
@@ -41,7 +47,9 @@ impl ProcessLock {
                 .with_context(|| format!("cannot create {}", path.display()))?;
             match file.try_lock() {
                 Ok(()) => {}
-                Err(TryLockError::WouldBlock) => return Ok(None),
+                // Busy, unless its holder has just removed it and is letting go.
+                Err(TryLockError::WouldBlock) if still_at(&file, path) => return Ok(None),
+                Err(TryLockError::WouldBlock) => continue,
                 Err(TryLockError::Error(e)) => {
                     return Err(e).with_context(|| format!("cannot lock {}", path.display()));
                 }
@@ -69,8 +77,11 @@ impl ProcessLock {
 impl Drop for ProcessLock {
     fn drop(&mut self) {
         // Removed while still locked (the file closes after this body), so that nobody can take
-        // the lock of a file that is no longer at the path.
-        let _ = std::fs::remove_file(&self.path);
+        // the lock of a file that is no longer at the path; and only our own file: if ours was
+        // deleted by hand, the one there now may be another holder's.
+        if still_at(&self._file, &self.path) {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -93,7 +104,8 @@ fn still_at(_file: &File, path: &Path) -> bool {
 }
 
 /// The process id a lock file names, if it can be read (for messages: whether the lock is held
-/// is decided by the lock itself).
+/// is decided by the lock itself). Right after a new holder took the lock and before it wrote
+/// its id, the file is empty (`None`) or still names a process that ended.
 pub fn holder(path: &Path) -> Option<u32> {
     std::fs::read_to_string(path)
         .ok()
@@ -129,6 +141,22 @@ mod tests {
             drop(b);
             assert!(!p.exists());
         }
+    }
+
+    /// A held lock file deleted by hand lets a second holder in (documented); the first one's
+    /// release must then leave the second's file and lock alone.
+    #[test]
+    fn a_release_removes_only_its_own_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.lock");
+        let a = ProcessLock::take(&p).unwrap().unwrap();
+        std::fs::remove_file(&p).unwrap();
+        let b = ProcessLock::take(&p).unwrap().expect("a new file");
+        drop(a);
+        assert!(p.exists(), "the second holder's file was removed");
+        assert!(ProcessLock::take(&p).unwrap().is_none(), "still held");
+        drop(b);
+        assert!(!p.exists());
     }
 
     #[test]
