@@ -14,13 +14,13 @@ pub struct CiArgs {
     pub tests_only: bool,
 }
 
+/// Cargo, with the environment `cargo xtask` was started in. Incremental compilation is off
+/// unless CARGO_INCREMENTAL says otherwise (`build.incremental` in .cargo/config.toml): a CI
+/// checkout is built once, the caches would be about a third of its target directory (enough
+/// to fill a small CI disk), and the steps must build with the same setting as the xtask
+/// binary that runs them, or they compile every workspace crate again.
 fn cargo() -> Command {
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    // A CI checkout is built once: incremental caches would never be reused there, and they
-    // are the largest part of a debug target directory (about a third), enough to fill a small CI
-    // disk. A user's own `cargo test` keeps incremental builds.
-    cmd.env("CARGO_INCREMENTAL", "0");
-    cmd
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
 /// The space a CI run's target directory needs on a fresh checkout: 2.07 GB measured
@@ -111,14 +111,16 @@ pub fn run(args: CiArgs) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
+    use std::collections::BTreeSet;
 
-    /// Every package of a dependency graph with its enabled features, from `cargo tree`.
-    fn features(args: &[&str]) -> BTreeMap<String, String> {
+    /// Every package of a dependency graph with its enabled features, from `cargo tree` (a
+    /// package can appear more than once: built for a procedural macro or a build script it
+    /// has its own features).
+    fn features(args: &[&str]) -> BTreeSet<(String, String)> {
         let out = super::cargo()
             .arg("tree")
             .args(args)
-            .args(["--offline", "--locked", "--prefix", "none", "-f", "{p}|{f}"])
+            .args(["--locked", "--prefix", "none", "-f", "{p}|{f}"])
             .output()
             .expect("cargo tree runs");
         assert!(
@@ -147,17 +149,18 @@ mod tests {
         let xtask = features(&["-p", "xtask", "-e", "normal,build"]);
         let tests = features(&["--workspace", "-e", "normal,build,dev"]);
         assert!(
-            xtask.len() > 100 && xtask.keys().any(|p| p.starts_with("candle-core ")),
+            xtask.len() > 100 && xtask.iter().any(|(p, _)| p.starts_with("candle-core ")),
             "unexpected cargo tree output: {xtask:?}"
         );
         let differ: Vec<String> = xtask
-            .iter()
-            .filter(|(package, f)| tests.get(*package) != Some(*f))
+            .difference(&tests)
             .map(|(package, f)| {
-                format!(
-                    "{package}: [{f}] for cargo xtask, [{}] for the tests",
-                    tests.get(package).map_or("missing", |s| s.as_str())
-                )
+                let there: Vec<&str> = tests
+                    .iter()
+                    .filter(|(p, _)| p == package)
+                    .map(|(_, f)| f.as_str())
+                    .collect();
+                format!("{package}: [{f}] for cargo xtask, {there:?} for the tests")
             })
             .collect();
         assert!(
