@@ -1,10 +1,11 @@
 //! `cargo xtask train` and `cargo xtask eval`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use rec_trainer::checkpoint;
+use rec_trainer::lock::{ProcessLock, holder};
 use rec_trainer::{Config, Start};
 
 /// Options of `cargo xtask train`.
@@ -92,6 +93,51 @@ pub fn quickstart_cel(cfg: &Config) -> Config {
     c
 }
 
+/// Takes the quickstart's lock on `root` (one quickstart at a time per directory) and, when
+/// `clear` (the default directory, which belongs to the quickstart), removes the previous runs
+/// `full` and `cel` under it, each only while holding its run lock, so that a run another
+/// process is training there (e.g. resumed with `--out runs/quickstart/full --resume`) is
+/// refused instead of deleted.
+fn prepare_quickstart(root: &Path, clear: bool) -> Result<ProcessLock> {
+    std::fs::create_dir_all(root).with_context(|| format!("cannot create {}", root.display()))?;
+    let lock_path = root.join(".quickstart.lock");
+    let lock = ProcessLock::take(&lock_path)?.with_context(|| {
+        format!(
+            "another quickstart is running into {} (process {})",
+            root.display(),
+            holder(&lock_path).map_or("(unknown)".into(), |p| p.to_string())
+        )
+    })?;
+    if !clear {
+        return Ok(lock);
+    }
+    // Both run locks first, so that a refusal clears nothing.
+    let mut previous = Vec::new();
+    for name in ["full", "cel"] {
+        let dir = root.join(name);
+        if !dir.join("checkpoints").exists() {
+            continue;
+        }
+        let run_lock = dir.join(rec_trainer::train::RUN_LOCK);
+        let held = ProcessLock::take(&run_lock)?.with_context(|| {
+            format!(
+                "{} is in use: process {} is training into it",
+                dir.display(),
+                holder(&run_lock).map_or("(unknown)".into(), |p| p.to_string())
+            )
+        })?;
+        previous.push((dir, held));
+    }
+    for (dir, _held) in previous {
+        eprintln!(
+            "quickstart: replacing the previous run in {}",
+            dir.display()
+        );
+        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
+    }
+    Ok(lock)
+}
+
 /// Trains the quickstart pair (full tables, then CEL tables) and prints AUC on all samples,
 /// cold users and cold items, with the bytes of the user and item tables.
 fn quickstart(args: &TrainArgs, cfg: Config) -> Result<()> {
@@ -105,31 +151,12 @@ fn quickstart(args: &TrainArgs, cfg: Config) -> Result<()> {
          see `cargo xtask train --help` for options",
         cfg.model.name, cfg.data.dataset, cfg.data.protocol, cfg.data.seed
     );
-    // One quickstart at a time per directory: a second one would clear the first's run
-    // directories under it (their own run locks included) while it trains.
-    std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
-    let lock_path = root.join(".quickstart.lock");
-    let _lock = rec_trainer::lock::ProcessLock::take(&lock_path)?.with_context(|| {
-        format!(
-            "another quickstart is running into {} (process {})",
-            root.display(),
-            rec_trainer::lock::holder(&lock_path).map_or("(unknown)".into(), |p| p.to_string())
-        )
-    })?;
+    let _lock = prepare_quickstart(&root, args.out.is_none())?;
     let split = rec_trainer::data::load_split(&cfg.data)?;
     let device = candle_core::Device::Cpu;
     let mut rows = Vec::new();
     for (name, mut c) in [("full", cfg), ("cel", cel)] {
         let dir = root.join(name);
-        if args.out.is_none() && dir.join("checkpoints").exists() {
-            // The default quickstart directories belong to the quickstart: start afresh.
-            eprintln!(
-                "quickstart: replacing the previous run in {}",
-                dir.display()
-            );
-            std::fs::remove_dir_all(&dir)
-                .with_context(|| format!("cannot clear {}", dir.display()))?;
-        }
         c.output.dir = Some(dir);
         let mut model =
             rec_trainer::registry::build_model(&c, &split.schema, &split.train, &device)?;
@@ -372,30 +399,46 @@ fn resolve_checkpoint(p: &std::path::Path) -> Result<PathBuf> {
 mod tests {
     use super::*;
 
-    /// A second quickstart into the same directory is refused before it loads data or clears
-    /// anything: it would delete the running one's directories under it.
+    /// A second quickstart into the same directory is refused, and so is clearing previous runs
+    /// while another process trains into one of them (nothing is cleared then); previous runs
+    /// nobody holds are cleared.
     #[test]
-    fn a_second_quickstart_into_one_directory_is_refused() {
+    fn a_quickstart_clears_only_runs_nobody_is_training() {
         let dir = tempfile::tempdir().unwrap();
-        let held = rec_trainer::lock::ProcessLock::take(&dir.path().join(".quickstart.lock"))
-            .unwrap()
-            .unwrap();
-        std::fs::create_dir_all(dir.path().join("full/checkpoints")).unwrap();
-        let args = TrainArgs {
-            out: Some(dir.path().to_path_buf()),
-            ..Default::default()
-        };
-        let e = format!("{:#}", quickstart(&args, quickstart_config()).unwrap_err());
+        let root = dir.path();
+        for name in ["full", "cel"] {
+            std::fs::create_dir_all(root.join(name).join("checkpoints")).unwrap();
+        }
+        let pid = format!("process {}", std::process::id());
+        // Another quickstart holds the directory (one with `--out`, which clears nothing):
+        // refused, nothing cleared.
+        let other = prepare_quickstart(root, false).unwrap();
+        let e = format!("{:#}", prepare_quickstart(root, true).unwrap_err());
         assert!(
-            e.contains("another quickstart is running")
-                && e.contains(&format!("process {}", std::process::id())),
+            e.contains("another quickstart is running") && e.contains(&pid),
             "{e}"
         );
+        assert!(root.join("full/checkpoints").exists() && root.join("cel/checkpoints").exists());
+        drop(other);
+        // A process trains into `cel` (resumed there by hand): refused, both runs kept.
+        let training = ProcessLock::take(&root.join("cel").join(rec_trainer::train::RUN_LOCK))
+            .unwrap()
+            .unwrap();
+        let e = format!("{:#}", prepare_quickstart(root, true).unwrap_err());
+        assert!(e.contains("is in use") && e.contains(&pid), "{e}");
+        assert!(root.join("full/checkpoints").exists(), "nothing cleared");
         assert!(
-            dir.path().join("full/checkpoints").exists(),
-            "nothing cleared"
+            root.join("cel/checkpoints").exists(),
+            "the held run is kept"
         );
-        drop(held);
+        drop(training);
+        // Nobody holds them any more: both cleared. With `--out` (no clearing) nothing is
+        // touched.
+        drop(prepare_quickstart(root, true).unwrap());
+        assert!(!root.join("full").exists() && !root.join("cel").exists());
+        std::fs::create_dir_all(root.join("full/checkpoints")).unwrap();
+        drop(prepare_quickstart(root, false).unwrap());
+        assert!(root.join("full/checkpoints").exists());
     }
 
     #[test]
