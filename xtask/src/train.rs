@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use rec_trainer::checkpoint;
-use rec_trainer::lock::{ProcessLock, holder};
+use rec_trainer::lock::{ProcessLock, holder_name};
 use rec_trainer::{Config, Start};
 
 /// Options of `cargo xtask train`.
@@ -105,7 +105,7 @@ fn prepare_quickstart(root: &Path, clear: bool) -> Result<ProcessLock> {
         format!(
             "another quickstart is running into {} (process {})",
             root.display(),
-            holder(&lock_path).map_or("(unknown)".into(), |p| p.to_string())
+            holder_name(&lock_path)
         )
     })?;
     if !clear {
@@ -123,7 +123,7 @@ fn prepare_quickstart(root: &Path, clear: bool) -> Result<ProcessLock> {
             format!(
                 "{} is in use: process {} is training into it",
                 dir.display(),
-                holder(&run_lock).map_or("(unknown)".into(), |p| p.to_string())
+                holder_name(&run_lock)
             )
         })?;
         previous.push((dir, held));

@@ -114,6 +114,11 @@ pub fn holder(path: &Path) -> Option<u32> {
         .and_then(|t| t.trim().parse::<u32>().ok())
 }
 
+/// [`holder`] as text for a refusal message: the process id, or `(unknown)`.
+pub fn holder_name(path: &Path) -> String {
+    holder(path).map_or_else(|| "(unknown)".into(), |p| p.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -188,7 +188,7 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
         format!(
             "{} is in use: process {} is training into it (it holds the lock on {})",
             run_dir.display(),
-            crate::lock::holder(&lock_path).map_or("(unknown)".into(), |p| p.to_string()),
+            crate::lock::holder_name(&lock_path),
             lock_path.display()
         )
     })?;
