@@ -38,34 +38,45 @@ impl ProcessLock {
         // Each retry follows a holder that released the lock between our open and our lock;
         // a few in a row mean the lock is busy.
         for _ in 0..8 {
-            let mut file = File::options()
+            let file = File::options()
                 .read(true)
                 .write(true)
                 .create(true)
                 .truncate(false)
                 .open(path)
                 .with_context(|| format!("cannot create {}", path.display()))?;
-            match file.try_lock() {
-                Ok(()) => {}
-                // Busy, unless its holder has just removed it and is letting go.
-                Err(TryLockError::WouldBlock) if still_at(&file, path) => return Ok(None),
-                Err(TryLockError::WouldBlock) => continue,
-                Err(TryLockError::Error(e)) => {
-                    return Err(e).with_context(|| format!("cannot lock {}", path.display()));
-                }
+            match Self::attempt(file, path)? {
+                Attempt::Taken(lock) => return Ok(Some(lock)),
+                Attempt::Busy => return Ok(None),
+                Attempt::Gone => continue,
             }
-            if !still_at(&file, path) {
-                continue;
-            }
-            file.set_len(0)
-                .and_then(|()| write!(file, "{}", std::process::id()))
-                .with_context(|| format!("cannot write {}", path.display()))?;
-            return Ok(Some(ProcessLock {
-                path: path.to_path_buf(),
-                _file: file,
-            }));
         }
         Ok(None)
+    }
+
+    /// One try at the lock of `file`, opened on `path` a moment ago.
+    fn attempt(mut file: File, path: &Path) -> Result<Attempt> {
+        match file.try_lock() {
+            Ok(()) => {}
+            // Busy, unless its holder has just removed it and is letting go.
+            Err(TryLockError::WouldBlock) if still_at(&file, path) => return Ok(Attempt::Busy),
+            Err(TryLockError::WouldBlock) => return Ok(Attempt::Gone),
+            Err(TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+            }
+        }
+        // Locked, but its holder removed it from the path before letting go: the lock of a
+        // file nobody else can open guards nothing.
+        if !still_at(&file, path) {
+            return Ok(Attempt::Gone);
+        }
+        file.set_len(0)
+            .and_then(|()| write!(file, "{}", std::process::id()))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(Attempt::Taken(ProcessLock {
+            path: path.to_path_buf(),
+            _file: file,
+        }))
     }
 
     /// The lock file.
@@ -85,6 +96,16 @@ impl Drop for ProcessLock {
             let _ = std::fs::remove_file(&self.path);
         }
     }
+}
+
+/// The outcome of [`ProcessLock::attempt`].
+#[derive(Debug)]
+enum Attempt {
+    Taken(ProcessLock),
+    /// Another holder has it.
+    Busy,
+    /// The file opened is no longer the one at the path: open the path again.
+    Gone,
 }
 
 /// Whether `path` still names the file `file` is open on (it does not once its holder has
@@ -166,6 +187,41 @@ mod tests {
         assert!(ProcessLock::take(&p).unwrap().is_none(), "still held");
         drop(b);
         assert!(!p.exists());
+    }
+
+    /// The two moments at which a taker's open file stops being the lock: its holder removed
+    /// it and still holds it (busy, but gone from the path), or removed it and let go (free,
+    /// but gone). Either way the taker must open the path again, never report the lock busy
+    /// or take the lock of a file nobody else can open.
+    #[cfg(unix)]
+    #[test]
+    fn a_file_removed_by_its_holder_is_tried_again_from_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.lock");
+        let open = || File::options().read(true).write(true).open(&p).unwrap();
+        let is_gone = |a: Attempt| matches!(a, Attempt::Gone);
+
+        // The holder's release has removed the file but not yet unlocked it.
+        let a = ProcessLock::take(&p).unwrap().unwrap();
+        let late = open();
+        assert!(matches!(
+            ProcessLock::attempt(open(), &p).unwrap(),
+            Attempt::Busy
+        ));
+        std::fs::remove_file(&p).unwrap();
+        assert!(is_gone(ProcessLock::attempt(late, &p).unwrap()));
+        drop(a);
+
+        // The holder has removed the file and unlocked it.
+        let a = ProcessLock::take(&p).unwrap().unwrap();
+        let late = open();
+        drop(a);
+        assert!(!p.exists());
+        assert!(is_gone(ProcessLock::attempt(late, &p).unwrap()));
+        // Nothing was written where the lock should be, and the path is free.
+        assert!(!p.exists());
+        let b = ProcessLock::take(&p).unwrap().expect("free");
+        drop(b);
     }
 
     #[test]
