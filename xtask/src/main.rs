@@ -108,6 +108,29 @@ mod tests {
                 ..
             })
         ));
+        // --verify is a percentage.
+        let verify = |args: &[&str]| match Cli::try_parse_from(args).map(|c| c.command) {
+            Ok(Command::Experiment(experiment::ExperimentCommand::Saml(a))) => Some(a.verify),
+            Ok(Command::Experiment(experiment::ExperimentCommand::Dupn(a))) => Some(a.verify),
+            _ => None,
+        };
+        assert_eq!(verify(&["xtask", "experiment", "saml"]), Some(0));
+        assert_eq!(
+            verify(&["xtask", "experiment", "dupn", "--verify", "10"]),
+            Some(10)
+        );
+        assert_eq!(
+            verify(&["xtask", "experiment", "saml", "--verify", "100"]),
+            Some(100)
+        );
+        assert_eq!(
+            verify(&["xtask", "experiment", "saml", "--verify", "101"]),
+            None
+        );
+        assert_eq!(
+            verify(&["xtask", "experiment", "dupn", "--verify", "-1"]),
+            None
+        );
         // P-SCALE's flags, each alone, select P-SCALE rather than the criterion benchmarks.
         let bench = |args: &[&str]| match Cli::try_parse_from(args).unwrap().command {
             Command::Bench(b) => bench::wants_scale(&b),

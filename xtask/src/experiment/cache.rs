@@ -12,7 +12,10 @@
 //!
 //! The key holds the configuration, the seed and a format version, not the code: after
 //! changing a model or the experiment, run with `--fresh` (recompute everything). The results
-//! page lists the commits its numbers come from.
+//! page lists the commits its numbers come from. `--verify PERCENT` recomputes a sample of the
+//! reused units with the code as it is now and reports how far their stored numbers are from
+//! the new ones (the page keeps the stored ones), so a page built from units of older commits
+//! can say whether those commits still compute the same thing.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -36,6 +39,8 @@ pub struct RunCache {
     /// first claims units, then collects them all), it is returned as it was, also with
     /// `fresh`, and counted once.
     memo: Mutex<HashMap<String, Value>>,
+    /// Percentage of the units read from disk to recompute and compare ([`Self::verifying`]).
+    verify_percent: u32,
 }
 
 /// What a run of the cache has used so far.
@@ -50,6 +55,61 @@ struct Seen {
     /// Units read from disk that another code state (commit, or uncommitted diff) produced,
     /// by that state.
     foreign: BTreeMap<String, usize>,
+    /// Units read from disk and recomputed to check them: label, stored commit, difference.
+    checked: Vec<(String, String, Difference)>,
+}
+
+/// How far a stored unit is from the same unit recomputed now.
+#[derive(Debug, Clone, PartialEq)]
+enum Difference {
+    /// The largest absolute difference between two numbers at the same place (0: equal).
+    Largest(f64),
+    /// The two do not have the same structure (where, in words).
+    Shape(String),
+}
+
+/// The largest absolute difference between the numbers of `a` and `b` at the same places, or
+/// where their structure differs. Object members whose name ends in `_secs` are wall-clock
+/// times and are skipped; a number against `null` (a NaN stored as JSON `null`) or two
+/// different strings or booleans count as a difference in structure.
+fn difference(a: &Value, b: &Value, at: &str) -> Difference {
+    use Difference::*;
+    let worse = |x: Difference, y: Difference| match (x, y) {
+        (Shape(w), _) | (_, Shape(w)) => Shape(w),
+        (Largest(p), Largest(q)) => Largest(p.max(q)),
+    };
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (
+                x.as_f64().unwrap_or(f64::NAN),
+                y.as_f64().unwrap_or(f64::NAN),
+            );
+            let d = (x - y).abs();
+            if d.is_nan() {
+                Shape(format!("{at}: {x} vs {y}"))
+            } else {
+                Largest(d)
+            }
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => x
+            .iter()
+            .zip(y)
+            .enumerate()
+            .map(|(i, (p, q))| difference(p, q, &format!("{at}[{i}]")))
+            .fold(Largest(0.0), worse),
+        (Value::Object(x), Value::Object(y))
+            if x.keys()
+                .filter(|k| !k.ends_with("_secs"))
+                .eq(y.keys().filter(|k| !k.ends_with("_secs"))) =>
+        {
+            x.iter()
+                .filter(|(k, _)| !k.ends_with("_secs"))
+                .map(|(k, p)| difference(p, &y[k], &format!("{at}.{k}")))
+                .fold(Largest(0.0), worse)
+        }
+        _ if a == b => Largest(0.0),
+        _ => Shape(format!("{at} differs")),
+    }
 }
 
 /// FNV-1a, 64 bits: a stable hash for file names (the key itself is checked on load).
@@ -114,7 +174,23 @@ impl RunCache {
             commit: current_commit(),
             seen: Mutex::new(Seen::default()),
             memo: Mutex::new(HashMap::new()),
+            verify_percent: 0,
         }
+    }
+
+    /// Also recompute about `percent` % of the units read from disk (a fixed sample: those whose
+    /// key hashes into it) and compare them with their stored values; the stored values are
+    /// still the ones returned. [`Self::verification`] says what the comparison found.
+    pub fn verifying(mut self, percent: u32) -> Self {
+        self.verify_percent = percent.min(100);
+        self
+    }
+
+    /// Whether the unit of `key` is in the verification sample.
+    fn in_sample(&self, key: &Value) -> bool {
+        // Another hash than the file name's, so the sample is not the files' order.
+        let h = fnv1a(format!("verify {key}").as_bytes());
+        (h % 100) < u64::from(self.verify_percent)
     }
 
     fn path(&self, key: &Value) -> Option<PathBuf> {
@@ -199,12 +275,21 @@ impl RunCache {
             return Ok(Some(v));
         };
         if !self.fresh
-            && let Some((v, commit)) = self.load(&path, key)
+            && let Some((v, commit)) = self.load::<T>(&path, key)
         {
             eprintln!(
                 "  {label}: from the cache ({}, commit {commit})",
                 path.display()
             );
+            if self.in_sample(key) {
+                eprintln!("  {label}: recomputing it to check the stored result (--verify)");
+                let again = serde_json::to_value(run()?).context("unit to JSON")?;
+                let stored = serde_json::to_value(&v).context("cache entry to JSON")?;
+                let d = difference(&stored, &again, "");
+                eprintln!("  {label}: checked, {d:?}");
+                let mut s = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+                s.checked.push((label.to_string(), commit.clone(), d));
+            }
             self.note(&commit, true);
             remember(&v);
             return Ok(Some(v));
@@ -260,6 +345,59 @@ impl RunCache {
 }
 
 impl RunCache {
+    /// One sentence for a results page on what `--verify` found, or `None` when it checked
+    /// nothing.
+    pub fn verification(&self) -> Option<String> {
+        let s = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if s.checked.is_empty() {
+            return None;
+        }
+        let n = s.checked.len();
+        let shapes: Vec<String> = s
+            .checked
+            .iter()
+            .filter_map(|(l, _, d)| match d {
+                Difference::Shape(w) => Some(format!("{l} ({w})")),
+                Difference::Largest(_) => None,
+            })
+            .collect();
+        let largest = s
+            .checked
+            .iter()
+            .filter_map(|(l, c, d)| match d {
+                Difference::Largest(x) => Some((*x, l, c)),
+                Difference::Shape(_) => None,
+            })
+            .max_by(|a, b| a.0.total_cmp(&b.0));
+        let foreign = s
+            .checked
+            .iter()
+            .filter(|(_, c, _)| *c != self.commit)
+            .count();
+        let mut out = format!(
+            "Spot check (`--verify {}`): {n} of the {} reused units, a fixed sample by key, \
+             were recomputed with this code state ({foreign} of them stored by another one) and \
+             compared with their stored results (wall-clock times left out): ",
+            self.verify_percent, s.reused
+        );
+        match largest {
+            Some((0.0, _, _)) => out.push_str("every stored number came out the same"),
+            Some((x, l, c)) => out.push_str(&format!(
+                "the largest difference in a stored number is {x:.3e} (in {l}, stored by {c})"
+            )),
+            None => out.push_str("none could be compared number by number"),
+        }
+        if !shapes.is_empty() {
+            out.push_str(&format!(
+                "; {} differ in structure or in a non-numeric value: {}",
+                shapes.len(),
+                shapes.join(", ")
+            ));
+        }
+        out.push_str(". The page shows the stored results.");
+        Some(out)
+    }
+
     /// A warning for the end of a run that reused units another code state produced (another
     /// commit, or other uncommitted changes): the key holds the configuration, not the code,
     /// so after a change to a model, the data or the experiment those units are stale and
@@ -326,6 +464,114 @@ mod tests {
         let i: Vec<f64> = c.try_get_or_run("a", &key, || run(8.0)).unwrap().unwrap();
         assert_eq!((i, calls.get()), (vec![0.25, 1.25], 3));
         assert!(c.provenance().contains("1 computed in this run, 0 reused"));
+    }
+
+    /// `--verify 100` recomputes every reused unit, returns the stored value all the same,
+    /// and reports the largest difference, wall-clock times left out; a changed structure is
+    /// named; `--verify 0` recomputes nothing.
+    #[test]
+    fn verify_recomputes_reused_units_and_reports_how_far_they_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = || Some(dir.path().to_path_buf());
+        let calls = Cell::new(0);
+        let run = |auc: f64, secs: f64| {
+            calls.set(calls.get() + 1);
+            Ok(json!({"auc": auc, "curve": [1.0, auc], "train_secs": secs}))
+        };
+        let (k1, k2) = (json!({"seed": 1}), json!({"seed": 2}));
+        let c = RunCache::at(at(), false);
+        c.get_or_run("one", &k1, || run(0.75, 3.0)).unwrap();
+        c.get_or_run("two", &k2, || run(0.5, 3.0)).unwrap();
+        assert_eq!(c.verification(), None, "nothing reused, nothing checked");
+
+        // The same numbers, another wall-clock time: equal.
+        let v = RunCache::at(at(), false).verifying(100);
+        let got: Value = v.get_or_run("one", &k1, || run(0.75, 9.0)).unwrap();
+        assert_eq!((got["train_secs"].as_f64(), calls.get()), (Some(3.0), 3));
+        let said = v.verification().unwrap();
+        assert!(said.contains("1 of the 1 reused units"), "{said}");
+        assert!(
+            said.contains("every stored number came out the same"),
+            "{said}"
+        );
+
+        // A moved number: reported with its unit, and the stored value is still returned.
+        let got: Value = v.get_or_run("two", &k2, || run(0.5 + 1e-3, 9.0)).unwrap();
+        assert_eq!(got["auc"].as_f64(), Some(0.5));
+        let said = v.verification().unwrap();
+        assert!(said.contains("2 of the 2 reused units"), "{said}");
+        assert!(
+            said.contains("largest difference in a stored number is 1.000e-3 (in two"),
+            "{said}"
+        );
+
+        // A changed structure is named.
+        let w = RunCache::at(at(), false).verifying(100);
+        let _: Value = w
+            .get_or_run("one", &k1, || {
+                Ok(json!({"auc": 0.75, "curve": [1.0], "train_secs": 1.0}))
+            })
+            .unwrap();
+        let said = w.verification().unwrap();
+        assert!(
+            said.contains("1 differ in structure") && said.contains("one (.curve differs)"),
+            "{said}"
+        );
+
+        // No sample: nothing recomputed.
+        let n = RunCache::at(at(), false).verifying(0);
+        let _: Value = n.get_or_run("one", &k1, || run(0.0, 0.0)).unwrap();
+        assert_eq!((n.verification(), calls.get()), (None, 4));
+    }
+
+    /// The sample is a fixed share of the keys: about `percent` % of many, the same each time.
+    #[test]
+    fn the_verification_sample_is_a_fixed_share_of_the_keys() {
+        let c = RunCache::at(None, false).verifying(10);
+        let keys: Vec<Value> = (0..2000).map(|i| json!({"seed": i})).collect();
+        let picked: Vec<bool> = keys.iter().map(|k| c.in_sample(k)).collect();
+        let n = picked.iter().filter(|&&p| p).count();
+        assert!((140..=260).contains(&n), "{n} of 2000 picked at 10%");
+        let again: Vec<bool> = keys.iter().map(|k| c.in_sample(k)).collect();
+        assert_eq!(picked, again);
+        assert!(
+            keys.iter()
+                .all(|k| RunCache::at(None, false).verifying(100).in_sample(k))
+        );
+        assert!(!keys.iter().any(|k| RunCache::at(None, false).in_sample(k)));
+    }
+
+    #[test]
+    fn difference_compares_numbers_place_by_place() {
+        let d = |a: Value, b: Value| difference(&a, &b, "");
+        assert_eq!(
+            d(json!({"a": [1, 2.5]}), json!({"a": [1, 2.0]})),
+            Difference::Largest(0.5)
+        );
+        assert_eq!(
+            d(json!({"a": 1, "x_secs": 4}), json!({"a": 1, "x_secs": 5})),
+            Difference::Largest(0.0)
+        );
+        assert_eq!(
+            d(json!({"a": 1, "x_secs": 4}), json!({"a": 1})),
+            Difference::Largest(0.0)
+        );
+        assert_eq!(
+            d(json!({"a": null}), json!({"a": 0.5})),
+            Difference::Shape(".a differs".into())
+        );
+        assert_eq!(
+            d(json!({"a": 1}), json!({"b": 1})),
+            Difference::Shape(" differs".into())
+        );
+        assert_eq!(
+            d(json!(["x"]), json!(["y"])),
+            Difference::Shape("[0] differs".into())
+        );
+        assert_eq!(
+            d(json!(["x", 1]), json!(["x", 1])),
+            Difference::Largest(0.0)
+        );
     }
 
     #[test]

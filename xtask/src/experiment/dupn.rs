@@ -53,6 +53,11 @@ pub struct DupnArgs {
     /// same configuration stored in `target/experiments/dupn/`.
     #[arg(long)]
     pub fresh: bool,
+    /// Recompute about this percentage of the units reused from the cache (a fixed sample by
+    /// key) with the code as it is now, and report on the page how far their stored results
+    /// are from the new ones (the page still shows the stored ones).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub verify: u32,
 }
 
 /// Said on a page written in quick mode.
@@ -167,7 +172,7 @@ pub fn run(args: DupnArgs) -> Result<()> {
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     let mut cx = Cx {
         plan: Plan::new(args.quick),
-        cache: RunCache::new("dupn", args.fresh),
+        cache: RunCache::new("dupn", args.fresh).verifying(args.verify),
         seeds: (1..=n as u64).collect(),
         out: args.out.clone(),
         results: Results::new(),
@@ -207,7 +212,12 @@ pub fn run(args: DupnArgs) -> Result<()> {
         cx.cache
             .foreign_warning()
             .map(|w| format!(" **{}**", w.trim_start_matches("warning: ")))
-            .unwrap_or_default(),
+            .unwrap_or_default()
+            + &cx
+                .cache
+                .verification()
+                .map(|v| format!(" {v}"))
+                .unwrap_or_default(),
         describe_plan(&cx.plan),
     );
     let note = if args.quick { QUICK_NOTE } else { "" };
@@ -221,6 +231,9 @@ pub fn run(args: DupnArgs) -> Result<()> {
     eprintln!("wrote {}", cx.out.join("dupn.md").display());
     if let Some(w) = cx.cache.foreign_warning() {
         eprintln!("{w}");
+    }
+    if let Some(v) = cx.cache.verification() {
+        eprintln!("{v}");
     }
     if args.json {
         println!("{}", cx.results.to_json_line());
@@ -2166,6 +2179,7 @@ mod tests {
             out: "./docs/results".into(),
             only: vec!["seq".into()],
             fresh: false,
+            verify: 0,
         })
         .unwrap_err()
         .to_string();

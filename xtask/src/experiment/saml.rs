@@ -63,6 +63,11 @@ pub struct SamlArgs {
     /// of the same configuration stored in `target/experiments/saml/`.
     #[arg(long)]
     pub fresh: bool,
+    /// Recompute about this percentage of the units reused from the cache (a fixed sample by
+    /// key) with the code as it is now, and report on the page how far their stored results
+    /// are from the new ones (the page still shows the stored ones).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub verify: u32,
 }
 
 const DATASETS: [&str; 2] = ["ml-100k", "synthetic"];
@@ -1477,7 +1482,7 @@ pub fn run(args: SamlArgs) -> Result<()> {
     anyhow::ensure!(n_seeds >= 1, "--seeds must be at least 1");
     let seeds: Vec<u64> = (1..=n_seeds as u64).collect();
     let mut sets = Vec::new();
-    let cache = RunCache::new("saml", args.fresh);
+    let cache = RunCache::new("saml", args.fresh).verifying(args.verify);
     for ds in datasets(&args)? {
         let r = run_dataset(&ds, &seeds, args.quick, &cache)?;
         sets.push((ds, r));
@@ -1548,11 +1553,15 @@ pub fn run(args: SamlArgs) -> Result<()> {
         &all_claims,
         &plots,
         &format!(
-            "{}{}",
+            "{}{}{}",
             cache.provenance(),
             cache
                 .foreign_warning()
                 .map(|w| format!(" **{}**", w.trim_start_matches("warning: ")))
+                .unwrap_or_default(),
+            cache
+                .verification()
+                .map(|v| format!(" {v}"))
                 .unwrap_or_default()
         ),
     )?;
@@ -1561,6 +1570,9 @@ pub fn run(args: SamlArgs) -> Result<()> {
     eprintln!("[saml] wrote {}", path.display());
     if let Some(w) = cache.foreign_warning() {
         eprintln!("[saml] {w}");
+    }
+    if let Some(v) = cache.verification() {
+        eprintln!("[saml] {v}");
     }
     for c in &all_claims {
         eprintln!(
