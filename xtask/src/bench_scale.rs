@@ -5,7 +5,7 @@
 //! Every point runs in its own child process (this binary, re-invoked with the hidden
 //! `--scale-point KIND:ROWS`), so its peak resident set (`VmHWM`, read by the child at its end,
 //! or an earlier `VmRSS` reading where that is larger) belongs to that point alone. The child prints one JSON record on its last stdout line; the
-//! parent collects the records and writes `scale.json`, `scale.csv` and three PNG plots.
+//! parent collects the records and writes `scale.json`, `scale.csv` and four PNG plots.
 //!
 //! The data are generated directly: four categorical fields (user and item IDs drawn uniformly
 //! from the vocabulary, the worst case for locality, plus a category of 1,000 and an hour of 24

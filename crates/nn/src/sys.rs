@@ -72,7 +72,7 @@ pub fn tune_malloc() -> bool {
 }
 
 /// The most available cores on which [`thread_policy`] gives matmuls one thread. Larger
-/// machines were not measured, so candle's default (the machine's cores) stays there.
+/// machines were not measured, so candle's default (the machine's physical cores) stays there.
 pub const SINGLE_MATMUL_THREAD_MAX_CORES: usize = 2;
 
 /// What [`thread_policy`] sets `RAYON_NUM_THREADS` to, given the variable's current value and
