@@ -118,14 +118,7 @@ fn prepare_quickstart(root: &Path, clear: bool) -> Result<ProcessLock> {
         if !dir.join("checkpoints").exists() {
             continue;
         }
-        let run_lock = dir.join(rec_trainer::train::RUN_LOCK);
-        let held = ProcessLock::take(&run_lock)?.with_context(|| {
-            format!(
-                "{} is in use: process {} is training into it",
-                dir.display(),
-                holder_name(&run_lock)
-            )
-        })?;
+        let held = rec_trainer::train::lock_run(&dir)?;
         previous.push((dir, held));
     }
     for (dir, _held) in previous {

@@ -183,15 +183,7 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
     // checkpoints and interleave the log. Released when `fit` returns, also on an error.
     std::fs::create_dir_all(&run_dir)
         .with_context(|| format!("cannot create run directory {}", run_dir.display()))?;
-    let lock_path = run_dir.join(RUN_LOCK);
-    let _lock = crate::lock::ProcessLock::take(&lock_path)?.with_context(|| {
-        format!(
-            "{} is in use: process {} is training into it (it holds the lock on {})",
-            run_dir.display(),
-            crate::lock::holder_name(&lock_path),
-            lock_path.display()
-        )
-    })?;
+    let _lock = lock_run(&run_dir)?;
     prepare_run_dir(&run_dir, &start)?;
     for p in checkpoint::remove_partial(&ckpt_root)? {
         tracing::info!(dir = %p.display(), "removed an interrupted checkpoint write");
@@ -912,6 +904,21 @@ fn watched_value(
 
 /// The lock file in a run directory naming the process training into it.
 pub const RUN_LOCK: &str = ".lock";
+
+/// Takes the run lock of the existing directory `run_dir` ([`RUN_LOCK`]), or fails naming the
+/// process that holds it: what [`fit`] does before it writes anything, and what anyone who
+/// clears or replaces a run directory should do first.
+pub fn lock_run(run_dir: &Path) -> Result<crate::lock::ProcessLock> {
+    let lock_path = run_dir.join(RUN_LOCK);
+    crate::lock::ProcessLock::take(&lock_path)?.with_context(|| {
+        format!(
+            "{} is in use: process {} is training into it (it holds the lock on {})",
+            run_dir.display(),
+            crate::lock::holder_name(&lock_path),
+            lock_path.display()
+        )
+    })
+}
 
 /// Samples per forward pass of the exact CEL reassignment the loop runs.
 const EXACT_CEL_CHUNK: usize = 16384;
