@@ -345,6 +345,30 @@ impl RunCache {
 }
 
 impl RunCache {
+    /// What a results page says about its units: [`Self::provenance`], then in bold the
+    /// [`Self::foreign_warning`] if any, then the [`Self::verification`] if any.
+    pub fn page_note(&self) -> String {
+        let mut s = self.provenance();
+        if let Some(w) = self.foreign_warning() {
+            s.push_str(&format!(" **{}**", w.trim_start_matches("warning: ")));
+        }
+        if let Some(v) = self.verification() {
+            s.push_str(&format!(" {v}"));
+        }
+        s
+    }
+
+    /// Prints the warning and the verification, if any, at the end of a run, each line
+    /// starting with `prefix`.
+    pub fn report_end(&self, prefix: &str) {
+        for line in [self.foreign_warning(), self.verification()]
+            .into_iter()
+            .flatten()
+        {
+            eprintln!("{prefix}{line}");
+        }
+    }
+
     /// One sentence for a results page on what `--verify` found, or `None` when it checked
     /// nothing.
     pub fn verification(&self) -> Option<String> {
@@ -500,6 +524,14 @@ mod tests {
         assert_eq!(got["auc"].as_f64(), Some(0.5));
         let said = v.verification().unwrap();
         assert!(said.contains("2 of the 2 reused units"), "{said}");
+        // The page gets the provenance, then the warning (these units came from this code
+        // state: none), then the spot check.
+        let note = v.page_note();
+        assert!(
+            note.starts_with(&v.provenance()) && note.ends_with(&said),
+            "{note}"
+        );
+        assert!(!note.contains("**"), "{note}");
         assert!(
             said.contains("largest difference in a stored number is 1.000e-3 (in two"),
             "{said}"

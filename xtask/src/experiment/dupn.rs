@@ -202,22 +202,13 @@ pub fn run(args: DupnArgs) -> Result<()> {
          occur: the fresh optimizer state of a transferred encoder's tables (FT) was chosen \
          after comparing both on the test day (row SPP-FT+state is the other), and the L2R \
          feature trial below was read on the test day. `--json` prints every table as one \
-         JSON object on the last line. {}{}\n\n{}",
+         JSON object on the last line. {}\n\n{}",
         if args.quick { " --quick" } else { "" },
         args.seeds
             .map(|k| format!(" --seeds {k}"))
             .unwrap_or_default(),
         t0.elapsed().as_secs_f64(),
-        cx.cache.provenance(),
-        cx.cache
-            .foreign_warning()
-            .map(|w| format!(" **{}**", w.trim_start_matches("warning: ")))
-            .unwrap_or_default()
-            + &cx
-                .cache
-                .verification()
-                .map(|v| format!(" {v}"))
-                .unwrap_or_default(),
+        cx.cache.page_note(),
         describe_plan(&cx.plan),
     );
     let note = if args.quick { QUICK_NOTE } else { "" };
@@ -229,12 +220,7 @@ pub fn run(args: DupnArgs) -> Result<()> {
         cx.results.to_json_line().as_bytes(),
     )?;
     eprintln!("wrote {}", cx.out.join("dupn.md").display());
-    if let Some(w) = cx.cache.foreign_warning() {
-        eprintln!("{w}");
-    }
-    if let Some(v) = cx.cache.verification() {
-        eprintln!("{v}");
-    }
+    cx.cache.report_end("");
     if args.json {
         println!("{}", cx.results.to_json_line());
     }

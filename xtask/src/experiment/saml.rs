@@ -1552,28 +1552,12 @@ pub fn run(args: SamlArgs) -> Result<()> {
         &sets,
         &all_claims,
         &plots,
-        &format!(
-            "{}{}{}",
-            cache.provenance(),
-            cache
-                .foreign_warning()
-                .map(|w| format!(" **{}**", w.trim_start_matches("warning: ")))
-                .unwrap_or_default(),
-            cache
-                .verification()
-                .map(|v| format!(" {v}"))
-                .unwrap_or_default()
-        ),
+        &cache.page_note(),
     )?;
     let path = args.out.join(format!("saml{suffix}.md"));
     rec_trainer::checkpoint::write_atomic(&path, page.as_bytes())?;
     eprintln!("[saml] wrote {}", path.display());
-    if let Some(w) = cache.foreign_warning() {
-        eprintln!("[saml] {w}");
-    }
-    if let Some(v) = cache.verification() {
-        eprintln!("[saml] {v}");
-    }
+    cache.report_end("[saml] ");
     for c in &all_claims {
         eprintln!(
             "[saml] {} {}: {} ({})",
