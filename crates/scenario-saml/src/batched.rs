@@ -45,8 +45,20 @@ pub fn stacked_var(
 
 /// `M` independent linear layers `y_m = x_m W_m + b_m` with `W: [M, in, out]`, `b: [M, 1, out]`.
 /// Variables `{prefix}.weight` and `{prefix}.bias`.
+///
+/// With a shared factor ([`with_shared_factor`](Self::with_shared_factor), STAR's form) branch
+/// `m`'s weight is `W_m * W` (elementwise) and its bias `b_m + b`, with `W: [in, out]` and `b`
+/// shared by every branch (variables `{prefix}.shared_weight` and `{prefix}.shared_bias`).
 #[derive(Clone)]
 pub struct BatchedLinear {
+    weight: Var,
+    bias: Option<Var>,
+    shared: Option<SharedFactor>,
+}
+
+/// The shared part of a factored [`BatchedLinear`]: `W: [1, in, out]`, `b: [1, 1, out]`.
+#[derive(Clone)]
+struct SharedFactor {
     weight: Var,
     bias: Option<Var>,
 }
@@ -90,12 +102,80 @@ impl BatchedLinear {
         } else {
             None
         };
-        Ok(Self { weight, bias })
+        Ok(Self {
+            weight,
+            bias,
+            shared: None,
+        })
+    }
+
+    /// `m` layers factored as STAR's are: branch `m`'s weight is `W_m * W` (elementwise), its
+    /// bias `b_m + b`. The shared `W` is drawn from `init`; every `W_m` starts at 1 and every
+    /// bias at 0, so the branches start as one layer. `W` and `b` are trained by every
+    /// branch's samples, `W_m` and `b_m` by branch `m`'s only.
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_shared_factor(
+        vs: &mut VarStore,
+        prefix: &str,
+        m: usize,
+        in_dim: usize,
+        out_dim: usize,
+        bias: bool,
+        init: Init,
+    ) -> Result<Self> {
+        let shared_weight = stacked_var(
+            vs,
+            &join(prefix, "shared_weight"),
+            (1, in_dim, out_dim),
+            init,
+            false,
+        )?;
+        let weight = vs.var(&join(prefix, "weight"), (m, in_dim, out_dim), Init::Ones)?;
+        let (bias, shared_bias) = if bias {
+            (
+                Some(vs.var(&join(prefix, "bias"), (m, 1, out_dim), Init::Zeros)?),
+                Some(vs.var(&join(prefix, "shared_bias"), (1, 1, out_dim), Init::Zeros)?),
+            )
+        } else {
+            (None, None)
+        };
+        Ok(Self {
+            weight,
+            bias,
+            shared: Some(SharedFactor {
+                weight: shared_weight,
+                bias: shared_bias,
+            }),
+        })
     }
 
     /// A layer from an existing stacked weight (e.g. STAR's shared-times-specific product).
     pub fn from_parts(weight: Var, bias: Option<Var>) -> Self {
-        Self { weight, bias }
+        Self {
+            weight,
+            bias,
+            shared: None,
+        }
+    }
+
+    /// Every branch's effective weight `[M, in, out]` and bias `[M, 1, out]`: the variables
+    /// themselves, or with a shared factor `W_m * W` and `b_m + b`.
+    pub fn effective(&self) -> Result<(Tensor, Option<Tensor>)> {
+        let (w, b) = (
+            self.weight.as_tensor(),
+            self.bias.as_ref().map(Var::as_tensor),
+        );
+        match &self.shared {
+            None => Ok((w.clone(), b.cloned())),
+            Some(s) => {
+                let w = w.broadcast_mul(s.weight.as_tensor())?;
+                let b = match (b, &s.bias) {
+                    (Some(b), Some(sb)) => Some(b.broadcast_add(sb.as_tensor())?),
+                    (b, _) => b.cloned(),
+                };
+                Ok((w, b))
+            }
+        }
     }
 
     /// Number of branches `M`.
@@ -113,44 +193,39 @@ impl BatchedLinear {
         self.weight.dims()[2]
     }
 
-    /// The stacked weight `[M, in, out]`.
+    /// The stacked weight `[M, in, out]` (with a shared factor: the branch-specific factor).
     pub fn weight(&self) -> &Var {
         &self.weight
     }
 
-    /// The stacked bias `[M, 1, out]`, if any.
+    /// The stacked bias `[M, 1, out]`, if any (with a shared factor: the branch-specific term).
     pub fn bias(&self) -> Option<&Var> {
         self.bias.as_ref()
     }
 
     /// Applies branch `m` to `x[m]`: `x: [M, n, in]` gives `[M, n, out]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        apply(
-            x,
-            self.weight.as_tensor(),
-            self.bias.as_ref().map(Var::as_tensor),
-        )
+        let (w, b) = self.effective()?;
+        apply(x, &w, b.as_ref())
     }
 
     /// Applies every branch to the same input `x: [n, in]`, giving `[M, n, out]`, with one
     /// `[n, in] x [in, M * out]` matmul.
     pub fn forward_shared(&self, x: &Tensor) -> Result<Tensor> {
-        apply_shared(
-            x,
-            self.weight.as_tensor(),
-            self.bias.as_ref().map(Var::as_tensor),
-        )
+        let (w, b) = self.effective()?;
+        apply_shared(x, &w, b.as_ref())
     }
 
     /// Applies to each sample of `x: [n, in]` its own scenario's branch only, giving
     /// `[n, out]`: what [`forward_shared`](Self::forward_shared) followed by
     /// [`Routing::select_own`] gives, at the cost of one branch (see [`crate::routed`]).
     pub fn forward_own(&self, x: &Tensor, routing: &Routing) -> Result<Tensor> {
-        let y = routing.matmul_own(x, self.weight.as_tensor())?;
-        match &self.bias {
+        let (w, b) = self.effective()?;
+        let y = routing.matmul_own(x, &w)?;
+        match b {
             Some(b) => {
                 let (m, _, o) = b.dims3()?;
-                y + routing.rows_of(&b.as_tensor().reshape((m, o))?)?
+                y + routing.rows_of(&b.reshape((m, o))?)?
             }
             None => Ok(y),
         }
@@ -158,9 +233,10 @@ impl BatchedLinear {
 
     /// Branch `m` alone on `x: [k, in]`, parameters treated as constants: `[k, out]`.
     pub fn forward_one_detached(&self, m: usize, x: &Tensor) -> Result<Tensor> {
-        let y = x.matmul(&self.weight.as_tensor().detach().get(m)?)?;
-        match &self.bias {
-            Some(b) => y.broadcast_add(&b.as_tensor().detach().get(m)?),
+        let (w, b) = self.effective()?;
+        let y = x.matmul(&w.detach().get(m)?)?;
+        match b {
+            Some(b) => y.broadcast_add(&b.detach().get(m)?),
             None => Ok(y),
         }
     }
@@ -390,6 +466,69 @@ mod tests {
                     weighted_sum(&l.forward_own(x.as_tensor(), &r)?, 6)
                 })?;
             }
+        }
+        Ok(())
+    }
+
+    /// STAR's factored form: branch `m` is `x (W_m * W) + b_m + b`; the branches start as one
+    /// layer; the gradients of both factors by finite differences on the three differentiated
+    /// paths; none through the forward-only one.
+    #[test]
+    fn shared_factor_values_start_and_finite_difference_gradients() -> Result<()> {
+        use candle_core::{DType, Device};
+        let mut vs = store();
+        let l =
+            BatchedLinear::with_shared_factor(&mut vs, "f", 3, 4, 2, true, Init::XavierUniform)?;
+        let names: Vec<String> = vs.vars().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            names,
+            ["f.bias", "f.shared_bias", "f.shared_weight", "f.weight"]
+        );
+        // At the start every branch is the shared layer.
+        let x = input(&[5, 4], 2)?;
+        let ys = l.forward_shared(x.as_tensor())?;
+        let shared_w = vs.get("f.shared_weight").unwrap().as_tensor().get(0)?;
+        let one = x.as_tensor().matmul(&shared_w)?.to_vec2::<f64>()?;
+        for m in 0..3 {
+            assert_eq!(ys.get(m)?.to_vec2::<f64>()?, one, "branch {m}");
+        }
+        // Move every factor off its start, then compare with the product written out.
+        l.weight().set(input(&[3, 4, 2], 7)?.as_tensor())?;
+        l.bias().unwrap().set(input(&[3, 1, 2], 8)?.as_tensor())?;
+        let sb = vs.get("f.shared_bias").unwrap().clone();
+        sb.set(input(&[1, 1, 2], 9)?.as_tensor())?;
+        let ids = [2u32, 0, 1, 0, 2];
+        let r = Routing::new(ids.to_vec(), 3, DType::F64, &Device::Cpu)?;
+        let y = l.forward_own(x.as_tensor(), &r)?.to_vec2::<f64>()?;
+        for (i, &s) in ids.iter().enumerate() {
+            let s = s as usize;
+            let w = (l.weight().as_tensor().get(s)? * &shared_w)?;
+            let b = (l.bias().unwrap().as_tensor().get(s)? + sb.as_tensor().get(0)?)?;
+            let e = x
+                .as_tensor()
+                .narrow(0, i, 1)?
+                .matmul(&w)?
+                .broadcast_add(&b)?;
+            for (a, b) in y[i].iter().zip(&e.flatten_all()?.to_vec1::<f64>()?) {
+                assert!((a - b).abs() < 1e-12, "sample {i}");
+            }
+            let d = l.forward_one_detached(s, &x.as_tensor().narrow(0, i, 1)?)?;
+            assert_eq!(
+                d.flatten_all()?.to_vec1::<f64>()?,
+                e.flatten_all()?.to_vec1::<f64>()?
+            );
+        }
+        let xm = input(&[3, 5, 4], 1)?;
+        check_layer(&vs, &[("x", &x), ("xm", &xm)], || {
+            let a = weighted_sum(&l.forward_own(x.as_tensor(), &r)?, 6)?;
+            let b = weighted_sum(&l.forward(xm.as_tensor())?, 3)?;
+            let c = weighted_sum(&l.forward_shared(x.as_tensor())?, 4)?;
+            (a + b)? + c
+        })?;
+        // The forward-only path treats every parameter as a constant.
+        let grads = weighted_sum(&l.forward_one_detached(1, x.as_tensor())?, 5)?.backward()?;
+        for (n, v) in vs.vars() {
+            assert!(grads.get(v.as_tensor()).is_none(), "{n} got a gradient");
         }
         Ok(())
     }

@@ -151,6 +151,16 @@ pub struct SamlConfig {
     /// false, so configurations written before it keep their form.
     #[serde(default, skip_serializing_if = "is_false")]
     pub scenario_zero_init: bool,
+    /// Branch layers factored as STAR's are \[ours, after STAR (CIKM 2021)\] (default false):
+    /// layer `k` of branch `m` has weights `W_m,k * W_k` (elementwise) and bias
+    /// `b_m,k + b_k`, where `W_k`, `b_k` are shared by every branch and trained by every
+    /// scenario's samples, and `W_m,k` (starting at 1) and `b_m,k` by scenario `m`'s only.
+    /// A small scenario's branch then starts from, and keeps following, what all scenarios
+    /// learn, instead of being trained by its few samples alone. The heads stay per branch;
+    /// `tied_init` has no effect on the factored layers (they start equal). Not serialized
+    /// when false, so configurations written before it keep their form.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub shared_branches: bool,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -179,6 +189,7 @@ impl Default for SamlConfig {
             aux_in_output: true,
             scenario_l2: 1.0,
             scenario_zero_init: false,
+            shared_branches: false,
         }
     }
 }
@@ -378,42 +389,31 @@ impl Saml {
                 init,
             )?);
             let p = format!("branch.{k}");
-            let layer = if k == 0 {
-                BranchLayer {
-                    own: BatchedLinear::with_tied_init(
+            let mut branch_linear = |name: &str, i: usize, bias: bool| {
+                if cfg.shared_branches {
+                    BatchedLinear::with_shared_factor(&mut vs, name, m, i, hb, bias, init)
+                } else {
+                    BatchedLinear::with_tied_init(
                         &mut vs,
-                        &p,
+                        name,
                         m,
-                        wb + wa,
+                        i,
                         hb,
-                        true,
+                        bias,
                         init,
                         cfg.tied_init,
-                    )?,
+                    )
+                }
+            };
+            let layer = if k == 0 {
+                BranchLayer {
+                    own: branch_linear(&p, wb + wa, true)?,
                     fed: None,
                 }
             } else {
                 BranchLayer {
-                    own: BatchedLinear::with_tied_init(
-                        &mut vs,
-                        &join(&p, "own"),
-                        m,
-                        wb,
-                        hb,
-                        true,
-                        init,
-                        cfg.tied_init,
-                    )?,
-                    fed: Some(BatchedLinear::with_tied_init(
-                        &mut vs,
-                        &join(&p, "fed"),
-                        m,
-                        wa,
-                        hb,
-                        false,
-                        init,
-                        cfg.tied_init,
-                    )?),
+                    own: branch_linear(&join(&p, "own"), wb, true)?,
+                    fed: Some(branch_linear(&join(&p, "fed"), wa, false)?),
                 }
             };
             branches.push(layer);
@@ -857,19 +857,29 @@ impl Model for Saml {
 mod tests {
 
     #[test]
-    fn zero_scenario_init_is_serialized_only_when_on() {
+    fn later_switches_are_serialized_only_when_on() {
         // Experiment cache keys hold the serialized configuration: the default must keep the
-        // form it had before the switch existed.
+        // form it had before the switches existed.
         let off = serde_json::to_value(SamlConfig::default()).unwrap();
-        assert!(off.get("scenario_zero_init").is_none(), "{off}");
-        let on = SamlConfig {
-            scenario_zero_init: true,
-            ..SamlConfig::default()
-        };
-        let v = serde_json::to_value(&on).unwrap();
-        assert_eq!(v["scenario_zero_init"], serde_json::json!(true));
-        let back: SamlConfig = serde_json::from_value(v).unwrap();
-        assert_eq!(back, on);
+        for key in ["scenario_zero_init", "shared_branches"] {
+            assert!(off.get(key).is_none(), "{off}");
+        }
+        let ons = [
+            SamlConfig {
+                scenario_zero_init: true,
+                ..SamlConfig::default()
+            },
+            SamlConfig {
+                shared_branches: true,
+                ..SamlConfig::default()
+            },
+        ];
+        for (on, key) in ons.iter().zip(["scenario_zero_init", "shared_branches"]) {
+            let v = serde_json::to_value(on).unwrap();
+            assert_eq!(v[key], serde_json::json!(true));
+            let back: SamlConfig = serde_json::from_value(v).unwrap();
+            assert_eq!(&back, on);
+        }
     }
     use super::*;
     use crate::testing::{input, store};
@@ -971,15 +981,18 @@ mod tests {
         let alone = p.data.gather(&rows_where(&|s| s == 0));
         assert!(!absent.is_empty() && !alone.is_empty());
         // Branches as wide as the auxiliary net, narrower, and of mixed widths.
+        // The last two: branch layers factored as STAR's (`shared_branches`).
         let variants = [
-            (true, None, true, None),
-            (true, Some(0), true, None),
-            (false, None, true, None),
-            (true, None, false, None),
-            (true, None, true, Some([3, 2, 2])),
-            (true, Some(1), true, Some([5, 9, 1])),
+            (true, None, true, None, false),
+            (true, Some(0), true, None, false),
+            (false, None, true, None, false),
+            (true, None, false, None, false),
+            (true, None, true, Some([3, 2, 2]), false),
+            (true, Some(1), true, Some([5, 9, 1]), false),
+            (true, Some(1), true, Some([5, 9, 1]), true),
+            (false, None, true, None, true),
         ];
-        for (batch, (mutual, layer, aux_in_output, branch)) in [&all, &absent, &alone]
+        for (batch, (mutual, layer, aux_in_output, branch, shared)) in [&all, &absent, &alone]
             .into_iter()
             .flat_map(|b| variants.into_iter().map(move |v| (b, v)))
         {
@@ -993,11 +1006,12 @@ mod tests {
                 mutual_kl: 0.3,
                 aux_in_output,
                 scenario_l2: 0.7,
+                shared_branches: shared,
                 ..SamlConfig::default()
             };
             let what = format!(
                 "mutual {mutual}, layer {layer:?}, aux in output {aux_in_output}, branches \
-                 {branch:?}, scenarios {:?}",
+                 {branch:?}, shared {shared}, scenarios {:?}",
                 batch
                     .scenarios()
                     .iter()
@@ -1095,6 +1109,68 @@ mod tests {
                 .unwrap_or_else(|| panic!("{bad:?} was accepted"))
                 .to_string();
             assert!(err.contains("branch_hidden"), "{bad:?}: {err}");
+        }
+        Ok(())
+    }
+
+    /// With `shared_branches`, a batch of one scenario trains the shared factors and that
+    /// scenario's own factors, and no other branch's; the factored branches start equal.
+    #[test]
+    fn shared_branch_factors_learn_from_every_scenario_own_ones_from_theirs() -> Result<()> {
+        use crate::testing::planted;
+        use rec_nn::model::Model as _;
+        let p = planted(&[20, 12, 9], &[0, 0, 1], 0, 5);
+        let cfg = SamlConfig {
+            dim: 4,
+            hidden: vec![8, 6],
+            branch_hidden: Some(vec![4, 3]),
+            shared_branches: true,
+            ..SamlConfig::default()
+        };
+        let mut f = rec_nn::embedding::DefaultTableFactory::new(
+            rec_nn::embedding::TablesConfig::default(),
+            3,
+            &Device::Cpu,
+        );
+        let mut factory = |spec: &rec_data::FieldSpec, dim: usize| f.build(spec, dim);
+        let fresh = Saml::new(&p.data.schema, &cfg, &mut factory, &Device::Cpu, 3)?;
+        let vars = fresh.vs.vars();
+        let get = |name: &str| vars.iter().find(|(n, _)| n == name).expect(name).1.clone();
+        for name in [
+            "branch.0.weight",
+            "branch.1.own.weight",
+            "branch.1.fed.weight",
+        ] {
+            let v = get(name).as_tensor().flatten_all()?.to_vec1::<f32>()?;
+            assert!(v.iter().all(|&x| x == 1.0), "{name} starts at 1");
+        }
+        assert_eq!(get("branch.1.fed.shared_weight").dims(), &[1, 8, 3]);
+        let mut model = random_saml(&p.data.schema, &cfg)?;
+        let sc = p.data.scenarios();
+        for s in 0..3u32 {
+            let rows: Vec<usize> = (0..sc.len()).filter(|&i| sc[i] == s).collect();
+            let batch = p.data.gather(&rows);
+            let mut ctx = Ctx::eval();
+            ctx.train = true;
+            let z = model.logits(&batch, &mut ctx)?;
+            let grads = model.loss(&batch, &[z])?.backward()?;
+            for (name, v) in model.vs.vars() {
+                if !name.starts_with("branch.") {
+                    continue;
+                }
+                let g = grads.get(v.as_tensor()).expect(&name);
+                let norm = |t: &Tensor| -> Result<f32> {
+                    t.sqr()?.sum_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()
+                };
+                if name.contains("shared_") {
+                    assert!(norm(g)? > 0.0, "scenario {s}: {name}");
+                } else {
+                    for m in 0..3 {
+                        let own = norm(&g.get(m)?)?;
+                        assert_eq!(own > 0.0, m == s as usize, "scenario {s}: {name}[{m}]");
+                    }
+                }
+            }
         }
         Ok(())
     }

@@ -9,7 +9,7 @@
 //! stopping on validation AUC (the best validation epoch is tested). Every model is tuned on the
 //! same small grid (learning rate x dropout) on seed 1's validation AUC; the chosen point is then
 //! trained with seeds 1..=n. The SAML ablations use SAML's chosen point; the full-width SAML
-//! variant is tuned like SAML.
+//! variant and the variant with branch layers factored as STAR's are tuned like SAML.
 //!
 //! Outputs: docs/results/saml.md (tables, claims with their numbers, cost), the learned and the
 //! planted scenario-affinity heat maps (PNG), and with `--json` one JSON object on the last line:
@@ -194,8 +194,8 @@ struct Spec {
     label: &'static str,
     model: &'static str,
     params: toml::Table,
-    /// Tuned on the grid (baselines, SAML and the full-width variant) or using SAML's point
-    /// (ablations and the other variants).
+    /// Tuned on the grid (baselines, SAML, the full-width and the factored-branch variants) or
+    /// using SAML's point (ablations and the other variants).
     tuned: bool,
     /// A variant that adds something to SAML rather than removing a part: reported in the
     /// ablation table, not checked as "costs AUC".
@@ -286,6 +286,18 @@ fn specs(has_sequence: bool) -> Vec<Spec> {
         tuned: true,
         variant: true,
         about: "variant: branches as wide as the auxiliary network (branch_hidden = hidden), tuned on the grid",
+    });
+    // Branch layers factored as STAR's (shared weights times per-branch ones), for the small
+    // scenarios that STAR serves better. Tuned on the grid, reported beside SAML.
+    let mut factored = base_params("saml", DIM);
+    factored.insert("shared_branches".into(), true.into());
+    v.push(Spec {
+        label: "saml-shared-branches",
+        model: "saml",
+        params: factored,
+        tuned: true,
+        variant: true,
+        about: "variant: branch layers factored as STAR's, shared weights times per-branch ones (shared_branches = true), tuned on the grid",
     });
     let ablation = |label, about, edit: &dyn Fn(&mut toml::Table)| {
         let mut p = base_params("saml", DIM);
@@ -1200,7 +1212,9 @@ fn write_page(
         "- Every model: embedding width d = {DIM}, hidden widths {HIDDEN:?} (SAML: the auxiliary \
          network, and branches {BRANCH_HIDDEN:?}, the widest halving of {HIDDEN:?} that keeps \
          SAML's training step within 2.5x Shared's in the criterion benchmark; \
-         saml-full-branches: branches {HIDDEN:?} too; MMoE: every expert, towers [32]; STAR: \
+         saml-full-branches: branches {HIDDEN:?} too; saml-shared-branches: branches \
+         {BRANCH_HIDDEN:?} whose layers are a weight shared by every branch times a per-branch \
+         one, as STAR's are; MMoE: every expert, towers [32]; STAR: \
          the star network), \
          DIN attention with a [32] scoring MLP over the behaviour sequence when the data have one, \
          Adam for dense parameters and row-wise Adam for the embeddings, batch 1024, at most {} \
@@ -1741,8 +1755,8 @@ mod tests {
                 assert_eq!(cfg.model.name, spec.model);
             }
         }
-        assert_eq!(specs(false).len(), 14);
-        assert_eq!(specs(true).len(), 15);
+        assert_eq!(specs(false).len(), 15);
+        assert_eq!(specs(true).len(), 16);
     }
 
     /// The shipped SAML configurations are the experiment's SAML at the point its grid chose on
@@ -1821,6 +1835,16 @@ mod tests {
                 .is_none()
         );
         assert_eq!(kw["saml"]["hidden"], json!(HIDDEN));
+        // The factored variant is tuned, and only its key holds the switch (SAML's has none:
+        // it is the key SAML's runs had before the switch existed).
+        let factored = all
+            .iter()
+            .find(|s| s.label == "saml-shared-branches")
+            .unwrap();
+        assert!(factored.tuned && factored.variant);
+        let kf = key(&config(ds, factored, p, 1).unwrap(), 2).unwrap();
+        assert_eq!(kf["saml"]["shared_branches"], json!(true));
+        assert!(k["saml"].get("shared_branches").is_none());
     }
 
     /// Separate's networks keep their own best epochs: merging network 1 of a later state into
