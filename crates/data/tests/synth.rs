@@ -552,7 +552,7 @@ fn rating_is_the_planted_r_plus_noise() {
 
 #[test]
 fn the_planted_structure_is_learnable_from_the_training_days() {
-    // A count model of the user's clicks per planted cluster on days 1..D-1 ranks the test day's
+    // A count model of the user's clicks per planted cluster on days 0..D-2 ranks the test day's
     // impressions far better than chance: the planted taste is in the data.
     let log = small();
     let ev = &log.events;

@@ -14,7 +14,9 @@
 //!    `[h_m^(k-1); h_aux^(k-1)]` with `h_m^(0) = [e_s; a_s]` (the same input for every branch:
 //!    the sample's own scenario representation). A sample is run (and differentiated) through
 //!    its own branch only: the batch is sorted by scenario and each scenario's block of rows
-//!    meets its branch's weights in one matmul ([`crate::routed`]);
+//!    meets its branch's weights in one matmul ([`crate::routed`]). With `shared_branches`
+//!    \[ours, after STAR\] a branch layer's weight is a shared weight times a per-branch one
+//!    (elementwise), the shared factor trained by every scenario;
 //! 3. mutual unit [paper; equations ours] at a chosen hidden layer ([`MutualUnit`]): the own
 //!    branch borrows from the others, whose outputs are stop-gradient, so branch `m` is trained
 //!    by scenario `m`'s samples only. Those outputs are computed in a forward-only pass of every
@@ -161,6 +163,15 @@ pub struct SamlConfig {
     /// when false, so configurations written before it keep their form.
     #[serde(default, skip_serializing_if = "is_false")]
     pub shared_branches: bool,
+    /// With `aux_in_output`, the output reads the auxiliary network's last hidden layer
+    /// through a head per scenario \[ours\] (default false): `y = sigmoid(w_s . h~_s + b_s +
+    /// v_s . h_aux^(L))`, where `v_s` starts as a copy of one draw for every scenario and is
+    /// trained by scenario `s`'s samples only, instead of adding the auxiliary head's logit
+    /// `w_aux . h_aux^(L)`, which the auxiliary loss fits to every scenario at once. The
+    /// auxiliary loss still trains the network and its own head. Needs `aux_in_output`. Not
+    /// serialized when false, so configurations written before it keep their form.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub aux_head_per_scenario: bool,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -190,6 +201,7 @@ impl Default for SamlConfig {
             scenario_l2: 1.0,
             scenario_zero_init: false,
             shared_branches: false,
+            aux_head_per_scenario: false,
         }
     }
 }
@@ -284,6 +296,9 @@ pub struct Saml {
     mutual_layer: usize,
     head_w: Var,
     head_b: Var,
+    /// `v_s`, the per-scenario heads on the auxiliary network `[M, h_aux, 1]`
+    /// (`aux_head_per_scenario`).
+    aux_out_w: Option<Var>,
     last: Option<SamlInternals>,
 }
 
@@ -434,6 +449,23 @@ impl Saml {
             cfg.tied_init,
         )?;
         let head_b = vs.var("head.bias", m, Init::Zeros)?;
+        if cfg.aux_head_per_scenario && !cfg.aux_in_output {
+            candle_core::bail!(
+                "saml: aux_head_per_scenario reads the auxiliary network into the output, \
+                 which aux_in_output = false leaves out; set aux_in_output = true or drop it"
+            );
+        }
+        let aux_out_w = if cfg.aux_head_per_scenario {
+            Some(stacked_var(
+                &mut vs,
+                "aux.out_per_scenario.weight",
+                (m, wa, 1),
+                Init::XavierUniform,
+                true,
+            )?)
+        } else {
+            None
+        };
         Ok(Self {
             schema: schema.clone(),
             cfg: cfg.clone(),
@@ -449,6 +481,7 @@ impl Saml {
             mutual_layer,
             head_w,
             head_b,
+            aux_out_w,
             last: None,
         })
     }
@@ -641,7 +674,9 @@ impl Saml {
             .squeeze(1)?
             + routing.rows_of(self.head_b.as_tensor())?)?;
         let mut aux_logit = self.aux_head.forward(&h_aux)?.squeeze(1)?;
-        if self.cfg.aux_in_output {
+        if let Some(v) = &self.aux_out_w {
+            logit = (logit + routing.matmul_own(&h_aux, v.as_tensor())?.squeeze(1)?)?;
+        } else if self.cfg.aux_in_output {
             logit = (logit + &aux_logit)?;
         }
         if let Some(o) = &order {
@@ -710,7 +745,10 @@ impl Saml {
         let b = routing.rows_of(self.head_b.as_tensor())?;
         let mut logit = ((h * w)?.sum(candle_core::D::Minus1)? + b)?;
         let aux_logit = self.aux_head.forward(&h_aux)?.squeeze(1)?;
-        if self.cfg.aux_in_output {
+        if let Some(v) = &self.aux_out_w {
+            let v = routing.rows_of(v.as_tensor())?.reshape((n, ()))?;
+            logit = (logit + (&h_aux * v)?.sum(candle_core::D::Minus1)?)?;
+        } else if self.cfg.aux_in_output {
             logit = (logit + &aux_logit)?;
         }
         self.last = Some(SamlInternals {
@@ -861,7 +899,11 @@ mod tests {
         // Experiment cache keys hold the serialized configuration: the default must keep the
         // form it had before the switches existed.
         let off = serde_json::to_value(SamlConfig::default()).unwrap();
-        for key in ["scenario_zero_init", "shared_branches"] {
+        for key in [
+            "scenario_zero_init",
+            "shared_branches",
+            "aux_head_per_scenario",
+        ] {
             assert!(off.get(key).is_none(), "{off}");
         }
         let ons = [
@@ -873,8 +915,17 @@ mod tests {
                 shared_branches: true,
                 ..SamlConfig::default()
             },
+            SamlConfig {
+                aux_head_per_scenario: true,
+                ..SamlConfig::default()
+            },
         ];
-        for (on, key) in ons.iter().zip(["scenario_zero_init", "shared_branches"]) {
+        let keys = [
+            "scenario_zero_init",
+            "shared_branches",
+            "aux_head_per_scenario",
+        ];
+        for (on, key) in ons.iter().zip(keys) {
             let v = serde_json::to_value(on).unwrap();
             assert_eq!(v[key], serde_json::json!(true));
             let back: SamlConfig = serde_json::from_value(v).unwrap();
@@ -992,9 +1043,19 @@ mod tests {
             (true, Some(1), true, Some([5, 9, 1]), true),
             (false, None, true, None, true),
         ];
-        for (batch, (mutual, layer, aux_in_output, branch, shared)) in [&all, &absent, &alone]
+        // The same, with the auxiliary network read through a head per scenario.
+        let variants: Vec<_> = variants
             .into_iter()
-            .flat_map(|b| variants.into_iter().map(move |v| (b, v)))
+            .map(|v| (v, false))
+            .chain([
+                ((true, None, true, None, false), true),
+                ((true, Some(1), true, Some([5, 9, 1]), true), true),
+            ])
+            .collect();
+        for (batch, ((mutual, layer, aux_in_output, branch, shared), aux_head)) in
+            [&all, &absent, &alone]
+                .into_iter()
+                .flat_map(|b| variants.iter().map(move |&v| (b, v)))
         {
             let cfg = SamlConfig {
                 dim: 4,
@@ -1007,11 +1068,12 @@ mod tests {
                 aux_in_output,
                 scenario_l2: 0.7,
                 shared_branches: shared,
+                aux_head_per_scenario: aux_head,
                 ..SamlConfig::default()
             };
             let what = format!(
                 "mutual {mutual}, layer {layer:?}, aux in output {aux_in_output}, branches \
-                 {branch:?}, shared {shared}, scenarios {:?}",
+                 {branch:?}, shared {shared}, aux head per scenario {aux_head}, scenarios {:?}",
                 batch
                     .scenarios()
                     .iter()
@@ -1198,6 +1260,62 @@ mod tests {
             aux.abs()?.sum_all()?.to_scalar::<f32>()? > 1e-3,
             "aux logits are not all 0"
         );
+        Ok(())
+    }
+
+    /// A head per scenario on the auxiliary network: with every `v_s` equal to the auxiliary
+    /// head (bias 0), the logits are those of the shared auxiliary logit; changing `v_1` moves
+    /// scenario 1's samples only; and it is refused without `aux_in_output`.
+    #[test]
+    fn a_per_scenario_aux_head_reads_the_auxiliary_network_per_scenario() -> Result<()> {
+        use crate::testing::planted;
+        let p = planted(&[20, 12, 9], &[0, 0, 1], 3, 5);
+        let batch = p.data.range(0, 41);
+        let cfg = |per_scenario| SamlConfig {
+            dim: 4,
+            hidden: vec![8, 6],
+            tied_init: false,
+            aux_head_per_scenario: per_scenario,
+            ..SamlConfig::default()
+        };
+        let mut per = random_saml(&batch.schema, &cfg(true))?;
+        let mut plain = random_saml(&batch.schema, &cfg(false))?;
+        let per_vars = per.vs.vars();
+        for (name, v) in plain.vs.vars() {
+            let (_, src) = per_vars.iter().find(|(n, _)| *n == name).expect(&name);
+            v.set(src.as_tensor())?;
+        }
+        let aux_w = per.aux_head.weight().as_tensor().clone(); // [1, 6]
+        for m in [&per, &plain] {
+            let b = m.aux_head.bias().unwrap();
+            b.set(&b.as_tensor().zeros_like()?)?;
+        }
+        let v = per.aux_out_w.clone().unwrap(); // [3, 6, 1]
+        let copies = aux_w.t()?.unsqueeze(0)?.repeat((3, 1, 1))?;
+        v.set(&copies)?;
+        let zp = per.logits(&batch, &mut Ctx::eval())?;
+        let zs = plain.logits(&batch, &mut Ctx::eval())?;
+        assert!(max_diff(&zp, &zs)? < 1e-5);
+        let moved = Tensor::cat(
+            &[
+                copies.get(0)?.unsqueeze(0)?,
+                (copies.get(1)? + 0.5)?.unsqueeze(0)?,
+                copies.get(2)?.unsqueeze(0)?,
+            ],
+            0,
+        )?;
+        v.set(&moved)?;
+        let z2 = per.logits(&batch, &mut Ctx::eval())?;
+        let d = (z2 - &zp)?.abs()?.to_vec1::<f32>()?;
+        for (i, s) in batch.scenarios().iter().enumerate() {
+            assert_eq!(d[i] > 1e-6, *s == 1, "sample {i} of scenario {s}: {}", d[i]);
+        }
+        let bad = SamlConfig {
+            aux_in_output: false,
+            ..cfg(true)
+        };
+        let err = random_saml(&batch.schema, &bad).err().expect("refused");
+        assert!(err.to_string().contains("aux_in_output"), "{err}");
         Ok(())
     }
 

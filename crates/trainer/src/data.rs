@@ -11,7 +11,7 @@ use crate::config::DataConfig;
 ///
 /// - `ml-100k`: protocols `ctr`, `rating`, `cold`, `ms`, `seq`.
 /// - `synthetic`: the seeded e-commerce generator ([`rec_data::synth`]), trained on days
-///   1..D-1 and tested on day D; a seeded 10% of the training samples is held out for
+///   0..D-2 and tested on day D-1 (days counted from 0); a seeded 10% of the training samples is held out for
 ///   validation. Protocols `ctr` (click), `rating` (the planted R = U (C S) plus noise), `ms`
 ///   (click, with the country as scenario field), `ecom` (the DUPN tasks ctr, l2r, ppp, fifp
 ///   mixed, each sample labelled for its own task). Options: `preset` (`tiny`, `small`

@@ -24,8 +24,8 @@
 //! `[model] name`, hyperparameters in `[model.params]` = [`DupnConfig`]):
 //!
 //! ```text
-//! # day D: train from scratch (configs/dupn-synth-ecom.toml: synthetic P-ECOM, days 1..D-1
-//! # for training and day D for testing) and keep the run directory
+//! # day D: train from scratch (configs/dupn-synth-ecom.toml: synthetic P-ECOM, the last
+//! # day for testing and the days before it for training) and keep the run directory
 //! cargo xtask train --config configs/dupn-synth-ecom.toml --out runs/dupn-day-D
 //! # day D+1: the same configuration with `days` raised by one and `train_from_day` set to
 //! # the new day in [data.options] (any data source with the same fields and vocabularies),

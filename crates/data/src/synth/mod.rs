@@ -18,7 +18,7 @@
 //!   and threads), Parquet output and input ([`write_dataset`], [`SynthLog::read`]), the
 //!   [`GroundTruth`] as JSON;
 //! - sample builders for the three models ([`SynthLog::ctr_split`], [`SynthLog::dupn_split`]):
-//!   `rec_data::Batch`es split by day (train on days 1..D-1, test on day D).
+//!   `rec_data::Batch`es split by day (train on days 0..D-2, test on day D-1; days counted from 0).
 //!
 //! docs/synthetic-data.md describes the model, the files, the presets and measured speeds.
 //!

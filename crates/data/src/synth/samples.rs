@@ -1,5 +1,5 @@
 //! Sample builders: the synthetic log as `rec_data::Batch`es, split by day (P-ECOM / P-MS: train
-//! on days 1..D-1, test on day D).
+//! on days 0..D-2, test on day D-1; days counted from 0).
 //!
 //! Conventions shared by every builder:
 //! - categorical values are the file ID + 1 (0 = OOV); the scenario field `country` keeps
@@ -23,7 +23,7 @@ use crate::schema::{FieldSpec, Schema, TaskKind, TaskSpec};
 /// Train and test samples of one protocol.
 #[derive(Debug, Clone)]
 pub struct Split {
-    /// Days 1..D-1.
+    /// Days 0..D-2.
     pub train: Batch,
     /// Day D.
     pub test: Batch,
@@ -130,7 +130,7 @@ pub struct DupnTasks {
 pub struct DupnSplit {
     /// The schema of every batch.
     pub schema: Arc<Schema>,
-    /// Days 1..D-1.
+    /// Days 0..D-2.
     pub train: DupnTasks,
     /// Day D.
     pub test: DupnTasks,
