@@ -1317,18 +1317,44 @@ fn write_page(
              its std (with 3 seeds, a rough guide to which gaps are beyond seed noise):\n"
         )?;
         s.push_str(&scenario_header("SAML minus", &r.scenario_labels, None));
-        for b in BASELINES {
-            write!(s, "| {b} | {} |", fmt_paired(&r.results, "saml", b, "all"))?;
+        let paired_row = |s: &mut String, label: &str, a: &str, b: &str| -> Result<()> {
+            write!(s, "| {label} | {} |", fmt_paired(&r.results, a, b, "all"))?;
             for k in 0..r.num_scenarios {
                 write!(
                     s,
                     " {} |",
-                    fmt_paired(&r.results, "saml", b, &format!("scenario_{k}"))
+                    fmt_paired(&r.results, a, b, &format!("scenario_{k}"))
                 )?;
             }
             writeln!(s)?;
+            Ok(())
+        };
+        for b in BASELINES {
+            paired_row(&mut s, b, "saml", b)?;
         }
         writeln!(s)?;
+        // The variants tuned on the grid like SAML (outside the claims), against the same
+        // baselines.
+        let tuned_variants: Vec<&str> = r
+            .specs
+            .iter()
+            .filter(|sp| sp.model == "saml" && sp.tuned && sp.variant)
+            .map(|sp| sp.label)
+            .collect();
+        if !tuned_variants.is_empty() {
+            writeln!(
+                s,
+                "The variants of SAML tuned on the grid (outside the claims; see the ablation \
+                 table) minus each baseline, paired per seed as above:\n"
+            )?;
+            s.push_str(&scenario_header("variant minus", &r.scenario_labels, None));
+            for v in &tuned_variants {
+                for b in BASELINES {
+                    paired_row(&mut s, &format!("{v} minus {b}"), v, b)?;
+                }
+            }
+            writeln!(s)?;
+        }
         writeln!(
             s,
             "Ablations of SAML (test AUC; in the last column the difference to full SAML, paired \
