@@ -331,6 +331,12 @@ impl Saml {
                 cfg.scenario_l2
             );
         }
+        if cfg.aux_head_per_scenario && !cfg.aux_in_output {
+            candle_core::bail!(
+                "saml: aux_head_per_scenario reads the auxiliary network into the output, \
+                 which aux_in_output = false leaves out; set aux_in_output = true or drop it"
+            );
+        }
         if cfg.hidden.contains(&0) {
             candle_core::bail!("saml: hidden {:?} has a layer of width 0", cfg.hidden);
         }
@@ -449,12 +455,6 @@ impl Saml {
             cfg.tied_init,
         )?;
         let head_b = vs.var("head.bias", m, Init::Zeros)?;
-        if cfg.aux_head_per_scenario && !cfg.aux_in_output {
-            candle_core::bail!(
-                "saml: aux_head_per_scenario reads the auxiliary network into the output, \
-                 which aux_in_output = false leaves out; set aux_in_output = true or drop it"
-            );
-        }
         let aux_out_w = if cfg.aux_head_per_scenario {
             Some(stacked_var(
                 &mut vs,
