@@ -69,6 +69,15 @@ pub struct SamlArgs {
     /// are from the new ones (the page still shows the stored ones).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100))]
     pub verify: u32,
+    /// Generate the synthetic log with this generator seed instead of the preset's and train
+    /// and test every seed on it, each model keeping the learning rate and dropout its grid
+    /// chose on the preset's log (a check on a log the choices never saw). Needs --out.
+    #[arg(long)]
+    pub synthetic_seed: Option<u64>,
+    /// Train only these models of the comparison (labels as on the page, comma separated; the
+    /// ablations and untuned variants need `saml`, whose point they use). Needs --out.
+    #[arg(long, value_delimiter = ',')]
+    pub models: Vec<String>,
 }
 
 const DATASETS: [&str; 2] = ["ml-100k", "synthetic"];
@@ -117,6 +126,9 @@ struct Dataset {
     /// Planted scenario groups and similarity (synthetic only).
     truth: Option<(Vec<u32>, Vec<Vec<f32>>)>,
     scenario_labels: Vec<String>,
+    /// The data the grid is run on, when it is not `data` (`--synthetic-seed`: the preset's
+    /// log, so that the tuning units are the main page's).
+    tune_data: Option<DataConfig>,
 }
 
 fn datasets(args: &SamlArgs) -> Result<Vec<Dataset>> {
@@ -127,6 +139,12 @@ fn datasets(args: &SamlArgs) -> Result<Vec<Dataset>> {
         args.only.is_empty() || !super::is_default_results_dir(&args.out),
         "--only writes a page with only those data sets: pass --out DIR so that it does not \
          replace docs/results/saml.md"
+    );
+    anyhow::ensure!(
+        (args.synthetic_seed.is_none() && args.models.is_empty())
+            || !super::is_default_results_dir(&args.out),
+        "--synthetic-seed and --models write a page that is not the experiment's: pass --out DIR \
+         so that it does not replace docs/results/saml.md"
     );
     for o in &args.only {
         anyhow::ensure!(
@@ -150,12 +168,16 @@ fn datasets(args: &SamlArgs) -> Result<Vec<Dataset>> {
             patience: 2,
             truth: None,
             scenario_labels: vec!["<25".into(), "25-34".into(), ">=35".into()],
+            tune_data: None,
         });
     }
     if wanted("synthetic") {
         let preset = if args.quick { "tiny" } else { "small" };
         let history = if args.quick { 10 } else { 20 };
-        let gen_cfg = rec_data::synth::SynthConfig::preset(preset)?;
+        let mut gen_cfg = rec_data::synth::SynthConfig::preset(preset)?;
+        if let Some(seed) = args.synthetic_seed {
+            gen_cfg.seed = seed;
+        }
         let log = rec_data::synth::SynthLog::generate(&gen_cfg)?;
         let truth = &log.truth;
         let labels = truth
@@ -167,15 +189,40 @@ fn datasets(args: &SamlArgs) -> Result<Vec<Dataset>> {
         let mut options = toml::Table::new();
         options.insert("preset".into(), preset.into());
         options.insert("history".into(), (history as i64).into());
+        let preset_data = DataConfig {
+            dataset: "synthetic".into(),
+            protocol: "ms".into(),
+            options: options.clone(),
+            ..DataConfig::default()
+        };
+        let (title, data, tune_data) = match args.synthetic_seed {
+            None => (
+                "Synthetic multi-country logs (scenario = country)",
+                preset_data,
+                None,
+            ),
+            Some(seed) => {
+                options.insert(
+                    "seed".into(),
+                    i64::try_from(seed)
+                        .context("--synthetic-seed must fit in an i64")?
+                        .into(),
+                );
+                (
+                    "Synthetic multi-country logs (scenario = country), a log of another \
+                     generator seed; learning rate and dropout chosen on the preset's log",
+                    DataConfig {
+                        options,
+                        ..preset_data.clone()
+                    },
+                    Some(preset_data),
+                )
+            }
+        };
         out.push(Dataset {
             key: "synthetic",
-            title: "Synthetic multi-country logs (scenario = country)",
-            data: DataConfig {
-                dataset: "synthetic".into(),
-                protocol: "ms".into(),
-                options,
-                ..DataConfig::default()
-            },
+            title,
+            data,
             epochs,
             batch: 1024,
             patience: 2,
@@ -184,6 +231,7 @@ fn datasets(args: &SamlArgs) -> Result<Vec<Dataset>> {
                 truth.scenario_similarity.clone(),
             )),
             scenario_labels: labels,
+            tune_data,
         });
     }
     Ok(out)
@@ -394,6 +442,30 @@ fn specs(has_sequence: bool) -> Vec<Spec> {
     zero.variant = true;
     v.push(zero);
     v
+}
+
+/// The specs `--models` keeps (all of them when it is empty), in the experiment's order; an
+/// unknown label is an error, and so are untuned specs without `saml`, whose point they use.
+fn chosen_specs(all: Vec<Spec>, models: &[String]) -> Result<Vec<Spec>> {
+    if models.is_empty() {
+        return Ok(all);
+    }
+    for m in models {
+        anyhow::ensure!(
+            all.iter().any(|s| s.label == m),
+            "--models: unknown model `{m}` (known: {})",
+            all.iter().map(|s| s.label).collect::<Vec<_>>().join(", ")
+        );
+    }
+    let kept: Vec<Spec> = all
+        .into_iter()
+        .filter(|s| models.iter().any(|m| m == s.label))
+        .collect();
+    anyhow::ensure!(
+        kept.iter().all(|s| s.tuned) || kept.iter().any(|s| s.label == "saml"),
+        "--models: the ablations and untuned variants use SAML's chosen point; add `saml`"
+    );
+    Ok(kept)
 }
 
 fn config(ds: &Dataset, spec: &Spec, point: Point, seed: u64) -> Result<Config> {
@@ -690,12 +762,21 @@ fn run_dataset(
     ds: &Dataset,
     seeds: &[u64],
     quick: bool,
+    models: &[String],
     cache: &RunCache,
 ) -> Result<DatasetResult> {
     let split1 = rec_trainer::data::load_split(&DataConfig {
         seed: seeds[0],
         ..ds.data.clone()
     })?;
+    // The grid's data: the same split, or (`--synthetic-seed`) seed 1's split of another log.
+    let tune_split = match &ds.tune_data {
+        Some(d) => Some(rec_trainer::data::load_split(&DataConfig {
+            seed: seeds[0],
+            ..d.clone()
+        })?),
+        None => None,
+    };
     let m = split1.schema.num_scenarios;
     let has_sequence = split1
         .schema
@@ -715,7 +796,7 @@ fn run_dataset(
         count(&split1.test),
     );
     let sizes = (0..m).map(|s| [tr[s], va[s], te[s]]).collect();
-    let specs = specs(has_sequence);
+    let specs = chosen_specs(specs(has_sequence), models)?;
     let mut out = DatasetResult::new(specs.clone(), ds.scenario_labels.clone(), sizes);
     // Tuning on seed 1's validation AUC. Every unit goes through the result cache in two
     // passes: first the units no other process holds, then (waiting if need be) the rest, so
@@ -729,11 +810,19 @@ fn run_dataset(
                     "{} tune {} lr {} dropout {}",
                     ds.key, spec.label, p.lr, p.dropout
                 );
-                tune_units.push((spec.label, p, label, config(ds, spec, p, seeds[0])?));
+                let mut cfg = config(ds, spec, p, seeds[0])?;
+                if let Some(d) = &ds.tune_data {
+                    cfg.data = DataConfig {
+                        seed: seeds[0],
+                        ..d.clone()
+                    };
+                }
+                tune_units.push((spec.label, p, label, cfg));
             }
         }
     }
-    let tuned = run_units(cache, &tune_units, |_| &split1, ds.patience)?;
+    let tune_on = tune_split.as_ref().unwrap_or(&split1);
+    let tuned = run_units(cache, &tune_units, |_| tune_on, ds.patience)?;
     for spec in specs.iter().filter(|s| s.tuned) {
         let mut scored = Vec::new();
         for &p in &points {
@@ -757,7 +846,7 @@ fn run_dataset(
             .map_or(points[0], |(p, _)| *p);
         out.tuning.insert(spec.label.to_string(), (scored, best));
     }
-    let saml_point = out.tuning["saml"].1;
+    let saml_point = out.tuning.get("saml").map_or(points[0], |t| t.1);
     let mut splits = vec![split1];
     for &seed in &seeds[1..] {
         splits.push(rec_trainer::data::load_split(&DataConfig {
@@ -1194,6 +1283,15 @@ fn write_page(
     if !args.only.is_empty() {
         cmd.push_str(&format!(" --only {}", args.only.join(",")));
     }
+    if let Some(seed) = args.synthetic_seed {
+        cmd.push_str(&format!(" --synthetic-seed {seed}"));
+    }
+    if !args.models.is_empty() {
+        cmd.push_str(&format!(" --models {}", args.models.join(",")));
+    }
+    if !super::is_default_results_dir(&args.out) {
+        cmd.push_str(&format!(" --out {}", args.out.display()));
+    }
     writeln!(
         s,
         "# Multi-scenario recommendation: SAML and the baselines\n"
@@ -1539,7 +1637,7 @@ pub fn run(args: SamlArgs) -> Result<()> {
     let mut sets = Vec::new();
     let cache = RunCache::new("saml", args.fresh).verifying(args.verify);
     for ds in datasets(&args)? {
-        let r = run_dataset(&ds, &seeds, args.quick, &cache)?;
+        let r = run_dataset(&ds, &seeds, args.quick, &args.models, &cache)?;
         sets.push((ds, r));
     }
     std::fs::create_dir_all(&args.out)
@@ -1644,6 +1742,68 @@ pub fn run(args: SamlArgs) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// `--synthetic-seed`: the seeds train on a log of that generator seed while the grid's
+    /// units stay the preset's (same keys as the main page's); `--models` keeps the named
+    /// models; both refuse to write the main page, and bad labels are errors.
+    #[test]
+    fn another_synthetic_log_keeps_the_preset_grid_and_models_filter_the_comparison() {
+        let args = SamlArgs {
+            quick: true,
+            only: vec!["synthetic".into()],
+            synthetic_seed: Some(77),
+            models: vec!["star".into(), "saml".into()],
+            out: "target/elsewhere".into(),
+            ..SamlArgs::default()
+        };
+        let ds = &datasets(&args).unwrap()[0];
+        assert_eq!(ds.data.options["seed"].as_integer(), Some(77));
+        let tune = ds
+            .tune_data
+            .as_ref()
+            .expect("the preset's log for the grid");
+        assert!(tune.options.get("seed").is_none());
+        let main = SamlArgs {
+            quick: true,
+            only: vec!["synthetic".into()],
+            out: "target/elsewhere".into(),
+            ..SamlArgs::default()
+        };
+        let main_ds = &datasets(&main).unwrap()[0];
+        assert_eq!(&main_ds.data, tune);
+        assert!(main_ds.tune_data.is_none());
+        // The generator seed changes the log.
+        let a = rec_trainer::data::load_split(&ds.data).unwrap();
+        let b = rec_trainer::data::load_split(tune).unwrap();
+        assert_ne!(
+            (a.train.len(), a.test.users()),
+            (b.train.len(), b.test.users())
+        );
+
+        let kept = chosen_specs(specs(true), &args.models).unwrap();
+        let labels: Vec<&str> = kept.iter().map(|s| s.label).collect();
+        assert_eq!(labels, ["star", "saml"]);
+        assert_eq!(chosen_specs(specs(true), &[]).unwrap().len(), 17);
+        let err = chosen_specs(specs(true), &["nope".into()]).unwrap_err();
+        assert!(err.to_string().contains("unknown model `nope`"), "{err}");
+        let err = chosen_specs(specs(true), &["saml-no-mutual".into()]).unwrap_err();
+        assert!(err.to_string().contains("add `saml`"), "{err}");
+        for bad in [
+            SamlArgs {
+                synthetic_seed: Some(77),
+                out: "docs/results".into(),
+                ..SamlArgs::default()
+            },
+            SamlArgs {
+                models: vec!["saml".into()],
+                out: "docs/results".into(),
+                ..SamlArgs::default()
+            },
+        ] {
+            let err = datasets(&bad).err().expect("refused").to_string();
+            assert!(err.contains("--out"), "{err}");
+        }
+    }
+
     #[test]
     fn a_claim_with_a_missing_or_partial_cell_does_not_hold() {
         let ds = Dataset {
@@ -1655,6 +1815,7 @@ mod tests {
             patience: 1,
             truth: None,
             scenario_labels: vec!["a".into()],
+            tune_data: None,
         };
         let result = |skip: Option<&str>, one_seed: Option<&str>| {
             let mut results = Results::new();
@@ -1727,6 +1888,7 @@ mod tests {
             patience: 1,
             truth: None,
             scenario_labels: vec!["a".into()],
+            tune_data: None,
         };
         let spec = |label: &'static str| Spec {
             label,
