@@ -1351,11 +1351,32 @@ fn write_page(
             .join(", "),
         seeds[0]
     )?;
+    if let Some(seed) = args.synthetic_seed {
+        writeln!(
+            s,
+            "- Another synthetic log (`--synthetic-seed {seed}`): the generator's seed is {seed} \
+             instead of the preset's, with the preset's sizes and structure. Every model keeps \
+             the learning rate and dropout its grid chose on the preset's log (the grid below \
+             is that log's, read from the main page's runs); only the seeds' runs train and \
+             test on this log, which no choice of the experiment has seen."
+        )?;
+    }
+    if !args.models.is_empty() {
+        writeln!(
+            s,
+            "- Models: only {} (`--models`); claims about models left out do not hold.",
+            args.models.join(", ")
+        )?;
+    }
+    let generator = match args.synthetic_seed {
+        Some(seed) => format!("{seed}"),
+        None => "the preset's".into(),
+    };
     writeln!(
         s,
         "- Scenario sizes (train / valid / test samples) are listed under each data set.\n\
          - Seeds: on ml-100k each seed draws its own random 80/10/10 split; the synthetic log \
-         and its test day are the same for every seed (the generator's seed is the preset's), \
+         and its test day are the same for every seed (the generator's seed is {generator}), \
          so there the seed changes only the validation hold-out (10% of the training days' \
          rows), the initialization, the batch order and the dropout masks, and its std is \
          training noise alone.\n"
