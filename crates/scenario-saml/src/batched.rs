@@ -113,7 +113,6 @@ impl BatchedLinear {
     /// bias `b_m + b`. The shared `W` is drawn from `init`; every `W_m` starts at 1 and every
     /// bias at 0, so the branches start as one layer. `W` and `b` are trained by every
     /// branch's samples, `W_m` and `b_m` by branch `m`'s only.
-    #[allow(clippy::too_many_arguments)]
     pub fn with_shared_factor(
         vs: &mut VarStore,
         prefix: &str,
@@ -231,12 +230,24 @@ impl BatchedLinear {
         }
     }
 
-    /// Branch `m` alone on `x: [k, in]`, parameters treated as constants: `[k, out]`.
+    /// Branch `m` alone on `x: [k, in]`, parameters treated as constants: `[k, out]`. Only
+    /// branch `m`'s weight is formed (the mutual unit calls this once per other branch).
     pub fn forward_one_detached(&self, m: usize, x: &Tensor) -> Result<Tensor> {
-        let (w, b) = self.effective()?;
-        let y = x.matmul(&w.detach().get(m)?)?;
+        let mut w = self.weight.as_tensor().detach().get(m)?;
+        let mut b = self
+            .bias
+            .as_ref()
+            .map(|b| b.as_tensor().detach().get(m))
+            .transpose()?;
+        if let Some(s) = &self.shared {
+            w = (w * s.weight.as_tensor().detach().get(0)?)?;
+            if let (Some(bm), Some(sb)) = (&b, &s.bias) {
+                b = Some((bm + sb.as_tensor().detach().get(0)?)?);
+            }
+        }
+        let y = x.matmul(&w)?;
         match b {
-            Some(b) => y.broadcast_add(&b.detach().get(m)?),
+            Some(b) => y.broadcast_add(&b),
             None => Ok(y),
         }
     }
