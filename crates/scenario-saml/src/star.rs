@@ -45,8 +45,11 @@ use crate::scenario::{Routing, check_schema};
 ///
 /// Training: each sample is normalized with the mean and (biased) variance of its scenario's
 /// samples in the batch, and the running statistics of the scenarios present (with at least two
-/// samples) move by `momentum` (unbiased variance). Evaluation uses the running statistics of
-/// the sample's scenario. Output `(gamma * gamma_s) * x_hat + (beta + beta_s)`.
+/// samples) move by `momentum` (unbiased variance). A scenario with a single sample in the
+/// batch [ours; the paper does not say] is normalized with its running statistics instead: its
+/// batch statistics would map the sample to `beta + beta_s` whatever it is, and give it no
+/// gradient below the normalization (with many scenarios and small batches that drops many
+/// samples). Evaluation uses the running statistics of the sample's scenario. Output `(gamma * gamma_s) * x_hat + (beta + beta_s)`.
 /// Variables `{prefix}.gamma`, `.beta`, `.gamma_s`, `.beta_s`; buffers `.running_mean`,
 /// `.running_var` (`[M, dim]`).
 pub struct PartitionedNorm {
@@ -84,14 +87,35 @@ impl PartitionedNorm {
     pub fn forward(&self, x: &Tensor, routing: &Routing, train: bool) -> Result<Tensor> {
         let oh = &routing.one_hot; // [n, M]
         let (mean_i, var_i) = if train {
+            let mut count = vec![0usize; oh.dim(1)?];
+            for &s in &routing.ids {
+                count[s as usize] += 1;
+            }
             let counts = oh.sum(0)?; // [M]
             let denom = counts.clamp(1.0, f64::INFINITY)?.unsqueeze(1)?; // [M, 1]
             let mean = oh.t()?.matmul(x)?.broadcast_div(&denom)?; // [M, dim]
             let mean_i = oh.matmul(&mean)?; // [n, dim]
             let xc = (x - &mean_i)?;
             let var = oh.t()?.matmul(&xc.sqr()?)?.broadcast_div(&denom)?; // [M, dim]
-            self.update_running(&mean, &var, &routing.ids)?;
-            (mean_i, oh.matmul(&var)?)
+            self.update_running(&mean, &var, &count)?;
+            if count.iter().all(|&c| c != 1) {
+                (mean_i, oh.matmul(&var)?)
+            } else {
+                // Per scenario, the batch's statistics (two samples or more) or the running
+                // ones, which the update above left as they were for a lone sample.
+                let own: Vec<f64> = count.iter().map(|&c| (c >= 2) as u8 as f64).collect();
+                let own =
+                    Tensor::from_vec(own, (count.len(), 1), x.device())?.to_dtype(x.dtype())?;
+                let other = own.affine(-1.0, 1.0)?;
+                let mix = |batch: &Tensor, running: &Var| -> Result<Tensor> {
+                    let running = running.as_tensor().detach();
+                    oh.matmul(&(batch.broadcast_mul(&own)? + running.broadcast_mul(&other)?)?)
+                };
+                (
+                    mix(&mean, &self.running_mean)?,
+                    mix(&var, &self.running_var)?,
+                )
+            }
         } else {
             (
                 oh.matmul(self.running_mean.as_tensor())?,
@@ -108,12 +132,8 @@ impl PartitionedNorm {
         (xhat * gamma)? + beta
     }
 
-    fn update_running(&self, mean: &Tensor, var: &Tensor, ids: &[u32]) -> Result<()> {
+    fn update_running(&self, mean: &Tensor, var: &Tensor, count: &[usize]) -> Result<()> {
         let (m, _) = mean.dims2()?;
-        let mut count = vec![0usize; m];
-        for &s in ids {
-            count[s as usize] += 1;
-        }
         // Per-scenario momentum (0 for scenarios with fewer than two samples) and Bessel factor.
         let mom: Vec<f64> = count
             .iter()
@@ -426,8 +446,12 @@ mod tests {
                 assert!((var - 1.0).abs() < 1e-3, "scenario {s} var {var}");
             }
         }
-        // Scenario 2 has one sample: normalized to 0, its running statistics do not move.
-        assert!(y[6].iter().all(|v| v.abs() < 1e-9));
+        // Scenario 2 has one sample: its running statistics (still 0 and 1) normalize it, and
+        // they do not move.
+        let xv = xs.to_vec2::<f64>()?;
+        for c in 0..2 {
+            assert!((y[6][c] - xv[6][c] / (1.0f64 + 1e-5).sqrt()).abs() < 1e-12);
+        }
         let (rm, rv) = pn.running_stats();
         let rm = rm.as_tensor().to_vec2::<f64>()?;
         let rv = rv.as_tensor().to_vec2::<f64>()?;
@@ -436,7 +460,6 @@ mod tests {
         assert!((rm[1][0] - 5.0).abs() < 0.2 && (rm[1][1] + 2.0).abs() < 0.2);
         // Evaluation: a fixed affine map with the sample's own scenario's running statistics.
         let e = pn.forward(&xs, &r, false)?.to_vec2::<f64>()?;
-        let xv = xs.to_vec2::<f64>()?;
         assert!((e[1][0] - (xv[1][0] - rm[1][0]) / (rv[1][0] + 1e-5).sqrt()).abs() < 1e-9);
         assert!((e[0][1] - (xv[0][1] - rm[0][1]) / (rv[0][1] + 1e-5).sqrt()).abs() < 1e-9);
         Ok(())
@@ -459,10 +482,12 @@ mod tests {
         })
     }
 
-    /// A scenario with a single sample in the batch: its sample is its scenario's mean, so
-    /// partitioned normalization maps it to `beta + beta_s` whatever it is (zero gradient in
-    /// that row of `x` and in that scenario's `gamma_s`), with finite gradients everywhere.
-    /// STAR's layers keep their own rows with the same masked sum whether or not the batch
+    /// A scenario with a single sample in the batch: normalized with its scenario's running
+    /// statistics, it still passes a gradient to its row of `x` and to that scenario's
+    /// `gamma_s` (its batch statistics would map it to `beta + beta_s` whatever it is), and
+    /// the running statistics take none; finite-difference gradients hold everywhere, with
+    /// running statistics away from their start. The rows of the other scenarios do not
+    /// change with the lone sample. STAR's layers keep their own rows with the same masked sum whether or not the batch
     /// is sorted (they never take [`Routing::groups`]' block-wise path), so one routing
     /// covers both.
     #[test]
@@ -473,20 +498,47 @@ mod tests {
         pn.gamma_s
             .set(&input(&[3, 2], 8)?.as_tensor().affine(1.0, 1.5)?)?;
         pn.beta_s.set(input(&[3, 2], 9)?.as_tensor())?;
+        pn.running_mean.set(input(&[3, 2], 10)?.as_tensor())?;
+        pn.running_var
+            .set(&input(&[3, 2], 11)?.as_tensor().sqr()?.affine(1.0, 0.5)?)?;
         let x = input(&[7, 2], 1)?;
         let loss = || weighted_sum(&pn.forward(x.as_tensor(), &r, true)?, 3);
         check_layer(&vs, &[("x", &x)], loss)?;
         let grads = loss()?.backward()?;
         let gx = grads.get(x.as_tensor()).unwrap().to_vec2::<f64>()?;
-        assert_eq!(gx[6], [0.0, 0.0]);
-        assert!(gx[..6].iter().flatten().all(|g| g.is_finite() && *g != 0.0));
+        assert!(gx.iter().flatten().all(|g| g.is_finite() && *g != 0.0));
         let gg = grads
             .get(pn.gamma_s.as_tensor())
             .unwrap()
             .to_vec2::<f64>()?;
-        assert_eq!(gg[2], [0.0, 0.0]);
+        assert!(gg[2].iter().all(|g| *g != 0.0));
         let gb = grads.get(pn.beta_s.as_tensor()).unwrap().to_vec2::<f64>()?;
         assert!(gb[2].iter().all(|g| *g != 0.0));
+        assert!(grads.get(pn.running_mean.as_tensor()).is_none());
+        assert!(grads.get(pn.running_var.as_tensor()).is_none());
+        // The lone sample: (x - running mean) / sqrt(running var + eps), then scale and shift.
+        let y = pn.forward(x.as_tensor(), &r, true)?.to_vec2::<f64>()?;
+        let (xv, rm, rv) = (
+            x.as_tensor().to_vec2::<f64>()?,
+            pn.running_mean.as_tensor().to_vec2::<f64>()?,
+            pn.running_var.as_tensor().to_vec2::<f64>()?,
+        );
+        let (gs, bs) = (
+            pn.gamma_s.as_tensor().to_vec2::<f64>()?,
+            pn.beta_s.as_tensor().to_vec2::<f64>()?,
+        );
+        for c in 0..2 {
+            let xhat = (xv[6][c] - rm[2][c]) / (rv[2][c] + 1e-5).sqrt();
+            assert!((y[6][c] - (gs[2][c] * xhat + bs[2][c])).abs() < 1e-12);
+        }
+        // Without the lone sample the other rows are the same.
+        let r6 = Routing::new(r.ids[..6].to_vec(), 3, DType::F64, &Device::Cpu)?;
+        let y6 = pn
+            .forward(&x.as_tensor().narrow(0, 0, 6)?, &r6, true)?
+            .to_vec2::<f64>()?;
+        for (a, b) in y6.iter().flatten().zip(y[..6].iter().flatten()) {
+            assert!((a - b).abs() < 1e-12);
+        }
 
         let mut vs = store();
         let l = StarLayer::new(&mut vs, "l", 3, 3, 2, Init::XavierUniform)?;

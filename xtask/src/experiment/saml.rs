@@ -715,11 +715,27 @@ impl DatasetResult {
 /// One training run of the experiment: model label, grid point, progress label, configuration.
 type Unit = (&'static str, Point, String, Config);
 
-/// The cache key of a training run: the configuration as written, and for SAML also its
-/// configuration with every default filled in, so that a change of SAML's defaults is a
-/// change of key (the baselines' keys stay as they were).
+/// Changes of a model's code that change its numbers, by model label: a new revision is a new
+/// key for that model's runs only, so they are trained again and every other model's cached
+/// runs are kept. Models without an entry have the keys they had before revisions existed.
+fn revision(model: &str) -> Option<u32> {
+    match model {
+        // 2: STAR's partitioned normalization normalizes a scenario's lone sample in a
+        // training batch with its running statistics (before: mapped to `beta + beta_s`).
+        "star" => Some(2),
+        _ => None,
+    }
+}
+
+/// The cache key of a training run: the configuration as written, the model's code revision
+/// when it has one ([`revision`]), and for SAML also its configuration with every default
+/// filled in, so that a change of SAML's defaults is a change of key (the baselines' keys stay
+/// as they were).
 fn key(cfg: &Config, patience: usize) -> Result<serde_json::Value> {
     let mut k = json!({ "format": "saml-fit-2", "config": cfg, "patience": patience });
+    if let Some(r) = revision(&cfg.model.name) {
+        k["revision"] = json!(r);
+    }
     if cfg.model.name == "saml" {
         let resolved: SamlConfig = cfg
             .model
@@ -2030,7 +2046,14 @@ mod tests {
         // A baseline's key is the configuration as written (earlier entries stay valid).
         let k = key(&shared, 2).unwrap();
         assert!(k.get("saml").is_none());
+        assert!(k.get("revision").is_none());
         assert_eq!(k["format"], "saml-fit-2");
+        // STAR's key carries its code revision; no other model's does.
+        for s in &all {
+            let k = key(&config(ds, s, p, 1).unwrap(), 2).unwrap();
+            let want = (s.model == "star").then(|| json!(2));
+            assert_eq!(k.get("revision"), want.as_ref(), "{}", s.label);
+        }
         // SAML's holds its whole configuration, defaults included: a changed default is a
         // changed key, though the written parameters are the same.
         let k = key(&saml, 2).unwrap();
