@@ -231,6 +231,17 @@ impl Schema {
         if self.num_scenarios == 0 {
             return Err("num_scenarios must be at least 1".into());
         }
+        // Scenario ids are the field's values, 0..num_scenarios with no OOV slot.
+        if let Some(f) = self.scenario_field.as_deref().and_then(|n| self.field(n))
+            && f.kind == FieldKind::Categorical
+            && f.vocab != self.num_scenarios
+        {
+            return Err(format!(
+                "the scenario field `{}` has a vocabulary of {} but num_scenarios is {}; \
+                 they must be equal (scenario ids are 0..num_scenarios)",
+                f.name, f.vocab, self.num_scenarios
+            ));
+        }
         Ok(())
     }
 }
@@ -258,5 +269,16 @@ mod tests {
         s.fields
             .push(FieldSpec::sequence("hist", 5, "h").sharing("user_id"));
         assert!(s.validate().unwrap_err().contains("vocab"));
+        s.fields.pop();
+        // The scenario field's vocabulary is the number of scenarios.
+        s.fields.push(FieldSpec::categorical("country", 3));
+        s.scenario_field = Some("country".into());
+        let e = s.validate().unwrap_err();
+        assert!(
+            e.contains("`country`") && e.contains("num_scenarios is 1"),
+            "{e}"
+        );
+        s.num_scenarios = 3;
+        assert!(s.validate().is_ok());
     }
 }

@@ -260,6 +260,15 @@ impl VarStore {
         if self.vars.contains_key(name) || self.buffers.contains_key(name) {
             candle_core::bail!("variable `{name}` created twice");
         }
+        if shape.dims().contains(&0) {
+            // candle multiplies by an empty dimension without complaint (a matmul over k = 0 is
+            // all zeros), so a width of 0 would train a model that ignores its input.
+            candle_core::bail!(
+                "variable `{name}` would have shape {:?}, with a dimension of 0: \
+                 is a width or `dim` in the configuration 0?",
+                shape.dims()
+            );
+        }
         let mut rng = self.rng(name);
         let t = init.tensor(shape, self.dtype, &self.device, &mut rng)?;
         Var::from_tensor(&t)
@@ -329,6 +338,14 @@ mod tests {
             x3.as_tensor().to_vec2::<f32>()?
         );
         assert!(a.var("x", 1, Init::Zeros).is_err());
+        // A zero width is refused, for variables and buffers, naming the variable.
+        for e in [
+            a.var("w", (4, 0), Init::HeNormal).unwrap_err(),
+            a.buffer("b", 0, Init::Zeros).unwrap_err(),
+        ] {
+            assert!(e.to_string().contains("dimension of 0"), "{e}");
+        }
+        assert!(a.get("w").is_none());
         let names: Vec<String> = a.vars().into_iter().map(|(n, _)| n).collect();
         assert_eq!(names, vec!["x", "y"]);
         Ok(())

@@ -23,7 +23,7 @@
 //! | DIN scoring `MLP([q; k; q*k; q-k])`; scenario query/key projections `I + P[s]` | \[ours\] | [`Saml`], [`InputLayer`] |
 //! | auxiliary network over the global representation, with its own loss | \[paper\] | [`Saml`] |
 //! | one branch per scenario, layer `k` reading `[h_m^(k-1); h_aux^(k-1)]` | \[paper\] | [`Saml`] |
-//! | branch `m` updated only by scenario `m`'s samples | \[paper\] | SAML: [`routed::routed_matmul`] on a batch sorted by scenario; MMoE and the mutual unit: [`Routing::select_own`], [`MutualUnit`] |
+//! | branch `m` updated only by scenario `m`'s samples (its gradient; Adam's momentum still moves it on a batch without scenario `m`) | \[paper\] | SAML: [`routed::routed_matmul`] on a batch sorted by scenario; MMoE and the mutual unit: [`Routing::select_own`], [`MutualUnit`] |
 //! | mutual unit: cosine + learned affinity gates, stop-gradient borrowing | [paper; equations ours] | [`MutualUnit`] |
 //! | loss `BCE(y) + lambda_aux BCE(y_aux)`, `lambda_aux = 1` | [paper; weights ours] | [`Saml`] |
 //! | optional mutual-learning term `mu KL(y \|\| stopgrad(y_aux))` (`mutual_kl`, off) | \[ours\] | [`SamlConfig::mutual_kl`] |

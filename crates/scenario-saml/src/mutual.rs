@@ -446,4 +446,31 @@ mod tests {
         );
         Ok(())
     }
+
+    /// Two scenarios: the softmax over the other scenario has one entry, so every gate is 1,
+    /// each sample adds the other branch in full, and beta and the affinity learn nothing (the
+    /// docs say the affinity is a result only from three scenarios on).
+    #[test]
+    fn two_scenarios_borrow_in_full_and_cannot_learn_an_affinity() -> Result<()> {
+        let mut vs = store();
+        let u = MutualUnit::new(&mut vs, "mu", 2)?;
+        u.affinity.set(&input(&[2, 2], 3)?.as_tensor().clone())?;
+        let r = Routing::new(vec![0, 1, 1], 2, DType::F64, &Device::Cpu)?;
+        let h = input(&[2, 3, 4], 1)?;
+        let out = u.forward(h.as_tensor(), &r)?;
+        let gates = out.gates.to_vec2::<f64>()?;
+        for (i, &s) in r.ids.iter().enumerate() {
+            let other = 1 - s as usize;
+            assert_eq!(gates[i][s as usize], 0.0);
+            assert!((gates[i][other] - 1.0).abs() < 1e-12);
+        }
+        let grads = weighted_sum(&out.output, 5)?.backward()?;
+        for v in [&u.beta, &u.affinity] {
+            if let Some(g) = grads.get(v.as_tensor()) {
+                let g = g.flatten_all()?.to_vec1::<f64>()?;
+                assert!(g.iter().all(|x| x.abs() < 1e-20), "{g:?}");
+            }
+        }
+        Ok(())
+    }
 }

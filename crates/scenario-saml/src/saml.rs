@@ -501,7 +501,9 @@ impl Saml {
         self.mutual.as_ref()
     }
 
-    /// The learned scenario-affinity matrix `c` as rows (with the mutual unit on).
+    /// The learned scenario-affinity matrix `c` as rows (with the mutual unit on). With two
+    /// scenarios it is not learned: the softmax over the other scenario has one entry, every
+    /// gate is 1 whatever `c` is, and `c` keeps its initial zeros.
     pub fn affinity(&self) -> Result<Option<Vec<Vec<f32>>>> {
         self.mutual
             .as_ref()
@@ -569,7 +571,8 @@ impl Saml {
         let mut scenario_sq = None;
         if let Some(se) = &mut self.scen_emb {
             let vs = se.forward(batch, &routing.ids, ctx.train)?;
-            if ctx.train && self.cfg.scenario_l2 > 0.0 {
+            // An empty batch has no mean (0/0 would stop training on a NaN loss).
+            if ctx.train && self.cfg.scenario_l2 > 0.0 && !routing.ids.is_empty() {
                 let sq = Tensor::cat(&vs, 1)?.sqr()?.sum(1)?.mean(0)?;
                 scenario_sq = Some(sq);
             }
@@ -850,6 +853,7 @@ impl Model for Saml {
             let kl = bernoulli_kl(&outputs[0], &last.aux_logit.detach())?;
             let (_, w, _) = rec_nn::loss::label_weights(&batch.labels[0], batch.weights.as_deref());
             let kl = match w {
+                None if kl.dims1()? == 0 => None,
                 None => Some(kl.mean_all()?),
                 // No labelled sample with weight: nothing to average (not 0/0).
                 Some(w) if w.iter().all(|&x| x == 0.0) => None,

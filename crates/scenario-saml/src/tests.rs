@@ -787,6 +787,75 @@ fn settings_and_schemas_the_models_cannot_honour_are_refused() -> Result<()> {
     let mut batch_norm = small_saml();
     batch_norm.attention.norm = rec_nn::layers::Norm::Batch;
     assert!(err(&batch_norm, &schema).contains("padding"));
+    // A width or `dim` of 0 (candle would multiply by the empty dimension and train a model
+    // that ignores its input) is refused by every model.
+    let zero_dim = SamlConfig {
+        dim: 0,
+        ..small_saml()
+    };
+    // (its tables refuse it first).
+    let e = err(&zero_dim, &schema);
+    assert!(e.contains("positive dimension"), "{e:?}");
+    let d = Device::Cpu;
+    let mut f = DefaultTableFactory::new(TablesConfig::default(), 1, &d);
+    let mut factory = |spec: &FieldSpec, dim: usize| f.build(spec, dim);
+    let star = StarConfig {
+        dim: 4,
+        hidden: vec![8, 0],
+        ..StarConfig::default()
+    };
+    let mmoe = MmoeConfig {
+        dim: 4,
+        tower_hidden: vec![0],
+        ..MmoeConfig::default()
+    };
+    let dnn = DnnConfig {
+        dim: 4,
+        mlp: rec_nn::layers::MlpConfig::new(&[8, 0]),
+        ..DnnConfig::default()
+    };
+    let errors = [
+        Star::new(&schema, &star, &mut factory, &d, 1).err(),
+        Mmoe::new(&schema, &mmoe, &mut factory, &d, 1).err(),
+        Shared::new(&schema, &dnn, &mut factory, &d, 1).err(),
+        Separate::new(&schema, &dnn, &mut factory, &d, 1).err(),
+    ];
+    for e in errors {
+        let e = e.map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("dimension of 0"), "{e:?}");
+    }
+    // A scenario field whose vocabulary is not the number of scenarios: ids past the
+    // branches would stop training late, and branches past the ids would never train.
+    let mut wider = schema.clone();
+    wider.num_scenarios += 1;
+    for name in NAMES {
+        let e = build(name, &wider, 1).err().map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.contains("num_scenarios")), "{name}");
+    }
+    Ok(())
+}
+
+/// An empty batch (a library user's last, empty slice) gives every model a finite loss, 0
+/// for the prediction losses; SAML's scenario penalty and mutual term have no 0/0 either.
+#[test]
+fn an_empty_batch_gives_every_model_a_finite_loss() -> Result<()> {
+    let p = planted(&[300, 200], &[0, 1], 3, 2);
+    let empty = p.data.range(0, 0);
+    for name in NAMES {
+        for cfg in [
+            small_saml(),
+            SamlConfig {
+                mutual_kl: 0.5,
+                ..small_saml()
+            },
+        ] {
+            let mut model = build_with(name, &p.data.schema, TablesConfig::default(), &cfg, 1)?;
+            let mut ctx = Ctx::new(true, 0, rand_chacha::ChaCha8Rng::seed_from_u64(1));
+            let out = model.forward(&empty, &mut ctx)?;
+            let loss = model.loss(&empty, &out)?.to_scalar::<f32>()?;
+            assert!(loss.is_finite(), "{name}: {loss}");
+        }
+    }
     Ok(())
 }
 

@@ -9,6 +9,10 @@ use crate::model::Ctx;
 /// Softmax over `dim`, from differentiable ops (candle's `softmax_last_dim` has no backward).
 /// The row maximum is subtracted first (and treated as a constant) for stability.
 pub fn softmax<Dm: candle_core::shape::Dim + Copy>(x: &Tensor, dim: Dm) -> Result<Tensor> {
+    if x.elem_count() == 0 {
+        // An empty batch: nothing to normalize (candle refuses to reduce an empty tensor).
+        return x.affine(1.0, 0.0);
+    }
     let m = x.max_keepdim(dim)?.detach();
     let e = x.broadcast_sub(&m)?.exp()?;
     e.broadcast_div(&e.sum_keepdim(dim)?)
@@ -23,6 +27,11 @@ pub fn masked_softmax(x: &Tensor, mask: &Tensor) -> Result<Tensor> {
     // without valid positions has maximum -inf, clamped to -1e30 so that nothing is NaN. A
     // finite padding constant instead became the maximum of a row whose valid scores were all
     // below it, and the row came out all zeros.
+    if x.elem_count() == 0 {
+        // No rows (an empty batch) or no positions: nothing to normalize (candle refuses to
+        // reduce an empty tensor).
+        return x.affine(1.0, 0.0);
+    }
     let keep = mask.ne(0.0)?;
     let neg_inf = x.ones_like()?.affine(0.0, f64::NEG_INFINITY)?;
     let m = keep
@@ -179,6 +188,18 @@ mod tests {
             || weighted_sum(&masked_softmax(x.as_tensor(), &mask)?, 4),
             &GradCheck::default(),
         )?;
+        Ok(())
+    }
+
+    /// An empty batch (no rows) or rows without positions come back empty, not as candle's
+    /// "empty tensor for reduce" error.
+    #[test]
+    fn softmaxes_of_empty_tensors_are_empty() -> Result<()> {
+        for shape in [(0usize, 4usize), (3, 0)] {
+            let x = Tensor::zeros(shape, DType::F32, &Device::Cpu)?;
+            assert_eq!(softmax(&x, D::Minus1)?.dims(), x.dims());
+            assert_eq!(masked_softmax(&x, &x)?.dims(), x.dims());
+        }
         Ok(())
     }
 
