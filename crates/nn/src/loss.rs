@@ -106,10 +106,18 @@ pub fn check_batch(schema: &Schema, batch: &Batch, outputs: usize) -> Result<()>
         );
     }
     let n = batch.len();
-    if let Some(w) = &batch.weights
-        && w.len() != n
-    {
-        candle_core::bail!("the batch has {} sample weights for {n} samples", w.len());
+    if let Some(w) = &batch.weights {
+        if w.len() != n {
+            candle_core::bail!("the batch has {} sample weights for {n} samples", w.len());
+        }
+        // A negative weight can cancel the others (a weight sum of 0 divides by 0) and turns
+        // a loss into a reward.
+        if let Some(i) = w.iter().position(|x| !(x.is_finite() && *x >= 0.0)) {
+            candle_core::bail!(
+                "sample {i} has weight {}: weights must be finite and not negative",
+                w[i]
+            );
+        }
     }
     for (task, labels) in schema.tasks.iter().zip(&batch.labels) {
         if labels.len() != n {
@@ -130,7 +138,8 @@ pub type TaskTargets = (Vec<f32>, Option<Vec<f32>>);
 /// The labels (missing ones as 0) and weights (missing labels weigh 0) of task `t` of a batch
 /// that passed [`check_batch`], or `None` when the task contributes nothing to the loss: no
 /// labelled sample, or all its labelled samples weigh 0 (a weighted mean would be 0 / 0). A
-/// multi-class label that is not a class index is an error.
+/// multi-class label that is not a class index, a binary label outside [0, 1] and an infinite
+/// regression label are errors.
 pub fn task_targets(schema: &Schema, batch: &Batch, t: usize) -> Result<Option<TaskTargets>> {
     let task = &schema.tasks[t];
     let (clean, weights, labelled) = label_weights(&batch.labels[t], batch.weights.as_deref());
@@ -140,6 +149,34 @@ pub fn task_targets(schema: &Schema, batch: &Batch, t: usize) -> Result<Option<T
             .is_some_and(|w| w.iter().all(|&x| x == 0.0))
     {
         return Ok(None);
+    }
+    // Binary labels are 0/1 (or probabilities): a label of -1 (the +-1 convention) has a
+    // cross-entropy without a lower bound, and an infinite one gives NaN.
+    let labels = &batch.labels[t];
+    match task.kind {
+        TaskKind::Binary => {
+            if let Some(i) = labels
+                .iter()
+                .position(|y| !(y.is_nan() || (0.0..=1.0).contains(y)))
+            {
+                candle_core::bail!(
+                    "task `{}`: the label at row {i} of the batch is {}, not in [0, 1] (binary \
+                     labels are 0 or 1; NaN = no label)",
+                    task.name,
+                    labels[i]
+                );
+            }
+        }
+        TaskKind::Regression => {
+            if let Some(i) = labels.iter().position(|y| y.is_infinite()) {
+                candle_core::bail!(
+                    "task `{}`: the label at row {i} of the batch is {}, not finite",
+                    task.name,
+                    labels[i]
+                );
+            }
+        }
+        TaskKind::Multiclass { .. } => {}
     }
     if let TaskKind::Multiclass { classes } = task.kind
         && let Some(bad) = batch.labels[t].iter().find(|&&y| {
@@ -295,6 +332,25 @@ mod tests {
         for bad in [2.5f32, -1.0, 3.0, f32::INFINITY] {
             let e = err(batch(vec![vec![1.0, 0.0], vec![bad, 1.0]], None));
             assert!(e.contains("not a class index"), "{bad}: {e}");
+        }
+        // Binary labels outside [0, 1], and negative or non-finite weights, are errors; a
+        // soft label inside is not.
+        for bad in [-1.0f32, 1.5, f32::INFINITY] {
+            let e = err(batch(vec![vec![bad, 0.0], vec![2.0, 1.0]], None));
+            assert!(
+                e.contains("`click`: the label at row 0") && e.contains("[0, 1]"),
+                "{bad}: {e}"
+            );
+        }
+        let soft = batch(vec![vec![0.25, 0.0], vec![2.0, 1.0]], None);
+        assert!(
+            task_loss(&schema, &soft, &outs)?
+                .to_scalar::<f32>()?
+                .is_finite()
+        );
+        for bad in [-1.0f32, f32::NAN, f32::INFINITY] {
+            let e = err(batch(good.clone(), Some(vec![1.0, bad])));
+            assert!(e.contains("sample 1 has weight"), "{bad}: {e}");
         }
         // A task whose labelled samples all weigh 0 adds nothing (not 0/0).
         let w = batch(

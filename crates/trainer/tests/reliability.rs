@@ -240,7 +240,7 @@ fn a_nan_gradient_stops_at_its_step_naming_the_parameter() {
 #[test]
 fn an_infinite_label_and_a_broken_update_are_named_too() {
     // An infinite label in batch 3 (NaN would mark a missing label, which the loss skips):
-    // the loss is not finite; the label, its task and its row are named.
+    // the loss refuses it, naming the label, its task and its row.
     let mut split = dense_split();
     let row = row_of_batch(2, 1);
     split.train.labels[0][row] = f32::INFINITY;
@@ -253,7 +253,7 @@ fn an_infinite_label_and_a_broken_update_are_named_too() {
     );
     assert!(e.contains("step 3, epoch 1, batch 3"), "{e}");
     assert!(
-        e.contains("the label of task `like` at row 1 of the batch is inf"),
+        e.contains("task `like`: the label at row 1 of the batch is inf"),
         "{e}"
     );
     assert!(!dir.path().join("checkpoints/latest").exists());

@@ -208,15 +208,24 @@ impl Dupn {
         self.encode_requests(&b)
     }
 
-    /// Scores `candidates` for the first user of `user` with the first item head (CTR on
-    /// P-ECOM): one logit per candidate.
+    /// Scores `candidates` for the first user of `user` with the first item head of a binary
+    /// task (CTR on P-ECOM): one logit per candidate.
     pub fn score(&mut self, user: &UserEncoding, candidates: &Candidates) -> Result<Vec<f32>> {
+        let binary: Vec<String> = self
+            .schema()
+            .tasks
+            .iter()
+            .filter(|t| t.kind == TaskKind::Binary)
+            .map(|t| t.name.clone())
+            .collect();
         let task = self
             .heads
             .iter()
-            .find(|h| matches!(h.kind, HeadKind::Item(_)))
+            .find(|h| matches!(h.kind, HeadKind::Item(_)) && binary.contains(&h.task))
             .map(|h| h.task.clone())
-            .ok_or_else(|| candle_core::Error::Msg("the model has no item head".into()))?;
+            .ok_or_else(|| {
+                candle_core::Error::Msg("the model has no item head of a binary task".into())
+            })?;
         self.score_task(&task, user, candidates)
     }
 
@@ -235,6 +244,21 @@ impl Dupn {
         if !matches!(self.heads[k].kind, HeadKind::Item(_)) {
             candle_core::bail!("task `{task}` has no item head");
         }
+        let kind = self
+            .schema()
+            .tasks
+            .iter()
+            .find(|t| t.name == task)
+            .map(|t| t.kind);
+        if kind != Some(TaskKind::Binary) {
+            candle_core::bail!(
+                "task `{task}` is not a binary task ({kind:?}): scoring gives one logit per \
+                 candidate, for binary tasks only"
+            );
+        }
+        if user.rep.dim(0)? == 0 {
+            candle_core::bail!("the user encoding holds no user (0 rows)");
+        }
         if candidates.is_empty() {
             return Ok(Vec::new());
         }
@@ -243,6 +267,20 @@ impl Dupn {
         let mut parts = Vec::with_capacity(fields.len());
         for f in &fields {
             let col = candidates.column(f)?;
+            // A table would serve an unknown ID some row (a full table row 0, a hashed one
+            // any row) and score it as if it were that item.
+            let vocab = self.schema().field(f).map_or(0, |s| s.vocab);
+            let ids = match col {
+                Column::Ids(v) => v.as_slice(),
+                Column::Ragged { values, .. } => values.as_slice(),
+                Column::Dense { .. } => candle_core::bail!("candidate column `{f}` is dense"),
+            };
+            if let Some(i) = ids.iter().position(|&x| x as usize >= vocab) {
+                candle_core::bail!(
+                    "candidate column `{f}`: ID {} is outside the field's vocabulary (0..{vocab})",
+                    ids[i]
+                );
+            }
             let table = self.item_table_mut(f)?;
             parts.push(pooled_lookup(table, col, Pooling::Mean, false, &dev)?);
         }

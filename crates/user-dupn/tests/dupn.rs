@@ -319,6 +319,71 @@ fn serving_scores_equal_the_full_model() -> Result<()> {
         ])
         .is_err()
     );
+    // An ID outside a candidate field's vocabulary is an error, not some row's score (a full
+    // table serves row 0 for it); so is scoring with a head that gives no logit per candidate
+    // (PPP is rep-only), or with an encoding of no user.
+    for f in fields {
+        let vocab = s.field(f).unwrap().vocab as u32;
+        let mut cols: Vec<(String, Column)> = fields
+            .iter()
+            .map(|g| (g.to_string(), cands.column(g).unwrap().clone()))
+            .collect();
+        let col = &mut cols.iter_mut().find(|(g, _)| g == f).unwrap().1;
+        match col {
+            Column::Ids(v) => v[3] = vocab,
+            Column::Ragged { values, .. } => values[0] = vocab,
+            Column::Dense { .. } => unreachable!(),
+        }
+        let e = m.score(&user, &Candidates::new(cols)?).unwrap_err();
+        assert!(e.to_string().contains(&format!("`{f}`: ID {vocab}")), "{e}");
+    }
+    assert!(m.score_task("ppp", &user, &candidates).is_err());
+    let nobody = user_dupn::serving::UserEncoding {
+        rep: user.rep.narrow(0, 0, 0)?,
+        rep_outputs: Vec::new(),
+    };
+    let e = m.score(&nobody, &candidates).unwrap_err();
+    assert!(e.to_string().contains("no user"), "{e}");
+    Ok(())
+}
+
+/// A multi-class task given an item head by configuration is trained, but not served as one
+/// logit per candidate: `score_task` refuses it, and `score` takes the binary task's head.
+#[test]
+fn serving_scores_binary_item_heads_only() -> Result<()> {
+    let mut cfg = small_cfg();
+    cfg.heads.insert("ppp".into(), user_dupn::HeadConfig::Item);
+    let mut m = build(&cfg, &JOINT, 3)?;
+    let ctr = &data().test.ctr;
+    let req = narrow(&ctr.range(0, 1), &JOINT);
+    let s = req.schema.clone();
+    let group: Vec<String> = s
+        .fields
+        .iter()
+        .filter(|f| f.group.as_deref() == Some("hist"))
+        .map(|f| f.name.clone())
+        .collect();
+    let values: Vec<Vec<u32>> = group
+        .iter()
+        .map(|g| req.column(g).unwrap().ragged_row(0).unwrap().to_vec())
+        .collect();
+    let history: Vec<(&str, &[u32])> = group
+        .iter()
+        .map(String::as_str)
+        .zip(values.iter().map(Vec::as_slice))
+        .collect();
+    let user = m.encode_user(&history, &[], &[])?;
+    let fields = ["item_id", "brand", "shop", "category", "tags"];
+    let cands = ctr.gather(&[0, 1, 2]);
+    let candidates = Candidates::new(
+        fields
+            .iter()
+            .map(|f| (f.to_string(), cands.column(f).unwrap().clone()))
+            .collect(),
+    )?;
+    let e = m.score_task("ppp", &user, &candidates).unwrap_err();
+    assert!(e.to_string().contains("not a binary task"), "{e}");
+    assert_eq!(m.score(&user, &candidates)?.len(), 3);
     Ok(())
 }
 
