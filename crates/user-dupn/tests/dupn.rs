@@ -243,6 +243,31 @@ fn assert_alone_equals_together(m: &mut Dupn, b: &Batch) -> Result<()> {
     Ok(())
 }
 
+/// The history group's field names and the first row's values of each.
+fn history_of(req: &Batch) -> (Vec<String>, Vec<Vec<u32>>) {
+    let group: Vec<String> = req
+        .schema
+        .fields
+        .iter()
+        .filter(|f| f.group.as_deref() == Some("hist"))
+        .map(|f| f.name.clone())
+        .collect();
+    let values = group
+        .iter()
+        .map(|g| req.column(g).unwrap().ragged_row(0).unwrap().to_vec())
+        .collect();
+    (group, values)
+}
+
+/// [`history_of`]'s parts as `encode_user` takes them.
+fn as_request<'a>(group: &'a [String], values: &'a [Vec<u32>]) -> Vec<(&'a str, &'a [u32])> {
+    group
+        .iter()
+        .map(String::as_str)
+        .zip(values.iter().map(Vec::as_slice))
+        .collect()
+}
+
 #[test]
 fn serving_scores_equal_the_full_model() -> Result<()> {
     let mut m = build(&small_cfg(), &JOINT, 3)?;
@@ -255,18 +280,8 @@ fn serving_scores_equal_the_full_model() -> Result<()> {
     let req = narrow(&ctr.range(row, row + 1), &JOINT);
     let s = &req.schema;
     let field_row = |name: &str| req.column(name).unwrap().ragged_row(0).unwrap().to_vec();
-    let group: Vec<String> = s
-        .fields
-        .iter()
-        .filter(|f| f.group.as_deref() == Some("hist"))
-        .map(|f| f.name.clone())
-        .collect();
-    let values: Vec<Vec<u32>> = group.iter().map(|g| field_row(g)).collect();
-    let history: Vec<(&str, &[u32])> = group
-        .iter()
-        .map(String::as_str)
-        .zip(values.iter().map(Vec::as_slice))
-        .collect();
+    let (group, values) = history_of(&req);
+    let history = as_request(&group, &values);
     let query = field_row("query");
     let id = |f: &str| req.ids(f).unwrap()[0];
     let profile = [
@@ -356,22 +371,8 @@ fn serving_scores_binary_item_heads_only() -> Result<()> {
     let mut m = build(&cfg, &JOINT, 3)?;
     let ctr = &data().test.ctr;
     let req = narrow(&ctr.range(0, 1), &JOINT);
-    let s = req.schema.clone();
-    let group: Vec<String> = s
-        .fields
-        .iter()
-        .filter(|f| f.group.as_deref() == Some("hist"))
-        .map(|f| f.name.clone())
-        .collect();
-    let values: Vec<Vec<u32>> = group
-        .iter()
-        .map(|g| req.column(g).unwrap().ragged_row(0).unwrap().to_vec())
-        .collect();
-    let history: Vec<(&str, &[u32])> = group
-        .iter()
-        .map(String::as_str)
-        .zip(values.iter().map(Vec::as_slice))
-        .collect();
+    let (group, values) = history_of(&req);
+    let history = as_request(&group, &values);
     let user = m.encode_user(&history, &[], &[])?;
     let fields = ["item_id", "brand", "shop", "category", "tags"];
     let cands = ctr.gather(&[0, 1, 2]);
