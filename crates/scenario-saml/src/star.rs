@@ -49,7 +49,8 @@ use crate::scenario::{Routing, check_schema};
 /// batch [ours; the paper does not say] is normalized with its running statistics instead: its
 /// batch statistics would map the sample to `beta + beta_s` whatever it is, and give it no
 /// gradient below the normalization (with many scenarios and small batches that drops many
-/// samples). Evaluation uses the running statistics of the sample's scenario. Output `(gamma * gamma_s) * x_hat + (beta + beta_s)`.
+/// samples). Evaluation uses the running statistics of the sample's scenario. Output
+/// `(gamma * gamma_s) * x_hat + (beta + beta_s)`.
 /// Variables `{prefix}.gamma`, `.beta`, `.gamma_s`, `.beta_s`; buffers `.running_mean`,
 /// `.running_var` (`[M, dim]`).
 pub struct PartitionedNorm {
