@@ -11,7 +11,9 @@
 //! and recomputed.
 //!
 //! The key holds the configuration, the seed and a format version, not the code: after
-//! changing a model or the experiment, run with `--fresh` (recompute everything). The results
+//! changing a model or the experiment, run with `--fresh` (recompute everything), or put a
+//! revision of the changed model in its keys (the SAML experiment's `revision`) so that only
+//! its units are recomputed. The results
 //! page lists the commits its numbers come from. `--verify PERCENT` recomputes a sample of the
 //! reused units with the code as it is now and reports how far their stored numbers are from
 //! the new ones (the page keeps the stored ones), so a page built from units of older commits
