@@ -92,8 +92,9 @@ impl PartitionedNorm {
             for &s in &routing.ids {
                 count[s as usize] += 1;
             }
-            let counts = oh.sum(0)?; // [M]
-            let denom = counts.clamp(1.0, f64::INFINITY)?.unsqueeze(1)?; // [M, 1]
+            let denom: Vec<f64> = count.iter().map(|&c| c.max(1) as f64).collect();
+            let denom =
+                Tensor::from_vec(denom, (count.len(), 1), x.device())?.to_dtype(x.dtype())?;
             let mean = oh.t()?.matmul(x)?.broadcast_div(&denom)?; // [M, dim]
             let mean_i = oh.matmul(&mean)?; // [n, dim]
             let xc = (x - &mean_i)?;

@@ -259,6 +259,17 @@ fn history_of(req: &Batch) -> (Vec<String>, Vec<Vec<u32>>) {
     (group, values)
 }
 
+/// The target-side item fields of the P-ECOM schema: what a candidate is made of.
+const ITEM_FIELDS: [&str; 5] = ["item_id", "brand", "shop", "category", "tags"];
+
+/// The candidates of the rows of `b`: its [`ITEM_FIELDS`] columns.
+fn candidate_columns(b: &Batch) -> Vec<(String, Column)> {
+    ITEM_FIELDS
+        .iter()
+        .map(|f| (f.to_string(), b.column(f).unwrap().clone()))
+        .collect()
+}
+
 /// [`history_of`]'s parts as `encode_user` takes them.
 fn as_request<'a>(group: &'a [String], values: &'a [Vec<u32>]) -> Vec<(&'a str, &'a [u32])> {
     group
@@ -295,13 +306,8 @@ fn serving_scores_equal_the_full_model() -> Result<()> {
     let k = 40;
     let cand_rows: Vec<usize> = (0..k).collect();
     let cands = ctr.gather(&cand_rows);
-    let fields = ["item_id", "brand", "shop", "category", "tags"];
-    let candidates = Candidates::new(
-        fields
-            .iter()
-            .map(|f| (f.to_string(), cands.column(f).unwrap().clone()))
-            .collect(),
-    )?;
+    let fields = ITEM_FIELDS;
+    let candidates = Candidates::new(candidate_columns(&cands))?;
     let fast = m.score(&user, &candidates)?;
     // The full model on k copies of the request with the candidates' item fields.
     let mut full = req.gather(&vec![0; k]);
@@ -339,10 +345,7 @@ fn serving_scores_equal_the_full_model() -> Result<()> {
     // (PPP is rep-only), or with an encoding of no user.
     for f in fields {
         let vocab = s.field(f).unwrap().vocab as u32;
-        let mut cols: Vec<(String, Column)> = fields
-            .iter()
-            .map(|g| (g.to_string(), cands.column(g).unwrap().clone()))
-            .collect();
+        let mut cols = candidate_columns(&cands);
         let col = &mut cols.iter_mut().find(|(g, _)| g == f).unwrap().1;
         match col {
             Column::Ids(v) => v[3] = vocab,
@@ -374,14 +377,7 @@ fn serving_scores_binary_item_heads_only() -> Result<()> {
     let (group, values) = history_of(&req);
     let history = as_request(&group, &values);
     let user = m.encode_user(&history, &[], &[])?;
-    let fields = ["item_id", "brand", "shop", "category", "tags"];
-    let cands = ctr.gather(&[0, 1, 2]);
-    let candidates = Candidates::new(
-        fields
-            .iter()
-            .map(|f| (f.to_string(), cands.column(f).unwrap().clone()))
-            .collect(),
-    )?;
+    let candidates = Candidates::new(candidate_columns(&ctr.gather(&[0, 1, 2])))?;
     let e = m.score_task("ppp", &user, &candidates).unwrap_err();
     assert!(e.to_string().contains("not a binary task"), "{e}");
     assert_eq!(m.score(&user, &candidates)?.len(), 3);
