@@ -715,7 +715,7 @@ impl DatasetResult {
 /// One training run of the experiment: model label, grid point, progress label, configuration.
 type Unit = (&'static str, Point, String, Config);
 
-/// Changes of a model's code that change its numbers, by model label: a new revision is a new
+/// Changes of a model's code that change its numbers, by model name: a new revision is a new
 /// key for that model's runs only, so they are trained again and every other model's cached
 /// runs are kept. Models without an entry have the keys they had before revisions existed.
 fn revision(model: &str) -> Option<u32> {
