@@ -139,12 +139,14 @@ fn d_head() -> MlpConfig {
         norm: rec_nn::layers::Norm::None,
     }
 }
-fn d_profile() -> Vec<String> {
+/// The default `profile`: the synthetic generator's profile fields.
+pub(crate) fn d_profile() -> Vec<String> {
     ["user_id", "age", "gender", "country"]
         .map(String::from)
         .to_vec()
 }
-fn d_query() -> String {
+/// The default `query` field name.
+pub(crate) fn d_query() -> String {
     "query".into()
 }
 
@@ -156,7 +158,8 @@ fn d_query() -> String {
 /// behaviour, embedded with the tables of the fields they share (so the target item and the
 /// history use the same vectors); the other fields of the group (`hist_behaviour`,
 /// `hist_channel`, `hist_gap`, ...) are the **property part**. `profile` names the user profile
-/// fields and `query` the bag-of-terms query field; those missing from the schema are skipped.
+/// fields and `query` the bag-of-terms query field. At their defaults, the fields a schema
+/// lacks are skipped; a list or name set otherwise must be in the schema (an error names it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DupnConfig {
@@ -202,11 +205,12 @@ pub struct DupnConfig {
     /// Name of the aligned sequence group holding the behaviours (default `hist`).
     #[serde(default = "d_group")]
     pub history_group: String,
-    /// User profile fields (default `user_id`, `age`, `gender`, `country`; missing ones are
-    /// skipped).
+    /// User profile fields (default `user_id`, `age`, `gender`, `country`, of which those the
+    /// schema lacks are skipped; any other list must name categorical fields of the schema).
     #[serde(default = "d_profile")]
     pub profile: Vec<String>,
-    /// Bag-of-terms query field (default `query`; skipped when the schema has none). It enters
+    /// Bag-of-terms query field (default `query`, skipped when the schema has none; another
+    /// name must be a multi-hot field of the schema). It enters
     /// through the attention net, so the baseline encoders (no attention) do not use it.
     #[serde(default = "d_query")]
     pub query: String,

@@ -58,17 +58,39 @@ impl Roles {
                 cfg.history_group
             );
         }
+        // The defaults name the fields of the synthetic generator's schema and are skipped
+        // where a schema lacks them; a name the configuration sets must be in the schema, so
+        // that a typo is an error rather than a model without that input.
+        let named = |kind: FieldKind| {
+            schema
+                .fields
+                .iter()
+                .filter(|f| f.kind == kind)
+                .map(|f| format!("`{}`", f.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let default_profile = cfg.profile == crate::config::d_profile();
         for p in &cfg.profile {
             match schema.field(p) {
                 Some(f) if f.kind == FieldKind::Categorical => r.profile.push(p.clone()),
                 Some(_) => candle_core::bail!("dupn: profile field `{p}` is not categorical"),
-                None => {}
+                None if default_profile => {}
+                None => candle_core::bail!(
+                    "dupn: profile field `{p}` is not in the schema (its categorical fields: {})",
+                    named(FieldKind::Categorical)
+                ),
             }
         }
         r.query = match schema.field(&cfg.query) {
             Some(f) if f.kind == FieldKind::MultiHot => Some(f.name.clone()),
             Some(_) => candle_core::bail!("dupn: query field `{}` is not multi-hot", cfg.query),
-            None => None,
+            None if cfg.query == crate::config::d_query() => None,
+            None => candle_core::bail!(
+                "dupn: query field `{}` is not in the schema (its multi-hot fields: {})",
+                cfg.query,
+                named(FieldKind::MultiHot)
+            ),
         };
         Ok(r)
     }

@@ -172,6 +172,42 @@ fn the_rank_head_refuses_a_regression_task() {
     assert!(e.contains("rank task `l2r` must be binary"), "{e}");
 }
 
+/// The default profile and query names are skipped where a schema lacks them; a name the
+/// configuration sets must be in the schema, so a typo is an error naming it.
+#[test]
+fn profile_and_query_names_that_are_set_must_be_in_the_schema() -> Result<()> {
+    let schema = &data().schema;
+    let roles = user_dupn::Roles::of(schema, &small_cfg())?;
+    assert!(roles.profile.iter().all(|p| schema.field(p).is_some()));
+    assert!(roles.profile.contains(&"user_id".to_string()));
+    assert_eq!(roles.query.as_deref(), Some("query"));
+
+    // Without a query field the default name is skipped.
+    let mut no_query = (**schema).clone();
+    no_query.fields.retain(|f| f.name != "query");
+    assert_eq!(user_dupn::Roles::of(&no_query, &small_cfg())?.query, None);
+
+    let mut typo = small_cfg();
+    typo.profile = vec!["user_id".into(), "gendr".into()];
+    let e = user_dupn::Roles::of(schema, &typo).unwrap_err().to_string();
+    assert!(
+        e.contains("profile field `gendr` is not in the schema") && e.contains("`gender`"),
+        "{e}"
+    );
+    let mut typo = small_cfg();
+    typo.query = "querry".into();
+    let e = user_dupn::Roles::of(schema, &typo).unwrap_err().to_string();
+    assert!(
+        e.contains("query field `querry` is not in the schema") && e.contains("`query`"),
+        "{e}"
+    );
+    // A set list of fields that exist is taken as it is.
+    let mut set = small_cfg();
+    set.profile = vec!["user_id".into()];
+    assert_eq!(user_dupn::Roles::of(schema, &set)?.profile, ["user_id"]);
+    Ok(())
+}
+
 #[test]
 fn the_rank_head_can_add_an_item_term() -> Result<()> {
     let b = mixed_batch(24);
