@@ -244,11 +244,17 @@ struct Spec {
     model: &'static str,
     params: toml::Table,
     /// Tuned on the grid (baselines, SAML, and the variants that change its architecture) or
-    /// using SAML's point (ablations and the other variants).
+    /// using the point chosen for `point_of` (ablations and the other variants).
     tuned: bool,
     /// A variant that adds something to SAML rather than removing a part: reported in the
     /// ablation table, not checked as "costs AUC".
     variant: bool,
+    /// The tuned spec whose chosen point an untuned spec uses (`saml` for SAML's ablations,
+    /// `star` for STAR's).
+    point_of: &'static str,
+    /// Left out of the default run; trained only when `--models` names it (the STAR
+    /// ablations, a question about a baseline rather than part of the comparison).
+    opt_in: bool,
     about: &'static str,
 }
 
@@ -308,6 +314,8 @@ fn specs(has_sequence: bool) -> Vec<Spec> {
             params: base_params(m, DIM),
             tuned: true,
             variant: false,
+            point_of: m,
+            opt_in: false,
             about: match m {
                 "shared" => "one network, scenario id as a feature",
                 "separate" => "one network per scenario, trained on its scenario only",
@@ -322,6 +330,8 @@ fn specs(has_sequence: bool) -> Vec<Spec> {
         params: base_params("saml", DIM),
         tuned: true,
         variant: false,
+        point_of: "saml",
+        opt_in: false,
         about: "SAML, every part on",
     });
     // SAML as first run here: branches as wide as the auxiliary network. Tuned on the grid
@@ -334,6 +344,8 @@ fn specs(has_sequence: bool) -> Vec<Spec> {
         params: wide,
         tuned: true,
         variant: true,
+        point_of: "saml-full-branches",
+        opt_in: false,
         about: "variant: branches as wide as the auxiliary network (branch_hidden = hidden), tuned on the grid",
     });
     // Branch layers factored as STAR's (shared weights times per-branch ones), for the small
@@ -346,6 +358,8 @@ fn specs(has_sequence: bool) -> Vec<Spec> {
         params: factored,
         tuned: true,
         variant: true,
+        point_of: "saml-shared-branches",
+        opt_in: false,
         about: "variant: branch layers factored as STAR's, shared weights times per-branch ones (shared_branches = true), tuned on the grid",
     });
     // The output reads the auxiliary network through a head per scenario instead of the
@@ -359,6 +373,8 @@ fn specs(has_sequence: bool) -> Vec<Spec> {
         params: per_head,
         tuned: true,
         variant: true,
+        point_of: "saml-aux-head-per-scenario",
+        opt_in: false,
         about: "variant, designed after reading this page's test tables: the output reads the auxiliary network through a head per scenario (aux_head_per_scenario = true), tuned on the grid",
     });
     let ablation = |label, about, edit: &dyn Fn(&mut toml::Table)| {
@@ -370,6 +386,8 @@ fn specs(has_sequence: bool) -> Vec<Spec> {
             params: p,
             tuned: false,
             variant: false,
+            point_of: "saml",
+            opt_in: false,
             about,
         }
     };
@@ -441,14 +459,43 @@ fn specs(has_sequence: bool) -> Vec<Spec> {
     );
     zero.variant = true;
     v.push(zero);
+    // Which part of STAR serves the smallest scenario (opt-in: `--models star,star-no-...`).
+    // Untuned, at STAR's chosen point.
+    let star_ablation = |label, about, key: &str, value: toml::Value| {
+        let mut p = base_params("star", DIM);
+        p.insert(key.into(), value);
+        Spec {
+            label,
+            model: "star",
+            params: p,
+            tuned: false,
+            variant: false,
+            point_of: "star",
+            opt_in: true,
+            about,
+        }
+    };
+    v.push(star_ablation(
+        "star-no-partitioned-norm",
+        "STAR without partitioned normalization (partitioned_norm = false)",
+        "partitioned_norm",
+        false.into(),
+    ));
+    v.push(star_ablation(
+        "star-no-aux-net",
+        "STAR without the auxiliary network over the scenario indicator (aux_hidden = [])",
+        "aux_hidden",
+        toml::Value::Array(Vec::new()),
+    ));
     v
 }
 
-/// The specs `--models` keeps (all of them when it is empty), in the experiment's order; an
-/// unknown label is an error, and so are untuned specs without `saml`, whose point they use.
+/// The specs `--models` keeps (without it, every spec but the opt-in ones), in the
+/// experiment's order; an unknown label is an error, and so is an untuned spec without the
+/// spec whose chosen point it uses (`saml` for SAML's ablations, `star` for STAR's).
 fn chosen_specs(all: Vec<Spec>, models: &[String]) -> Result<Vec<Spec>> {
     if models.is_empty() {
-        return Ok(all);
+        return Ok(all.into_iter().filter(|s| !s.opt_in).collect());
     }
     for m in models {
         anyhow::ensure!(
@@ -461,10 +508,15 @@ fn chosen_specs(all: Vec<Spec>, models: &[String]) -> Result<Vec<Spec>> {
         .into_iter()
         .filter(|s| models.iter().any(|m| m == s.label))
         .collect();
-    anyhow::ensure!(
-        kept.iter().all(|s| s.tuned) || kept.iter().any(|s| s.label == "saml"),
-        "--models: the ablations and untuned variants use SAML's chosen point; add `saml`"
-    );
+    for s in kept.iter().filter(|s| !s.tuned) {
+        anyhow::ensure!(
+            kept.iter().any(|k| k.label == s.point_of),
+            "--models: `{}` uses {}'s chosen point; add `{}`",
+            s.label,
+            s.point_of,
+            s.point_of
+        );
+    }
     Ok(kept)
 }
 
@@ -862,7 +914,6 @@ fn run_dataset(
             .map_or(points[0], |(p, _)| *p);
         out.tuning.insert(spec.label.to_string(), (scored, best));
     }
-    let saml_point = out.tuning.get("saml").map_or(points[0], |t| t.1);
     let mut splits = vec![split1];
     for &seed in &seeds[1..] {
         splits.push(rec_trainer::data::load_split(&DataConfig {
@@ -873,11 +924,7 @@ fn run_dataset(
     let mut final_units = Vec::new();
     for &seed in seeds {
         for spec in &specs {
-            let point = if spec.tuned {
-                out.tuning[spec.label].1
-            } else {
-                saml_point
-            };
+            let point = out.tuning.get(spec.point_of).map_or(points[0], |t| t.1);
             let label = format!("{} seed {seed} {}", ds.key, spec.label);
             final_units.push((spec.label, point, label, config(ds, spec, point, seed)?));
         }
@@ -1233,7 +1280,11 @@ fn claims(ds: &Dataset, r: &DatasetResult) -> Vec<Claim> {
         // SAML seed by seed (as the page's paired table): it costs AUC when the paired
         // difference is negative by more than its std. A missing ablation is a claim that
         // does not hold.
-        for spec in r.specs.iter().filter(|s| !s.tuned && !s.variant) {
+        for spec in r
+            .specs
+            .iter()
+            .filter(|s| s.model == "saml" && !s.tuned && !s.variant)
+        {
             let text = format!(
                 "{} costs AUC (the ablation minus SAML, paired by seed, is below zero by more \
                  than its std)",
@@ -1359,13 +1410,21 @@ fn write_page(
     writeln!(
         s,
         "- Tuning: the same grid for every model, {} points (learning rate x dropout: {}), \
-         chosen on seed {}'s validation AUC; the SAML ablations use SAML's point.",
+         chosen on seed {}'s validation AUC; the SAML ablations use SAML's point{}.",
         g.len(),
         g.iter()
             .map(|p| format!("({}, {})", p.lr, p.dropout))
             .collect::<Vec<_>>()
             .join(", "),
-        seeds[0]
+        seeds[0],
+        if sets
+            .iter()
+            .any(|d| d.1.specs.iter().any(|sp| sp.model == "star" && !sp.tuned))
+        {
+            " and the STAR ablations (trained only when `--models` names them) STAR's"
+        } else {
+            ""
+        }
     )?;
     if let Some(seed) = args.synthetic_seed {
         writeln!(
@@ -1529,6 +1588,55 @@ fn write_page(
                 None => writeln!(s, " {:+.4} |", a - full)?,
             }
         }
+        // STAR's ablations (opt-in), each minus STAR paired per seed and slice: which part
+        // of STAR serves which scenario.
+        let star_ablations: Vec<&Spec> = r
+            .specs
+            .iter()
+            .filter(|sp| sp.model == "star" && !sp.tuned)
+            .collect();
+        if !star_ablations.is_empty() {
+            writeln!(
+                s,
+                "\nAblations of STAR, at STAR's chosen point (test AUC; then each minus STAR, paired \
+                 per seed as above):\n"
+            )?;
+            s.push_str(&scenario_header("variant", &r.scenario_labels, None));
+            for spec in r
+                .specs
+                .iter()
+                .filter(|sp| sp.label == "star")
+                .chain(star_ablations.iter().copied())
+            {
+                write!(
+                    s,
+                    "| {} ({}) | {} |",
+                    spec.label,
+                    spec.about,
+                    fmt_stat(stat(&r.results, spec.label, "all", "auc"), 4)
+                )?;
+                for k in 0..r.num_scenarios {
+                    write!(
+                        s,
+                        " {} |",
+                        fmt_stat(
+                            stat(&r.results, spec.label, &format!("scenario_{k}"), "auc"),
+                            4
+                        )
+                    )?;
+                }
+                writeln!(s)?;
+            }
+            writeln!(s)?;
+            s.push_str(&scenario_header(
+                "ablation minus STAR",
+                &r.scenario_labels,
+                None,
+            ));
+            for spec in &star_ablations {
+                paired_row(&mut s, spec.label, spec.label, "star")?;
+            }
+        }
         if !r.specs.iter().any(|sp| sp.label == "saml-no-scenario-att") {
             writeln!(
                 s,
@@ -1560,7 +1668,14 @@ fn write_page(
                         .join("; "),
                     format!("{}, {}", c.lr, c.dropout),
                 ),
-                None => ("(SAML's point)".into(), String::new()),
+                None => (
+                    match spec.point_of {
+                        "saml" => "(SAML's point)".into(),
+                        "star" => "(STAR's point)".into(),
+                        p => format!("({p}'s point)"),
+                    },
+                    String::new(),
+                ),
             };
             writeln!(
                 s,
@@ -1824,6 +1939,24 @@ mod tests {
         assert!(err.to_string().contains("unknown model `nope`"), "{err}");
         let err = chosen_specs(specs(true), &["saml-no-mutual".into()]).unwrap_err();
         assert!(err.to_string().contains("add `saml`"), "{err}");
+        // STAR's ablations are opt-in, and use STAR's point.
+        assert!(
+            !chosen_specs(specs(true), &[])
+                .unwrap()
+                .iter()
+                .any(|s| s.opt_in || s.label.starts_with("star-"))
+        );
+        let err = chosen_specs(specs(true), &["star-no-partitioned-norm".into()]).unwrap_err();
+        assert!(err.to_string().contains("add `star`"), "{err}");
+        let star_only: Vec<String> = ["star", "star-no-partitioned-norm", "star-no-aux-net"]
+            .map(String::from)
+            .to_vec();
+        let kept = chosen_specs(specs(true), &star_only).unwrap();
+        assert_eq!(kept.len(), 3);
+        assert!(
+            kept.iter()
+                .all(|s| s.model == "star" && s.point_of == "star")
+        );
         for bad in [
             SamlArgs {
                 synthetic_seed: Some(77),
@@ -1933,10 +2066,19 @@ mod tests {
             params: toml::Table::new(),
             tuned: false,
             variant: false,
+            point_of: "saml",
+            opt_in: false,
             about: label,
         };
+        // A STAR ablation is no part of SAML's claims, however it compares.
+        let star_part = Spec {
+            model: "star",
+            point_of: "star",
+            opt_in: true,
+            ..spec("star-part")
+        };
         let mut r = DatasetResult::new(
-            vec![spec("steady"), spec("noisy"), spec("absent")],
+            vec![spec("steady"), spec("noisy"), spec("absent"), star_part],
             vec!["a".into()],
             vec![[10, 1, 1]],
         );
@@ -1959,6 +2101,7 @@ mod tests {
         assert!(find("steady").detail.ends_with("paired -0.0020 ± 0.0000"));
         assert!(!find("noisy").holds, "{}", find("noisy").detail);
         assert!(!find("absent").holds && find("absent").detail.contains("INCOMPLETE"));
+        assert!(!c.iter().any(|c| c.text.contains("star-part")));
     }
 
     #[test]
@@ -1995,8 +2138,47 @@ mod tests {
                 assert_eq!(cfg.model.name, spec.model);
             }
         }
-        assert_eq!(specs(false).len(), 16);
-        assert_eq!(specs(true).len(), 17);
+        assert_eq!(specs(false).len(), 18);
+        assert_eq!(specs(true).len(), 19);
+    }
+
+    /// Each STAR ablation is STAR's configuration with one switch off, and the rest at STAR's
+    /// defaults.
+    #[test]
+    fn star_ablations_turn_off_one_part_each() {
+        let all = specs(false);
+        let star = all.iter().find(|s| s.label == "star").unwrap();
+        let parse = |p: &toml::Table| -> scenario_saml::StarConfig {
+            toml::Value::Table(p.clone()).try_into().unwrap()
+        };
+        let full = parse(&star.params);
+        assert!(full.partitioned_norm && !full.aux_hidden.is_empty());
+        let no_norm = parse(
+            &all.iter()
+                .find(|s| s.label == "star-no-partitioned-norm")
+                .unwrap()
+                .params,
+        );
+        assert_eq!(
+            no_norm,
+            scenario_saml::StarConfig {
+                partitioned_norm: false,
+                ..full.clone()
+            }
+        );
+        let no_aux = parse(
+            &all.iter()
+                .find(|s| s.label == "star-no-aux-net")
+                .unwrap()
+                .params,
+        );
+        assert_eq!(
+            no_aux,
+            scenario_saml::StarConfig {
+                aux_hidden: Vec::new(),
+                ..full
+            }
+        );
     }
 
     /// The shipped SAML configurations are the experiment's SAML at the point its grid chose on
