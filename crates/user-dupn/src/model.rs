@@ -252,7 +252,13 @@ pub struct Dupn {
     pub(crate) heads: Vec<Head>,
     log_vars: Vec<Option<Var>>,
     rep_width: usize,
+    /// Unique within the process: tags the user encodings this model makes, so that scoring
+    /// refuses another model's encoding.
+    pub(crate) serving_id: u64,
 }
+
+/// The next [`Dupn::serving_id`].
+static NEXT_SERVING_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Dupn {
     /// Builds the model for `schema` (one head per task) with tables from `factory`.
@@ -479,6 +485,7 @@ impl Dupn {
             heads,
             log_vars,
             rep_width,
+            serving_id: NEXT_SERVING_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
     }
 

@@ -36,7 +36,12 @@ use rec_nn::{Ctx, Model};
 
 use crate::model::{Dupn, HeadKind};
 
-/// The encoding of one or more users for serving.
+/// The encoding of one or more users for serving, by the model that made it.
+///
+/// It belongs to that model instance: [`Dupn::score`] refuses an encoding of another model
+/// (an encoding of the same width would otherwise score silently wrong). It is a snapshot of
+/// the model's weights: after the model trains further or loads a checkpoint, encode again.
+#[derive(Debug, Clone)]
 pub struct UserEncoding {
     /// The representation `[rep_s; u]`, `[n, rep_width]`.
     pub rep: Tensor,
@@ -45,6 +50,47 @@ pub struct UserEncoding {
     /// Computed from this encoding's query (see the [module docs](self) on the query a head
     /// was trained with).
     pub rep_outputs: Vec<(String, Vec<f32>)>,
+    /// The [`Dupn::serving_id`] of the model that made it.
+    model: u64,
+}
+
+impl UserEncoding {
+    /// How many users (requests) this encoding holds.
+    pub fn len(&self) -> usize {
+        self.rep.dims().first().copied().unwrap_or(0)
+    }
+
+    /// True when it holds no user.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The users `start..start + len` of this encoding (rows of `rep`, and their rep-only
+    /// outputs), e.g. to score the candidates of each request of
+    /// [`Dupn::encode_requests`] in turn. A range past the end is an error.
+    pub fn rows(&self, start: usize, len: usize) -> Result<UserEncoding> {
+        let n = self.len();
+        if start.checked_add(len).is_none_or(|end| end > n) {
+            candle_core::bail!(
+                "user encoding: rows {start}..{} of {n}",
+                start.saturating_add(len)
+            );
+        }
+        let rep_outputs = self
+            .rep_outputs
+            .iter()
+            .map(|(task, v)| {
+                // `n * classes` values, row-major; a rep-only output of 0 users has none.
+                let per = v.len().checked_div(n).unwrap_or(0);
+                (task.clone(), v[start * per..(start + len) * per].to_vec())
+            })
+            .collect();
+        Ok(UserEncoding {
+            rep: self.rep.narrow(0, start, len)?,
+            rep_outputs,
+            model: self.model,
+        })
+    }
 }
 
 /// Candidate items: one column per target-side item field (e.g. `item_id`, `brand`, `shop`,
@@ -192,7 +238,11 @@ impl Dupn {
                 ));
             }
         }
-        Ok(UserEncoding { rep, rep_outputs })
+        Ok(UserEncoding {
+            rep,
+            rep_outputs,
+            model: self.serving_id,
+        })
     }
 
     /// Encodes one request: the history (every field of the history group, aligned, oldest
@@ -254,6 +304,11 @@ impl Dupn {
             candle_core::bail!(
                 "task `{task}` is not a binary task ({kind:?}): scoring gives one logit per \
                  candidate, for binary tasks only"
+            );
+        }
+        if user.model != self.serving_id {
+            candle_core::bail!(
+                "the user encoding was made by another model; encode the user with this one"
             );
         }
         if user.rep.dim(0)? == 0 {

@@ -392,12 +392,43 @@ fn serving_scores_equal_the_full_model() -> Result<()> {
         assert!(e.to_string().contains(&format!("`{f}`: ID {vocab}")), "{e}");
     }
     assert!(m.score_task("ppp", &user, &candidates).is_err());
-    let nobody = user_dupn::serving::UserEncoding {
-        rep: user.rep.narrow(0, 0, 0)?,
-        rep_outputs: Vec::new(),
-    };
+    let nobody = user.rows(0, 0)?;
+    assert!(nobody.is_empty());
     let e = m.score(&nobody, &candidates).unwrap_err();
     assert!(e.to_string().contains("no user"), "{e}");
+    assert!(user.rows(1, 1).is_err());
+    // Another model's encoding of the same width is refused, not scored.
+    let mut other = build(&small_cfg(), &JOINT, 4)?;
+    let e = other.score(&user, &candidates).unwrap_err();
+    assert!(e.to_string().contains("another model"), "{e}");
+    let own = other.encode_user(&history, &query, &profile)?;
+    assert!(other.score(&own, &candidates).is_ok());
+    Ok(())
+}
+
+/// Several requests encoded at once give, row by row, the encoding of each alone: the same
+/// scores and the same rep-only outputs.
+#[test]
+fn rows_of_a_batch_encoding_serve_like_single_requests() -> Result<()> {
+    let mut m = build(&small_cfg(), &JOINT, 3)?;
+    let ctr = &data().test.ctr;
+    let reqs = narrow(&ctr.range(0, 3), &JOINT);
+    let all = m.encode_requests(&reqs)?;
+    assert_eq!(all.len(), 3);
+    let candidates = Candidates::new(candidate_columns(&ctr.gather(&[3, 4, 5, 6])))?;
+    for i in 0..3 {
+        let alone = m.encode_requests(&narrow(&ctr.range(i, i + 1), &JOINT))?;
+        let row = all.rows(i, 1)?;
+        let (a, b) = (m.score(&row, &candidates)?, m.score(&alone, &candidates)?);
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() < 1e-5, "request {i}: {a:?} vs {b:?}");
+        }
+        assert_eq!(row.rep_outputs.len(), alone.rep_outputs.len());
+        for ((t, x), (u, y)) in row.rep_outputs.iter().zip(&alone.rep_outputs) {
+            assert_eq!((t, x.len()), (u, y.len()));
+            assert!(x.iter().zip(y).all(|(p, q)| (p - q).abs() < 1e-5), "{t}");
+        }
+    }
     Ok(())
 }
 
