@@ -9,7 +9,9 @@
 //! outputs `a_g`, `a_s`:
 //!
 //! 1. auxiliary network \[paper\]: `h_aux^(0) = [e_g; a_g]`, `h_aux^(k) = act(A_k h_aux^(k-1))`,
-//!    its own head `y_aux = sigmoid(w_aux . h_aux^(L))` and its own loss;
+//!    its own head `y_aux = sigmoid(w_aux . h_aux^(L))` and its own loss. With `scenario_norm`
+//!    \[ours, after STAR\], `[e_g; a_g]` is first normalized with its scenario's statistics
+//!    (STAR's [`PartitionedNorm`]), for the auxiliary network and every branch alike;
 //! 2. multi-branch network \[paper\]: `M` branches; layer `k` of branch `m` reads
 //!    `[h_m^(k-1); h_aux^(k-1)]` with `h_m^(0) = [e_s; a_s]` (the same input for every branch:
 //!    the sample's own scenario representation). A sample is run (and differentiated) through
@@ -48,6 +50,7 @@ use crate::nn::{Init, VarStore, activation_init, join};
 use crate::routed::{Groups, inverse_index, routed_matmul, scenario_order};
 use crate::scenario::{Routing, check_schema, scenario_ids};
 use crate::scenario_embedding::{ScenarioEmbedding, default_scenario_fields};
+use crate::star::PartitionedNorm;
 
 fn d_dim() -> usize {
     16
@@ -172,6 +175,17 @@ pub struct SamlConfig {
     /// serialized when false, so configurations written before it keep their form.
     #[serde(default, skip_serializing_if = "is_false")]
     pub aux_head_per_scenario: bool,
+    /// Partitioned normalization of the global input \[ours, after STAR (CIKM 2021)\]
+    /// (default false): `x = [e_g; a_g]`, which feeds the auxiliary network and every branch,
+    /// is batch-normalized with its scenario's statistics and scaled and shifted by
+    /// `gamma * gamma_s`, `beta + beta_s` (STAR's [`PartitionedNorm`],
+    /// running statistics per scenario in evaluation). A per-scenario scale of each global
+    /// embedding dimension costs `2 * M` vectors of the input's width, so a small scenario can
+    /// afford it where it cannot afford scenario embeddings. The scenario embeddings and the
+    /// scenario attention's output are not normalized. Not serialized when false, so
+    /// configurations written before it keep their form.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub scenario_norm: bool,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -202,6 +216,7 @@ impl Default for SamlConfig {
             scenario_zero_init: false,
             shared_branches: false,
             aux_head_per_scenario: false,
+            scenario_norm: false,
         }
     }
 }
@@ -287,6 +302,8 @@ pub struct Saml {
     m: usize,
     vs: VarStore,
     input: InputLayer,
+    /// Partitioned normalization of the global input (`scenario_norm`).
+    input_norm: Option<PartitionedNorm>,
     scen_emb: Option<ScenarioEmbedding>,
     scen_att: Option<ScenarioAttention>,
     aux: Vec<Linear>,
@@ -394,6 +411,11 @@ impl Saml {
             None
         };
         let aux_in = input.width();
+        let input_norm = if cfg.scenario_norm {
+            Some(PartitionedNorm::new(&mut vs, "input_norm", m, aux_in)?)
+        } else {
+            None
+        };
         let branch_in = scen_emb.as_ref().map_or(0, |s| s.num_fields() * s.dim())
             + scen_att.as_ref().map_or(0, |_| bw);
         let init = activation_init(cfg.activation);
@@ -472,6 +494,7 @@ impl Saml {
             m,
             vs,
             input,
+            input_norm,
             scen_emb,
             scen_att,
             aux,
@@ -566,7 +589,10 @@ impl Saml {
         ctx: &mut Ctx,
     ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
         let inp = self.input.forward(batch, ctx)?;
-        let x_aux = inp.concat()?;
+        let mut x_aux = inp.concat()?;
+        if let Some(pn) = &self.input_norm {
+            x_aux = pn.forward(&x_aux, routing, ctx.train)?;
+        }
         let mut branch_parts = Vec::new();
         let mut scenario_sq = None;
         if let Some(se) = &mut self.scen_emb {
@@ -907,6 +933,7 @@ mod tests {
             "scenario_zero_init",
             "shared_branches",
             "aux_head_per_scenario",
+            "scenario_norm",
         ] {
             assert!(off.get(key).is_none(), "{off}");
         }
@@ -923,11 +950,16 @@ mod tests {
                 aux_head_per_scenario: true,
                 ..SamlConfig::default()
             },
+            SamlConfig {
+                scenario_norm: true,
+                ..SamlConfig::default()
+            },
         ];
         let keys = [
             "scenario_zero_init",
             "shared_branches",
             "aux_head_per_scenario",
+            "scenario_norm",
         ];
         for (on, key) in ons.iter().zip(keys) {
             let v = serde_json::to_value(on).unwrap();
@@ -1047,16 +1079,19 @@ mod tests {
             (true, Some(1), true, Some([5, 9, 1]), true),
             (false, None, true, None, true),
         ];
-        // The same, with the auxiliary network read through a head per scenario.
+        // The same, with the auxiliary network read through a head per scenario; and with
+        // the global input normalized by scenario (`scenario_norm`).
         let variants: Vec<_> = variants
             .into_iter()
-            .map(|v| (v, false))
+            .map(|v| (v, false, false))
             .chain([
-                ((true, None, true, None, false), true),
-                ((true, Some(1), true, Some([5, 9, 1]), true), true),
+                ((true, None, true, None, false), true, false),
+                ((true, Some(1), true, Some([5, 9, 1]), true), true, false),
+                ((true, None, true, None, false), false, true),
+                ((true, Some(1), true, Some([5, 9, 1]), true), true, true),
             ])
             .collect();
-        for (batch, ((mutual, layer, aux_in_output, branch, shared), aux_head)) in
+        for (batch, ((mutual, layer, aux_in_output, branch, shared), aux_head, norm)) in
             [&all, &absent, &alone]
                 .into_iter()
                 .flat_map(|b| variants.iter().map(move |&v| (b, v)))
@@ -1073,11 +1108,13 @@ mod tests {
                 scenario_l2: 0.7,
                 shared_branches: shared,
                 aux_head_per_scenario: aux_head,
+                scenario_norm: norm,
                 ..SamlConfig::default()
             };
             let what = format!(
                 "mutual {mutual}, layer {layer:?}, aux in output {aux_in_output}, branches \
-                 {branch:?}, shared {shared}, aux head per scenario {aux_head}, scenarios {:?}",
+                 {branch:?}, shared {shared}, aux head per scenario {aux_head}, scenario norm \
+                 {norm}, scenarios {:?}",
                 batch
                     .scenarios()
                     .iter()
@@ -1128,6 +1165,80 @@ mod tests {
                     assert!(diff < 1e-5, "{what}: table {name} {k}: {diff}");
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// `scenario_norm`: the input normalization's running statistics are buffers (saved
+    /// with the model) that move in training and not in evaluation; its scenario rows learn
+    /// from their own scenario's samples only, its shared scale and shift from every sample.
+    #[test]
+    fn scenario_norm_normalizes_the_global_input_by_scenario() -> Result<()> {
+        use crate::testing::planted;
+        use rec_nn::model::Model as _;
+        let p = planted(&[30, 20, 14], &[0, 0, 1], 3, 7);
+        let batch = p.data.range(0, 48);
+        let cfg = SamlConfig {
+            dim: 4,
+            hidden: vec![8, 6],
+            scenario_norm: true,
+            ..SamlConfig::default()
+        };
+        let mut model = random_saml(&batch.schema, &cfg)?;
+        let stats = |m: &Saml| -> Result<Vec<f32>> {
+            let (mean, var) = m.input_norm.as_ref().expect("on").running_stats();
+            let mut v = mean.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+            v.extend(var.as_tensor().flatten_all()?.to_vec1::<f32>()?);
+            Ok(v)
+        };
+        let buffers: Vec<String> = model.buffers().into_iter().map(|(n, _)| n).collect();
+        assert!(
+            buffers.contains(&"input_norm.running_mean".to_string()),
+            "{buffers:?}"
+        );
+        let start = stats(&model)?;
+        model.forward(&batch, &mut Ctx::eval())?;
+        assert_eq!(
+            stats(&model)?,
+            start,
+            "evaluation moved the running statistics"
+        );
+        let mut train = Ctx::eval();
+        train.train = true;
+        model.forward(&batch, &mut train)?;
+        assert_ne!(
+            stats(&model)?,
+            start,
+            "training left the running statistics"
+        );
+
+        let rows: Vec<usize> = (0..batch.len())
+            .filter(|&i| batch.scenarios()[i] == 0)
+            .collect();
+        let only0 = batch.gather(&rows);
+        let out = model.forward(&only0, &mut train)?;
+        let grads = model.loss(&only0, &out)?.backward()?;
+        let grad = |name: &str| -> Tensor {
+            let (_, v) = model
+                .vs
+                .vars()
+                .into_iter()
+                .find(|(n, _)| n == name)
+                .unwrap_or_else(|| panic!("no variable {name}"));
+            grads.get(v.as_tensor()).expect("a gradient").clone()
+        };
+        for name in ["input_norm.gamma_s", "input_norm.beta_s"] {
+            let g = grad(name);
+            for s in 0..3 {
+                let n = g.get(s)?.abs()?.sum_all()?.to_scalar::<f32>()?;
+                assert_eq!(n > 0.0, s == 0, "{name} row {s}: {n}");
+            }
+        }
+        for name in ["input_norm.gamma", "input_norm.beta"] {
+            assert!(
+                grad(name).abs()?.sum_all()?.to_scalar::<f32>()? > 0.0,
+                "{name}"
+            );
         }
         Ok(())
     }

@@ -12,7 +12,9 @@ use rec_nn::{Ctx, Model};
 use crate::testing::planted;
 use crate::{DnnConfig, Mmoe, MmoeConfig, Saml, SamlConfig, Separate, Shared, Star, StarConfig};
 
-const NAMES: [&str; 5] = ["saml", "shared", "separate", "mmoe", "star"];
+/// The models; `saml-norm` is SAML with its global input normalized by scenario
+/// (`scenario_norm`).
+const NAMES: [&str; 6] = ["saml", "saml-norm", "shared", "separate", "mmoe", "star"];
 
 fn small_saml() -> SamlConfig {
     SamlConfig {
@@ -39,6 +41,16 @@ fn build_with(
     };
     Ok(match name {
         "saml" => Box::new(Saml::new(schema, saml, &mut factory, &d, seed)?),
+        "saml-norm" => Box::new(Saml::new(
+            schema,
+            &SamlConfig {
+                scenario_norm: true,
+                ..saml.clone()
+            },
+            &mut factory,
+            &d,
+            seed,
+        )?),
         "shared" => Box::new(Shared::new(schema, &dnn, &mut factory, &d, seed)?),
         "separate" => Box::new(Separate::new(schema, &dnn, &mut factory, &d, seed)?),
         "mmoe" => Box::new(Mmoe::new(
