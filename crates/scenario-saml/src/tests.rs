@@ -197,15 +197,22 @@ fn norm_of(g: &Option<Tensor>) -> Result<f64> {
 #[test]
 fn scenario_parameters_learn_only_from_their_own_scenario() -> Result<()> {
     // SAML: branch and head slices of scenarios 1 and 2 get exactly zero gradient from a
-    // scenario-0 batch; the auxiliary net and branch 0 get some.
-    for (name, g) in grads_of_scenario0("saml")? {
-        let Some(t) = &g else { continue };
-        if name.starts_with("branch.") || name.starts_with("head.") {
-            for s in 0..3 {
-                let part = norm_of(&Some(t.get(s)?))?;
-                assert_eq!(part > 0.0, s == 0, "{name} slice {s}: {part}");
+    // scenario-0 batch; the auxiliary net and branch 0 get some. With `scenario_norm`, so do
+    // the input normalization's scenario rows.
+    for model in ["saml", "saml-norm"] {
+        let mut normed = 0;
+        for (name, g) in grads_of_scenario0(model)? {
+            let Some(t) = &g else { continue };
+            let scenario_norm_row = name.starts_with("input_norm.") && name.ends_with("_s");
+            normed += scenario_norm_row as usize;
+            if name.starts_with("branch.") || name.starts_with("head.") || scenario_norm_row {
+                for s in 0..3 {
+                    let part = norm_of(&Some(t.get(s)?))?;
+                    assert_eq!(part > 0.0, s == 0, "{model}: {name} slice {s}: {part}");
+                }
             }
         }
+        assert_eq!(normed, if model == "saml" { 0 } else { 2 }, "{model}");
     }
     let saml = grads_of_scenario0("saml")?;
     assert!(

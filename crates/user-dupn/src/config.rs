@@ -209,8 +209,8 @@ pub struct DupnConfig {
     /// schema lacks are skipped; any other list must name categorical fields of the schema).
     #[serde(default = "d_profile")]
     pub profile: Vec<String>,
-    /// Bag-of-terms query field (default `query`, skipped when the schema has none; another
-    /// name must be a multi-hot field of the schema). It enters
+    /// Bag-of-terms query field (default `query`, skipped when the schema has none; `""`: no
+    /// query; another name must be a multi-hot field of the schema). It enters
     /// through the attention net, so the baseline encoders (no attention) do not use it.
     #[serde(default = "d_query")]
     pub query: String,

@@ -83,6 +83,7 @@ impl Roles {
             }
         }
         r.query = match schema.field(&cfg.query) {
+            _ if cfg.query.is_empty() => None,
             Some(f) if f.kind == FieldKind::MultiHot => Some(f.name.clone()),
             Some(_) => candle_core::bail!("dupn: query field `{}` is not multi-hot", cfg.query),
             None if cfg.query == crate::config::d_query() => None,

@@ -43,18 +43,26 @@ use crate::model::{Dupn, HeadKind};
 /// the model's weights: after the model trains further or loads a checkpoint, encode again.
 #[derive(Debug, Clone)]
 pub struct UserEncoding {
-    /// The representation `[rep_s; u]`, `[n, rep_width]`.
-    pub rep: Tensor,
-    /// The outputs of the rep-only heads (e.g. PPP), per task: probabilities, `n * classes`
-    /// values (softmax rows) for a multi-class task, `n` values (sigmoid) for a binary one.
-    /// Computed from this encoding's query (see the [module docs](self) on the query a head
-    /// was trained with).
-    pub rep_outputs: Vec<(String, Vec<f32>)>,
+    rep: Tensor,
+    rep_outputs: Vec<(String, Vec<f32>)>,
     /// The [`Dupn::serving_id`] of the model that made it.
     model: u64,
 }
 
 impl UserEncoding {
+    /// The representation `[rep_s; u]`, `[n, rep_width]`.
+    pub fn rep(&self) -> &Tensor {
+        &self.rep
+    }
+
+    /// The outputs of the rep-only heads (e.g. PPP), per task: probabilities, `n * classes`
+    /// values (softmax rows) for a multi-class task, `n` values (sigmoid) for a binary one.
+    /// Computed from this encoding's query (see the [module docs](self) on the query a head
+    /// was trained with).
+    pub fn rep_outputs(&self) -> &[(String, Vec<f32>)] {
+        &self.rep_outputs
+    }
+
     /// How many users (requests) this encoding holds.
     pub fn len(&self) -> usize {
         self.rep.dims().first().copied().unwrap_or(0)

@@ -178,8 +178,7 @@ fn the_rank_head_refuses_a_regression_task() {
 fn profile_and_query_names_that_are_set_must_be_in_the_schema() -> Result<()> {
     let schema = &data().schema;
     let roles = user_dupn::Roles::of(schema, &small_cfg())?;
-    assert!(roles.profile.iter().all(|p| schema.field(p).is_some()));
-    assert!(roles.profile.contains(&"user_id".to_string()));
+    assert_eq!(roles.profile, ["user_id", "age", "gender", "country"]);
     assert_eq!(roles.query.as_deref(), Some("query"));
 
     // Without a query field the default name is skipped.
@@ -201,6 +200,10 @@ fn profile_and_query_names_that_are_set_must_be_in_the_schema() -> Result<()> {
         e.contains("query field `querry` is not in the schema") && e.contains("`query`"),
         "{e}"
     );
+    // An empty query name leaves the query out.
+    let mut none = small_cfg();
+    none.query = String::new();
+    assert_eq!(user_dupn::Roles::of(schema, &none)?.query, None);
     // A set list of fields that exist is taken as it is.
     let mut set = small_cfg();
     set.profile = vec!["user_id".into()];
@@ -357,7 +360,7 @@ fn serving_scores_equal_the_full_model() -> Result<()> {
         assert!((a - b).abs() < 1e-4, "{a} vs {b}");
     }
     // Rep-only outputs (PPP) equal the full model's PPP probabilities.
-    let (task, ppp) = &user.rep_outputs[0];
+    let (task, ppp) = &user.rep_outputs()[0];
     assert_eq!(task, "ppp");
     let full_ppp = rec_nn::predict(&mut m, &req)?[2].clone();
     for (a, b) in ppp.iter().zip(&full_ppp) {
@@ -423,8 +426,8 @@ fn rows_of_a_batch_encoding_serve_like_single_requests() -> Result<()> {
         for (x, y) in a.iter().zip(&b) {
             assert!((x - y).abs() < 1e-5, "request {i}: {a:?} vs {b:?}");
         }
-        assert_eq!(row.rep_outputs.len(), alone.rep_outputs.len());
-        for ((t, x), (u, y)) in row.rep_outputs.iter().zip(&alone.rep_outputs) {
+        assert_eq!(row.rep_outputs().len(), alone.rep_outputs().len());
+        for ((t, x), (u, y)) in row.rep_outputs().iter().zip(alone.rep_outputs()) {
             assert_eq!((t, x.len()), (u, y.len()));
             assert!(x.iter().zip(y).all(|(p, q)| (p - q).abs() < 1e-5), "{t}");
         }

@@ -10,7 +10,9 @@
 //! same small grid (learning rate x dropout) on seed 1's validation AUC; the chosen point is then
 //! trained with seeds 1..=n. The SAML ablations use SAML's chosen point; the full-width SAML
 //! variant, the variant with branch layers factored as STAR's and the one with a head per
-//! scenario on the auxiliary network are tuned like SAML.
+//! scenario on the auxiliary network are tuned like SAML. Opt-in models, trained only when
+//! `--models` names them: the STAR ablations (at STAR's chosen point) and SAML with its
+//! global input normalized by scenario (`saml-scenario-norm`, tuned like SAML).
 //!
 //! Outputs: docs/results/saml.md (tables, claims with their numbers, cost), the learned and the
 //! planted scenario-affinity heat maps (PNG), and with `--json` one JSON object on the last line:
@@ -74,8 +76,10 @@ pub struct SamlArgs {
     /// chose on the preset's log (a check on a log the choices never saw). Needs --out.
     #[arg(long)]
     pub synthetic_seed: Option<u64>,
-    /// Train only these models of the comparison (labels as on the page, comma separated; the
-    /// ablations and untuned variants need `saml`, whose point they use). Needs --out.
+    /// Train only these models (labels as on the page, comma separated; an ablation needs the
+    /// model whose chosen point it uses: `saml` for SAML's, `star` for STAR's). Also the way
+    /// to train the opt-in models (`star-no-partitioned-norm`, `star-no-aux-net`,
+    /// `saml-scenario-norm`). Needs --out.
     #[arg(long, value_delimiter = ',')]
     pub models: Vec<String>,
 }
@@ -939,7 +943,13 @@ fn run_dataset(
     let mut final_units = Vec::new();
     for &seed in seeds {
         for spec in &specs {
-            let point = out.tuning.get(spec.point_of).map_or(points[0], |t| t.1);
+            let point = out
+                .tuning
+                .get(spec.point_of)
+                .map(|t| t.1)
+                .with_context(|| {
+                    format!("{}: no tuned point of `{}`", spec.label, spec.point_of)
+                })?;
             let label = format!("{} seed {seed} {}", ds.key, spec.label);
             final_units.push((spec.label, point, label, config(ds, spec, point, seed)?));
         }
@@ -1409,7 +1419,9 @@ fn write_page(
          saml-full-branches: branches {HIDDEN:?} too; saml-shared-branches: branches \
          {BRANCH_HIDDEN:?} whose layers are a weight shared by every branch times a per-branch \
          one, as STAR's are; saml-aux-head-per-scenario: SAML whose output adds the auxiliary \
-         network's last layer through a head per scenario; MMoE: every expert, towers [32]; STAR: \
+         network's last layer through a head per scenario; saml-scenario-norm (opt-in): SAML \
+         whose global input is normalized with its scenario's statistics, as by STAR's \
+         partitioned normalization; MMoE: every expert, towers [32]; STAR: \
          the star network), \
          DIN attention with a [32] scoring MLP over the behaviour sequence when the data have one, \
          Adam for dense parameters and row-wise Adam for the embeddings, batch 1024, at most {} \
@@ -1447,8 +1459,9 @@ fn write_page(
             "- Another synthetic log (`--synthetic-seed {seed}`): the generator's seed is {seed} \
              instead of the preset's, with the preset's sizes and structure. Every model keeps \
              the learning rate and dropout its grid chose on the preset's log (the grid below \
-             is that log's, read from the main page's runs); only the seeds' runs train and \
-             test on this log, which no choice of the experiment has seen."
+             is that log's: the main page's runs, or for an opt-in model its own runs on that \
+             log); only the seeds' runs train and test on this log, which no choice of the \
+             experiment has seen."
         )?;
     }
     if !args.models.is_empty() {
@@ -2119,6 +2132,65 @@ mod tests {
         assert!(!c.iter().any(|c| c.text.contains("star-part")));
     }
 
+    /// The page shows STAR's ablations in their own table (each minus STAR, paired per seed
+    /// and scenario), at STAR's point in the cost table, and outside SAML's ablation table.
+    #[test]
+    fn the_page_shows_star_ablations_against_star() {
+        let args = SamlArgs {
+            only: vec!["synthetic".into()],
+            models: vec!["star".into(), "star-no-partitioned-norm".into()],
+            out: "target/elsewhere".into(),
+            ..SamlArgs::default()
+        };
+        let ds = Dataset {
+            key: "synthetic",
+            title: "test",
+            data: DataConfig::default(),
+            epochs: 1,
+            batch: 1,
+            patience: 1,
+            truth: None,
+            scenario_labels: vec!["a".into(), "b".into()],
+            tune_data: None,
+        };
+        let kept = chosen_specs(specs(false), &args.models).unwrap();
+        let mut r = DatasetResult::new(kept, ds.scenario_labels.clone(), vec![[10, 1, 1]; 2]);
+        for (seed, base) in [(1u64, 0.70), (2, 0.80), (3, 0.75)] {
+            for (slice, shift) in [("all", 0.0), ("scenario_0", 0.01), ("scenario_1", -0.02)] {
+                r.results
+                    .add_seeded("star", slice, "auc", seed, base + shift);
+                // Without the norm: 0.01 lower overall on every seed, 0.05 higher on b.
+                let d = if slice == "scenario_1" { 0.05 } else { -0.01 };
+                r.results.add_seeded(
+                    "star-no-partitioned-norm",
+                    slice,
+                    "auc",
+                    seed,
+                    base + shift + d,
+                );
+            }
+        }
+        let page = write_page(&args, &[1, 2, 3], &[(ds, r)], &[], &[], "").unwrap();
+        assert!(page.contains("Ablations of STAR"), "{page}");
+        assert!(
+            page.contains("| star-no-partitioned-norm | -0.0100 ± 0.0000* | -0.0100 ± 0.0000* | +0.0500 ± 0.0000* |"),
+            "{page}"
+        );
+        assert!(page.contains("(STAR's point)"), "{page}");
+        assert!(
+            page.contains("the STAR ablations (trained only when `--models` names them) STAR's")
+        );
+        let saml_ablations = page
+            .split("Ablations of SAML")
+            .nth(1)
+            .and_then(|t| t.split("Ablations of STAR").next())
+            .unwrap();
+        assert!(
+            !saml_ablations.contains("star-no-partitioned-norm"),
+            "{page}"
+        );
+    }
+
     #[test]
     fn pair_auc_and_spearman() {
         let groups = [0, 0, 1, 1, 2];
@@ -2155,6 +2227,16 @@ mod tests {
         }
         assert_eq!(specs(false).len(), 19);
         assert_eq!(specs(true).len(), 20);
+        // A tuned spec uses its own point; an untuned one a tuned spec's.
+        let all = specs(true);
+        for spec in &all {
+            assert_eq!(spec.tuned, spec.point_of == spec.label, "{}", spec.label);
+            assert!(
+                all.iter().any(|t| t.tuned && t.label == spec.point_of),
+                "{}",
+                spec.label
+            );
+        }
     }
 
     /// Each STAR ablation is STAR's configuration with one switch off, and the rest at STAR's
