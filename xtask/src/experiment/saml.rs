@@ -1606,8 +1606,8 @@ fn write_page(
                 Some("Δ all"),
             ));
         }
-        let full = stat(&r.results, "saml", "all", "auc").map_or(f64::NAN, |s| s.mean);
-        for spec in saml_specs.iter().copied() {
+        // A spec's test AUC, overall and per scenario, as a table row (without its end).
+        let auc_row = |s: &mut String, spec: &Spec| -> Result<()> {
             write!(
                 s,
                 "| {} ({}) | {} |",
@@ -1625,6 +1625,11 @@ fn write_page(
                     )
                 )?;
             }
+            Ok(())
+        };
+        let full = stat(&r.results, "saml", "all", "auc").map_or(f64::NAN, |s| s.mean);
+        for spec in saml_specs.iter().copied() {
+            auc_row(&mut s, spec)?;
             let a = stat(&r.results, spec.label, "all", "auc").map_or(f64::NAN, |s| s.mean);
             match r.results.paired(spec.label, "saml", "all", "auc") {
                 Some(_) => writeln!(
@@ -1656,23 +1661,7 @@ fn write_page(
                 .filter(|sp| sp.label == "star")
                 .chain(star_ablations.iter().copied())
             {
-                write!(
-                    s,
-                    "| {} ({}) | {} |",
-                    spec.label,
-                    spec.about,
-                    fmt_stat(stat(&r.results, spec.label, "all", "auc"), 4)
-                )?;
-                for k in 0..r.num_scenarios {
-                    write!(
-                        s,
-                        " {} |",
-                        fmt_stat(
-                            stat(&r.results, spec.label, &format!("scenario_{k}"), "auc"),
-                            4
-                        )
-                    )?;
-                }
+                auc_row(&mut s, spec)?;
                 writeln!(s)?;
             }
             writeln!(s)?;
