@@ -2084,9 +2084,10 @@ mod tests {
         assert!(e.to_string().contains("pass --out DIR"), "{e}");
     }
 
-    #[test]
-    fn an_ablation_costs_auc_when_its_paired_difference_is_beyond_its_std() {
-        let ds = Dataset {
+    /// A synthetic data set of the given scenarios with no data behind it, for the page and
+    /// claim logic.
+    fn test_dataset(scenarios: &[&str]) -> Dataset {
+        Dataset {
             key: "synthetic",
             title: "test",
             data: DataConfig::default(),
@@ -2094,9 +2095,14 @@ mod tests {
             batch: 1,
             patience: 1,
             truth: None,
-            scenario_labels: vec!["a".into()],
+            scenario_labels: scenarios.iter().map(|s| s.to_string()).collect(),
             tune_data: None,
-        };
+        }
+    }
+
+    #[test]
+    fn an_ablation_costs_auc_when_its_paired_difference_is_beyond_its_std() {
+        let ds = test_dataset(&["a"]);
         let spec = |label: &'static str| Spec {
             label,
             model: "saml",
@@ -2151,17 +2157,7 @@ mod tests {
             out: "target/elsewhere".into(),
             ..SamlArgs::default()
         };
-        let ds = Dataset {
-            key: "synthetic",
-            title: "test",
-            data: DataConfig::default(),
-            epochs: 1,
-            batch: 1,
-            patience: 1,
-            truth: None,
-            scenario_labels: vec!["a".into(), "b".into()],
-            tune_data: None,
-        };
+        let ds = test_dataset(&["a", "b"]);
         let kept = chosen_specs(specs(false), &args.models).unwrap();
         let mut r = DatasetResult::new(kept, ds.scenario_labels.clone(), vec![[10, 1, 1]; 2]);
         for (seed, base) in [(1u64, 0.70), (2, 0.80), (3, 0.75)] {
@@ -2248,38 +2244,22 @@ mod tests {
     #[test]
     fn star_ablations_turn_off_one_part_each() {
         let all = specs(false);
-        let star = all.iter().find(|s| s.label == "star").unwrap();
-        let parse = |p: &toml::Table| -> scenario_saml::StarConfig {
-            toml::Value::Table(p.clone()).try_into().unwrap()
+        let config_of = |label: &str| -> scenario_saml::StarConfig {
+            let spec = all.iter().find(|s| s.label == label).unwrap();
+            toml::Value::Table(spec.params.clone()).try_into().unwrap()
         };
-        let full = parse(&star.params);
+        let full = config_of("star");
         assert!(full.partitioned_norm && !full.aux_hidden.is_empty());
-        let no_norm = parse(
-            &all.iter()
-                .find(|s| s.label == "star-no-partitioned-norm")
-                .unwrap()
-                .params,
-        );
-        assert_eq!(
-            no_norm,
-            scenario_saml::StarConfig {
-                partitioned_norm: false,
-                ..full.clone()
-            }
-        );
-        let no_aux = parse(
-            &all.iter()
-                .find(|s| s.label == "star-no-aux-net")
-                .unwrap()
-                .params,
-        );
-        assert_eq!(
-            no_aux,
-            scenario_saml::StarConfig {
-                aux_hidden: Vec::new(),
-                ..full
-            }
-        );
+        let no_norm = scenario_saml::StarConfig {
+            partitioned_norm: false,
+            ..full.clone()
+        };
+        assert_eq!(config_of("star-no-partitioned-norm"), no_norm);
+        let no_aux = scenario_saml::StarConfig {
+            aux_hidden: Vec::new(),
+            ..full
+        };
+        assert_eq!(config_of("star-no-aux-net"), no_aux);
     }
 
     /// The shipped SAML configurations are the experiment's SAML at the point its grid chose on
