@@ -32,10 +32,7 @@ impl Groups {
         if ids.windows(2).any(|w| w[0] > w[1]) || ids.last().is_some_and(|&s| s as usize >= m) {
             return None;
         }
-        let mut lens = vec![0usize; m];
-        for &s in ids {
-            lens[s as usize] += 1;
-        }
+        let lens = crate::scenario::scenario_counts(ids, m);
         let mut starts = Vec::with_capacity(m);
         let mut at = 0;
         for &l in &lens {

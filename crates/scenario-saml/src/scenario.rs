@@ -24,6 +24,15 @@ pub fn scenario_ids(batch: &Batch, num_scenarios: usize) -> Result<Vec<u32>> {
     Ok(ids)
 }
 
+/// How many of `ids` fall in each of the `m` scenarios (every id below `m`).
+pub(crate) fn scenario_counts(ids: &[u32], m: usize) -> Vec<usize> {
+    let mut counts = vec![0usize; m];
+    for &s in ids {
+        counts[s as usize] += 1;
+    }
+    counts
+}
+
 /// Routing of a batch to scenarios: the ids as a tensor and the `[n, M]` one-hot matrix.
 #[derive(Clone)]
 pub struct Routing {

@@ -88,10 +88,7 @@ impl PartitionedNorm {
     pub fn forward(&self, x: &Tensor, routing: &Routing, train: bool) -> Result<Tensor> {
         let oh = &routing.one_hot; // [n, M]
         let (mean_i, var_i) = if train {
-            let mut count = vec![0usize; oh.dim(1)?];
-            for &s in &routing.ids {
-                count[s as usize] += 1;
-            }
+            let count = crate::scenario::scenario_counts(&routing.ids, oh.dim(1)?);
             let denom: Vec<f64> = count.iter().map(|&c| c.max(1) as f64).collect();
             let denom =
                 Tensor::from_vec(denom, (count.len(), 1), x.device())?.to_dtype(x.dtype())?;

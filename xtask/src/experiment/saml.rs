@@ -338,49 +338,52 @@ fn specs(has_sequence: bool) -> Vec<Spec> {
         opt_in: false,
         about: "SAML, every part on",
     });
-    // SAML as first run here: branches as wide as the auxiliary network. Tuned on the grid
-    // like SAML, reported beside it, outside the claims.
-    let mut wide = base_params("saml", DIM);
-    wide.remove("branch_hidden");
-    v.push(Spec {
-        label: "saml-full-branches",
-        model: "saml",
-        params: wide,
-        tuned: true,
-        variant: true,
-        point_of: "saml-full-branches",
-        opt_in: false,
-        about: "variant: branches as wide as the auxiliary network (branch_hidden = hidden), tuned on the grid",
-    });
+    // A variant of SAML tuned on the grid like SAML (its own point), reported beside it,
+    // outside the claims.
+    let tuned_variant = |label, about, opt_in, edit: &dyn Fn(&mut toml::Table)| {
+        let mut p = base_params("saml", DIM);
+        edit(&mut p);
+        Spec {
+            label,
+            model: "saml",
+            params: p,
+            tuned: true,
+            variant: true,
+            point_of: label,
+            opt_in,
+            about,
+        }
+    };
+    // SAML as first run here: branches as wide as the auxiliary network.
+    v.push(tuned_variant(
+        "saml-full-branches",
+        "variant: branches as wide as the auxiliary network (branch_hidden = hidden), tuned on the grid",
+        false,
+        &|p| {
+            p.remove("branch_hidden");
+        },
+    ));
     // Branch layers factored as STAR's (shared weights times per-branch ones), for the small
-    // scenarios that STAR serves better. Tuned on the grid, reported beside SAML.
-    let mut factored = base_params("saml", DIM);
-    factored.insert("shared_branches".into(), true.into());
-    v.push(Spec {
-        label: "saml-shared-branches",
-        model: "saml",
-        params: factored,
-        tuned: true,
-        variant: true,
-        point_of: "saml-shared-branches",
-        opt_in: false,
-        about: "variant: branch layers factored as STAR's, shared weights times per-branch ones (shared_branches = true), tuned on the grid",
-    });
+    // scenarios that STAR serves better.
+    v.push(tuned_variant(
+        "saml-shared-branches",
+        "variant: branch layers factored as STAR's, shared weights times per-branch ones (shared_branches = true), tuned on the grid",
+        false,
+        &|p| {
+            p.insert("shared_branches".into(), true.into());
+        },
+    ));
     // The output reads the auxiliary network through a head per scenario instead of the
     // auxiliary loss's own head. Chosen after the test table had shown the smallest country
     // better without the auxiliary loss or its logit in the output; the page says so.
-    let mut per_head = base_params("saml", DIM);
-    per_head.insert("aux_head_per_scenario".into(), true.into());
-    v.push(Spec {
-        label: "saml-aux-head-per-scenario",
-        model: "saml",
-        params: per_head,
-        tuned: true,
-        variant: true,
-        point_of: "saml-aux-head-per-scenario",
-        opt_in: false,
-        about: "variant, designed after reading this page's test tables: the output reads the auxiliary network through a head per scenario (aux_head_per_scenario = true), tuned on the grid",
-    });
+    v.push(tuned_variant(
+        "saml-aux-head-per-scenario",
+        "variant, designed after reading this page's test tables: the output reads the auxiliary network through a head per scenario (aux_head_per_scenario = true), tuned on the grid",
+        false,
+        &|p| {
+            p.insert("aux_head_per_scenario".into(), true.into());
+        },
+    ));
     let ablation = |label, about, edit: &dyn Fn(&mut toml::Table)| {
         let mut p = base_params("saml", DIM);
         edit(&mut p);
@@ -466,18 +469,14 @@ fn specs(has_sequence: bool) -> Vec<Spec> {
     // STAR's partitioned normalization on SAML's global input, tuned on the grid like SAML.
     // Opt-in (`--models saml-scenario-norm`): designed after the main page's tables had shown
     // STAR ahead on the smallest country, and run on the logs of `--synthetic-seed` as well.
-    let mut normed = base_params("saml", DIM);
-    normed.insert("scenario_norm".into(), true.into());
-    v.push(Spec {
-        label: "saml-scenario-norm",
-        model: "saml",
-        params: normed,
-        tuned: true,
-        variant: true,
-        point_of: "saml-scenario-norm",
-        opt_in: true,
-        about: "variant, designed after reading this page's test tables: the global input normalized by scenario as STAR's partitioned normalization (scenario_norm = true), tuned on the grid",
-    });
+    v.push(tuned_variant(
+        "saml-scenario-norm",
+        "variant, designed after reading this page's test tables: the global input normalized by scenario as STAR's partitioned normalization (scenario_norm = true), tuned on the grid",
+        true,
+        &|p| {
+            p.insert("scenario_norm".into(), true.into());
+        },
+    ));
     // Which part of STAR serves the smallest scenario (opt-in: `--models star,star-no-...`).
     // Untuned, at STAR's chosen point.
     let star_ablation = |label, about, key: &str, value: toml::Value| {
