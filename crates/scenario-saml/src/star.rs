@@ -5,7 +5,8 @@
 //!   `W_k * W_k^s` (elementwise) and the bias `b_k + b_k^s`; the shared `W_k` carries what all
 //!   scenarios have in common. Initialisation [ours; the paper does not say]: the shared
 //!   weights as an ordinary layer, the scenario weights at 1 and biases at 0, so training starts
-//!   from one shared network.
+//!   from one shared network. `star_topology = false` [ours, an ablation] leaves the
+//!   per-scenario factors out: plain shared layers.
 //! - Partitioned normalization ([`PartitionedNorm`]): batch normalization whose statistics are
 //!   computed per scenario (running statistics per scenario for evaluation), with
 //!   `gamma * gamma_s` and `beta + beta_s`. Applied to the input and after every hidden linear
@@ -177,6 +178,9 @@ fn d_attention() -> MlpConfig {
 fn yes() -> bool {
     true
 }
+fn is_true(b: &bool) -> bool {
+    *b
+}
 
 /// Hyperparameters of [`Star`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -200,6 +204,12 @@ pub struct StarConfig {
     /// Partitioned normalization of the input and hidden layers (default true).
     #[serde(default = "yes")]
     pub partitioned_norm: bool,
+    /// Star-topology layers (default true): every layer of the star network is the shared
+    /// weight times a per-scenario weight, plus a shared and a per-scenario bias. False: plain
+    /// shared layers, for the ablation that asks what the topology itself adds. Not serialized
+    /// when true, so configurations written before it keep their form.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub star_topology: bool,
     /// Hidden widths of the auxiliary network (default `[32]`; empty: no auxiliary network).
     #[serde(default = "d_aux_hidden")]
     pub aux_hidden: Vec<usize>,
@@ -220,6 +230,7 @@ impl Default for StarConfig {
             activation: Activation::Relu,
             dropout: 0.0,
             partitioned_norm: true,
+            star_topology: true,
             aux_hidden: d_aux_hidden(),
             attention: d_attention(),
             max_history: None,
@@ -228,12 +239,12 @@ impl Default for StarConfig {
 }
 
 /// One star-topology layer: shared `W [in, out]`, `b [out]`; per scenario `W_s [M, in, out]`,
-/// `b_s [M, 1, out]`.
+/// `b_s [M, 1, out]` (none when the layer is a plain shared one, `star_topology = false`).
 struct StarLayer {
     w: Var,
     b: Var,
-    w_s: Var,
-    b_s: Var,
+    /// `(W_s, b_s)`.
+    specific: Option<(Var, Var)>,
 }
 
 impl StarLayer {
@@ -244,21 +255,32 @@ impl StarLayer {
         i: usize,
         o: usize,
         init: Init,
+        star: bool,
     ) -> Result<Self> {
         let w = stacked_var(vs, &join(prefix, "weight"), (1, i, o), init, false)?;
-        Ok(Self {
-            w,
-            b: vs.var(&join(prefix, "bias"), (1, 1, o), Init::Zeros)?,
-            w_s: vs.var(&join(prefix, "weight_s"), (m, i, o), Init::Ones)?,
-            b_s: vs.var(&join(prefix, "bias_s"), (m, 1, o), Init::Zeros)?,
-        })
+        let b = vs.var(&join(prefix, "bias"), (1, 1, o), Init::Zeros)?;
+        let specific = if star {
+            Some((
+                vs.var(&join(prefix, "weight_s"), (m, i, o), Init::Ones)?,
+                vs.var(&join(prefix, "bias_s"), (m, 1, o), Init::Zeros)?,
+            ))
+        } else {
+            None
+        };
+        Ok(Self { w, b, specific })
     }
 
-    /// Every scenario's layer on `x: [n, in]`, each sample keeping its own: `[n, out]`.
+    /// Every scenario's layer on `x: [n, in]`, each sample keeping its own: `[n, out]` (the
+    /// shared layer alone without scenario factors).
     fn forward(&self, x: &Tensor, routing: &Routing) -> Result<Tensor> {
-        let w = self.w_s.as_tensor().broadcast_mul(self.w.as_tensor())?;
-        let b = self.b_s.as_tensor().broadcast_add(self.b.as_tensor())?;
-        routing.select_own(&apply_shared(x, &w, Some(&b))?)
+        match &self.specific {
+            Some((w_s, b_s)) => {
+                let w = w_s.as_tensor().broadcast_mul(self.w.as_tensor())?;
+                let b = b_s.as_tensor().broadcast_add(self.b.as_tensor())?;
+                routing.select_own(&apply_shared(x, &w, Some(&b))?)
+            }
+            None => apply_shared(x, self.w.as_tensor(), Some(self.b.as_tensor()))?.squeeze(0),
+        }
     }
 }
 
@@ -323,11 +345,27 @@ impl Star {
         let mut width = w;
         for (k, &h) in cfg.hidden.iter().enumerate() {
             let p = format!("star.{k}");
-            let layer = StarLayer::new(&mut vs, &p, m, width, h, activation_init(cfg.activation))?;
+            let layer = StarLayer::new(
+                &mut vs,
+                &p,
+                m,
+                width,
+                h,
+                activation_init(cfg.activation),
+                cfg.star_topology,
+            )?;
             layers.push((layer, pn(&mut vs, &join(&p, "norm"), h)?));
             width = h;
         }
-        let out = StarLayer::new(&mut vs, "star.out", m, width, 1, Init::XavierUniform)?;
+        let out = StarLayer::new(
+            &mut vs,
+            "star.out",
+            m,
+            width,
+            1,
+            Init::XavierUniform,
+            cfg.star_topology,
+        )?;
         let aux = if has_aux {
             Some(Mlp::new(
                 &mut vs,
@@ -540,9 +578,10 @@ mod tests {
         }
 
         let mut vs = store();
-        let l = StarLayer::new(&mut vs, "l", 3, 3, 2, Init::XavierUniform)?;
-        l.w_s.set(input(&[3, 3, 2], 4)?.as_tensor())?;
-        l.b_s.set(input(&[3, 1, 2], 5)?.as_tensor())?;
+        let l = StarLayer::new(&mut vs, "l", 3, 3, 2, Init::XavierUniform, true)?;
+        let (w_s, b_s) = l.specific.as_ref().unwrap();
+        w_s.set(input(&[3, 3, 2], 4)?.as_tensor())?;
+        b_s.set(input(&[3, 1, 2], 5)?.as_tensor())?;
         let x = input(&[7, 3], 6)?;
         check_layer(&vs, &[("x", &x)], || {
             weighted_sum(&l.forward(x.as_tensor(), &r)?, 2)
@@ -552,16 +591,17 @@ mod tests {
     #[test]
     fn star_layer_is_shared_times_specific() -> Result<()> {
         let mut vs = store();
-        let l = StarLayer::new(&mut vs, "l", 2, 3, 2, Init::XavierUniform)?;
-        l.w_s.set(&input(&[2, 3, 2], 4)?.as_tensor().clone())?;
-        l.b_s.set(&input(&[2, 1, 2], 5)?.as_tensor().clone())?;
+        let l = StarLayer::new(&mut vs, "l", 2, 3, 2, Init::XavierUniform, true)?;
+        let (w_s, b_s) = l.specific.as_ref().unwrap();
+        w_s.set(input(&[2, 3, 2], 4)?.as_tensor())?;
+        b_s.set(input(&[2, 1, 2], 5)?.as_tensor())?;
         let r = Routing::new(vec![1, 0, 1], 2, DType::F64, &Device::Cpu)?;
         let x = input(&[3, 3], 6)?;
         let y = l.forward(x.as_tensor(), &r)?.to_vec2::<f64>()?;
         let w = l.w.as_tensor().get(0)?;
         for (i, &s) in r.ids.iter().enumerate() {
-            let ws = (l.w_s.as_tensor().get(s as usize)? * &w)?;
-            let b = (l.b_s.as_tensor().get(s as usize)? + l.b.as_tensor().get(0)?)?;
+            let ws = (w_s.as_tensor().get(s as usize)? * &w)?;
+            let b = (b_s.as_tensor().get(s as usize)? + l.b.as_tensor().get(0)?)?;
             let e = x
                 .as_tensor()
                 .get(i)?
@@ -577,5 +617,46 @@ mod tests {
         check_layer(&vs, &[("x", &x)], || {
             weighted_sum(&l.forward(x.as_tensor(), &r)?, 2)
         })
+    }
+
+    /// Without the star topology a layer is one shared linear map: no scenario variables, and
+    /// every sample gets `x W + b` whatever its scenario.
+    #[test]
+    fn plain_star_layer_is_one_shared_linear_map() -> Result<()> {
+        let mut vs = store();
+        let l = StarLayer::new(&mut vs, "l", 2, 3, 2, Init::XavierUniform, false)?;
+        let names: Vec<String> = vs.vars().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(names.iter().all(|n| !n.ends_with("_s")), "{names:?}");
+        l.b.set(input(&[1, 1, 2], 5)?.as_tensor())?;
+        let r = Routing::new(vec![1, 0, 1], 2, DType::F64, &Device::Cpu)?;
+        let x = input(&[3, 3], 6)?;
+        let y = l.forward(x.as_tensor(), &r)?.to_vec2::<f64>()?;
+        let e = x
+            .as_tensor()
+            .matmul(&l.w.as_tensor().get(0)?)?
+            .broadcast_add(&l.b.as_tensor().get(0)?)?
+            .to_vec2::<f64>()?;
+        for (a, b) in y.iter().flatten().zip(e.iter().flatten()) {
+            assert!((a - b).abs() < 1e-12);
+        }
+        check_layer(&vs, &[("x", &x)], || {
+            weighted_sum(&l.forward(x.as_tensor(), &r)?, 2)
+        })
+    }
+
+    /// `star_topology` is written only when off, so STAR's configurations (and the experiment's
+    /// cache keys) written before it keep their form; off, it round-trips.
+    #[test]
+    fn star_topology_is_serialized_only_when_off() {
+        let on = serde_json::to_value(StarConfig::default()).unwrap();
+        assert!(on.get("star_topology").is_none(), "{on}");
+        let off = StarConfig {
+            star_topology: false,
+            ..StarConfig::default()
+        };
+        let v = serde_json::to_value(&off).unwrap();
+        assert_eq!(v["star_topology"], false);
+        assert_eq!(serde_json::from_value::<StarConfig>(v).unwrap(), off);
     }
 }

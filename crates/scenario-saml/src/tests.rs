@@ -13,8 +13,16 @@ use crate::testing::planted;
 use crate::{DnnConfig, Mmoe, MmoeConfig, Saml, SamlConfig, Separate, Shared, Star, StarConfig};
 
 /// The models; `saml-norm` is SAML with its global input normalized by scenario
-/// (`scenario_norm`).
-const NAMES: [&str; 6] = ["saml", "saml-norm", "shared", "separate", "mmoe", "star"];
+/// (`scenario_norm`), `star-plain` STAR with plain shared layers (`star_topology = false`).
+const NAMES: [&str; 7] = [
+    "saml",
+    "saml-norm",
+    "shared",
+    "separate",
+    "mmoe",
+    "star",
+    "star-plain",
+];
 
 fn small_saml() -> SamlConfig {
     SamlConfig {
@@ -66,12 +74,13 @@ fn build_with(
             &d,
             seed,
         )?),
-        "star" => Box::new(Star::new(
+        "star" | "star-plain" => Box::new(Star::new(
             schema,
             &StarConfig {
                 dim: 4,
                 hidden: vec![8, 6],
                 aux_hidden: vec![4],
+                star_topology: name == "star",
                 ..StarConfig::default()
             },
             &mut factory,

@@ -79,7 +79,7 @@ pub struct SamlArgs {
     /// Train only these models (labels as on the page, comma separated; an ablation needs the
     /// model whose chosen point it uses: `saml` for SAML's, `star` for STAR's). Also the way
     /// to train the opt-in models (`star-no-partitioned-norm`, `star-no-aux-net`,
-    /// `saml-scenario-norm`). Needs --out.
+    /// `star-plain-layers`, `saml-scenario-norm`). Needs --out.
     #[arg(long, value_delimiter = ',')]
     pub models: Vec<String>,
 }
@@ -504,6 +504,12 @@ fn specs(has_sequence: bool) -> Vec<Spec> {
         "STAR without the auxiliary network over the scenario indicator (aux_hidden = [])",
         "aux_hidden",
         toml::Value::Array(Vec::new()),
+    ));
+    v.push(star_ablation(
+        "star-plain-layers",
+        "STAR with plain shared layers, without the per-scenario weights and biases of the star topology (star_topology = false)",
+        "star_topology",
+        false.into(),
     ));
     v
 }
@@ -2224,8 +2230,8 @@ mod tests {
                 assert_eq!(cfg.model.name, spec.model);
             }
         }
-        assert_eq!(specs(false).len(), 19);
-        assert_eq!(specs(true).len(), 20);
+        assert_eq!(specs(false).len(), 20);
+        assert_eq!(specs(true).len(), 21);
         // A tuned spec uses its own point; an untuned one a tuned spec's.
         let all = specs(true);
         for spec in &all {
@@ -2256,9 +2262,14 @@ mod tests {
         assert_eq!(config_of("star-no-partitioned-norm"), no_norm);
         let no_aux = scenario_saml::StarConfig {
             aux_hidden: Vec::new(),
-            ..full
+            ..full.clone()
         };
         assert_eq!(config_of("star-no-aux-net"), no_aux);
+        let plain = scenario_saml::StarConfig {
+            star_topology: false,
+            ..full
+        };
+        assert_eq!(config_of("star-plain-layers"), plain);
     }
 
     /// The shipped SAML configurations are the experiment's SAML at the point its grid chose on
