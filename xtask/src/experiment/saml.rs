@@ -79,7 +79,7 @@ pub struct SamlArgs {
     /// Train only these models (labels as on the page, comma separated; an ablation needs the
     /// model whose chosen point it uses: `saml` for SAML's, `star` for STAR's). Also the way
     /// to train the opt-in models (`star-no-partitioned-norm`, `star-no-aux-net`,
-    /// `star-plain-layers`, `saml-scenario-norm`). Needs --out.
+    /// `star-plain-layers`, `star-no-scenario-parts`, `saml-scenario-norm`). Needs --out.
     #[arg(long, value_delimiter = ',')]
     pub models: Vec<String>,
 }
@@ -479,9 +479,11 @@ fn specs(has_sequence: bool) -> Vec<Spec> {
     ));
     // Which part of STAR serves the smallest scenario (opt-in: `--models star,star-no-...`).
     // Untuned, at STAR's chosen point.
-    let star_ablation = |label, about, key: &str, value: toml::Value| {
+    let star_ablation = |label, about, off: &[(&str, toml::Value)]| {
         let mut p = base_params("star", DIM);
-        p.insert(key.into(), value);
+        for (key, value) in off {
+            p.insert((*key).into(), value.clone());
+        }
         Spec {
             label,
             model: "star",
@@ -493,23 +495,31 @@ fn specs(has_sequence: bool) -> Vec<Spec> {
             about,
         }
     };
+    let no_norm = ("partitioned_norm", toml::Value::from(false));
+    let no_aux = ("aux_hidden", toml::Value::Array(Vec::new()));
+    let plain = ("star_topology", toml::Value::from(false));
     v.push(star_ablation(
         "star-no-partitioned-norm",
         "STAR without partitioned normalization (partitioned_norm = false)",
-        "partitioned_norm",
-        false.into(),
+        &[no_norm.clone()],
     ));
     v.push(star_ablation(
         "star-no-aux-net",
         "STAR without the auxiliary network over the scenario indicator (aux_hidden = [])",
-        "aux_hidden",
-        toml::Value::Array(Vec::new()),
+        &[no_aux.clone()],
     ));
     v.push(star_ablation(
         "star-plain-layers",
         "STAR with plain shared layers, without the per-scenario weights and biases of the star topology (star_topology = false)",
-        "star_topology",
-        false.into(),
+        &[plain.clone()],
+    ));
+    // All three off: one MLP with the scenario indicator among its inputs (the indicator
+    // enters the network once neither partitioned normalization nor the auxiliary network
+    // takes it), Shared's form at STAR's point.
+    v.push(star_ablation(
+        "star-no-scenario-parts",
+        "STAR with all three parts off (partitioned_norm = false, aux_hidden = [], star_topology = false): one MLP with the scenario indicator as an input",
+        &[no_norm, no_aux, plain],
     ));
     v
 }
@@ -2230,8 +2240,8 @@ mod tests {
                 assert_eq!(cfg.model.name, spec.model);
             }
         }
-        assert_eq!(specs(false).len(), 20);
-        assert_eq!(specs(true).len(), 21);
+        assert_eq!(specs(false).len(), 21);
+        assert_eq!(specs(true).len(), 22);
         // A tuned spec uses its own point; an untuned one a tuned spec's.
         let all = specs(true);
         for spec in &all {
@@ -2244,8 +2254,8 @@ mod tests {
         }
     }
 
-    /// Each STAR ablation is STAR's configuration with one switch off, and the rest at STAR's
-    /// defaults.
+    /// Each STAR ablation is STAR's configuration with one switch off (the last one: all three),
+    /// and the rest at STAR's defaults.
     #[test]
     fn star_ablations_turn_off_one_part_each() {
         let all = specs(false);
@@ -2270,6 +2280,12 @@ mod tests {
             ..full
         };
         assert_eq!(config_of("star-plain-layers"), plain);
+        let none = scenario_saml::StarConfig {
+            partitioned_norm: false,
+            aux_hidden: Vec::new(),
+            ..plain
+        };
+        assert_eq!(config_of("star-no-scenario-parts"), none);
     }
 
     /// The shipped SAML configurations are the experiment's SAML at the point its grid chose on
