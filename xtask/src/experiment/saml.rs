@@ -501,17 +501,17 @@ fn specs(has_sequence: bool) -> Vec<Spec> {
     v.push(star_ablation(
         "star-no-partitioned-norm",
         "STAR without partitioned normalization (partitioned_norm = false)",
-        &[no_norm.clone()],
+        std::slice::from_ref(&no_norm),
     ));
     v.push(star_ablation(
         "star-no-aux-net",
         "STAR without the auxiliary network over the scenario indicator (aux_hidden = [])",
-        &[no_aux.clone()],
+        std::slice::from_ref(&no_aux),
     ));
     v.push(star_ablation(
         "star-plain-layers",
         "STAR with plain shared layers, without the per-scenario weights and biases of the star topology (star_topology = false)",
-        &[plain.clone()],
+        std::slice::from_ref(&plain),
     ));
     // All three off: one MLP with the scenario indicator among its inputs (the indicator
     // enters the network once neither partitioned normalization nor the auxiliary network
