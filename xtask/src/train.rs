@@ -98,6 +98,34 @@ pub fn quickstart_cel(cfg: &Config) -> Config {
 /// `full` and `cel` under it, each only while holding its run lock, so that a run another
 /// process is training there (e.g. resumed with `--out runs/quickstart/full --resume`) is
 /// refused instead of deleted.
+/// Removes the run directory `dir` whose run lock `held` is ours. On Unix the directory goes
+/// while the lock is held (the lock file with it), so that nobody can start training into it
+/// meanwhile. Windows cannot delete an open file: there everything but the lock file goes
+/// first, then the lock is let go and the rest removed; a process that took the lock in that
+/// moment keeps its file open, and the removal fails with an error instead of deleting it.
+fn clear_run_dir(dir: &Path, held: ProcessLock) -> Result<()> {
+    let context = || format!("cannot clear {}", dir.display());
+    if cfg!(windows) {
+        for entry in std::fs::read_dir(dir).with_context(context)? {
+            let path = entry.with_context(context)?.path();
+            if path == held.path() {
+                continue;
+            }
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            }
+            .with_context(context)?;
+        }
+        drop(held);
+        return std::fs::remove_dir_all(dir).with_context(context);
+    }
+    std::fs::remove_dir_all(dir).with_context(context)?;
+    drop(held);
+    Ok(())
+}
+
 fn prepare_quickstart(root: &Path, clear: bool) -> Result<ProcessLock> {
     std::fs::create_dir_all(root).with_context(|| format!("cannot create {}", root.display()))?;
     let lock_path = root.join(".quickstart.lock");
@@ -121,12 +149,12 @@ fn prepare_quickstart(root: &Path, clear: bool) -> Result<ProcessLock> {
         let held = rec_trainer::train::lock_run(&dir)?;
         previous.push((dir, held));
     }
-    for (dir, _held) in previous {
+    for (dir, held) in previous {
         eprintln!(
             "quickstart: replacing the previous run in {}",
             dir.display()
         );
-        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
+        clear_run_dir(&dir, held)?;
     }
     Ok(lock)
 }

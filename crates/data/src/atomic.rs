@@ -30,6 +30,15 @@ pub fn temp_path(path: &Path) -> io::Result<PathBuf> {
     )))
 }
 
+/// Flushes the file at `path` to disk. It is opened for writing (nothing is truncated):
+/// Windows refuses to flush a file opened read-only.
+pub fn sync_file(path: &Path) -> io::Result<()> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)?
+        .sync_all()
+}
+
 /// Replaces `path` atomically with what `write` puts into the temporary path it is given.
 /// Errors of the flush and the rename name the file; `write`'s own errors pass through.
 pub fn write_atomic_with<E: From<io::Error>>(
@@ -41,9 +50,7 @@ pub fn write_atomic_with<E: From<io::Error>>(
         io::Error::new(e.kind(), format!("cannot {what} {}: {e}", p.display()))
     };
     let written = write(&tmp).and_then(|()| {
-        File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| named("flush", &tmp, e))?;
+        sync_file(&tmp).map_err(|e| named("flush", &tmp, e))?;
         std::fs::rename(&tmp, path).map_err(|e| E::from(named("replace", path, e)))
     });
     if written.is_err() {

@@ -19,7 +19,8 @@ use crate::error::{DataError, Result};
 pub const DATA_DIR_ENV: &str = "REC_DATA_DIR";
 
 /// The root directory for downloaded data sets and their caches:
-/// `$REC_DATA_DIR`, else `$XDG_CACHE_HOME/rec-rs`, else `$HOME/.cache/rec-rs`.
+/// `$REC_DATA_DIR`, else `$XDG_CACHE_HOME/rec-rs`, else `$HOME/.cache/rec-rs`, else (Windows)
+/// `%LOCALAPPDATA%\rec-rs`.
 /// It is kept out of the repository (the MovieLens licence forbids redistribution): a relative
 /// `REC_DATA_DIR` is an error (it would put the data under whatever directory a command runs
 /// in, the repository included, and each test binary, which runs in its own package folder,
@@ -52,8 +53,14 @@ fn data_dir_from(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> Result<Pat
     if let Some(h) = non_empty("HOME") {
         return Ok(PathBuf::from(h).join(".cache").join("rec-rs"));
     }
+    // Windows sets neither XDG_CACHE_HOME nor HOME; its per-user cache is LOCALAPPDATA.
+    if let Some(d) = non_empty("LOCALAPPDATA").map(PathBuf::from)
+        && d.is_absolute()
+    {
+        return Ok(d.join("rec-rs"));
+    }
     Err(DataError::Missing(format!(
-        "no data directory: set {DATA_DIR_ENV} (or XDG_CACHE_HOME or HOME)"
+        "no data directory: set {DATA_DIR_ENV} (or XDG_CACHE_HOME, HOME or LOCALAPPDATA)"
     )))
 }
 
@@ -310,7 +317,15 @@ mod tests {
 
     #[test]
     fn the_data_directory_is_absolute_or_an_error() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
+        // An absolute path on this platform (`/srv/d` is relative on Windows).
+        let abs = |p: &str| {
+            if cfg!(windows) {
+                format!("C:{p}")
+            } else {
+                p.to_string()
+            }
+        };
+        let env = |pairs: Vec<(&'static str, String)>| {
             move |k: &str| {
                 pairs
                     .iter()
@@ -318,18 +333,38 @@ mod tests {
                     .map(|(_, v)| std::ffi::OsString::from(v))
             }
         };
-        let d = data_dir_from(env(&[("REC_DATA_DIR", "/srv/d"), ("HOME", "/h")])).unwrap();
-        assert_eq!(d, PathBuf::from("/srv/d"));
-        let e = data_dir_from(env(&[("REC_DATA_DIR", "data"), ("HOME", "/h")]))
-            .unwrap_err()
-            .to_string();
+        let (srv, h, c, l) = (abs("/srv/d"), abs("/h"), abs("/c"), abs("/l"));
+        let d = data_dir_from(env(vec![
+            ("REC_DATA_DIR", srv.clone()),
+            ("HOME", h.clone()),
+        ]));
+        assert_eq!(d.unwrap(), PathBuf::from(&srv));
+        let e = data_dir_from(env(vec![
+            ("REC_DATA_DIR", "data".into()),
+            ("HOME", h.clone()),
+        ]))
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("REC_DATA_DIR") && e.contains("relative"), "{e}");
         // A relative XDG_CACHE_HOME is ignored; an absolute one is used.
-        let d = data_dir_from(env(&[("XDG_CACHE_HOME", "cache"), ("HOME", "/h")])).unwrap();
-        assert_eq!(d, PathBuf::from("/h/.cache/rec-rs"));
-        let d = data_dir_from(env(&[("XDG_CACHE_HOME", "/c"), ("HOME", "/h")])).unwrap();
-        assert_eq!(d, PathBuf::from("/c/rec-rs"));
-        assert!(data_dir_from(env(&[])).is_err());
+        let d = data_dir_from(env(vec![
+            ("XDG_CACHE_HOME", "cache".into()),
+            ("HOME", h.clone()),
+        ]));
+        assert_eq!(d.unwrap(), PathBuf::from(&h).join(".cache").join("rec-rs"));
+        let d = data_dir_from(env(vec![
+            ("XDG_CACHE_HOME", c.clone()),
+            ("HOME", h.clone()),
+        ]));
+        assert_eq!(d.unwrap(), PathBuf::from(&c).join("rec-rs"));
+        // Windows' per-user cache when neither XDG_CACHE_HOME nor HOME is set; HOME first.
+        let d = data_dir_from(env(vec![("LOCALAPPDATA", l.clone())]));
+        assert_eq!(d.unwrap(), PathBuf::from(&l).join("rec-rs"));
+        let d = data_dir_from(env(vec![("LOCALAPPDATA", l), ("HOME", h.clone())]));
+        assert_eq!(d.unwrap(), PathBuf::from(&h).join(".cache").join("rec-rs"));
+        assert!(data_dir_from(env(vec![("LOCALAPPDATA", "rel".into())])).is_err());
+        let e = data_dir_from(env(vec![])).unwrap_err().to_string();
+        assert!(e.contains("LOCALAPPDATA"), "{e}");
     }
 
     fn make_zip(path: &Path, entries: &[(&str, &[u8])]) {

@@ -148,8 +148,7 @@ fn write_into(
     let tensors_path = tmp.join(TENSORS);
     candle_core::safetensors::save(tensors, &tensors_path)
         .with_context(|| format!("cannot write {}", tensors_path.display()))?;
-    File::open(&tensors_path)
-        .and_then(|f| f.sync_all())
+    rec_data::atomic::sync_file(&tensors_path)
         .with_context(|| format!("cannot write {}", tensors_path.display()))?;
     pause_for_tests(tmp, name);
     let state_text = serde_json::to_vec_pretty(state)?;

@@ -450,6 +450,24 @@ pub(super) fn load_in(root: &Path) -> Result<(MovieLens100k, LoadReport)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A directory opened so that its times can be set: Windows opens a directory only with
+    /// `FILE_FLAG_BACKUP_SEMANTICS`, and sets times only with `FILE_WRITE_ATTRIBUTES`.
+    fn open_dir_for_times(dir: &Path) -> fs::File {
+        #[cfg(windows)]
+        {
+            use std::os::windows::fs::OpenOptionsExt as _;
+            fs::OpenOptions::new()
+                .access_mode(0x0100) // FILE_WRITE_ATTRIBUTES
+                .custom_flags(0x0200_0000) // FILE_FLAG_BACKUP_SEMANTICS
+                .open(dir)
+                .unwrap()
+        }
+        #[cfg(not(windows))]
+        {
+            fs::File::open(dir).unwrap()
+        }
+    }
     use std::io::Write;
 
     fn offline() -> FetchOptions {
@@ -517,10 +535,7 @@ mod tests {
         let stale = dir.join(".download-killed");
         fs::create_dir(&stale).unwrap();
         let two_days = std::time::SystemTime::now() - 2 * STALE_DOWNLOAD;
-        fs::File::open(&stale)
-            .unwrap()
-            .set_modified(two_days)
-            .unwrap();
+        open_dir_for_times(&stale).set_modified(two_days).unwrap();
         let r = fetch(root.path(), &opts).unwrap();
         assert_eq!(r.obtained, Obtained::AlreadyPresent);
         assert!(!stale.exists());

@@ -24,7 +24,8 @@ pub fn ml100k() -> (MovieLens100k, Layout) {
     let ds = MovieLens100k::load_in(&root).unwrap_or_else(|e| {
         panic!(
             "these tests need the real MovieLens-100k: run `cargo xtask data fetch ml-100k` \
-             (data directory: $REC_DATA_DIR, else $XDG_CACHE_HOME/rec-rs, else ~/.cache/rec-rs).\n{e}"
+             (data directory: {}).\n{e}",
+            root.display()
         )
     });
     let (layout, _) = find_verified(&dataset_dir(&root), GROUPLENS_ZIP_SHA256)
