@@ -1182,24 +1182,25 @@ fn claims(ds: &Dataset, r: &DatasetResult) -> Vec<Claim> {
         .iter()
         .filter_map(|&b| cell(b, "all").map(|s| (b.to_string(), s.mean)))
         .collect();
-    let best_other = others
-        .iter()
-        .max_by(|a, b| a.1.total_cmp(&b.1))
-        .cloned()
-        .unwrap_or_default();
+    let best_other = others.iter().max_by(|a, b| a.1.total_cmp(&b.1)).cloned();
     let complete = all_present();
     out.push(Claim {
         dataset: ds.key,
         text: "SAML has the best overall test AUC of Shared, Separate, MMoE, STAR and SAML".into(),
-        holds: complete && saml.mean > best_other.1,
-        detail: format!(
-            "SAML {:.4}; best other {} {:.4} (difference {:+.4}){}",
-            saml.mean,
-            best_other.0,
-            best_other.1,
-            saml.mean - best_other.1,
-            incomplete()
-        ),
+        holds: complete && best_other.as_ref().is_some_and(|b| saml.mean > b.1),
+        detail: match &best_other {
+            Some((name, auc)) => format!(
+                "SAML {:.4}; best other {name} {auc:.4} (difference {:+.4}){}",
+                saml.mean,
+                saml.mean - auc,
+                incomplete()
+            ),
+            None => format!(
+                "SAML {:.4}; no baseline to compare{}",
+                saml.mean,
+                incomplete()
+            ),
+        },
     });
     if ds.key == "ml-100k" {
         let mut worst = (String::new(), f64::INFINITY, 0.0);
@@ -1551,9 +1552,14 @@ fn write_page(
             }
             writeln!(s)?;
         }
-        // Tables of SAML and its variants only when the page has them (`--models`).
+        // Tables of SAML and its variants only when the page has them (`--models`), against
+        // the baselines the page has.
         let has_saml = r.specs.iter().any(|sp| sp.label == "saml");
-        if has_saml {
+        let baselines: Vec<&str> = BASELINES
+            .into_iter()
+            .filter(|b| r.specs.iter().any(|sp| sp.label == *b))
+            .collect();
+        if has_saml && !baselines.is_empty() {
             writeln!(
                 s,
                 "SAML minus each baseline, test AUC paired per seed (both trained and tested on \
@@ -1575,8 +1581,8 @@ fn write_page(
             writeln!(s)?;
             Ok(())
         };
-        if has_saml {
-            for b in BASELINES {
+        if has_saml && !baselines.is_empty() {
+            for b in &baselines {
                 paired_row(&mut s, b, "saml", b)?;
             }
             writeln!(s)?;
@@ -1589,7 +1595,7 @@ fn write_page(
             .filter(|sp| sp.model == "saml" && sp.tuned && sp.variant)
             .map(|sp| sp.label)
             .collect();
-        if !tuned_variants.is_empty() {
+        if !tuned_variants.is_empty() && !baselines.is_empty() {
             writeln!(
                 s,
                 "The variants of SAML tuned on the grid (outside the claims; see the ablation \
@@ -1598,7 +1604,7 @@ fn write_page(
             )?;
             s.push_str(&scenario_header("variant minus", &r.scenario_labels, None));
             for v in &tuned_variants {
-                for b in BASELINES {
+                for b in &baselines {
                     paired_row(&mut s, &format!("{v} minus {b}"), v, b)?;
                 }
             }
@@ -2204,6 +2210,49 @@ mod tests {
         assert!(!page.contains("SAML minus each baseline"), "{page}");
         assert!(!page.contains("Ablations of SAML"), "{page}");
         assert!(!page.contains("No behaviour sequence"), "{page}");
+    }
+
+    /// SAML's tables compare it with the baselines the page has, and a page without any says
+    /// so in the claim instead of naming a best other model of AUC 0.
+    #[test]
+    fn saml_tables_compare_only_the_baselines_on_the_page() {
+        let page_of = |models: &[&str]| -> String {
+            let args = SamlArgs {
+                only: vec!["synthetic".into()],
+                models: models.iter().map(|m| m.to_string()).collect(),
+                out: "target/elsewhere".into(),
+                ..SamlArgs::default()
+            };
+            let ds = test_dataset(&["a"]);
+            let kept = chosen_specs(specs(false), &args.models).unwrap();
+            let mut r = DatasetResult::new(kept, ds.scenario_labels.clone(), vec![[10, 1, 1]]);
+            for (seed, base) in [(1u64, 0.70), (2, 0.80), (3, 0.75)] {
+                for slice in ["all", "scenario_0"] {
+                    for m in models {
+                        let shift = if *m == "saml" { 0.0 } else { -0.01 };
+                        r.results.add_seeded(m, slice, "auc", seed, base + shift);
+                    }
+                }
+            }
+            let c = claims(&ds, &r);
+            write_page(&args, &[1, 2, 3], &[(ds, r)], &c, &[], "").unwrap()
+        };
+        let alone = page_of(&["saml", "saml-no-mutual"]);
+        assert!(!alone.contains("SAML minus each baseline"), "{alone}");
+        assert!(!alone.contains("best other"), "{alone}");
+        assert!(alone.contains("no baseline to compare"), "{alone}");
+        assert!(alone.contains("Ablations of SAML"), "{alone}");
+        let with_star = page_of(&["saml", "star"]);
+        assert!(
+            with_star.contains("SAML minus each baseline"),
+            "{with_star}"
+        );
+        assert!(
+            with_star.contains("| star | +0.0100 ± 0.0000* | +0.0100 ± 0.0000* |"),
+            "{with_star}"
+        );
+        assert!(!with_star.contains("| shared | –"), "{with_star}");
+        assert!(with_star.contains("best other star 0.7400"), "{with_star}");
     }
 
     #[test]
