@@ -93,16 +93,13 @@ pub fn quickstart_cel(cfg: &Config) -> Config {
     c
 }
 
-/// Takes the quickstart's lock on `root` (one quickstart at a time per directory) and, when
-/// `clear` (the default directory, which belongs to the quickstart), removes the previous runs
-/// `full` and `cel` under it, each only while holding its run lock, so that a run another
-/// process is training there (e.g. resumed with `--out runs/quickstart/full --resume`) is
-/// refused instead of deleted.
 /// Removes the run directory `dir` whose run lock `held` is ours. On Unix the directory goes
 /// while the lock is held (the lock file with it), so that nobody can start training into it
-/// meanwhile. Windows cannot delete an open file: there everything but the lock file goes
-/// first, then the lock is let go and the rest removed; a process that took the lock in that
-/// moment keeps its file open, and the removal fails with an error instead of deleting it.
+/// meanwhile. On Windows a file deleted while open can stay in its directory until it is
+/// closed (without POSIX delete semantics, as under Wine), so the directory could not be
+/// removed while the lock is held: there everything but the lock file goes first, then the
+/// lock is let go and the rest removed. A process that took the run's lock in that short
+/// window could lose its files; the quickstart's own lock keeps other quickstarts out of it.
 fn clear_run_dir(dir: &Path, held: ProcessLock) -> Result<()> {
     let context = || format!("cannot clear {}", dir.display());
     if cfg!(windows) {
@@ -126,6 +123,11 @@ fn clear_run_dir(dir: &Path, held: ProcessLock) -> Result<()> {
     Ok(())
 }
 
+/// Takes the quickstart's lock on `root` (one quickstart at a time per directory) and, when
+/// `clear` (the default directory, which belongs to the quickstart), removes the previous runs
+/// `full` and `cel` under it, each only while holding its run lock, so that a run another
+/// process is training there (e.g. resumed with `--out runs/quickstart/full --resume`) is
+/// refused instead of deleted.
 fn prepare_quickstart(root: &Path, clear: bool) -> Result<ProcessLock> {
     std::fs::create_dir_all(root).with_context(|| format!("cannot create {}", root.display()))?;
     let lock_path = root.join(".quickstart.lock");

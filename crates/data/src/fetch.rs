@@ -19,8 +19,8 @@ use crate::error::{DataError, Result};
 pub const DATA_DIR_ENV: &str = "REC_DATA_DIR";
 
 /// The root directory for downloaded data sets and their caches:
-/// `$REC_DATA_DIR`, else `$XDG_CACHE_HOME/rec-rs`, else `$HOME/.cache/rec-rs`, else (Windows)
-/// `%LOCALAPPDATA%\rec-rs`.
+/// `$REC_DATA_DIR`, else `$XDG_CACHE_HOME/rec-rs`, else `$HOME/.cache/rec-rs`, else
+/// `%LOCALAPPDATA%\rec-rs` (which Windows sets; it is read on every platform).
 /// It is kept out of the repository (the MovieLens licence forbids redistribution): a relative
 /// `REC_DATA_DIR` is an error (it would put the data under whatever directory a command runs
 /// in, the repository included, and each test binary, which runs in its own package folder,

@@ -1449,7 +1449,9 @@ fn write_page(
          is tested; Separate: each scenario's network keeps its own best epoch by its \
          scenario's validation AUC, and training stops when none has improved for that many \
          epochs; its \"best epochs\" below are the latest of its networks'). STAR's scenario \
-         indicator feeds its auxiliary network only (crate docs of `scenario_saml::star`).",
+         indicator feeds its auxiliary network only, except with partitioned normalization and \
+         the auxiliary network both off (star-no-scenario-parts), where it is an input of the \
+         network (crate docs of `scenario_saml::star`).",
         sets.first().map_or(0, |d| d.0.epochs),
         sets.first().map_or(0, |d| d.0.patience)
     )?;
@@ -1659,6 +1661,25 @@ fn write_page(
                     fmt_paired(&r.results, spec.label, "saml", "all")
                 )?,
                 None => writeln!(s, " {:+.4} |", a - full)?,
+            }
+        }
+        // SAML's ablations per scenario, each minus SAML paired per seed: which part costs or
+        // serves which scenario.
+        let saml_ablations: Vec<&Spec> =
+            saml_specs.iter().copied().filter(|sp| !sp.tuned).collect();
+        if !saml_ablations.is_empty() {
+            writeln!(
+                s,
+                "\nEach ablation minus SAML, per scenario, paired per seed (mean ± std of the \
+                 differences, `*` where the mean is larger than its std):\n"
+            )?;
+            s.push_str(&scenario_header(
+                "ablation minus SAML",
+                &r.scenario_labels,
+                None,
+            ));
+            for spec in &saml_ablations {
+                paired_row(&mut s, spec.label, spec.label, "saml")?;
             }
         }
         // STAR's ablations (opt-in), each minus STAR paired per seed and slice: which part
@@ -2242,6 +2263,11 @@ mod tests {
         assert!(!alone.contains("best other"), "{alone}");
         assert!(alone.contains("no baseline to compare"), "{alone}");
         assert!(alone.contains("Ablations of SAML"), "{alone}");
+        // The ablation per scenario, paired: 0.01 below SAML on every seed and slice.
+        assert!(
+            alone.contains("| saml-no-mutual | -0.0100 ± 0.0000* | -0.0100 ± 0.0000* |"),
+            "{alone}"
+        );
         let with_star = page_of(&["saml", "star"]);
         assert!(
             with_star.contains("SAML minus each baseline"),
