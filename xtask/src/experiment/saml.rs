@@ -1663,6 +1663,15 @@ fn write_page(
                 None => writeln!(s, " {:+.4} |", a - full)?,
             }
         }
+        // Each ablation minus the model it ablates, paired per seed and scenario.
+        let paired_table =
+            |s: &mut String, header: &str, ablations: &[&Spec], base: &str| -> Result<()> {
+                s.push_str(&scenario_header(header, &r.scenario_labels, None));
+                for spec in ablations {
+                    paired_row(s, spec.label, spec.label, base)?;
+                }
+                Ok(())
+            };
         // SAML's ablations per scenario, each minus SAML paired per seed: which part costs or
         // serves which scenario.
         let saml_ablations: Vec<&Spec> =
@@ -1673,14 +1682,7 @@ fn write_page(
                 "\nEach ablation minus SAML, per scenario, paired per seed (mean ± std of the \
                  differences, `*` where the mean is larger than its std):\n"
             )?;
-            s.push_str(&scenario_header(
-                "ablation minus SAML",
-                &r.scenario_labels,
-                None,
-            ));
-            for spec in &saml_ablations {
-                paired_row(&mut s, spec.label, spec.label, "saml")?;
-            }
+            paired_table(&mut s, "ablation minus SAML", &saml_ablations, "saml")?;
         }
         // STAR's ablations (opt-in), each minus STAR paired per seed and slice: which part
         // of STAR serves which scenario.
@@ -1707,14 +1709,7 @@ fn write_page(
                 writeln!(s)?;
             }
             writeln!(s)?;
-            s.push_str(&scenario_header(
-                "ablation minus STAR",
-                &r.scenario_labels,
-                None,
-            ));
-            for spec in &star_ablations {
-                paired_row(&mut s, spec.label, spec.label, "star")?;
-            }
+            paired_table(&mut s, "ablation minus STAR", &star_ablations, "star")?;
         }
         if has_saml && !r.has_sequence {
             writeln!(
