@@ -186,10 +186,22 @@ pub struct SamlConfig {
     /// configurations written before it keep their form.
     #[serde(default, skip_serializing_if = "is_false")]
     pub scenario_norm: bool,
+    /// One branch per scenario \[paper\] (default true). `false` is the "no per-scenario
+    /// branches" ablation: one branch (and one head) that every scenario's samples train,
+    /// still fed layer by layer by the auxiliary network and still reading the scenario
+    /// embeddings and the scenario attention, which stay per scenario. Needs `mutual = false`
+    /// (the mutual unit mixes branches). Not serialized when true, so configurations written
+    /// before it keep their form.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub scenario_branches: bool,
 }
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl Default for SamlConfig {
@@ -217,6 +229,7 @@ impl Default for SamlConfig {
             shared_branches: false,
             aux_head_per_scenario: false,
             scenario_norm: false,
+            scenario_branches: true,
         }
     }
 }
@@ -354,6 +367,12 @@ impl Saml {
                  which aux_in_output = false leaves out; set aux_in_output = true or drop it"
             );
         }
+        if !cfg.scenario_branches && cfg.mutual {
+            candle_core::bail!(
+                "saml: the mutual unit mixes the per-scenario branches, which \
+                 scenario_branches = false replaces by one; set mutual = false too"
+            );
+        }
         if cfg.hidden.contains(&0) {
             candle_core::bail!("saml: hidden {:?} has a layer of width 0", cfg.hidden);
         }
@@ -419,6 +438,8 @@ impl Saml {
         let branch_in = scen_emb.as_ref().map_or(0, |s| s.num_fields() * s.dim())
             + scen_att.as_ref().map_or(0, |_| bw);
         let init = activation_init(cfg.activation);
+        // Number of branches (and heads): one per scenario, or one for all.
+        let mb = if cfg.scenario_branches { m } else { 1 };
         let mut aux = Vec::new();
         let mut branches = Vec::new();
         let (mut wa, mut wb) = (aux_in, branch_in);
@@ -434,12 +455,12 @@ impl Saml {
             let p = format!("branch.{k}");
             let mut branch_linear = |name: &str, i: usize, bias: bool| {
                 if cfg.shared_branches {
-                    BatchedLinear::with_shared_factor(&mut vs, name, m, i, hb, bias, init)
+                    BatchedLinear::with_shared_factor(&mut vs, name, mb, i, hb, bias, init)
                 } else {
                     BatchedLinear::with_tied_init(
                         &mut vs,
                         name,
-                        m,
+                        mb,
                         i,
                         hb,
                         bias,
@@ -472,11 +493,11 @@ impl Saml {
         let head_w = stacked_var(
             &mut vs,
             "head.weight",
-            (m, wb, 1),
+            (mb, wb, 1),
             Init::XavierUniform,
             cfg.tied_init,
         )?;
-        let head_b = vs.var("head.bias", m, Init::Zeros)?;
+        let head_b = vs.var("head.bias", mb, Init::Zeros)?;
         let aux_out_w = if cfg.aux_head_per_scenario {
             Some(stacked_var(
                 &mut vs,
@@ -640,6 +661,8 @@ impl Saml {
         };
         let routing = Routing::of_batch(batch, self.m, DType::F32, &device)?;
         let (x_branch, x_aux, scenario_sq) = self.inputs(batch, &routing, ctx)?;
+        let branch_routing = self.branch_routing(&routing)?;
+        let branch_routing = branch_routing.as_ref().unwrap_or(&routing);
 
         let act = self.cfg.activation;
         let p = self.cfg.dropout;
@@ -660,11 +683,10 @@ impl Saml {
         let mut others: Option<Vec<Option<Tensor>>> = None;
         let mut gates = None;
         for (k, (layer, aux)) in self.branches.iter().zip(&self.aux).enumerate() {
+            let r = branch_routing;
             let pre = match &layer.fed {
-                None => layer.own.forward_own(&own, &routing)?,
-                Some(fed) => {
-                    (layer.own.forward_own(&own, &routing)? + fed.forward_own(&h_aux, &routing)?)?
-                }
+                None => layer.own.forward_own(&own, r)?,
+                Some(fed) => (layer.own.forward_own(&own, r)? + fed.forward_own(&h_aux, r)?)?,
             };
             let mut h = dropout(&act.apply(&pre)?, p, ctx)?;
             if let Some(mu) = self.mutual.as_ref().filter(|_| k <= self.mutual_layer) {
@@ -698,10 +720,10 @@ impl Saml {
             h_aux = dropout(&act.apply(&aux.forward(&h_aux)?)?, p, ctx)?;
             own = h;
         }
-        let mut logit = (routing
+        let mut logit = (branch_routing
             .matmul_own(&own, self.head_w.as_tensor())?
             .squeeze(1)?
-            + routing.rows_of(self.head_b.as_tensor())?)?;
+            + branch_routing.rows_of(self.head_b.as_tensor())?)?;
         let mut aux_logit = self.aux_head.forward(&h_aux)?.squeeze(1)?;
         if let Some(v) = &self.aux_out_w {
             logit = (logit + routing.matmul_own(&h_aux, v.as_tensor())?.squeeze(1)?)?;
@@ -722,6 +744,22 @@ impl Saml {
         Ok(logit)
     }
 
+    /// With `scenario_branches = false`, the routing of every sample to the one branch
+    /// (`None`: the branches are the scenarios', routed like the rest).
+    fn branch_routing(&self, routing: &Routing) -> Result<Option<Routing>> {
+        if self.cfg.scenario_branches {
+            return Ok(None);
+        }
+        let dtype = routing.one_hot.dtype();
+        Routing::new(
+            vec![0; routing.len()],
+            1,
+            dtype,
+            routing.ids_tensor.device(),
+        )
+        .map(Some)
+    }
+
     /// The first implementation, kept as the reference of the routed one: every branch on
     /// every sample (`[M, n, h]`), the own branch picked by a masked sum.
     #[cfg(test)]
@@ -729,6 +767,8 @@ impl Saml {
         let device = self.vs.device().clone();
         let routing = Routing::of_batch(batch, self.m, DType::F32, &device)?;
         let (x_branch, x_aux, scenario_sq) = self.inputs(batch, &routing, ctx)?;
+        let branch_routing = self.branch_routing(&routing)?;
+        let br = branch_routing.as_ref().unwrap_or(&routing);
 
         let act = self.cfg.activation;
         let p = self.cfg.dropout;
@@ -752,7 +792,7 @@ impl Saml {
             let h = dropout(&act.apply(&pre)?, p, ctx)?;
             let next_aux = dropout(&act.apply(&aux.forward(&h_aux)?)?, p, ctx)?;
             if own.is_some() {
-                own = Some(routing.select_own(&h)?);
+                own = Some(br.select_own(&h)?);
             } else if k == self.mutual_layer {
                 own = Some(match &self.mutual {
                     Some(mu) => {
@@ -760,7 +800,7 @@ impl Saml {
                         gates = Some(out.gates);
                         out.output
                     }
-                    None => routing.select_own(&h)?,
+                    None => br.select_own(&h)?,
                 });
                 all = None;
             } else {
@@ -770,8 +810,8 @@ impl Saml {
         }
         let h = own.expect("the mutual layer is a hidden layer");
         let n = routing.len();
-        let w = routing.rows_of(self.head_w.as_tensor())?.reshape((n, ()))?;
-        let b = routing.rows_of(self.head_b.as_tensor())?;
+        let w = br.rows_of(self.head_w.as_tensor())?.reshape((n, ()))?;
+        let b = br.rows_of(self.head_b.as_tensor())?;
         let mut logit = ((h * w)?.sum(candle_core::D::Minus1)? + b)?;
         let aux_logit = self.aux_head.forward(&h_aux)?.squeeze(1)?;
         if let Some(v) = &self.aux_out_w {
@@ -967,6 +1007,16 @@ mod tests {
             let back: SamlConfig = serde_json::from_value(v).unwrap();
             assert_eq!(&back, on);
         }
+        // On by default: serialized only when off.
+        assert!(off.get("scenario_branches").is_none(), "{off}");
+        let one = SamlConfig {
+            scenario_branches: false,
+            mutual: false,
+            ..SamlConfig::default()
+        };
+        let v = serde_json::to_value(&one).unwrap();
+        assert_eq!(v["scenario_branches"], serde_json::json!(false));
+        assert_eq!(serde_json::from_value::<SamlConfig>(v).unwrap(), one);
     }
     use super::*;
     use crate::testing::{input, store};
@@ -1167,6 +1217,96 @@ mod tests {
             }
         }
         Ok(())
+    }
+
+    /// `scenario_branches = false` is SAML whose per-scenario branches and heads are all one:
+    /// its logits equal those of SAML with `M` copies of its branch, and the gradient of its
+    /// branch is the sum of the copies' gradients (each copy is trained by its scenario's
+    /// samples). The scenario embeddings, attention and auxiliary network are the same.
+    #[test]
+    fn one_branch_is_every_scenario_sharing_the_same_branch() -> Result<()> {
+        use crate::testing::planted;
+        let p = planted(&[30, 20, 14], &[0, 0, 1], 3, 7);
+        let batch = p.data.range(0, 48);
+        let base = SamlConfig {
+            dim: 4,
+            hidden: vec![8, 6],
+            branch_hidden: Some(vec![5, 3]),
+            mutual: false,
+            ..SamlConfig::default()
+        };
+        let one_cfg = SamlConfig {
+            scenario_branches: false,
+            ..base.clone()
+        };
+        let mut one = random_saml(&batch.schema, &one_cfg)?;
+        let mut many = random_saml(&batch.schema, &base)?;
+        let m = many.num_scenarios();
+        assert_eq!(m, 3);
+        let one_vars: std::collections::BTreeMap<String, Var> = one.vs.vars().into_iter().collect();
+        let mut stacked = Vec::new();
+        for (name, v) in many.vs.vars() {
+            let src = one_vars
+                .get(&name)
+                .unwrap_or_else(|| panic!("{name} missing"));
+            if src.dims() == v.dims() {
+                v.set(src.as_tensor())?;
+            } else {
+                // One branch `[1, ...]` against `M` of them `[M, ...]`.
+                assert_eq!((src.dims()[0], v.dims()[0]), (1, m), "{name}");
+                assert_eq!(src.dims()[1..], v.dims()[1..], "{name}");
+                v.set(&Tensor::cat(&vec![src.as_tensor(); m], 0)?)?;
+                stacked.push(name);
+            }
+        }
+        // Every branch layer and both head parameters.
+        assert_eq!(stacked.len(), 2 + 3 + 2, "{stacked:?}");
+        let mut ctx = Ctx::eval();
+        ctx.train = true;
+        let z1 = one.logits(&batch, &mut ctx)?;
+        let zm = many.logits(&batch, &mut ctx)?;
+        assert!(max_diff(&z1, &zm)? < 1e-5);
+        let (g1, gm) = (
+            one.loss(&batch, &[z1])?.backward()?,
+            many.loss(&batch, &[zm])?.backward()?,
+        );
+        for (name, v) in many.vs.vars() {
+            let src = &one_vars[&name];
+            let (a, b) = (g1.get(src.as_tensor()), gm.get(v.as_tensor()));
+            let (Some(a), Some(b)) = (a, b) else {
+                assert_eq!(a.is_some(), b.is_some(), "{name}");
+                continue;
+            };
+            let b = if stacked.contains(&name) {
+                // Every copy got a gradient from its own scenario's samples.
+                for k in 0..m {
+                    let part = b.narrow(0, k, 1)?.abs()?.flatten_all()?.max(0)?;
+                    assert!(part.to_scalar::<f32>()? > 0.0, "{name}: copy {k}");
+                }
+                b.sum_keepdim(0)?
+            } else {
+                b.clone()
+            };
+            let scale = b.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+            assert!(max_diff(a, &b)? <= 1e-5 * scale.max(1.0), "{name}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn one_branch_needs_the_mutual_unit_off() {
+        use crate::testing::planted;
+        let p = planted(&[30, 20, 14], &[0, 0, 1], 3, 7);
+        let cfg = SamlConfig {
+            dim: 4,
+            hidden: vec![8, 6],
+            scenario_branches: false,
+            ..SamlConfig::default()
+        };
+        let err = random_saml(&p.data.schema, &cfg)
+            .err()
+            .expect("mutual is on");
+        assert!(err.to_string().contains("mutual = false"), "{err}");
     }
 
     /// `scenario_norm`: the input normalization's running statistics are buffers (saved

@@ -14,9 +14,10 @@ use crate::{DnnConfig, Mmoe, MmoeConfig, Saml, SamlConfig, Separate, Shared, Sta
 
 /// The models; `saml-norm` is SAML with its global input normalized by scenario
 /// (`scenario_norm`), `star-plain` STAR with plain shared layers (`star_topology = false`).
-const NAMES: [&str; 7] = [
+const NAMES: [&str; 8] = [
     "saml",
     "saml-norm",
+    "saml-one-branch",
     "shared",
     "separate",
     "mmoe",
@@ -53,6 +54,17 @@ fn build_with(
             schema,
             &SamlConfig {
                 scenario_norm: true,
+                ..saml.clone()
+            },
+            &mut factory,
+            &d,
+            seed,
+        )?),
+        "saml-one-branch" => Box::new(Saml::new(
+            schema,
+            &SamlConfig {
+                scenario_branches: false,
+                mutual: false,
                 ..saml.clone()
             },
             &mut factory,

@@ -11,8 +11,9 @@
 //! trained with seeds 1..=n. The SAML ablations use SAML's chosen point; the full-width SAML
 //! variant, the variant with branch layers factored as STAR's and the one with a head per
 //! scenario on the auxiliary network are tuned like SAML. Opt-in models, trained only when
-//! `--models` names them: the STAR ablations (at STAR's chosen point) and SAML with its
-//! global input normalized by scenario (`saml-scenario-norm`, tuned like SAML).
+//! `--models` names them: the STAR ablations (at STAR's chosen point), SAML with its
+//! global input normalized by scenario (`saml-scenario-norm`, tuned like SAML) and SAML with
+//! one branch for every scenario (`saml-one-branch`, at SAML's point).
 //!
 //! Outputs: docs/results/saml.md (tables, claims with their numbers, cost), the learned and the
 //! planted scenario-affinity heat maps (PNG), and with `--json` one JSON object on the last line:
@@ -79,7 +80,8 @@ pub struct SamlArgs {
     /// Train only these models (labels as on the page, comma separated; an ablation needs the
     /// model whose chosen point it uses: `saml` for SAML's, `star` for STAR's). Also the way
     /// to train the opt-in models (`star-no-partitioned-norm`, `star-no-aux-net`,
-    /// `star-plain-layers`, `star-no-scenario-parts`, `saml-scenario-norm`). Needs --out.
+    /// `star-plain-layers`, `star-no-scenario-parts`, `saml-scenario-norm`,
+    /// `saml-one-branch`). Needs --out.
     #[arg(long, value_delimiter = ',')]
     pub models: Vec<String>,
 }
@@ -466,6 +468,19 @@ fn specs(has_sequence: bool) -> Vec<Spec> {
     );
     zero.variant = true;
     v.push(zero);
+    // One branch for every scenario (opt-in: `--models saml,saml-no-mutual,saml-one-branch`):
+    // whether the per-scenario branches are what costs the smallest scenario. The mutual unit
+    // mixes branches, so it goes too; `saml-no-mutual` is the run that isolates the branches.
+    let mut one_branch = ablation(
+        "saml-one-branch",
+        "one branch and head for every scenario, without the mutual unit (scenario_branches = false, mutual = false)",
+        &|p| {
+            p.insert("scenario_branches".into(), false.into());
+            p.insert("mutual".into(), false.into());
+        },
+    );
+    one_branch.opt_in = true;
+    v.push(one_branch);
     // STAR's partitioned normalization on SAML's global input, tuned on the grid like SAML.
     // Opt-in (`--models saml-scenario-norm`): designed after the main page's tables had shown
     // STAR ahead on the smallest country, and run on the logs of `--synthetic-seed` as well.
@@ -2310,8 +2325,8 @@ mod tests {
                 assert_eq!(cfg.model.name, spec.model);
             }
         }
-        assert_eq!(specs(false).len(), 21);
-        assert_eq!(specs(true).len(), 22);
+        assert_eq!(specs(false).len(), 22);
+        assert_eq!(specs(true).len(), 23);
         // A tuned spec uses its own point; an untuned one a tuned spec's.
         let all = specs(true);
         for spec in &all {
@@ -2356,6 +2371,25 @@ mod tests {
             ..plain
         };
         assert_eq!(config_of("star-no-scenario-parts"), none);
+    }
+
+    /// `saml-one-branch` is SAML with its branches made one and the mutual unit off, nothing
+    /// else, at SAML's point, and only on request.
+    #[test]
+    fn the_one_branch_ablation_is_saml_with_one_branch() {
+        let all = specs(false);
+        let config_of = |label: &str| -> scenario_saml::SamlConfig {
+            let spec = all.iter().find(|s| s.label == label).unwrap();
+            toml::Value::Table(spec.params.clone()).try_into().unwrap()
+        };
+        let want = scenario_saml::SamlConfig {
+            scenario_branches: false,
+            mutual: false,
+            ..config_of("saml")
+        };
+        assert_eq!(config_of("saml-one-branch"), want);
+        let spec = all.iter().find(|s| s.label == "saml-one-branch").unwrap();
+        assert!(spec.opt_in && !spec.tuned && spec.point_of == "saml");
     }
 
     /// The shipped SAML configurations are the experiment's SAML at the point its grid chose on
