@@ -18,7 +18,8 @@
 //!    its own branch only: the batch is sorted by scenario and each scenario's block of rows
 //!    meets its branch's weights in one matmul ([`crate::routed`]). With `shared_branches`
 //!    \[ours, after STAR\] a branch layer's weight is a shared weight times a per-branch one
-//!    (elementwise), the shared factor trained by every scenario;
+//!    (elementwise), the shared factor trained by every scenario. With `scenario_branches =
+//!    false` (an ablation) one branch and one head serve every scenario;
 //! 3. mutual unit [paper; equations ours] at a chosen hidden layer ([`MutualUnit`]): the own
 //!    branch borrows from the others, whose outputs are stop-gradient, so branch `m` is trained
 //!    by scenario `m`'s samples only. Those outputs are computed in a forward-only pass of every
