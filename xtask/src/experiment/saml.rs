@@ -1699,6 +1699,30 @@ fn write_page(
             )?;
             paired_table(&mut s, "ablation minus SAML", &saml_ablations, "saml")?;
         }
+        // The per-scenario branches alone: `saml-one-branch` also drops the mutual unit, so
+        // its difference to SAML mixes two parts; against `saml-no-mutual` only the branches
+        // differ.
+        let on_page = |label: &str| r.specs.iter().any(|sp| sp.label == label);
+        if on_page("saml-one-branch") && on_page("saml-no-mutual") {
+            writeln!(
+                s,
+                "
+The per-scenario branches alone: saml-one-branch minus saml-no-mutual (neither \
+                 has the mutual unit; they differ only in one branch for every scenario against \
+                 one per scenario), paired per seed:\n"
+            )?;
+            s.push_str(&scenario_header(
+                "saml-one-branch minus",
+                &r.scenario_labels,
+                None,
+            ));
+            paired_row(
+                &mut s,
+                "saml-no-mutual",
+                "saml-one-branch",
+                "saml-no-mutual",
+            )?;
+        }
         // STAR's ablations (opt-in), each minus STAR paired per seed and slice: which part
         // of STAR serves which scenario.
         let star_ablations: Vec<&Spec> = r
@@ -2277,6 +2301,21 @@ mod tests {
         assert!(
             alone.contains("| saml-no-mutual | -0.0100 ± 0.0000* | -0.0100 ± 0.0000* |"),
             "{alone}"
+        );
+        assert!(
+            !alone.contains("The per-scenario branches alone"),
+            "{alone}"
+        );
+        // With the one-branch ablation, its difference to SAML without the mutual unit (0 on
+        // every seed: both are 0.01 below SAML).
+        let branches = page_of(&["saml", "saml-no-mutual", "saml-one-branch"]);
+        let table = branches
+            .split("The per-scenario branches alone")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{branches}"));
+        assert!(
+            table.contains("| saml-no-mutual | +0.0000 ± 0.0000 | +0.0000 ± 0.0000 |"),
+            "{table}"
         );
         let with_star = page_of(&["saml", "star"]);
         assert!(
