@@ -536,7 +536,7 @@ impl Saml {
         &self.cfg
     }
 
-    /// Number of scenarios (branches).
+    /// Number of scenarios (and of branches, unless `scenario_branches` is false).
     pub fn num_scenarios(&self) -> usize {
         self.m
     }
@@ -1131,18 +1131,38 @@ mod tests {
             (false, None, true, None, true),
         ];
         // The same, with the auxiliary network read through a head per scenario; and with
-        // the global input normalized by scenario (`scenario_norm`).
+        // the global input normalized by scenario (`scenario_norm`). The last three: one
+        // branch for every scenario (`scenario_branches = false`, the mutual unit off), with
+        // the per-scenario parts that stay routed by scenario.
         let variants: Vec<_> = variants
             .into_iter()
-            .map(|v| (v, false, false))
+            .map(|v| (v, false, false, false))
             .chain([
-                ((true, None, true, None, false), true, false),
-                ((true, Some(1), true, Some([5, 9, 1]), true), true, false),
-                ((true, None, true, None, false), false, true),
-                ((true, Some(1), true, Some([5, 9, 1]), true), true, true),
+                ((true, None, true, None, false), true, false, false),
+                (
+                    (true, Some(1), true, Some([5, 9, 1]), true),
+                    true,
+                    false,
+                    false,
+                ),
+                ((true, None, true, None, false), false, true, false),
+                (
+                    (true, Some(1), true, Some([5, 9, 1]), true),
+                    true,
+                    true,
+                    false,
+                ),
+                ((false, None, true, None, false), false, false, true),
+                (
+                    (false, None, true, Some([5, 9, 1]), false),
+                    true,
+                    true,
+                    true,
+                ),
+                ((false, None, false, None, true), false, true, true),
             ])
             .collect();
-        for (batch, ((mutual, layer, aux_in_output, branch, shared), aux_head, norm)) in
+        for (batch, ((mutual, layer, aux_in_output, branch, shared), aux_head, norm, one)) in
             [&all, &absent, &alone]
                 .into_iter()
                 .flat_map(|b| variants.iter().map(move |&v| (b, v)))
@@ -1160,12 +1180,13 @@ mod tests {
                 shared_branches: shared,
                 aux_head_per_scenario: aux_head,
                 scenario_norm: norm,
+                scenario_branches: !one,
                 ..SamlConfig::default()
             };
             let what = format!(
                 "mutual {mutual}, layer {layer:?}, aux in output {aux_in_output}, branches \
                  {branch:?}, shared {shared}, aux head per scenario {aux_head}, scenario norm \
-                 {norm}, scenarios {:?}",
+                 {norm}, one branch {one}, scenarios {:?}",
                 batch
                     .scenarios()
                     .iter()
@@ -1229,11 +1250,16 @@ mod tests {
         use crate::testing::planted;
         let p = planted(&[30, 20, 14], &[0, 0, 1], 3, 7);
         let batch = p.data.range(0, 48);
+        // With the per-scenario parts that stay routed by scenario: scenario embeddings and
+        // attention (on by default), a head per scenario on the auxiliary network and the
+        // input normalized by scenario.
         let base = SamlConfig {
             dim: 4,
             hidden: vec![8, 6],
             branch_hidden: Some(vec![5, 3]),
             mutual: false,
+            aux_head_per_scenario: true,
+            scenario_norm: true,
             ..SamlConfig::default()
         };
         let one_cfg = SamlConfig {

@@ -13,7 +13,9 @@ use crate::testing::planted;
 use crate::{DnnConfig, Mmoe, MmoeConfig, Saml, SamlConfig, Separate, Shared, Star, StarConfig};
 
 /// The models; `saml-norm` is SAML with its global input normalized by scenario
-/// (`scenario_norm`), `star-plain` STAR with plain shared layers (`star_topology = false`).
+/// (`scenario_norm`), `saml-one-branch` SAML with one branch for every scenario
+/// (`scenario_branches = false`, the mutual unit off), `star-plain` STAR with plain shared
+/// layers (`star_topology = false`).
 const NAMES: [&str; 8] = [
     "saml",
     "saml-norm",
