@@ -40,7 +40,8 @@ enum Command {
     Ci(ci::CiArgs),
     /// Run the criterion benchmarks (release profile, pinned thread count).
     Bench(bench::BenchArgs),
-    /// Experiments behind docs/results/ (e.g. `experiment cel --quick`, `experiment saml --quick`).
+    /// Experiments behind docs/results/ (`experiment cel|saml|dupn`; `--quick`, minutes
+    /// instead of hours, writes to target/quick-results/ unless --out says otherwise).
     #[command(subcommand)]
     Experiment(experiment::ExperimentCommand),
 }

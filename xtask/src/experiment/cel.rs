@@ -50,7 +50,8 @@ pub struct CelArgs {
     /// Number of seeds (default 3; 1 with --quick).
     #[arg(long)]
     pub seeds: Option<usize>,
-    /// Where the results page and plots go.
+    /// Where the results page and plots go (with --quick left at docs/results, they go to
+    /// target/quick-results instead, so the full runs' pages stay).
     #[arg(long, default_value = "docs/results")]
     pub out: PathBuf,
     /// Run only these sections: rating, authors, cold, ctr, planted, lite (comma separated).

@@ -43,7 +43,8 @@ pub struct DupnArgs {
     /// Number of seeds (default 3; 1 with --quick).
     #[arg(long)]
     pub seeds: Option<usize>,
-    /// Where the results page and plots go.
+    /// Where the results page and plots go (with --quick left at docs/results, they go to
+    /// target/quick-results instead, so the full runs' pages stay).
     #[arg(long, default_value = "docs/results")]
     pub out: PathBuf,
     /// Run only these sections: ecom (task table, transfer, attention), seq (comma separated).

@@ -29,9 +29,32 @@ pub enum ExperimentCommand {
 /// Runs an experiment command.
 pub fn run(cmd: ExperimentCommand) -> Result<()> {
     match cmd {
-        ExperimentCommand::Cel(args) => cel::run(args),
-        ExperimentCommand::Saml(args) => saml::run(args),
-        ExperimentCommand::Dupn(args) => dupn::run(args),
+        ExperimentCommand::Cel(mut args) => {
+            quick_out(args.quick, &mut args.out);
+            cel::run(args)
+        }
+        ExperimentCommand::Saml(mut args) => {
+            quick_out(args.quick, &mut args.out);
+            saml::run(args)
+        }
+        ExperimentCommand::Dupn(mut args) => {
+            quick_out(args.quick, &mut args.out);
+            dupn::run(args)
+        }
+    }
+}
+
+/// Where `--quick` writes when `--out` is left at docs/results.
+pub(crate) const QUICK_RESULTS: &str = "target/quick-results";
+
+/// A `--quick` run writes its pages under [`QUICK_RESULTS`] instead of docs/results, whose
+/// pages are the full runs the README quotes: a quick look must not replace them.
+pub(crate) fn quick_out(quick: bool, out: &mut std::path::PathBuf) {
+    if quick && is_default_results_dir(out) {
+        *out = QUICK_RESULTS.into();
+        eprintln!(
+            "[experiment] --quick writes to {QUICK_RESULTS}/ (docs/results keeps the full runs' pages)"
+        );
     }
 }
 
@@ -50,5 +73,28 @@ pub(crate) fn is_default_results_dir(out: &std::path::Path) -> bool {
             }
             plain(out) == plain(default)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quick_run_leaves_the_committed_pages_alone() {
+        let mut out = std::path::PathBuf::from("docs/results");
+        quick_out(true, &mut out);
+        assert_eq!(out, std::path::PathBuf::from(QUICK_RESULTS));
+        // However docs/results is spelt.
+        let mut out = std::path::PathBuf::from("./docs/./results");
+        quick_out(true, &mut out);
+        assert_eq!(out, std::path::PathBuf::from(QUICK_RESULTS));
+        // A full run, and a quick one with its own --out, write where they are told.
+        let mut out = std::path::PathBuf::from("docs/results");
+        quick_out(false, &mut out);
+        assert_eq!(out, std::path::PathBuf::from("docs/results"));
+        let mut out = std::path::PathBuf::from("elsewhere");
+        quick_out(true, &mut out);
+        assert_eq!(out, std::path::PathBuf::from("elsewhere"));
     }
 }
