@@ -120,6 +120,19 @@ fn synthetic_split(cfg: &DataConfig) -> Result<Split> {
                 .with_context(|| format!("[data.options] {k} must be a non-negative integer")),
         }
     };
+    // Each protocol's own history option: a key of the other one would be silently ignored.
+    if cfg.protocol == "ecom" && opts.contains_key("history") {
+        bail!(
+            "[data.options] history is for the ctr, rating and ms protocols; `ecom` takes \
+             max_history (default 50)"
+        );
+    }
+    if cfg.protocol != "ecom" && opts.contains_key("max_history") {
+        bail!(
+            "[data.options] max_history is for the ecom protocol; `{}` takes history (default 0)",
+            cfg.protocol
+        );
+    }
     let mut gen_cfg = match (
         opts.get("config").and_then(toml::Value::as_str),
         opts.get("preset"),

@@ -548,6 +548,23 @@ fn options_a_dataset_does_not_take_are_refused_by_name() {
         .insert("items".into(), toml::Value::Integer((1 << 32) + 1));
     let e = format!("{:#}", rec_trainer::data::load_split(&cfg).unwrap_err());
     assert!(e.contains("items must be at most"), "{e}");
+    // Each protocol's history option, not the other's (which it would ignore).
+    cfg.options.remove("items");
+    cfg.protocol = "ecom".into();
+    cfg.options.insert("history".into(), 5.into());
+    let e = format!("{:#}", rec_trainer::data::load_split(&cfg).unwrap_err());
+    assert!(
+        e.contains("history is for") && e.contains("max_history"),
+        "{e}"
+    );
+    cfg.protocol = "ctr".into();
+    cfg.options.remove("history");
+    cfg.options.insert("max_history".into(), 5.into());
+    let e = format!("{:#}", rec_trainer::data::load_split(&cfg).unwrap_err());
+    assert!(
+        e.contains("max_history is for") && e.contains("`ctr`"),
+        "{e}"
+    );
 }
 
 /// Writes an interaction schema of columns user, item and click into `dir`.
