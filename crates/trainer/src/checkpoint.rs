@@ -288,8 +288,11 @@ pub fn read_state(dir: &Path) -> Result<serde_json::Value> {
 }
 
 /// Deletes checkpoints under `root` except the `keep` newest (by name order, which is step
-/// order for the names the trainer uses) and those named in `protect`.
+/// order for the names the trainer uses), those named in `protect`, and the one `latest`
+/// names (which is what a resume reads, even when stray checkpoints of higher steps are
+/// present).
 pub fn prune(root: &Path, keep: usize, protect: &[PathBuf]) -> Result<()> {
+    let latest = resolve_pointer(root, "latest")?;
     let mut names: Vec<PathBuf> = fs::read_dir(root)
         .with_context(|| format!("cannot list {}", root.display()))?
         .filter_map(|e| e.ok())
@@ -303,7 +306,7 @@ pub fn prune(root: &Path, keep: usize, protect: &[PathBuf]) -> Result<()> {
     names.sort();
     let n = names.len();
     for p in names.into_iter().take(n.saturating_sub(keep)) {
-        if !protect.contains(&p) {
+        if !protect.contains(&p) && latest.as_ref() != Some(&p) {
             fs::remove_dir_all(&p).with_context(|| format!("cannot remove {}", p.display()))?;
         }
     }
@@ -419,6 +422,28 @@ mod tests {
             .collect();
         left.sort();
         assert_eq!(left, vec![step_name(1), step_name(4), step_name(5)]);
+    }
+
+    /// The checkpoint `latest` names survives pruning even when newer-named ones exist (stray
+    /// checkpoints of higher steps from an earlier run).
+    #[test]
+    fn prune_keeps_the_latest_pointer_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let (m, s) = sample();
+        for i in [120, 140, 144, 48] {
+            write(dir.path(), &step_name(i), &m, &s).unwrap();
+        }
+        set_pointer(dir.path(), "latest", &step_name(48)).unwrap();
+        prune(dir.path(), 2, &[]).unwrap();
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("step-"))
+            .collect();
+        left.sort();
+        assert_eq!(left, vec![step_name(48), step_name(140), step_name(144)]);
+        let latest = resolve_pointer(dir.path(), "latest").unwrap().unwrap();
+        assert!(read(&latest, &Device::Cpu).is_ok());
     }
 
     #[test]

@@ -308,6 +308,7 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
                 && st.batch_in_epoch < batches_per_epoch
             {
                 writer.save(model, &opt, &st)?;
+                prune_checkpoints(&ckpt_root, cfg.train.keep_checkpoints, &st)?;
             }
         }
         bar.finish_and_clear();
@@ -373,12 +374,7 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
         if improved {
             checkpoint::set_pointer(&ckpt_root, "best", &name)?;
         }
-        let protect: Vec<PathBuf> = st
-            .best
-            .iter()
-            .map(|b| ckpt_root.join(&b.checkpoint))
-            .collect();
-        checkpoint::prune(&ckpt_root, cfg.train.keep_checkpoints.max(1), &protect)?;
+        prune_checkpoints(&ckpt_root, cfg.train.keep_checkpoints, &st)?;
 
         if let Some(e) = &es
             && st.bad_epochs >= e.patience
@@ -1002,9 +998,28 @@ fn config_changes(
     }
 }
 
-/// Refuses a fresh or warm-started run in a directory that already holds checkpoints.
+/// Keeps the `keep` newest checkpoints, the best one and the latest (after every save, so
+/// that periodic checkpoints inside an epoch do not pile up either).
+fn prune_checkpoints(ckpt_root: &Path, keep: usize, st: &LoopState) -> Result<()> {
+    let protect: Vec<PathBuf> = st
+        .best
+        .iter()
+        .map(|b| ckpt_root.join(&b.checkpoint))
+        .collect();
+    checkpoint::prune(ckpt_root, keep.max(1), &protect)
+}
+
+/// Refuses a fresh or warm-started run in a directory that already holds checkpoints (a
+/// `latest` pointer, or any `step-*` checkpoint: a new run's pruning would otherwise count
+/// an old run's higher steps as newer than its own).
 pub(crate) fn check_unused(run_dir: &Path, start: &Start) -> Result<()> {
-    if matches!(start, Start::Resume) || !run_dir.join("checkpoints").join("latest").exists() {
+    let ckpt = run_dir.join("checkpoints");
+    let has_steps = std::fs::read_dir(&ckpt).is_ok_and(|entries| {
+        entries
+            .filter_map(|e| e.ok())
+            .any(|e| e.file_name().to_string_lossy().starts_with("step-"))
+    });
+    if matches!(start, Start::Resume) || !(ckpt.join("latest").exists() || has_steps) {
         return Ok(());
     }
     if matches!(start, Start::WarmStart(_)) {
@@ -1027,12 +1042,16 @@ fn prepare_run_dir(run_dir: &Path, start: &Start) -> Result<()> {
     std::fs::create_dir_all(run_dir)
         .with_context(|| format!("cannot create run directory {}", run_dir.display()))?;
     let probe = run_dir.join(".write-test");
-    std::fs::write(&probe, vec![0u8; 1 << 20]).with_context(|| {
-        format!(
-            "run directory {} is not writable or the disk is full",
-            run_dir.display()
-        )
-    })?;
+    if let Err(e) = std::fs::write(&probe, vec![0u8; 1 << 20]) {
+        // A partly written probe would keep the disk full.
+        let _ = std::fs::remove_file(&probe);
+        return Err(e).with_context(|| {
+            format!(
+                "run directory {} is not writable or the disk is full",
+                run_dir.display()
+            )
+        });
+    }
     std::fs::remove_file(&probe)?;
     check_unused(run_dir, start)?;
     if !resume {
@@ -1108,4 +1127,29 @@ fn progress_bar(enabled: bool, len: u64, epoch: u64, epochs: usize) -> ProgressB
         .progress_chars("=> "),
     );
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh run refuses a directory holding checkpoints, with or without a `latest`
+    /// pointer (stray `step-*` checkpoints of an earlier run would outnumber its own when
+    /// pruning); a resume is judged by what it finds to resume.
+    #[test]
+    fn a_new_run_refuses_a_directory_with_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path();
+        check_unused(run, &Start::Fresh).unwrap();
+        let stray = run.join("checkpoints").join(checkpoint::step_name(120));
+        std::fs::create_dir_all(&stray).unwrap();
+        let e = check_unused(run, &Start::Fresh).unwrap_err().to_string();
+        assert!(e.contains("already holds a run"), "{e}");
+        check_unused(run, &Start::Resume).unwrap();
+        std::fs::remove_dir_all(&stray).unwrap();
+        check_unused(run, &Start::Fresh).unwrap();
+        checkpoint::set_pointer(&run.join("checkpoints"), "latest", "step-000000000001").unwrap();
+        let e = check_unused(run, &Start::Fresh).unwrap_err().to_string();
+        assert!(e.contains("already holds a run"), "{e}");
+    }
 }

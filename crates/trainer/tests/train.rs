@@ -339,6 +339,33 @@ fn resaving_the_latest_step_leaves_its_checkpoint_in_place() {
     assert!(done.steps > 10 && done.history.len() == 2, "{done:?}");
 }
 
+/// `keep_checkpoints` bounds the periodic checkpoints inside an epoch too, not only the
+/// epoch-end ones: a small disk does not fill with them.
+#[test]
+fn keep_checkpoints_bounds_periodic_checkpoints() {
+    let split = planted_split(6);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), "widedeep");
+    cfg.train.early_stopping = None;
+    cfg.train.epochs = 1;
+    cfg.train.keep_checkpoints = 2;
+    cfg.train.checkpoint_every_steps = Some(1);
+    cfg.train.max_steps = Some(12);
+    let out = train(&cfg, &split, Start::Fresh);
+    assert_eq!(out.steps, 12);
+    let root = dir.path().join("checkpoints");
+    let mut steps: Vec<String> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("step-"))
+        .collect();
+    steps.sort();
+    let name = rec_trainer::checkpoint::step_name;
+    assert_eq!(steps, [name(11), name(12)]);
+    let latest = rec_trainer::checkpoint::resolve_pointer(&root, "latest").unwrap();
+    assert_eq!(latest, Some(root.join(name(12))));
+}
+
 #[test]
 fn early_stopping_watches_the_schemas_first_task_not_the_first_by_name() {
     // A second task `a_noise` (random labels) sorts before `like` by name.
