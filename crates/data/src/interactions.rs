@@ -318,11 +318,15 @@ impl InteractionSchema {
                 ));
             }
             if rec.len() != width {
+                // The row as written: its fields joined by the delimiter (the record's bytes
+                // alone run the fields together).
+                let sep = char::from(self.delimiter_byte()?).to_string();
+                let row: Vec<_> = rec.iter().map(String::from_utf8_lossy).collect();
                 return Err(DataError::parse(
                     &source,
                     line,
                     "(row)",
-                    String::from_utf8_lossy(rec.as_slice()),
+                    row.join(&sep),
                     format!("expected {width} fields, found {}", rec.len()),
                 ));
             }

@@ -340,6 +340,16 @@ fn csv_oddities_with_defined_behaviour() {
     // Timestamps out of order are kept per row as read (a time split sorts them itself).
     assert_eq!(t.timestamps.as_deref(), Some(&[100, 90][..]));
 
+    // A row with a field too many is quoted as written, delimiters included.
+    let extra = b"user,item,stars,country,tags,price,ts\nu1,i1,5,fr,a,1,100,extra\n";
+    match schema.read_bytes(extra, "extra.csv").unwrap_err() {
+        rec_data::DataError::Parse { line, value, .. } => {
+            assert_eq!(line, 2);
+            assert_eq!(value, "u1,i1,5,fr,a,1,100,extra");
+        }
+        other => panic!("{other}"),
+    }
+
     // A header with no data row is a table with no row (the trainer refuses to train on it).
     let empty = schema
         .read_bytes(b"user,item,stars,country,tags,price,ts\n", "h.csv")

@@ -171,6 +171,7 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
     let vocabs = carried_vocabs(split, cfg);
     let vocabs_json = vocabs.as_ref().map(serde_json::to_value).transpose()?;
     let data = data_fingerprint(split);
+    let fields = field_kinds(&split.schema);
     if let Some(dir) = &resume_from {
         // Checked before anything in the run directory is touched: a refused resume writes
         // nothing.
@@ -178,7 +179,16 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
         check_vocabs(&state, vocabs.as_ref(), dir)?;
         check_data(&state, &data, dir)?;
     }
-    let writer = CheckpointWriter::new(&ckpt_root, cfg, vocabs_json, data)?;
+    let mut opt = DenseOptimizer::new(cfg.optimizer.dense, model.dense_vars())?;
+    if let Start::WarmStart(dir) = &start {
+        // Also before the run directory is touched: a refused warm start leaves no directory.
+        let (tensors, state) = checkpoint::read(dir, model.device())?;
+        check_vocabs(&state, vocabs.as_ref(), dir)?;
+        check_fields(&state, &fields, dir)?;
+        load_training_state(model, Some(&mut opt), &tensors, &state["state"])?;
+        tracing::info!(checkpoint = %dir.display(), "warm start");
+    }
+    let writer = CheckpointWriter::new(&ckpt_root, cfg, vocabs_json, data, fields)?;
     // One process at a time: two trainings into one directory would overwrite each other's
     // checkpoints and interleave the log. Released when `fit` returns, also on an error.
     std::fs::create_dir_all(&run_dir)
@@ -192,7 +202,6 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
     checkpoint::write_atomic(&run_dir.join("config.toml"), cfg.to_toml()?.as_bytes())
         .with_context(|| format!("cannot write into {}", run_dir.display()))?;
 
-    let mut opt = DenseOptimizer::new(cfg.optimizer.dense, model.dense_vars())?;
     let mut st = LoopState {
         step: 0,
         epoch: 0,
@@ -230,12 +239,8 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
             checkpoint::write_atomic(&run_dir.join("log.jsonl"), text.as_bytes())?;
             tracing::info!(checkpoint = %dir.display(), step = st.step, epoch = st.epoch, "resuming");
         }
-        Start::WarmStart(dir) => {
-            let (tensors, state) = checkpoint::read(dir, model.device())?;
-            check_vocabs(&state, vocabs.as_ref(), dir)?;
-            load_training_state(model, Some(&mut opt), &tensors, &state["state"])?;
-            tracing::info!(checkpoint = %dir.display(), "warm start");
-        }
+        // Loaded above.
+        Start::WarmStart(_) => {}
     }
 
     let bs = cfg.train.batch_size;
@@ -812,8 +817,45 @@ fn check_vocabs(state: &serde_json::Value, split: Option<&Vocabs>, dir: &Path) -
     Ok(())
 }
 
+/// Each input field's kind (`categorical`, `multi_hot`, ...), by name: saved with every
+/// checkpoint, so that a warm start on data whose columns changed role is refused.
+fn field_kinds(schema: &rec_data::Schema) -> serde_json::Value {
+    schema
+        .fields
+        .iter()
+        .map(|f| Ok((f.name.clone(), serde_json::to_value(f.kind)?)))
+        .collect::<serde_json::Result<serde_json::Map<_, _>>>()
+        .map_or(serde_json::Value::Null, serde_json::Value::Object)
+}
+
+/// Refuses to continue from a checkpoint in which a field of the data had another kind (a
+/// column that was multi-hot read as categorical, say): its table would meet IDs of another
+/// meaning (every `a|b` bag an unknown token). A checkpoint without the kinds (older) is not
+/// checked.
+fn check_fields(state: &serde_json::Value, fields: &serde_json::Value, dir: &Path) -> Result<()> {
+    let (Some(saved), Some(now)) = (
+        state.get("fields").and_then(|v| v.as_object()),
+        fields.as_object(),
+    ) else {
+        return Ok(());
+    };
+    for (name, kind) in saved {
+        if let Some(k) = now.get(name)
+            && k != kind
+        {
+            bail!(
+                "{} was trained with field `{name}` as {kind}, and this data has it as {k}: \
+                 the column's role changed since (in the data's schema), so its values mean \
+                 other IDs; give the column its former role, or train a new run from scratch",
+                dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Writes the run's checkpoints under `root`: what does not change during a run (the
-/// configuration, the vocabularies, the data fingerprint) is prepared once.
+/// configuration, the vocabularies, the data fingerprint, the fields' kinds) is prepared once.
 struct CheckpointWriter<'a> {
     root: &'a Path,
     fixed: serde_json::Map<String, serde_json::Value>,
@@ -825,6 +867,7 @@ impl<'a> CheckpointWriter<'a> {
         cfg: &Config,
         vocabs: Option<serde_json::Value>,
         data: String,
+        fields: serde_json::Value,
     ) -> Result<Self> {
         let mut fixed = serde_json::Map::new();
         fixed.insert("config".into(), cfg.to_toml()?.into());
@@ -832,6 +875,7 @@ impl<'a> CheckpointWriter<'a> {
             fixed.insert("vocabs".into(), v);
         }
         fixed.insert("data".into(), data.into());
+        fixed.insert("fields".into(), fields);
         Ok(Self { root, fixed })
     }
 

@@ -604,6 +604,68 @@ fn a_csv_with_only_a_header_is_refused_before_training() {
     rec_trainer::data::load_split(&cfg).unwrap();
 }
 
+/// A warm start on data in which a column changed role (multi-hot tags read as one
+/// categorical token) is refused, naming the field and both kinds, and writes nothing.
+#[test]
+fn a_warm_start_refuses_a_column_whose_role_changed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut text = String::from("user,item,tags,click\n");
+    for r in 0..120 {
+        text.push_str(&format!(
+            "u{},i{},t{}|t{},{}\n",
+            r % 7,
+            r % 5,
+            r % 3,
+            r % 4,
+            (r / 3) % 2
+        ));
+    }
+    let csv = tmp.path().join("day.csv");
+    std::fs::write(&csv, text).unwrap();
+    let schema = |name: &str, tags: &str| {
+        let p = tmp.path().join(name);
+        std::fs::write(
+            &p,
+            format!(
+                "[[columns]]\nname = \"user\"\nrole = \"user\"\n\
+                 [[columns]]\nname = \"item\"\nrole = \"item\"\n\
+                 [[columns]]\nname = \"tags\"\n{tags}\n\
+                 [[columns]]\nname = \"click\"\nrole = \"label\"\n"
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let bags = schema("bags.toml", "role = \"multi_hot\"\nseparator = \"|\"");
+    let tokens = schema("tokens.toml", "role = \"categorical\"");
+    let config = |schema: &Path, out: &str| {
+        let text = format!(
+            "[data]\ndataset = \"csv\"\n[data.options]\npath = {:?}\nschema = {:?}\n\
+             [model]\nname = \"fm\"\n[model.params]\ndim = 4\n\
+             [train]\nepochs = 1\nbatch_size = 32\nprogress = false\n[output]\ndir = {:?}\n",
+            csv.display().to_string(),
+            schema.display().to_string(),
+            tmp.path().join(out).display().to_string(),
+        );
+        Config::from_toml(&text, out).unwrap()
+    };
+    rec_trainer::run(&config(&bags, "first"), Start::Fresh).unwrap();
+    let ck = checkpoint::resolve_pointer(&tmp.path().join("first/checkpoints"), "latest")
+        .unwrap()
+        .unwrap();
+    let e = format!(
+        "{:#}",
+        rec_trainer::run(&config(&tokens, "second"), Start::WarmStart(ck.clone())).unwrap_err()
+    );
+    assert!(
+        e.contains("field `tags` as \"multi_hot\"") && e.contains("as \"categorical\""),
+        "{e}"
+    );
+    assert!(!tmp.path().join("second").exists());
+    // The same role is accepted.
+    rec_trainer::run(&config(&bags, "third"), Start::WarmStart(ck)).unwrap();
+}
+
 /// The daily update on your own CSV files: the next day's file is encoded with the vocabularies
 /// of the checkpoint it warm-starts from (saved in the checkpoint), not with vocabularies built
 /// afresh from the new file, which would give known IDs other rows. An interrupted run whose
@@ -663,7 +725,8 @@ fn a_warm_start_on_a_new_csv_keeps_the_checkpoints_vocabularies() {
         fit(model.as_mut(), &fresh, &c2, Start::WarmStart(ck1.clone())).unwrap_err()
     );
     assert!(e.contains("vocabulary of field `item`"), "{e}");
-    std::fs::remove_dir_all(tmp.path().join("day2")).unwrap();
+    // Refused before the run directory is made.
+    assert!(!tmp.path().join("day2").exists());
 
     rec_trainer::run(&c2, Start::WarmStart(ck1)).unwrap();
     let ck2 = checkpoint::resolve_pointer(&tmp.path().join("day2/checkpoints"), "latest")
