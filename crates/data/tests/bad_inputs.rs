@@ -256,6 +256,11 @@ fn config_corpora() {
         assert!(msg.contains(&path.display().to_string()), "{case}: {msg}");
         assert!(msg.contains(&format!("line {line}")), "{case}: {msg}");
         assert!(msg.contains(key), "{case}: {msg}");
+        assert_eq!(
+            msg.matches("synthetic data configuration").count(),
+            1,
+            "{case}: {msg}"
+        );
     }
 }
 

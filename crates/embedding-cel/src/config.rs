@@ -61,7 +61,12 @@ pub enum Mode {
 /// How entities move between clusters after splits. \[ref\] (the loss criterion), \[ours\] (the
 /// approximations).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(
+    tag = "kind",
+    rename_all = "snake_case",
+    deny_unknown_fields,
+    from = "ReassignRepr"
+)]
 pub enum Reassign {
     /// Never.
     None,
@@ -89,6 +94,41 @@ pub enum Reassign {
         #[serde(default = "d_curvature")]
         curvature: f64,
     },
+}
+
+/// What [`Reassign`] is read from: the same with `none` as an empty struct variant, so that a
+/// stray key next to `kind = "none"` is refused like any unknown key (serde lets unit variants
+/// of an internally tagged enum ignore the other keys).
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+enum ReassignRepr {
+    None {},
+    Approx {
+        #[serde(default = "d_curvature")]
+        curvature: f64,
+    },
+    Exact {
+        #[serde(default)]
+        candidates: usize,
+        #[serde(default = "d_curvature")]
+        curvature: f64,
+    },
+}
+
+impl From<ReassignRepr> for Reassign {
+    fn from(r: ReassignRepr) -> Self {
+        match r {
+            ReassignRepr::None {} => Self::None,
+            ReassignRepr::Approx { curvature } => Self::Approx { curvature },
+            ReassignRepr::Exact {
+                candidates,
+                curvature,
+            } => Self::Exact {
+                candidates,
+                curvature,
+            },
+        }
+    }
 }
 
 impl Default for Reassign {
@@ -315,6 +355,30 @@ pub fn is_prime(n: u64) -> bool {
 
 #[cfg(test)]
 mod tests {
+    /// A stray key next to a reassignment kind is refused, also next to `none`.
+    #[test]
+    fn reassign_kinds_refuse_stray_keys() {
+        use serde_json::json;
+        for r in [
+            Reassign::None,
+            Reassign::Approx { curvature: 2.0 },
+            Reassign::Exact {
+                candidates: 3,
+                curvature: 1.0,
+            },
+        ] {
+            let v = serde_json::to_value(r).unwrap();
+            assert_eq!(serde_json::from_value::<Reassign>(v.clone()).unwrap(), r);
+            let mut stray = v.as_object().unwrap().clone();
+            stray.insert("foo".into(), json!(1));
+            let e = serde_json::from_value::<Reassign>(stray.into()).unwrap_err();
+            assert!(e.to_string().contains("unknown field `foo`"), "{r:?}: {e}");
+        }
+        // Defaults still fill in.
+        let r: Reassign = serde_json::from_value(json!({"kind": "approx"})).unwrap();
+        assert_eq!(r, Reassign::Approx { curvature: 1.0 });
+    }
+
     use super::*;
 
     #[test]

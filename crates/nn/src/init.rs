@@ -30,7 +30,12 @@ use serde::{Deserialize, Serialize};
 /// [`crate::layers::Linear`]: for a 2-D shape `[out, in]`, `fan_in = in`, `fan_out = out`; a 1-D
 /// shape uses its length for both.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(
+    tag = "kind",
+    rename_all = "snake_case",
+    deny_unknown_fields,
+    from = "InitRepr"
+)]
 pub enum Init {
     /// All zeros.
     Zeros,
@@ -65,6 +70,39 @@ pub enum Init {
     HeNormal,
 }
 
+/// What [`Init`] is read from: the same with the unit variants as empty struct variants, so
+/// that a stray key next to `kind = "zeros"` is refused like any unknown key; serde lets unit
+/// variants of an internally tagged enum ignore the other keys.
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+enum InitRepr {
+    Zeros {},
+    Ones {},
+    Const { value: f64 },
+    Uniform { lo: f64, hi: f64 },
+    Normal { mean: f64, std: f64 },
+    XavierUniform {},
+    XavierNormal {},
+    HeUniform {},
+    HeNormal {},
+}
+
+impl From<InitRepr> for Init {
+    fn from(r: InitRepr) -> Self {
+        match r {
+            InitRepr::Zeros {} => Self::Zeros,
+            InitRepr::Ones {} => Self::Ones,
+            InitRepr::Const { value } => Self::Const { value },
+            InitRepr::Uniform { lo, hi } => Self::Uniform { lo, hi },
+            InitRepr::Normal { mean, std } => Self::Normal { mean, std },
+            InitRepr::XavierUniform {} => Self::XavierUniform,
+            InitRepr::XavierNormal {} => Self::XavierNormal,
+            InitRepr::HeUniform {} => Self::HeUniform,
+            InitRepr::HeNormal {} => Self::HeNormal,
+        }
+    }
+}
+
 impl Init {
     /// Draws `shape.elem_count()` values from `rng`.
     pub fn sample(&self, shape: &Shape, rng: &mut impl Rng) -> Result<Vec<f64>> {
@@ -97,6 +135,9 @@ impl Init {
     pub fn sampler(&self, fan_in: usize, fan_out: usize) -> Result<Sampler> {
         let (fan_in, fan_out) = (fan_in.max(1) as f64, fan_out.max(1) as f64);
         let uniform = |lo: f64, hi: f64| -> Result<Sampler> {
+            if !(lo.is_finite() && hi.is_finite() && lo <= hi) {
+                candle_core::bail!("uniform init needs finite lo <= hi, got lo {lo}, hi {hi}");
+            }
             if lo == hi {
                 return Ok(Sampler::Const(lo));
             }
@@ -105,6 +146,11 @@ impl Init {
                 .map_err(|e| candle_core::Error::Msg(format!("uniform({lo}, {hi}): {e}")))
         };
         let normal = |mean: f64, std: f64| -> Result<Sampler> {
+            if !(mean.is_finite() && std.is_finite() && std >= 0.0) {
+                candle_core::bail!(
+                    "normal init needs a finite mean and a finite std >= 0, got mean {mean}, std {std}"
+                );
+            }
             Normal::new(mean, std)
                 .map(Sampler::Normal)
                 .map_err(|e| candle_core::Error::Msg(format!("normal({mean}, {std}): {e}")))
@@ -112,6 +158,9 @@ impl Init {
         match *self {
             Init::Zeros => Ok(Sampler::Const(0.0)),
             Init::Ones => Ok(Sampler::Const(1.0)),
+            Init::Const { value } if !value.is_finite() => {
+                candle_core::bail!("const init needs a finite value, got {value}")
+            }
             Init::Const { value } => Ok(Sampler::Const(value)),
             Init::Uniform { lo, hi } => uniform(lo, hi),
             Init::Normal { mean, std } => normal(mean, std),
@@ -312,6 +361,95 @@ pub fn join(prefix: &str, name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// Parameters that describe no distribution are refused by name, not drawn from.
+    #[test]
+    fn init_parameters_outside_their_range_are_refused() {
+        for (init, what) in [
+            (
+                Init::Normal {
+                    mean: 0.0,
+                    std: -1.0,
+                },
+                "std -1",
+            ),
+            (
+                Init::Normal {
+                    mean: f64::NAN,
+                    std: 1.0,
+                },
+                "mean NaN",
+            ),
+            (Init::Const { value: f64::NAN }, "got NaN"),
+            (Init::Uniform { lo: 1.0, hi: -1.0 }, "lo 1, hi -1"),
+            (
+                Init::Uniform {
+                    lo: 0.0,
+                    hi: f64::INFINITY,
+                },
+                "hi inf",
+            ),
+        ] {
+            let Err(e) = init.sampler(4, 4) else {
+                panic!("{init:?} was accepted")
+            };
+            let e = e.to_string();
+            assert!(e.contains(what), "{init:?}: {e}");
+        }
+        assert!(
+            Init::Normal {
+                mean: 0.0,
+                std: 0.0
+            }
+            .sampler(4, 4)
+            .is_ok()
+        );
+        assert!(Init::Uniform { lo: 0.5, hi: 0.5 }.sampler(4, 4).is_ok());
+    }
+
+    /// Every kind reads back what it writes, and a stray key is refused, also next to a kind
+    /// without parameters (serde's unit variants would ignore it).
+    #[test]
+    fn init_and_table_kinds_refuse_stray_keys() {
+        use crate::embedding::TableConfig;
+        use serde_json::json;
+        for init in [
+            Init::Zeros,
+            Init::Ones,
+            Init::Const { value: 0.5 },
+            Init::Uniform { lo: -1.0, hi: 1.0 },
+            Init::Normal {
+                mean: 0.0,
+                std: 0.1,
+            },
+            Init::XavierUniform,
+            Init::XavierNormal,
+            Init::HeUniform,
+            Init::HeNormal,
+        ] {
+            let v = serde_json::to_value(init).unwrap();
+            assert_eq!(serde_json::from_value::<Init>(v.clone()).unwrap(), init);
+            let mut stray = v.as_object().unwrap().clone();
+            stray.insert("foo".into(), json!(1));
+            let e = serde_json::from_value::<Init>(stray.into()).unwrap_err();
+            assert!(
+                e.to_string().contains("unknown field `foo`"),
+                "{init:?}: {e}"
+            );
+        }
+        for table in [
+            TableConfig::Full,
+            TableConfig::Hashed { rows: 7 },
+            TableConfig::Qr { collisions: 3 },
+            TableConfig::Frequency { top_k: 2, rows: 5 },
+        ] {
+            let v = serde_json::to_value(table).unwrap();
+            assert_eq!(serde_json::from_value::<TableConfig>(v).unwrap(), table);
+        }
+        let e =
+            serde_json::from_value::<TableConfig>(json!({"kind": "full", "rows": 10})).unwrap_err();
+        assert!(e.to_string().contains("unknown field `rows`"), "{e}");
+    }
+
     use super::*;
 
     #[test]

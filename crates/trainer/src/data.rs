@@ -47,11 +47,13 @@ pub fn load_split_with(cfg: &DataConfig, vocabs: Option<&Vocabs>) -> Result<Spli
         }
         "csv" => {
             let get = |k: &str| -> Result<PathBuf> {
-                cfg.options
+                let v = cfg
+                    .options
                     .get(k)
-                    .and_then(toml::Value::as_str)
-                    .map(PathBuf::from)
-                    .with_context(|| format!("[data.options] needs `{k}` for the csv dataset"))
+                    .with_context(|| format!("[data.options] needs `{k}` for the csv dataset"))?;
+                v.as_str().map(PathBuf::from).with_context(|| {
+                    format!("[data.options] {k} must be a path as a string, got {v}")
+                })
             };
             let (path, schema_path) = (get("path")?, get("schema")?);
             for k in cfg.options.keys() {
@@ -133,6 +135,12 @@ fn synthetic_split(cfg: &DataConfig) -> Result<Split> {
             cfg.protocol
         );
     }
+    if opts.contains_key("config") && opts.contains_key("preset") {
+        bail!(
+            "[data.options] has both config (a generator file) and preset: the file sets every \
+             size itself, so give one of them"
+        );
+    }
     let mut gen_cfg = match (
         opts.get("config").and_then(toml::Value::as_str),
         opts.get("preset"),
@@ -166,8 +174,10 @@ fn synthetic_split(cfg: &DataConfig) -> Result<Split> {
     let history = int("history")?.unwrap_or(0) as usize;
     let negative_rate = match opts.get("negative_rate") {
         None => 1.0,
+        // An integer is a number too (`negative_rate = 1`).
         Some(v) => v
             .as_float()
+            .or_else(|| v.as_integer().map(|i| i as f64))
             .filter(|f| (0.0..=1.0).contains(f) && *f > 0.0)
             .context("[data.options] negative_rate must be a number in (0, 1]")?
             as f32,

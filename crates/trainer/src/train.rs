@@ -185,7 +185,8 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
         let (tensors, state) = checkpoint::read(dir, model.device())?;
         check_vocabs(&state, vocabs.as_ref(), dir)?;
         check_fields(&state, &fields, dir)?;
-        load_training_state(model, Some(&mut opt), &tensors, &state["state"])?;
+        load_training_state(model, Some(&mut opt), &tensors, &state["state"])
+            .with_context(|| format!("warm start from {}", dir.display()))?;
         tracing::info!(checkpoint = %dir.display(), "warm start");
     }
     let writer = CheckpointWriter::new(&ckpt_root, cfg, vocabs_json, data, fields)?;
@@ -259,7 +260,8 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
     if es.is_some() && !matches!(start, Start::Resume) {
         // A misspelt metric or task is refused now, not after the first epoch's training
         // (evaluation changes nothing in the model).
-        let valid = evaluate(model, &split.valid, cfg.train.eval_batch_size)?;
+        let valid = evaluate(model, &split.valid, cfg.train.eval_batch_size)
+            .context("evaluating the validation split before training")?;
         watched_value(es.as_ref(), model, &valid)?;
     }
     let mut log = std::fs::OpenOptions::new()
@@ -326,7 +328,10 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
         let epoch_secs = epoch_start.elapsed().as_secs_f64();
 
         // End of an epoch (or of the step budget): evaluate, log, checkpoint.
-        let valid = evaluate(model, &split.valid, cfg.train.eval_batch_size)?;
+        let valid =
+            evaluate(model, &split.valid, cfg.train.eval_batch_size).with_context(|| {
+                format!("evaluating the validation split after epoch {}", epoch + 1)
+            })?;
         let watched = watched_value(es.as_ref(), model, &valid)?;
         let record = EpochRecord {
             epoch: epoch + 1,
@@ -404,9 +409,11 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
         // Without a best checkpoint, a step budget that ended inside an epoch leaves the model
         // past the last epoch's validation: evaluate what is tested.
         Some(r) if st.best.is_some() || st.batch_in_epoch == 0 => r.valid.clone(),
-        _ => evaluate(model, &split.valid, cfg.train.eval_batch_size)?,
+        _ => evaluate(model, &split.valid, cfg.train.eval_batch_size)
+            .context("evaluating the validation split of the kept checkpoint")?,
     };
-    let test = evaluate(model, &split.test, cfg.train.eval_batch_size)?;
+    let test = evaluate(model, &split.test, cfg.train.eval_batch_size)
+        .context("evaluating the test split of the kept checkpoint")?;
     let outcome = Outcome {
         run_dir: run_dir.clone(),
         test,

@@ -548,6 +548,14 @@ fn options_a_dataset_does_not_take_are_refused_by_name() {
         .insert("items".into(), toml::Value::Integer((1 << 32) + 1));
     let e = format!("{:#}", rec_trainer::data::load_split(&cfg).unwrap_err());
     assert!(e.contains("items must be at most"), "{e}");
+    // A generator file and a preset: the preset would be ignored.
+    cfg.options.remove("items");
+    cfg.options.insert("config".into(), "gen.toml".into());
+    cfg.options.insert("preset".into(), "large".into());
+    let e = format!("{:#}", rec_trainer::data::load_split(&cfg).unwrap_err());
+    assert!(e.contains("both config") && e.contains("preset"), "{e}");
+    cfg.options.remove("config");
+    cfg.options.remove("preset");
     // Each protocol's history option, not the other's (which it would ignore).
     cfg.options.remove("items");
     cfg.protocol = "ecom".into();
@@ -602,6 +610,14 @@ fn a_csv_with_only_a_header_is_refused_before_training() {
     // One row is enough to load.
     std::fs::write(&csv, "user,item,click\nu1,i1,1\n").unwrap();
     rec_trainer::data::load_split(&cfg).unwrap();
+    // A path that is not a string is named as such (not as missing).
+    let mut bad = cfg.clone();
+    bad.options.insert("path".into(), 5.into());
+    let e = format!("{:#}", rec_trainer::data::load_split(&bad).unwrap_err());
+    assert!(e.contains("path must be a path as a string, got 5"), "{e}");
+    bad.options.remove("path");
+    let e = format!("{:#}", rec_trainer::data::load_split(&bad).unwrap_err());
+    assert!(e.contains("needs `path`"), "{e}");
 }
 
 /// A warm start on data in which a column changed role (multi-hot tags read as one

@@ -78,7 +78,12 @@ pub enum LossWeighting {
 /// The head of one task. Serialized with a `kind` tag, e.g. `{ kind = "fields", fields =
 /// ["icon_id"] }`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(
+    tag = "kind",
+    rename_all = "snake_case",
+    deny_unknown_fields,
+    from = "HeadConfigRepr"
+)]
 pub enum HeadConfig {
     /// A shallow MLP on `[rep; e_item]`, the target item embedded with the tables of the
     /// behaviour sequence (CTR). Scores candidates in [`Dupn::score`](crate::Dupn::score).
@@ -102,6 +107,35 @@ pub enum HeadConfig {
         /// the field shares a vocabulary with the behaviour sequence).
         fields: Vec<String>,
     },
+}
+
+/// What [`HeadConfig`] is read from: the same with `item` and `rep` as empty struct variants,
+/// so that a stray key next to them is refused like any unknown key (serde lets unit variants
+/// of an internally tagged enum ignore the other keys).
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+enum HeadConfigRepr {
+    Item {},
+    Rep {},
+    Rank {
+        features: String,
+        #[serde(default)]
+        item: bool,
+    },
+    Fields {
+        fields: Vec<String>,
+    },
+}
+
+impl From<HeadConfigRepr> for HeadConfig {
+    fn from(r: HeadConfigRepr) -> Self {
+        match r {
+            HeadConfigRepr::Item {} => Self::Item,
+            HeadConfigRepr::Rep {} => Self::Rep,
+            HeadConfigRepr::Rank { features, item } => Self::Rank { features, item },
+            HeadConfigRepr::Fields { fields } => Self::Fields { fields },
+        }
+    }
 }
 
 fn d_item_dim() -> usize {
@@ -355,6 +389,36 @@ impl DupnConfig {
 
 #[cfg(test)]
 mod tests {
+    /// A stray key next to a head kind is refused, also for the kinds without parameters.
+    #[test]
+    fn head_kinds_refuse_stray_keys() {
+        use serde_json::json;
+        for head in [
+            HeadConfig::Item,
+            HeadConfig::Rep,
+            HeadConfig::Rank {
+                features: "r".into(),
+                item: true,
+            },
+            HeadConfig::Fields {
+                fields: vec!["shop".into()],
+            },
+        ] {
+            let v = serde_json::to_value(&head).unwrap();
+            assert_eq!(
+                serde_json::from_value::<HeadConfig>(v.clone()).unwrap(),
+                head
+            );
+            let mut stray = v.as_object().unwrap().clone();
+            stray.insert("foo".into(), json!(1));
+            let e = serde_json::from_value::<HeadConfig>(stray.into()).unwrap_err();
+            assert!(
+                e.to_string().contains("unknown field `foo`"),
+                "{head:?}: {e}"
+            );
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -450,8 +450,12 @@ impl SynthConfig {
     /// Reads and validates a TOML file.
     pub fn from_toml_file(path: &std::path::Path) -> Result<Self, SynthError> {
         let text = std::fs::read_to_string(path).map_err(|e| SynthError::io(path, e))?;
-        Self::from_toml_str(&text)
-            .map_err(|e| SynthError::Config(format!("{}: {e}", path.display())))
+        Self::from_toml_str(&text).map_err(|e| match e {
+            // The message without its "synthetic data configuration: " prefix, which the
+            // wrapping error adds again.
+            SynthError::Config(m) => SynthError::Config(format!("{}: {m}", path.display())),
+            other => SynthError::Config(format!("{}: {other}", path.display())),
+        })
     }
 
     /// The configuration as a TOML document.

@@ -230,7 +230,7 @@ pub fn write_dataset(
 ) -> Result<WriteSummary, SynthError> {
     if out.exists() && !overwrite {
         return Err(SynthError::Format(format!(
-            "{} exists (pass overwrite to replace it)",
+            "{} exists (pass `overwrite`, on the command line `--overwrite`, to replace it)",
             out.display()
         )));
     }

@@ -35,7 +35,12 @@ pub type TableFactory<'a> = dyn FnMut(&FieldSpec, usize) -> Result<Box<dyn Embed
 /// Which built-in table to build. Serialized with a `kind` tag, e.g. `{ kind = "hashed",
 /// rows = 10000 }`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(
+    tag = "kind",
+    rename_all = "snake_case",
+    deny_unknown_fields,
+    from = "TableConfigRepr"
+)]
 pub enum TableConfig {
     /// One row per ID ([`FullTable`]).
     #[default]
@@ -58,6 +63,29 @@ pub enum TableConfig {
         /// Number of shared hashed rows.
         rows: usize,
     },
+}
+
+/// What [`TableConfig`] is read from: the same with `full` as an empty struct variant, so that
+/// a stray key next to `kind = "full"` (`rows = 10`) is refused like any unknown key; serde
+/// lets unit variants of an internally tagged enum ignore the other keys.
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+enum TableConfigRepr {
+    Full {},
+    Hashed { rows: usize },
+    Qr { collisions: usize },
+    Frequency { top_k: usize, rows: usize },
+}
+
+impl From<TableConfigRepr> for TableConfig {
+    fn from(r: TableConfigRepr) -> Self {
+        match r {
+            TableConfigRepr::Full {} => Self::Full,
+            TableConfigRepr::Hashed { rows } => Self::Hashed { rows },
+            TableConfigRepr::Qr { collisions } => Self::Qr { collisions },
+            TableConfigRepr::Frequency { top_k, rows } => Self::Frequency { top_k, rows },
+        }
+    }
 }
 
 /// Tables of a model: a default kind, per-field overrides, and the shared options.
