@@ -620,6 +620,19 @@ fn a_csv_with_only_a_header_is_refused_before_training() {
     assert!(e.contains("needs `path`"), "{e}");
 }
 
+/// A one-epoch FM run on the CSV `csv` read with `schema`, into `out`.
+fn csv_fm_config(csv: &Path, schema: &Path, out: &Path) -> Config {
+    let text = format!(
+        "[data]\ndataset = \"csv\"\n[data.options]\npath = {:?}\nschema = {:?}\n\
+         [model]\nname = \"fm\"\n[model.params]\ndim = 4\n\
+         [train]\nepochs = 1\nbatch_size = 32\nprogress = false\n[output]\ndir = {:?}\n",
+        csv.display().to_string(),
+        schema.display().to_string(),
+        out.display().to_string(),
+    );
+    Config::from_toml(&text, "csv run").unwrap()
+}
+
 /// A warm start on data in which a column changed role (multi-hot tags read as one
 /// categorical token) is refused, naming the field and both kinds, and writes nothing.
 #[test]
@@ -654,17 +667,7 @@ fn a_warm_start_refuses_a_column_whose_role_changed() {
     };
     let bags = schema("bags.toml", "role = \"multi_hot\"\nseparator = \"|\"");
     let tokens = schema("tokens.toml", "role = \"categorical\"");
-    let config = |schema: &Path, out: &str| {
-        let text = format!(
-            "[data]\ndataset = \"csv\"\n[data.options]\npath = {:?}\nschema = {:?}\n\
-             [model]\nname = \"fm\"\n[model.params]\ndim = 4\n\
-             [train]\nepochs = 1\nbatch_size = 32\nprogress = false\n[output]\ndir = {:?}\n",
-            csv.display().to_string(),
-            schema.display().to_string(),
-            tmp.path().join(out).display().to_string(),
-        );
-        Config::from_toml(&text, out).unwrap()
-    };
+    let config = |schema: &Path, out: &str| csv_fm_config(&csv, schema, &tmp.path().join(out));
     rec_trainer::run(&config(&bags, "first"), Start::Fresh).unwrap();
     let ck = checkpoint::resolve_pointer(&tmp.path().join("first/checkpoints"), "latest")
         .unwrap()
@@ -703,17 +706,7 @@ fn a_warm_start_on_a_new_csv_keeps_the_checkpoints_vocabularies() {
     // Day 2 lacks i1 and has a new item i0: built afresh, its vocabulary would differ.
     let day1 = write_day("day1.csv", &["i1", "i2", "i3", "i4", "i5"]);
     let day2 = write_day("day2.csv", &["i0", "i2", "i3", "i4", "i5"]);
-    let config = |csv: &Path, out: &str| {
-        let text = format!(
-            "[data]\ndataset = \"csv\"\n[data.options]\npath = {:?}\nschema = {:?}\n\
-             [model]\nname = \"fm\"\n[model.params]\ndim = 4\n\
-             [train]\nepochs = 1\nbatch_size = 32\nprogress = false\n[output]\ndir = {:?}\n",
-            csv.display().to_string(),
-            schema.display().to_string(),
-            tmp.path().join(out).display().to_string(),
-        );
-        Config::from_toml(&text, out).unwrap()
-    };
+    let config = |csv: &Path, out: &str| csv_fm_config(csv, &schema, &tmp.path().join(out));
     let (c1, c2) = (config(&day1, "day1"), config(&day2, "day2"));
     rec_trainer::run(&c1, Start::Fresh).unwrap();
     let ck1 = checkpoint::resolve_pointer(&tmp.path().join("day1/checkpoints"), "latest")
