@@ -122,6 +122,12 @@ fn synthetic_split(cfg: &DataConfig) -> Result<Split> {
                 .with_context(|| format!("[data.options] {k} must be a non-negative integer")),
         }
     };
+    if !["ctr", "rating", "ms", "ecom"].contains(&cfg.protocol.as_str()) {
+        bail!(
+            "[data] protocol `{}` is unknown for the synthetic dataset (ctr, rating, ms, ecom)",
+            cfg.protocol
+        );
+    }
     // Each protocol's own history option: a key of the other one would be silently ignored.
     if cfg.protocol == "ecom" && opts.contains_key("history") {
         bail!(

@@ -852,8 +852,9 @@ fn check_fields(state: &serde_json::Value, fields: &serde_json::Value, dir: &Pat
         {
             bail!(
                 "{} was trained with field `{name}` as {kind}, and this data has it as {k}: \
-                 the column's role changed since (in the data's schema), so its values mean \
-                 other IDs; give the column its former role, or train a new run from scratch",
+                 the column's role (or a dense column's width) changed since, in the data's \
+                 schema, so its values mean something else; give the column its former role, \
+                 or train a new run from scratch",
                 dir.display()
             );
         }
@@ -989,12 +990,17 @@ pub const RESUME_MAY_CHANGE: [&str; 8] = [
 /// checkpoint's state file, so a caller can check before loading any data.
 pub fn resume_point(cfg: &Config) -> Result<PathBuf> {
     let ckpt_root = cfg.run_dir().join("checkpoints");
-    let dir = checkpoint::resolve_pointer(&ckpt_root, "latest")?.with_context(|| {
-        format!(
-            "nothing to resume: {} has no checkpoint (start the run without --resume)",
-            ckpt_root.display()
-        )
-    })?;
+    let dir = match checkpoint::resolve_pointer(&ckpt_root, "latest")? {
+        Some(dir) => dir,
+        // A run killed after its first checkpoint was in place but before `latest` was
+        // written: its newest complete checkpoint is where it stopped.
+        None => newest_complete(&ckpt_root).with_context(|| {
+            format!(
+                "nothing to resume: {} has no checkpoint (start the run without --resume)",
+                ckpt_root.display()
+            )
+        })?,
+    };
     let state = checkpoint::read_state(&dir)?;
     let Some(text) = state["config"].as_str() else {
         bail!("{} has no configuration in its state", dir.display());
@@ -1047,6 +1053,31 @@ fn config_changes(
             _ => {}
         }
     }
+}
+
+/// The newest `step-*` checkpoint under `root` whose state reads and verifies, if any (used
+/// when no `latest` pointer names one).
+fn newest_complete(root: &Path) -> Option<PathBuf> {
+    let mut steps: Vec<PathBuf> = std::fs::read_dir(root)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("step-"))
+        })
+        .collect();
+    steps.sort();
+    let found = steps
+        .into_iter()
+        .rev()
+        .find(|p| checkpoint::read_state(p).is_ok())?;
+    tracing::warn!(
+        checkpoint = %found.display(),
+        "no `latest` pointer: resuming from the newest complete checkpoint"
+    );
+    Some(found)
 }
 
 /// Keeps the `keep` newest checkpoints, the best one and the latest (after every save, so

@@ -366,6 +366,42 @@ fn keep_checkpoints_bounds_periodic_checkpoints() {
     assert_eq!(latest, Some(root.join(name(12))));
 }
 
+/// A run killed after its checkpoint was in place but before `latest` named it: a fresh run
+/// there is refused (its pruning would mix two runs' steps), and `--resume` continues from the
+/// newest complete checkpoint, to the same result as an uninterrupted run.
+#[test]
+fn a_run_without_a_latest_pointer_resumes_from_its_newest_checkpoint() {
+    let split = planted_split(6);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), "widedeep");
+    cfg.train.early_stopping = None;
+    cfg.train.epochs = 2;
+    let full = train(&cfg, &split, Start::Fresh);
+
+    let dir2 = tempfile::tempdir().unwrap();
+    let mut part = config(dir2.path(), "widedeep");
+    part.train.early_stopping = None;
+    part.train.epochs = 2;
+    part.train.max_steps = Some(7);
+    part.train.checkpoint_every_steps = Some(5);
+    train(&part, &split, Start::Fresh);
+    let root = dir2.path().join("checkpoints");
+    std::fs::remove_file(root.join("latest")).unwrap();
+    let _ = std::fs::remove_file(root.join("best"));
+
+    let mut model = registry::build_model(&cfg, &split.schema, &split.train, &Device::Cpu).unwrap();
+    let mut rest = part.clone();
+    rest.train.max_steps = None;
+    let e = format!(
+        "{:#}",
+        fit(model.as_mut(), &split, &rest, Start::Fresh).unwrap_err()
+    );
+    assert!(e.contains("already holds a run"), "{e}");
+    let resumed = train(&rest, &split, Start::Resume);
+    assert_eq!(resumed.steps, full.steps);
+    assert_eq!(resumed.test, full.test);
+}
+
 #[test]
 fn early_stopping_watches_the_schemas_first_task_not_the_first_by_name() {
     // A second task `a_noise` (random labels) sorts before `like` by name.
