@@ -293,7 +293,23 @@ pub fn read_state(dir: &Path) -> Result<serde_json::Value> {
 /// present).
 pub fn prune(root: &Path, keep: usize, protect: &[PathBuf]) -> Result<()> {
     let latest = resolve_pointer(root, "latest")?;
-    let mut names: Vec<PathBuf> = fs::read_dir(root)
+    let names = step_dirs(root)?;
+    let n = names.len();
+    for p in names.into_iter().take(n.saturating_sub(keep)) {
+        if !protect.contains(&p) && latest.as_ref() != Some(&p) {
+            fs::remove_dir_all(&p).with_context(|| format!("cannot remove {}", p.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// The `step-*` checkpoint directories under `root`, oldest first (name order is step order);
+/// none when `root` does not exist.
+pub fn step_dirs(root: &Path) -> Result<Vec<PathBuf>> {
+    if !root.exists() {
+        return Ok(Vec::new());
+    }
+    let mut dirs: Vec<PathBuf> = fs::read_dir(root)
         .with_context(|| format!("cannot list {}", root.display()))?
         .filter_map(|e| e.ok())
         .map(|e| e.path())
@@ -303,14 +319,8 @@ pub fn prune(root: &Path, keep: usize, protect: &[PathBuf]) -> Result<()> {
                     .is_some_and(|n| n.to_string_lossy().starts_with("step-"))
         })
         .collect();
-    names.sort();
-    let n = names.len();
-    for p in names.into_iter().take(n.saturating_sub(keep)) {
-        if !protect.contains(&p) && latest.as_ref() != Some(&p) {
-            fs::remove_dir_all(&p).with_context(|| format!("cannot remove {}", p.display()))?;
-        }
-    }
-    Ok(())
+    dirs.sort();
+    Ok(dirs)
 }
 
 /// The checkpoint name of a step: `step-000000001234`, so that name order is step order.

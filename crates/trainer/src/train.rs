@@ -1058,18 +1058,8 @@ fn config_changes(
 /// The newest `step-*` checkpoint under `root` whose state reads and verifies, if any (used
 /// when no `latest` pointer names one).
 fn newest_complete(root: &Path) -> Option<PathBuf> {
-    let mut steps: Vec<PathBuf> = std::fs::read_dir(root)
+    let found = checkpoint::step_dirs(root)
         .ok()?
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| {
-            p.is_dir()
-                && p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("step-"))
-        })
-        .collect();
-    steps.sort();
-    let found = steps
         .into_iter()
         .rev()
         .find(|p| checkpoint::read_state(p).is_ok())?;
@@ -1096,12 +1086,9 @@ fn prune_checkpoints(ckpt_root: &Path, keep: usize, st: &LoopState) -> Result<()
 /// an old run's higher steps as newer than its own).
 pub(crate) fn check_unused(run_dir: &Path, start: &Start) -> Result<()> {
     let ckpt = run_dir.join("checkpoints");
-    let has_steps = std::fs::read_dir(&ckpt).is_ok_and(|entries| {
-        entries
-            .filter_map(|e| e.ok())
-            .any(|e| e.file_name().to_string_lossy().starts_with("step-"))
-    });
-    if matches!(start, Start::Resume) || !(ckpt.join("latest").exists() || has_steps) {
+    if matches!(start, Start::Resume)
+        || (!ckpt.join("latest").exists() && checkpoint::step_dirs(&ckpt)?.is_empty())
+    {
         return Ok(());
     }
     if matches!(start, Start::WarmStart(_)) {
