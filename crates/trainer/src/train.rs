@@ -1002,6 +1002,35 @@ pub fn resume_point(cfg: &Config) -> Result<PathBuf> {
         })?,
     };
     let state = checkpoint::read_state(&dir)?;
+    // A budget below what the checkpoint has already trained cannot be met: refused before the
+    // run directory is touched (its config.toml would otherwise record the smaller budget).
+    let done_epochs = state["loop"]["epoch"].as_u64().unwrap_or(0);
+    let done_steps = state["loop"]["step"].as_u64().unwrap_or(0);
+    if done_epochs > cfg.train.epochs as u64 {
+        bail!(
+            "cannot resume {} with train.epochs = {}: its checkpoint {} has already trained {} \
+             epochs; give --epochs {} or more to train on (`cargo xtask eval --checkpoint {}` \
+             evaluates it as it is)",
+            cfg.run_dir().display(),
+            cfg.train.epochs,
+            dir.display(),
+            done_epochs,
+            done_epochs,
+            cfg.run_dir().display()
+        );
+    }
+    if let Some(m) = cfg.train.max_steps
+        && done_steps > m
+    {
+        bail!(
+            "cannot resume {} with train.max_steps = {m}: its checkpoint {} has already made {} \
+             steps; set train.max_steps to {} or more, or remove it",
+            cfg.run_dir().display(),
+            dir.display(),
+            done_steps,
+            done_steps
+        );
+    }
     let Some(text) = state["config"].as_str() else {
         bail!("{} has no configuration in its state", dir.display());
     };

@@ -501,6 +501,51 @@ fn a_resume_with_another_configuration_is_refused_naming_the_keys() {
 }
 
 #[test]
+fn a_resume_with_a_budget_below_what_was_trained_is_refused_and_writes_nothing() {
+    let split = planted_split(8);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), "fm");
+    cfg.train.early_stopping = None;
+    cfg.train.epochs = 2;
+    let full = train(&cfg, &split, Start::Fresh);
+    let saved = std::fs::read_to_string(dir.path().join("config.toml")).unwrap();
+    let log = std::fs::read_to_string(dir.path().join("log.jsonl")).unwrap();
+    let mut model = registry::build_model(&cfg, &split.schema, &split.train, &Device::Cpu).unwrap();
+
+    let mut fewer = cfg.clone();
+    fewer.train.epochs = 1;
+    let e = fit(model.as_mut(), &split, &fewer, Start::Resume)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("train.epochs = 1") && e.contains("already trained 2 epochs"),
+        "{e}"
+    );
+    let mut short = cfg.clone();
+    short.train.max_steps = Some(full.steps - 1);
+    let e = fit(model.as_mut(), &split, &short, Start::Resume)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&format!("already made {} steps", full.steps)),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("config.toml")).unwrap(),
+        saved,
+        "a refused resume leaves the run's configuration as it was"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("log.jsonl")).unwrap(),
+        log
+    );
+    // The budget it has already met: nothing left to train, the same test result.
+    let again = train(&cfg, &split, Start::Resume);
+    assert_eq!(again.steps, full.steps);
+    assert_eq!(again.test, full.test);
+}
+
+#[test]
 fn a_misspelt_early_stopping_metric_is_refused_before_any_training() {
     let split = planted_split(9);
     let dir = tempfile::tempdir().unwrap();
