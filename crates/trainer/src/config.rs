@@ -264,6 +264,137 @@ fn yes() -> bool {
     true
 }
 
+/// The line (from 1) and, where it can be told, the key of a TOML error in `text`.
+///
+/// A wrong value's message names the type, not the key: the key is read from the line. A
+/// value inside a table that is read as a whole (a tagged table such as `[optimizer.dense]`, or
+/// an inline table) gets the table's span (a table's header, an inline table's braces): the
+/// key is then the one line of that table whose value is the one the message quotes, when
+/// exactly one is.
+pub(crate) fn error_location(
+    text: &str,
+    span: std::ops::Range<usize>,
+    message: &str,
+) -> (usize, Option<String>) {
+    let start = span.start.min(text.len());
+    let line = text[..start].matches('\n').count() + 1;
+    let quoted = quoted_value(message);
+    if let Some(q) = &quoted {
+        let end = span.end.clamp(start, text.len());
+        let first = line - 1;
+        let header = text
+            .lines()
+            .nth(first)
+            .is_some_and(|l| l.trim_start().starts_with('['));
+        // A table's span is its header alone: its body runs to the next header.
+        let last = if header {
+            text.lines()
+                .enumerate()
+                .skip(first + 1)
+                .find(|(_, l)| l.trim_start().starts_with('['))
+                .map_or(usize::MAX - 1, |(i, _)| i - 1)
+        } else {
+            text[..end].matches('\n').count()
+        };
+        let mut hits = Vec::new();
+        for (i, l) in text.lines().enumerate().take(last + 1).skip(first) {
+            let l = l.trim();
+            if l.starts_with('#') || l.starts_with('[') {
+                continue;
+            }
+            let Some((k, v)) = l.split_once('=') else {
+                continue;
+            };
+            let Ok(t) = toml::from_str::<toml::Table>(&format!("v = {}", v.trim())) else {
+                continue;
+            };
+            let mut keys = Vec::new();
+            leaf_keys(&t["v"], q, k.trim(), &mut keys);
+            hits.extend(keys.into_iter().map(|k| (i + 1, k)));
+        }
+        if let [(l, k)] = hits.as_slice()
+            && (*l != line || text.lines().nth(line - 1).is_some_and(|t| t.contains('{')))
+        {
+            return (*l, Some(format!("{}{k}", table_prefix(text, *l))));
+        }
+    }
+    let key = text
+        .lines()
+        .nth(line - 1)
+        .map(str::trim)
+        // Not a comment, a table header or an inline table (whose outer key would not be the
+        // one at fault).
+        .filter(|l| !l.starts_with('#') && !l.starts_with('[') && !l.contains('{'))
+        .and_then(|l| l.split_once('='))
+        .map(|(k, _)| k.trim())
+        .filter(|k| !k.is_empty() && !message.contains(&format!("`{k}`")));
+    (
+        line,
+        key.map(|k| format!("{}{k}", table_prefix(text, line))),
+    )
+}
+
+/// "a.b." for a line (from 1) under the table header `[a.b]` (or `[[a.b]]`), "" at the root.
+fn table_prefix(text: &str, line: usize) -> String {
+    text.lines()
+        .take(line)
+        .map(str::trim)
+        .filter(|l| l.starts_with('['))
+        .last()
+        .map(|h| {
+            let name = h
+                .split(']')
+                .next()
+                .unwrap_or("")
+                .trim_start_matches('[')
+                .trim();
+            format!("{name}.")
+        })
+        .unwrap_or_default()
+}
+
+/// The value serde's "invalid type" or "invalid value" message quotes, as a TOML value.
+fn quoted_value(message: &str) -> Option<toml::Value> {
+    let rest = message
+        .strip_prefix("invalid type: ")
+        .or_else(|| message.strip_prefix("invalid value: "))?;
+    if let Some(r) = rest.strip_prefix("string ") {
+        // serde writes the string as Rust's debug form, which TOML reads back for plain text.
+        let end = r.rfind(", expected")?;
+        let t = toml::from_str::<toml::Table>(&format!("v = {}", &r[..end])).ok()?;
+        return t.get("v").cloned();
+    }
+    for (prefix, kind) in [("integer `", 0), ("floating point `", 1), ("boolean `", 2)] {
+        if let Some(r) = rest.strip_prefix(prefix) {
+            let v = &r[..r.find('`')?];
+            return match kind {
+                0 => v.parse().ok().map(toml::Value::Integer),
+                1 => v.parse().ok().map(toml::Value::Float),
+                _ => v.parse().ok().map(toml::Value::Boolean),
+            };
+        }
+    }
+    None
+}
+
+/// The dotted keys under `key` (itself included) whose value is `target`.
+fn leaf_keys(v: &toml::Value, target: &toml::Value, key: &str, out: &mut Vec<String>) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, x) in t {
+                leaf_keys(x, target, &format!("{key}.{k}"), out);
+            }
+        }
+        toml::Value::Array(a) => {
+            for x in a {
+                leaf_keys(x, target, key, out);
+            }
+        }
+        x if x == target => out.push(key.to_string()),
+        _ => {}
+    }
+}
+
 impl Config {
     /// Parses a configuration from TOML text and checks its value ranges
     /// ([`validate`](Self::validate)); `origin` names the source in errors.
@@ -282,24 +413,9 @@ impl Config {
         let cfg: Config = toml::from_str(text).map_err(|e| {
             let pos = e
                 .span()
-                .map(|s| {
-                    let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
-                    // A wrong value's message names the type, not the key: add the key of
-                    // that line (unknown keys are already named by the message).
-                    let key = text
-                        .lines()
-                        .nth(line - 1)
-                        .map(str::trim)
-                        // Not a comment, a table header or an inline table (whose outer key
-                        // would not be the one at fault).
-                        .filter(|l| !l.starts_with('#') && !l.starts_with('[') && !l.contains('{'))
-                        .and_then(|l| l.split_once('='))
-                        .map(|(k, _)| k.trim())
-                        .filter(|k| !k.is_empty() && !e.message().contains(&format!("`{k}`")));
-                    match key {
-                        Some(k) => format!(", line {line}, key `{k}`"),
-                        None => format!(", line {line}"),
-                    }
+                .map(|s| match error_location(text, s, e.message()) {
+                    (line, Some(k)) => format!(", line {line}, key `{k}`"),
+                    (line, None) => format!(", line {line}"),
                 })
                 .unwrap_or_default();
             anyhow::anyhow!("invalid configuration {origin}{pos}: {}", e.message())
@@ -477,7 +593,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("line 4"), "{e}");
-        assert!(e.contains("key `epochs`"), "{e}");
+        assert!(e.contains("key `train.epochs`"), "{e}");
         // No key is guessed from a comment (a root-level error points at line 1), nor the
         // outer key of an inline table.
         let e = Config::from_toml("# a = comment\n[train]\nepochs = 3\n", "x")
@@ -491,6 +607,32 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("line 4") && !e.contains("key `dense`"), "{e}");
+        // Inside the inline table, the value the message quotes names its key.
+        assert!(e.contains("key `optimizer.dense.lr`"), "{e}");
+        // A tagged table is read as a whole, so the error's span is the table's: the line and
+        // key are those of the one value the message quotes.
+        let e = Config::from_toml(
+            "[model]\nname = \"fm\"\n[optimizer.dense]\nkind = \"adam\"\nlr = \"fast\"\n",
+            "x",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("line 5, key `optimizer.dense.lr`"), "{e}");
+        let e = Config::from_toml(
+            "[model]\nname = \"fm\"\n[optimizer.dense]\nkind = \"adam\"\nlr = true\n",
+            "x",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("line 5, key `optimizer.dense.lr`"), "{e}");
+        // Two lines holding the quoted value: no guess, the table's line.
+        let e = Config::from_toml(
+            "[model]\nname = \"fm\"\n[optimizer.dense]\nkind = \"adam\"\nlr = \"x\"\nweight_decay = \"x\"\n",
+            "x",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("line 3") && !e.contains("key `"), "{e}");
         let e = Config::from_toml(
             "[model]\nname = \"fm\"\n[optimizer.dense]\nkind = \"adamax\"\nlr = 0.1\n",
             "x",

@@ -44,8 +44,17 @@ pub struct Entry {
 
 /// Parses `[model.params]` into a model's hyperparameter struct, naming the section in errors.
 pub fn params<T: DeserializeOwned>(ctx: &BuildContext<'_>, model: &str) -> Result<T> {
-    T::deserialize(toml::Value::Table(ctx.params.clone()))
-        .with_context(|| format!("invalid [model.params] for `{model}`"))
+    // Read from text, not from the table, so that a wrong value's error has a position and
+    // its key can be named (the line is that of the table written back, so it is not given).
+    let text = toml::to_string(&ctx.params)?;
+    toml::from_str::<T>(&text).map_err(|e| {
+        let key = e
+            .span()
+            .and_then(|s| crate::config::error_location(&text, s, e.message()).1)
+            .map(|k| format!(", key `{k}`"))
+            .unwrap_or_default();
+        anyhow::anyhow!("invalid [model.params] for `{model}`{key}: {}", e.message())
+    })
 }
 
 macro_rules! base {

@@ -501,6 +501,30 @@ fn a_resume_with_another_configuration_is_refused_naming_the_keys() {
 }
 
 #[test]
+fn a_wrong_model_parameter_is_named_by_its_key() {
+    let split = planted_split(3);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), "deepfm");
+    for (params, key) in [
+        ("dim = \"wide\"", "key `dim`"),
+        (
+            "mlp = { hidden = [8], dropout = \"x\" }",
+            "key `mlp.dropout`",
+        ),
+    ] {
+        cfg.model.params = toml::from_str(params).unwrap();
+        let e = registry::build_model(&cfg, &split.schema, &split.train, &Device::Cpu)
+            .err()
+            .expect("refused");
+        let e = format!("{e:#}");
+        assert!(
+            e.contains("invalid [model.params] for `deepfm`, ") && e.contains(key),
+            "{e}"
+        );
+    }
+}
+
+#[test]
 fn a_resume_with_a_budget_below_what_was_trained_is_refused_and_writes_nothing() {
     let split = planted_split(8);
     let dir = tempfile::tempdir().unwrap();
