@@ -73,6 +73,12 @@ impl Mf {
         non_negative: bool,
     ) -> Result<Self> {
         let name = if non_negative { "nmf" } else { "mf" };
+        if !cfg.global_bias.is_finite() {
+            candle_core::bail!(
+                "{name}: `global_bias` must be a finite number, got {}",
+                cfg.global_bias
+            );
+        }
         let tasks = scalar_tasks(schema, name)?;
         let fields = user_item(schema, name)?;
         let mut parts = Parts::new(schema, device, seed);

@@ -276,6 +276,24 @@ fn mf_learns_planted_ratings() -> Result<()> {
 }
 
 #[test]
+fn mf_refuses_a_global_bias_that_is_not_a_number_naming_the_key() {
+    let (schema, _, _) = rating_data(1);
+    let mut f = default_tables(1);
+    let mut factory = |fs: &FieldSpec, d: usize| f.build(fs, d);
+    for bad in [f64::NAN, f64::INFINITY] {
+        let cfg = MfConfig {
+            global_bias: bad,
+            ..MfConfig::default()
+        };
+        let e = Mf::new(&schema, &cfg, &mut factory, &Device::Cpu, 1)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(e.contains("`global_bias`") && e.contains("finite"), "{e}");
+    }
+}
+
+#[test]
 fn nmf_learns_and_keeps_factors_non_negative() -> Result<()> {
     let (schema, train, test) = rating_data(2);
     let mut f = tables(2, TableConfig::Full, Init::Uniform { lo: 0.0, hi: 0.3 });
