@@ -110,6 +110,40 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
     total
 }
 
+/// Bytes the generator's world holds per catalogue item (measured with `--dry-run`: peak RSS
+/// 122 MiB at 10^6 items, 484 MiB at 4 x 10^6).
+const WORLD_BYTES_PER_ITEM: u64 = 127;
+
+/// `MemAvailable` of `/proc/meminfo` in bytes (Linux; `None` elsewhere).
+fn available_memory() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    line.split_whitespace()
+        .nth(1)?
+        .parse::<u64>()
+        .ok()
+        .map(|kb| kb * 1024)
+}
+
+/// Refuses a catalogue whose world would not fit the memory available now, before minutes of
+/// building it end in the kernel's out-of-memory kill. Unknown memory is not checked.
+fn check_world_memory(items: u32, available: Option<u64>) -> Result<()> {
+    let need = items as u64 * WORLD_BYTES_PER_ITEM;
+    if let Some(avail) = available
+        && need > avail
+    {
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        anyhow::bail!(
+            "`items` = {items} needs about {:.1} GiB for the generator's world ({} bytes an \
+             item, every item is held in memory), but {:.1} GiB are available: use fewer items",
+            gib(need),
+            WORLD_BYTES_PER_ITEM,
+            gib(avail)
+        );
+    }
+    Ok(())
+}
+
 /// Runs the command.
 pub fn run(args: Args) -> Result<()> {
     let cfg = config(&args)?;
@@ -117,6 +151,7 @@ pub fn run(args: Args) -> Result<()> {
         print!("{}", cfg.to_toml_string());
         return Ok(());
     }
+    check_world_memory(cfg.items, available_memory())?;
     let threads = args.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -206,4 +241,25 @@ pub fn run(args: Args) -> Result<()> {
         println!("peak RSS: {:.1} MiB", rss as f64 / (1024.0 * 1024.0));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_catalogue_beyond_the_available_memory_is_refused_with_the_numbers() {
+        let gib = 1u64 << 30;
+        // The large preset's 10^6 items fit in 1 GiB; 10^8 do not (about 11.8 GiB).
+        check_world_memory(1_000_000, Some(gib)).unwrap();
+        let e = check_world_memory(100_000_000, Some(gib))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`items` = 100000000") && e.contains("11.8 GiB") && e.contains("1.0 GiB"),
+            "{e}"
+        );
+        // Where the available memory cannot be read, nothing is refused.
+        check_world_memory(u32::MAX, None).unwrap();
+    }
 }
