@@ -10,6 +10,8 @@ mod bench_compare;
 mod bench_scale;
 mod ci;
 mod data;
+#[cfg(test)]
+mod doc_links;
 mod experiment;
 mod synth;
 mod train;
