@@ -207,6 +207,48 @@ impl InteractionSchema {
         self.read_bytes(&bytes, path)
     }
 
+    /// This schema for a file to score rather than to train on: with a header, the label and
+    /// rating columns the header (`header_names`) lacks are skipped, and so is `like_threshold`
+    /// when the rating is. Returns the schema and whether every label and rating column is
+    /// there (without a header, every column must be, so it is unchanged and labelled).
+    pub fn for_scoring(&self, header_names: &[String]) -> (InteractionSchema, bool) {
+        let mut s = self.clone();
+        if !self.header {
+            return (s, true);
+        }
+        let mut labelled = true;
+        for c in &mut s.columns {
+            if matches!(c.role, Role::Label | Role::Rating)
+                && !header_names.iter().any(|n| n.trim() == c.name)
+            {
+                if c.role == Role::Rating {
+                    s.like_threshold = None;
+                }
+                c.role = Role::Ignore;
+                labelled = false;
+            }
+        }
+        (s, labelled)
+    }
+
+    /// The names in the first line of delimited text (trimmed), or none for an empty text.
+    pub fn header_names(&self, data: &[u8], source: &Path) -> Result<Vec<String>> {
+        let data = data.strip_prefix(crate::text::BOM).unwrap_or(data);
+        let mut rdr = csv::ReaderBuilder::new()
+            .delimiter(self.delimiter_byte()?)
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(data);
+        match rdr.byte_records().next() {
+            None => Ok(Vec::new()),
+            Some(r) => Ok(r
+                .map_err(|e| csv_err(source, e))?
+                .iter()
+                .map(|f| String::from_utf8_lossy(f).trim().to_string())
+                .collect()),
+        }
+    }
+
     /// Reads delimited text (named `source` in errors) into a [`RawTable`].
     pub fn read_bytes(&self, data: &[u8], source: impl Into<PathBuf>) -> Result<RawTable> {
         self.validate()?;

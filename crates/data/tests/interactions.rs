@@ -109,6 +109,43 @@ fn vocabularies_carry_over_to_new_data() {
 }
 
 #[test]
+fn a_file_to_score_may_leave_out_the_label_columns() {
+    let s = schema();
+    let new = "user,item,country,tags,price,ts\nu1,i2,fr,b,1,5\nu3,i1,us,,2,6\n";
+    let names = s
+        .header_names(new.as_bytes(), Path::new("new.csv"))
+        .unwrap();
+    assert_eq!(names, ["user", "item", "country", "tags", "price", "ts"]);
+    // The full schema refuses the file: it has no `stars`.
+    assert!(s.read_bytes(new.as_bytes(), "new.csv").is_err());
+    let (scoring, labelled) = s.for_scoring(&names);
+    assert!(!labelled);
+    assert_eq!(scoring.like_threshold, None);
+    let enc = scoring
+        .read_bytes(new.as_bytes(), "new.csv")
+        .unwrap()
+        .encode(None)
+        .unwrap();
+    assert_eq!(enc.batch.len(), 2);
+    assert!(enc.batch.schema.tasks.is_empty());
+    let fields: Vec<&str> = enc
+        .batch
+        .schema
+        .fields
+        .iter()
+        .map(|f| f.name.as_str())
+        .collect();
+    assert_eq!(fields, ["user", "item", "country", "tags", "price"]);
+    // A file with its labels keeps them; a headerless schema is left as it is.
+    let full = std::fs::read(fixtures().join("interactions.csv")).unwrap();
+    let names = s.header_names(&full, Path::new("x.csv")).unwrap();
+    assert_eq!(s.for_scoring(&names), (s.clone(), true));
+    let mut headerless = s.clone();
+    headerless.header = false;
+    assert_eq!(headerless.for_scoring(&[]), (headerless.clone(), true));
+}
+
+#[test]
 fn bad_cells_name_file_line_column_and_value() {
     let path = fixtures().join("bad/interactions.csv");
     let err = schema().read_file(&path).unwrap_err();
