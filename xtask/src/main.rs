@@ -38,6 +38,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Evaluate a checkpoint on the validation and test splits of its configuration.
     Eval(train::EvalArgs),
+    /// Score the rows of a CSV file with a model trained on your own CSV data.
+    Predict(train::PredictArgs),
     /// Run what CI runs: fetch the data, rustfmt, clippy, the tests and the docs.
     Ci(ci::CiArgs),
     /// Run the criterion benchmarks (release profile, pinned thread count).
@@ -61,6 +63,7 @@ fn main() -> anyhow::Result<()> {
         Command::Data(cmd) => data::run(cmd),
         Command::Train(args) => train::run(args),
         Command::Eval(args) => train::eval(args),
+        Command::Predict(args) => train::predict(args),
         Command::Ci(args) => ci::run(args),
         Command::Experiment(cmd) => experiment::run(cmd),
         Command::Bench(args) => bench::run(args),

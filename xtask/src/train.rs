@@ -369,20 +369,12 @@ pub struct EvalArgs {
 /// validation and test splits of its configuration.
 pub fn eval(args: EvalArgs) -> Result<()> {
     let dir = resolve_checkpoint(&args.checkpoint)?;
-    let device = candle_core::Device::Cpu;
-    let (tensors, state) = checkpoint::read(&dir, &device)?;
-    let cfg_text = state["config"]
-        .as_str()
-        .with_context(|| format!("{} holds no configuration", dir.display()))?;
-    let cfg = Config::from_saved_toml(cfg_text, &format!("in {}", dir.display()))?;
-    // A csv run is evaluated with the vocabularies it was trained with.
-    let vocabs = rec_trainer::train::vocabs_for(&cfg, &state, &dir)?;
-    let split = rec_trainer::data::load_split_with(&cfg.data, vocabs.as_ref())?;
-    // Data that changed since training would test on a reshuffled split.
-    let data = rec_trainer::train::data_fingerprint(&split);
-    rec_trainer::train::check_data(&state, &data, &dir)?;
-    let mut model = rec_trainer::registry::build_model(&cfg, &split.schema, &split.train, &device)?;
-    rec_trainer::train::load_training_state(model.as_mut(), None, &tensors, &state["state"])?;
+    let rec_trainer::score::Restored {
+        config: cfg,
+        split,
+        mut model,
+        ..
+    } = rec_trainer::score::restore(&dir)?;
     let bs = cfg.train.eval_batch_size;
     let valid = rec_trainer::evaluate(model.as_mut(), &split.valid, bs)?;
     let test = rec_trainer::evaluate(model.as_mut(), &split.test, bs)?;
@@ -398,7 +390,66 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     Ok(())
 }
 
-fn resolve_checkpoint(p: &std::path::Path) -> Result<PathBuf> {
+/// Options of `cargo xtask predict`.
+#[derive(Args, Debug)]
+pub struct PredictArgs {
+    /// A checkpoint directory, or a run directory, whose best (else latest) checkpoint is
+    /// used. The run must be on your own CSV data (`dataset = "csv"`); its training file must
+    /// still be where its configuration says (the model is rebuilt from it, as by `eval`).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// The file to score, in the run's format. With a header, its label and rating columns
+    /// may be left out; when all are there, the metrics on the file are printed too.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Where to write the scores (CSV: `line` of the input, then one column per task:
+    /// a probability for a binary task, the value for a rating). Default: standard output.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Interaction schema to read the file with (default: the run's `[data.options] schema`).
+    #[arg(long)]
+    pub schema: Option<PathBuf>,
+}
+
+/// Runs `cargo xtask predict`: scores the rows of a file with a trained model.
+pub fn predict(args: PredictArgs) -> Result<()> {
+    let dir = resolve_checkpoint(&args.checkpoint)?;
+    let mut restored = rec_trainer::score::restore(&dir)?;
+    let scores =
+        rec_trainer::score::score_file(&mut restored, &args.input, args.schema.as_deref())?;
+    let n = scores.lines.len();
+    eprintln!(
+        "scored {n} rows of {} with `{}` from {}",
+        args.input.display(),
+        restored.config.model.name,
+        dir.display()
+    );
+    for (field, k) in &scores.unknown_ids {
+        eprintln!(
+            "  {field}: {k} of {n} rows ({:.1}%) have an ID the training data never had (scored \
+             with the table's rule for unknown IDs)",
+            100.0 * *k as f64 / n as f64
+        );
+    }
+    if let Some(e) = &scores.evaluation {
+        eprintln!("metrics on {}:\n{e}", args.input.display());
+    }
+    let csv = scores.to_csv();
+    match &args.out {
+        Some(out) => {
+            rec_trainer::checkpoint::write_atomic(out, csv.as_bytes())
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            eprintln!("wrote {}", out.display());
+        }
+        None => {
+            use std::io::Write;
+            std::io::stdout().write_all(csv.as_bytes())?;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn resolve_checkpoint(p: &std::path::Path) -> Result<PathBuf> {
     if p.join("manifest.json").exists() {
         return Ok(p.to_path_buf());
     }

@@ -25,6 +25,7 @@ pub mod lock;
 pub mod plot;
 pub mod registry;
 pub mod report;
+pub mod score;
 pub mod train;
 
 pub use config::Config;

@@ -1,0 +1,228 @@
+//! A trained model back from its checkpoint, and scores for the rows of a new file.
+//!
+//! [`restore`] rebuilds the model a checkpoint holds: it reads the run's configuration from the
+//! checkpoint, loads the run's data as training did (a CSV run with the vocabularies of the
+//! checkpoint; data that changed since is refused), builds the model and loads its state. It
+//! is what `cargo xtask eval` and `cargo xtask predict` start with.
+//!
+//! [`score_file`] then scores the rows of another file of a CSV run, read with the run's
+//! interaction schema: IDs never seen in training take each table's rule for unknown IDs, an
+//! unknown scenario is an error naming its line, and label or rating columns may be left out
+//! (with a header): when every one is there, the file is also evaluated.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use candle_core::Device;
+use rec_data::interactions::{InteractionSchema, RawColumn, Role, Vocabs};
+use rec_data::{Batch, OOV, Split};
+use rec_nn::Model;
+
+use crate::{Config, Evaluation, checkpoint, evaluate, registry, train};
+
+/// A model restored from a checkpoint, with what it was trained on.
+pub struct Restored {
+    /// The checkpoint directory.
+    pub dir: PathBuf,
+    /// The run's configuration, as the checkpoint holds it.
+    pub config: Config,
+    /// The run's data, split as in training.
+    pub split: Split,
+    /// The vocabularies of a CSV run (`None` for the other data sets).
+    pub vocabs: Option<Vocabs>,
+    /// The model, with the checkpoint's parameters.
+    pub model: Box<dyn Model>,
+}
+
+/// Rebuilds the model of the checkpoint `dir` on the CPU (see the module docs).
+pub fn restore(dir: &Path) -> Result<Restored> {
+    let device = Device::Cpu;
+    let (tensors, state) = checkpoint::read(dir, &device)?;
+    let text = state["config"]
+        .as_str()
+        .with_context(|| format!("{} holds no configuration", dir.display()))?;
+    let config = Config::from_saved_toml(text, &format!("in {}", dir.display()))?;
+    // A csv run is rebuilt with the vocabularies it was trained with.
+    let vocabs = train::vocabs_for(&config, &state, dir)?;
+    let split = crate::data::load_split_with(&config.data, vocabs.as_ref())?;
+    // Data that changed since training would rebuild another split (and other ID counts).
+    train::check_data(&state, &train::data_fingerprint(&split), dir)?;
+    let mut model = registry::build_model(&config, &split.schema, &split.train, &device)?;
+    train::load_training_state(model.as_mut(), None, &tensors, &state["state"])?;
+    Ok(Restored {
+        dir: dir.to_path_buf(),
+        config,
+        split,
+        vocabs,
+        model,
+    })
+}
+
+/// The scores of a file's rows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scores {
+    /// The model's task names, one column of `values` each.
+    pub tasks: Vec<String>,
+    /// The line of the file each row came from.
+    pub lines: Vec<u64>,
+    /// `values[t][i]`: task `t` on row `i` (a probability for a binary task, the predicted
+    /// value for a regression task).
+    pub values: Vec<Vec<f32>>,
+    /// Per ID field (user, item, categorical) with any, the number of rows whose ID the
+    /// training data never had.
+    pub unknown_ids: Vec<(String, usize)>,
+    /// The metrics on the file, when it has every label and rating column.
+    pub evaluation: Option<Evaluation>,
+}
+
+/// Scores the rows of `input` with a model [`restore`]d from a CSV run, reading the file with
+/// `schema` (default: the run's own `[data.options] schema`). See the module docs.
+pub fn score_file(r: &mut Restored, input: &Path, schema: Option<&Path>) -> Result<Scores> {
+    if r.config.data.dataset != "csv" {
+        bail!(
+            "{} was trained on the `{}` data set: scoring a file needs a run on your own CSV data \
+             (dataset = \"csv\"); `cargo xtask eval` evaluates this one on its own splits",
+            r.dir.display(),
+            r.config.data.dataset
+        );
+    }
+    let Some(vocabs) = &r.vocabs else {
+        bail!(
+            "{} carries no vocabularies (a checkpoint of an older version): the file's IDs \
+             cannot be matched to the model's rows",
+            r.dir.display()
+        );
+    };
+    let schema_path = match schema {
+        Some(p) => p.to_path_buf(),
+        None => r
+            .config
+            .data
+            .options
+            .get("schema")
+            .and_then(|v| v.as_str())
+            .map(PathBuf::from)
+            .context("the run's configuration names no interaction schema: give one")?,
+    };
+    let full = InteractionSchema::from_toml_file(&schema_path)
+        .with_context(|| format!("the interaction schema {}", schema_path.display()))?;
+    let bytes = std::fs::read(input).with_context(|| format!("cannot read {}", input.display()))?;
+    let names = full.header_names(&bytes, input)?;
+    let (reading, labelled) = full.for_scoring(&names);
+    let raw = reading.read_bytes(&bytes, input)?;
+    if raw.is_empty() {
+        bail!("{}: no data rows to score", input.display());
+    }
+    let enc = raw.encode(Some(vocabs))?;
+    let model_schema = r.model.schema().clone();
+    let fields = |s: &rec_data::Schema| -> Vec<(String, rec_data::FieldKind)> {
+        s.fields.iter().map(|f| (f.name.clone(), f.kind)).collect()
+    };
+    if fields(&enc.batch.schema) != fields(&model_schema) {
+        // The kinds as the configuration's roles write them (`"multi_hot"`, `{"dense":...}`).
+        let show = |v: Vec<(String, rec_data::FieldKind)>| {
+            v.iter()
+                .map(|(n, k)| {
+                    let k = serde_json::to_string(k).unwrap_or_default();
+                    format!("{n} ({})", k.trim_matches('"'))
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        bail!(
+            "{} read with {} gives the fields {}, but the model was trained on {}: score it with \
+             the run's own schema",
+            input.display(),
+            schema_path.display(),
+            show(fields(&enc.batch.schema)),
+            show(fields(&model_schema))
+        );
+    }
+    let n = enc.batch.len();
+    let tasks: Vec<String> = model_schema.tasks.iter().map(|t| t.name.clone()).collect();
+    let labels = if labelled {
+        let got: Vec<&str> = enc
+            .batch
+            .schema
+            .tasks
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect();
+        if got != tasks {
+            bail!(
+                "{} has the tasks {got:?}, the model {tasks:?}",
+                input.display()
+            );
+        }
+        enc.batch.labels
+    } else {
+        // Not labelled: no metric is computed from NaN labels.
+        vec![vec![f32::NAN; n]; tasks.len()]
+    };
+    let batch = Batch {
+        schema: Arc::new(model_schema),
+        columns: enc.batch.columns,
+        labels,
+        weights: None,
+        slices: Vec::new(),
+    };
+    batch.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let bs = r.config.train.eval_batch_size;
+    let values = rec_nn::model::predict_in_chunks(r.model.as_mut(), &batch, bs)?;
+    let evaluation = if labelled {
+        Some(evaluate(r.model.as_mut(), &batch, bs)?)
+    } else {
+        None
+    };
+    let mut unknown_ids = Vec::new();
+    for (spec, col) in reading
+        .columns
+        .iter()
+        .filter(|c| c.role != Role::Ignore)
+        .zip(&raw.columns)
+    {
+        if let (RawColumn::Tokens(t), Some(v)) = (col, vocabs.fields.get(&spec.name)) {
+            let k = t
+                .iter()
+                .filter(|s| !s.is_empty() && v.get(s) == OOV)
+                .count();
+            if k > 0 {
+                unknown_ids.push((spec.name.clone(), k));
+            }
+        }
+    }
+    Ok(Scores {
+        tasks,
+        lines: raw.lines,
+        values,
+        unknown_ids,
+        evaluation,
+    })
+}
+
+impl Scores {
+    /// The scores as CSV: a header `line,<task>...`, then one row per scored row.
+    pub fn to_csv(&self) -> String {
+        let mut out = String::from("line");
+        for t in &self.tasks {
+            out.push(',');
+            // A task is named after its column, which may hold the delimiter or a quote.
+            if t.contains([',', '"', '\n', '\r']) {
+                out.push_str(&format!("\"{}\"", t.replace('"', "\"\"")));
+            } else {
+                out.push_str(t);
+            }
+        }
+        out.push('\n');
+        for (i, line) in self.lines.iter().enumerate() {
+            out.push_str(&line.to_string());
+            for v in &self.values {
+                out.push(',');
+                out.push_str(&v[i].to_string());
+            }
+            out.push('\n');
+        }
+        out
+    }
+}

@@ -1,0 +1,147 @@
+//! Scoring a new file with a model trained on your own CSV data (`cargo xtask predict`): the
+//! model comes back from its checkpoint with the vocabularies it was trained with, a file
+//! without labels is scored, one with labels is also evaluated, and IDs never seen in
+//! training are counted.
+
+use std::path::Path;
+
+use rec_trainer::score::{restore, score_file};
+use rec_trainer::{Config, Start, checkpoint};
+
+/// click = 1 exactly when the user's and the item's numbers have the same parity.
+fn click(u: usize, i: usize) -> u8 {
+    u8::from(u % 2 == i % 2)
+}
+
+/// Rows `user,item,click` for `pairs`, with or without the click column.
+fn rows(pairs: &[(usize, usize)], labelled: bool) -> String {
+    let mut text = String::from(if labelled {
+        "user,item,click\n"
+    } else {
+        "user,item\n"
+    });
+    for &(u, i) in pairs {
+        if labelled {
+            text.push_str(&format!("u{u},i{i},{}\n", click(u, i)));
+        } else {
+            text.push_str(&format!("u{u},i{i}\n"));
+        }
+    }
+    text
+}
+
+fn trained_run(dir: &Path) -> std::path::PathBuf {
+    // Every user meets every third item: the held-out pairs below are new combinations of
+    // known users and items.
+    let train: Vec<(usize, usize)> = (0..20)
+        .flat_map(|u| {
+            (0..30)
+                .filter(move |i| (u + i) % 3 != 0)
+                .map(move |i| (u, i))
+        })
+        .collect();
+    std::fs::write(dir.join("train.csv"), rows(&train, true)).unwrap();
+    std::fs::write(
+        dir.join("schema.toml"),
+        "[[columns]]\nname = \"user\"\nrole = \"user\"\n\
+         [[columns]]\nname = \"item\"\nrole = \"item\"\n\
+         [[columns]]\nname = \"click\"\nrole = \"label\"\n",
+    )
+    .unwrap();
+    let text = format!(
+        "[data]\ndataset = \"csv\"\n[data.options]\npath = {:?}\nschema = {:?}\n\
+         [model]\nname = \"fm\"\n[model.params]\ndim = 8\n\
+         [optimizer]\ndense = {{ kind = \"adam\", lr = 0.01 }}\n\
+         sparse = {{ kind = \"adam\", lr = 0.05 }}\n\
+         [train]\nepochs = 15\nbatch_size = 64\nprogress = false\n[output]\ndir = {:?}\n",
+        dir.join("train.csv").display().to_string(),
+        dir.join("schema.toml").display().to_string(),
+        dir.join("run").display().to_string(),
+    );
+    let cfg = Config::from_toml(&text, "score test").unwrap();
+    rec_trainer::run(&cfg, Start::Fresh).unwrap();
+    checkpoint::resolve_pointer(&dir.join("run/checkpoints"), "latest")
+        .unwrap()
+        .unwrap()
+}
+
+#[test]
+fn a_csv_run_scores_new_rows_with_and_without_labels() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = trained_run(tmp.path());
+    let mut r = restore(&ck).unwrap();
+
+    // Held-out pairs of known users and items, and two rows with a user never seen.
+    let mut pairs: Vec<(usize, usize)> = (0..20)
+        .flat_map(|u| {
+            (0..30)
+                .filter(move |i| (u + i) % 3 == 0)
+                .map(move |i| (u, i))
+        })
+        .collect();
+    pairs.extend([(97, 1), (98, 2)]);
+    let labelled = tmp.path().join("labelled.csv");
+    let bare = tmp.path().join("bare.csv");
+    std::fs::write(&labelled, rows(&pairs, true)).unwrap();
+    std::fs::write(&bare, rows(&pairs, false)).unwrap();
+
+    let s = score_file(&mut r, &bare, None).unwrap();
+    assert_eq!(s.tasks, ["click"]);
+    assert_eq!(s.lines.len(), pairs.len());
+    assert_eq!(s.lines[0], 2, "line numbers of the input, after its header");
+    assert!(s.evaluation.is_none(), "no labels, no metrics");
+    assert_eq!(s.unknown_ids, [("user".to_string(), 2)]);
+    let p = &s.values[0];
+    assert!(p.iter().all(|v| (0.0..=1.0).contains(v)), "probabilities");
+    // The model learned the parity rule for combinations it never saw.
+    let hits = pairs
+        .iter()
+        .zip(p)
+        .filter(|((u, i), v)| *u < 20 && (**v > 0.5) == (click(*u, *i) == 1))
+        .count();
+    let known = pairs.iter().filter(|(u, _)| *u < 20).count();
+    assert!(hits as f64 > 0.8 * known as f64, "{hits} of {known} right");
+
+    // With its labels the file is also evaluated, and the scores are the same.
+    let l = score_file(&mut r, &labelled, None).unwrap();
+    assert_eq!(l.values, s.values);
+    let auc = l.evaluation.unwrap().get(Some("click"), "auc").unwrap();
+    assert!(auc > 0.85, "AUC on the held-out pairs {auc}");
+
+    // The CSV: a header, then the input's line and the probability.
+    let csv = s.to_csv();
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("line,click"));
+    assert_eq!(lines.next(), Some(format!("2,{}", p[0]).as_str()));
+    assert_eq!(csv.lines().count(), pairs.len() + 1);
+}
+
+#[test]
+fn scoring_refuses_another_schema_and_a_file_without_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = trained_run(tmp.path());
+    let mut r = restore(&ck).unwrap();
+    // A schema with an extra field describes another model's input.
+    let other = tmp.path().join("other.toml");
+    std::fs::write(
+        &other,
+        "[[columns]]\nname = \"user\"\nrole = \"user\"\n\
+         [[columns]]\nname = \"item\"\nrole = \"item\"\n\
+         [[columns]]\nname = \"price\"\nrole = \"dense\"\n",
+    )
+    .unwrap();
+    let file = tmp.path().join("new.csv");
+    std::fs::write(&file, "user,item,price\nu1,i1,2.5\n").unwrap();
+    let e = format!("{:#}", score_file(&mut r, &file, Some(&other)).unwrap_err());
+    assert!(
+        e.contains("price (") && e.contains("the model was trained on user (categorical)"),
+        "{e}"
+    );
+    std::fs::write(&file, "user,item\n").unwrap();
+    let e = format!("{:#}", score_file(&mut r, &file, None).unwrap_err());
+    assert!(e.contains("no data rows"), "{e}");
+    // A missing ID column is the reader's error, naming the file.
+    std::fs::write(&file, "user,click\nu1,1\n").unwrap();
+    let e = format!("{:#}", score_file(&mut r, &file, None).unwrap_err());
+    assert!(e.contains("new.csv") && e.contains("item"), "{e}");
+}
