@@ -77,15 +77,51 @@ pub fn load_split_with(cfg: &DataConfig, vocabs: Option<&Vocabs>) -> Result<Spli
         "synthetic" => synthetic_split(cfg)?,
         other => bail!("[data] dataset `{other}` is unknown (ml-100k, synthetic, csv)"),
     };
-    match &cfg.tasks {
-        None => Ok(split),
+    let split = match &cfg.tasks {
+        None => split,
         Some(tasks) => {
             let names: Vec<&str> = tasks.iter().map(String::as_str).collect();
             split
                 .with_tasks(&names)
-                .map_err(|e| anyhow::anyhow!("[data] tasks: {e}"))
+                .map_err(|e| anyhow::anyhow!("[data] tasks: {e}"))?
         }
-    }
+    };
+    with_evaluation_negatives(split, cfg.seed)
+}
+
+/// The task of P-SEQ whose rows are all positive (the item the user rated next).
+pub const NEXT_ITEM: &str = "next_item";
+
+/// Where a split's rows of [`NEXT_ITEM`] get their negatives (P-SEQ with that task): the item
+/// table and the sampler of items each user never rated. Training draws one negative per row
+/// in every step ([`crate::fit`]); the validation and test rows got theirs once, at loading.
+pub fn next_item_sampling(
+    split: &Split,
+) -> Option<(
+    &rec_data::split::ItemTable,
+    &rec_data::ranking::NegativeSampler,
+)> {
+    split.schema.task_index(NEXT_ITEM)?;
+    Some((split.items.as_ref()?, &split.seq.as_ref()?.sampler))
+}
+
+/// One seeded negative per validation and test row of [`NEXT_ITEM`], so that its AUC and
+/// LogLoss are those of the positive against a sampled unrated item (labels 0 there; the
+/// negative rows have no label for the other tasks). Other splits are returned as they are.
+fn with_evaluation_negatives(mut split: Split, seed: u64) -> Result<Split> {
+    use rand::SeedableRng;
+    let Some((items, sampler)) = next_item_sampling(&split) else {
+        return Ok(split);
+    };
+    let add = |b: &rec_data::Batch, salt: u64| {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(rec_data::mix_seed(seed, salt));
+        rec_data::ranking::with_negatives(b, items, sampler, NEXT_ITEM, 1, &mut rng)
+            .map_err(|e| anyhow::anyhow!("next_item negatives: {e}"))
+    };
+    let (valid, test) = (add(&split.valid, 0x4E56)?, add(&split.test, 0x4E54)?);
+    split.valid = valid;
+    split.test = test;
+    Ok(split)
 }
 
 const SYNTH_OPTIONS: [&str; 10] = [

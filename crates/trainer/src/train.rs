@@ -245,6 +245,7 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
     }
 
     let bs = cfg.train.batch_size;
+    let negatives = crate::data::next_item_sampling(split);
     let n_train = split.train.len();
     anyhow::ensure!(n_train > 0, "the training split is empty");
     let batches_per_epoch = n_train.div_ceil(bs) as u64;
@@ -288,6 +289,26 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
                 break;
             }
             let t0 = Instant::now();
+            // P-SEQ's next-item rows are all positive: each step adds one sampled unrated
+            // item per row, drawn from the step number, so a resumed run draws the same.
+            let batch = match negatives {
+                Some((items, sampler)) => {
+                    let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(
+                        mix_seed(cfg.data.seed, 0x4E47),
+                        st.step,
+                    ));
+                    rec_data::ranking::with_negatives(
+                        &batch,
+                        items,
+                        sampler,
+                        crate::data::NEXT_ITEM,
+                        1,
+                        &mut rng,
+                    )
+                    .map_err(|e| anyhow::anyhow!("next_item negatives: {e}"))?
+                }
+                None => batch,
+            };
             let loss = train_step(model, &mut opt, &batch, &mut st)?;
             // CEL tables with `reassign = { kind = "exact" }` ask for it after some steps
             // (nothing happens otherwise).
