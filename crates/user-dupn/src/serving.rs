@@ -21,7 +21,9 @@
 //!     ("hist_behaviour", &[1, 1, 4]),
 //!     // ... every field of the history group
 //! ];
-//! let user = model.encode_user(&history, &[3, 9], &[("user_id", 42), ("age", 2)])?;
+//! // every profile field of the model (0 = unknown)
+//! let profile = [("user_id", 42), ("age", 2), ("gender", 1), ("country", 3)];
+//! let user = model.encode_user(&history, &[3, 9], &profile)?;
 //! let scores = model.score(&user, candidates)?; // one logit per candidate
 //! # let _ = scores; Ok(()) }
 //! ```
@@ -111,8 +113,13 @@ pub struct Candidates {
 
 impl Candidates {
     /// Candidates from named columns (categorical `Column::Ids`, or ragged bags for multi-hot
-    /// fields). Columns of different lengths are an error.
+    /// fields). Columns of different lengths, or a name given twice, are an error.
     pub fn new(columns: Vec<(String, Column)>) -> Result<Self> {
+        for (k, (n, _)) in columns.iter().enumerate() {
+            if columns[..k].iter().any(|(m, _)| m == n) {
+                candle_core::bail!("candidate column `{n}` is given twice");
+            }
+        }
         let len = columns.first().map_or(0, |(_, c)| c.len());
         if let Some((n, c)) = columns.iter().find(|(_, c)| c.len() != len) {
             candle_core::bail!(
@@ -145,8 +152,8 @@ impl Candidates {
 impl Dupn {
     /// A one-row batch holding a request: the history (every field of the history group,
     /// aligned, oldest first), the query terms and the profile values; other fields are empty
-    /// or 0 and labels are NaN. Unknown or misaligned fields and out-of-vocabulary IDs are
-    /// errors.
+    /// or 0 and labels are NaN. Unknown, missing (every profile field is needed) or
+    /// misaligned fields and out-of-vocabulary IDs are errors.
     pub fn request_batch(
         &self,
         history: &[(&str, &[u32])],
@@ -161,10 +168,23 @@ impl Dupn {
                 _ => candle_core::bail!("`{name}` is not a field of the history group `{group}`"),
             }
         }
+        let wanted = &self.roles().profile;
         for (name, _) in profile {
-            if !self.roles().profile.iter().any(|p| p == name) {
-                candle_core::bail!("`{name}` is not a profile field of this model");
+            if !wanted.iter().any(|p| p == name) {
+                candle_core::bail!(
+                    "`{name}` is not a profile field of this model (its profile fields: {})",
+                    wanted.join(", ")
+                );
             }
+        }
+        // A field left out would be encoded as its row 0, which training never updates, with
+        // nothing said: every one is asked for, 0 being the explicit "unknown".
+        if let Some(missing) = wanted.iter().find(|p| !profile.iter().any(|(n, _)| n == p)) {
+            candle_core::bail!(
+                "the profile lacks field `{missing}` (give every one of {}; 0 for an unknown \
+                 value)",
+                wanted.join(", ")
+            );
         }
         let mut len = None;
         let mut b = Batch::empty(schema.clone());
@@ -327,6 +347,15 @@ impl Dupn {
         }
         let dev = self.device().clone();
         let fields = self.roles().item_target.clone();
+        // A column the head does not read (a misspelt field, a price) would be ignored, and
+        // the candidates scored without what it was meant to say.
+        if let Some((n, _)) = candidates.columns.iter().find(|(n, _)| !fields.contains(n)) {
+            candle_core::bail!(
+                "candidate column `{n}` is not an item field of this model's head (its item \
+                 fields: {})",
+                fields.join(", ")
+            );
+        }
         let mut parts = Vec::with_capacity(fields.len());
         for f in &fields {
             let col = candidates.column(f)?;

@@ -372,6 +372,23 @@ fn serving_scores_equal_the_full_model() -> Result<()> {
     short[0].1 = &short[0].1[1..];
     assert!(m.encode_user(&short, &query, &profile).is_err());
     assert!(m.encode_user(&history, &query, &[("shop", 1)]).is_err());
+    // A profile field left out is an error naming it, not its untrained row 0.
+    let e = m
+        .encode_user(&history, &query, &profile[..2])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("lacks field `gender`"), "{e}");
+    // A candidate column the head does not read, or one given twice, is an error.
+    let mut extra = candidate_columns(&cands);
+    extra.push(("price".into(), Column::Ids(vec![1; k])));
+    let e = m
+        .score(&user, &Candidates::new(extra)?)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`price` is not an item field"), "{e}");
+    let mut twice = candidate_columns(&cands);
+    twice.push(twice[0].clone());
+    assert!(Candidates::new(twice).is_err());
     assert!(
         Candidates::new(vec![
             ("item_id".into(), Column::Ids(vec![1, 2])),
@@ -446,7 +463,8 @@ fn serving_scores_binary_item_heads_only() -> Result<()> {
     let req = narrow(&ctr.range(0, 1), &JOINT);
     let (group, values) = history_of(&req);
     let history = as_request(&group, &values);
-    let user = m.encode_user(&history, &[], &[])?;
+    let profile = [("user_id", 1), ("age", 0), ("gender", 0), ("country", 0)];
+    let user = m.encode_user(&history, &[], &profile)?;
     let candidates = Candidates::new(candidate_columns(&ctr.gather(&[0, 1, 2])))?;
     let e = m.score_task("ppp", &user, &candidates).unwrap_err();
     assert!(e.to_string().contains("not a binary task"), "{e}");
