@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use rec_trainer::checkpoint;
 use rec_trainer::lock::{ProcessLock, holder_name};
 use rec_trainer::{Config, Start};
 
@@ -322,7 +321,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let start = match &args.resume {
         None => Start::Fresh,
         Some(None) => Start::Resume,
-        Some(Some(p)) => Start::WarmStart(resolve_checkpoint(p)?),
+        Some(Some(p)) => Start::WarmStart(rec_trainer::score::resolve(p)?),
     };
     if matches!(start, Start::Resume) {
         eprintln!(
@@ -357,7 +356,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
 #[derive(Args, Debug)]
 pub struct EvalArgs {
     /// A checkpoint directory (e.g. runs/NAME/checkpoints/step-000000000120), or a run
-    /// directory, whose best (else latest) checkpoint is used.
+    /// directory, whose best (else latest, else newest complete) checkpoint is used.
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// Print the metrics as one JSON object on the last line.
@@ -368,7 +367,7 @@ pub struct EvalArgs {
 /// Runs `cargo xtask eval`: rebuilds the model of a checkpoint and evaluates it on the
 /// validation and test splits of its configuration.
 pub fn eval(args: EvalArgs) -> Result<()> {
-    let dir = resolve_checkpoint(&args.checkpoint)?;
+    let dir = rec_trainer::score::resolve(&args.checkpoint)?;
     let rec_trainer::score::Restored {
         config: cfg,
         split,
@@ -393,7 +392,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
 /// Options of `cargo xtask predict`.
 #[derive(Args, Debug)]
 pub struct PredictArgs {
-    /// A checkpoint directory, or a run directory, whose best (else latest) checkpoint is
+    /// A checkpoint directory, or a run directory, whose best (else latest, else newest) checkpoint is
     /// used. The run must be on your own CSV data (`dataset = "csv"`); its training file must
     /// still be where its configuration says (the model is rebuilt from it, as by `eval`).
     #[arg(long)]
@@ -413,7 +412,7 @@ pub struct PredictArgs {
 
 /// Runs `cargo xtask predict`: scores the rows of a file with a trained model.
 pub fn predict(args: PredictArgs) -> Result<()> {
-    let dir = resolve_checkpoint(&args.checkpoint)?;
+    let dir = rec_trainer::score::resolve(&args.checkpoint)?;
     let mut restored = rec_trainer::score::restore(&dir)?;
     let scores =
         rec_trainer::score::score_file(&mut restored, &args.input, args.schema.as_deref())?;
@@ -447,26 +446,6 @@ pub fn predict(args: PredictArgs) -> Result<()> {
         }
     }
     Ok(())
-}
-
-pub(crate) fn resolve_checkpoint(p: &std::path::Path) -> Result<PathBuf> {
-    if p.join("manifest.json").exists() {
-        return Ok(p.to_path_buf());
-    }
-    let root = if p.join("checkpoints").is_dir() {
-        p.join("checkpoints")
-    } else {
-        p.to_path_buf()
-    };
-    for pointer in ["best", "latest"] {
-        if let Some(d) = checkpoint::resolve_pointer(&root, pointer)? {
-            return Ok(d);
-        }
-    }
-    anyhow::bail!(
-        "{} is neither a checkpoint nor a run directory with checkpoints",
-        p.display()
-    )
 }
 
 #[cfg(test)]

@@ -95,6 +95,13 @@ pub trait Model: Send {
     fn after_step(&mut self, _step: u64) -> Result<()> {
         Ok(())
     }
+
+    /// The model as [`std::any::Any`], for code that needs its concrete type: a DUPN restored
+    /// from a checkpoint as `Box<dyn Model>` downcast to `user_dupn::Dupn` to serve it, a SAML
+    /// model to read its affinity. `None` (the default) for models that do not offer it.
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        None
+    }
 }
 
 /// One training step: forward in training mode, [`Model::loss`], backward, the dense

@@ -893,6 +893,9 @@ impl Model for Saml {
     fn name(&self) -> String {
         "saml".into()
     }
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        Some(self)
+    }
     fn schema(&self) -> &Schema {
         &self.schema
     }

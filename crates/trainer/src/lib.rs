@@ -47,7 +47,7 @@ pub fn run(cfg: &Config, start: Start) -> Result<Outcome> {
     let from = match &start {
         Start::Fresh => None,
         // Checked before any data is loaded, and before the run directory is touched.
-        Start::Resume => Some(train::resume_point(cfg)?),
+        Start::Resume => Some(train::resume_point_with(cfg, false)?),
         Start::WarmStart(dir) => {
             // Refused before any data is loaded, as `fit` would.
             train::check_unused(&cfg.run_dir(), &start)?;

@@ -35,6 +35,36 @@ pub struct Restored {
     pub model: Box<dyn Model>,
 }
 
+/// The checkpoint a path names: a checkpoint directory itself, or a run directory (or its
+/// `checkpoints/`), whose `best` checkpoint is taken, else its `latest`, else (a run killed
+/// before its first pointer was written) its newest complete one.
+pub fn resolve(p: &Path) -> Result<PathBuf> {
+    if p.join("manifest.json").exists() {
+        return Ok(p.to_path_buf());
+    }
+    let root = if p.join("checkpoints").is_dir() {
+        p.join("checkpoints")
+    } else {
+        p.to_path_buf()
+    };
+    for pointer in ["best", "latest"] {
+        if let Some(d) = checkpoint::resolve_pointer(&root, pointer)? {
+            return Ok(d);
+        }
+    }
+    if let Some(d) = train::newest_complete(&root) {
+        tracing::warn!(
+            checkpoint = %d.display(),
+            "no `best` or `latest` pointer: using the newest complete checkpoint"
+        );
+        return Ok(d);
+    }
+    bail!(
+        "{} is neither a checkpoint nor a run directory with checkpoints",
+        p.display()
+    )
+}
+
 /// Rebuilds the model of the checkpoint `dir` on the CPU (see the module docs).
 pub fn restore(dir: &Path) -> Result<Restored> {
     let device = Device::Cpu;

@@ -1010,17 +1010,32 @@ pub const RESUME_MAY_CHANGE: [&str; 8] = [
 /// that the run was started with `cfg` (up to [`RESUME_MAY_CHANGE`]). Reads only the
 /// checkpoint's state file, so a caller can check before loading any data.
 pub fn resume_point(cfg: &Config) -> Result<PathBuf> {
+    resume_point_with(cfg, true)
+}
+
+/// [`resume_point`], saying (with `warn`) when it falls back to the newest complete checkpoint;
+/// [`crate::run`] checks quietly before loading the data, and [`fit`] says it once.
+pub(crate) fn resume_point_with(cfg: &Config, warn: bool) -> Result<PathBuf> {
     let ckpt_root = cfg.run_dir().join("checkpoints");
     let dir = match checkpoint::resolve_pointer(&ckpt_root, "latest")? {
         Some(dir) => dir,
         // A run killed after its first checkpoint was in place but before `latest` was
         // written: its newest complete checkpoint is where it stopped.
-        None => newest_complete(&ckpt_root).with_context(|| {
-            format!(
-                "nothing to resume: {} has no checkpoint (start the run without --resume)",
-                ckpt_root.display()
-            )
-        })?,
+        None => {
+            let found = newest_complete(&ckpt_root).with_context(|| {
+                format!(
+                    "nothing to resume: {} has no checkpoint (start the run without --resume)",
+                    ckpt_root.display()
+                )
+            })?;
+            if warn {
+                tracing::warn!(
+                    checkpoint = %found.display(),
+                    "no `latest` pointer: resuming from the newest complete checkpoint"
+                );
+            }
+            found
+        }
     };
     let state = checkpoint::read_state(&dir)?;
     // A budget below what the checkpoint has already trained cannot be met: refused before the
@@ -1107,17 +1122,12 @@ fn config_changes(
 
 /// The newest `step-*` checkpoint under `root` whose state reads and verifies, if any (used
 /// when no `latest` pointer names one).
-fn newest_complete(root: &Path) -> Option<PathBuf> {
-    let found = checkpoint::step_dirs(root)
+pub(crate) fn newest_complete(root: &Path) -> Option<PathBuf> {
+    checkpoint::step_dirs(root)
         .ok()?
         .into_iter()
         .rev()
-        .find(|p| checkpoint::read_state(p).is_ok())?;
-    tracing::warn!(
-        checkpoint = %found.display(),
-        "no `latest` pointer: resuming from the newest complete checkpoint"
-    );
-    Some(found)
+        .find(|p| checkpoint::read_state(p).is_ok())
 }
 
 /// Keeps the `keep` newest checkpoints, the best one and the latest (after every save, so

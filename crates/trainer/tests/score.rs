@@ -70,6 +70,10 @@ fn a_csv_run_scores_new_rows_with_and_without_labels() {
     let tmp = tempfile::tempdir().unwrap();
     let ck = trained_run(tmp.path());
     let mut r = restore(&ck).unwrap();
+    assert!(
+        r.model.as_any_mut().is_none(),
+        "FM does not offer its concrete type"
+    );
 
     // Held-out pairs of known users and items, and two rows with a user never seen.
     let mut pairs: Vec<(usize, usize)> = (0..20)
@@ -144,4 +148,64 @@ fn scoring_refuses_another_schema_and_a_file_without_rows() {
     std::fs::write(&file, "user,click\nu1,1\n").unwrap();
     let e = format!("{:#}", score_file(&mut r, &file, None).unwrap_err());
     assert!(e.contains("new.csv") && e.contains("item"), "{e}");
+}
+
+/// From a trained DUPN run to serving: the run directory resolves to a checkpoint (here one
+/// whose pointers were lost), the restored model evaluates as the run did, and it downcasts
+/// to `user_dupn::Dupn` for `encode_requests` and `score`.
+#[test]
+fn a_restored_dupn_run_serves_and_evaluates_as_it_trained() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[data]\ndataset = \"synthetic\"\nprotocol = \"ecom\"\n\
+         [data.options]\npreset = \"tiny\"\nmax_history = 10\n\
+         [model]\nname = \"dupn\"\n\
+         [model.params]\nitem_dim = 4\nproperty_dim = 4\nprofile_dim = 4\nquery_dim = 4\n\
+         context_dim = 4\nhidden = 8\nattention_hidden = 8\nmax_history = 10\n\
+         [optimizer]\ndense = {{ kind = \"adagrad\", lr = 0.05 }}\n\
+         sparse = {{ kind = \"adagrad\", lr = 0.05 }}\n\
+         [train]\nepochs = 1\nmax_steps = 5\nbatch_size = 128\nprogress = false\n\
+         [output]\ndir = {:?}\n",
+        tmp.path().join("run").display().to_string()
+    );
+    let cfg = Config::from_toml(&text, "dupn run").unwrap();
+    let out = rec_trainer::run(&cfg, Start::Fresh).unwrap();
+    // A run killed before its pointers were written still resolves, to its newest checkpoint.
+    let root = tmp.path().join("run/checkpoints");
+    let saved = checkpoint::resolve_pointer(&root, "latest")
+        .unwrap()
+        .unwrap();
+    for p in ["latest", "best"] {
+        let _ = std::fs::remove_file(root.join(p));
+    }
+    let ck = rec_trainer::score::resolve(&tmp.path().join("run")).unwrap();
+    assert_eq!(ck, saved);
+
+    let mut r = restore(&ck).unwrap();
+    let bs = r.config.train.eval_batch_size;
+    let test = rec_trainer::evaluate(r.model.as_mut(), &r.split.test, bs).unwrap();
+    assert_eq!(
+        test, out.test,
+        "the restored model evaluates as the run reported"
+    );
+
+    let requests = r.split.test.range(0, 3);
+    let dupn = r
+        .model
+        .as_any_mut()
+        .and_then(|m| m.downcast_mut::<user_dupn::Dupn>())
+        .expect("a DUPN run restores a Dupn");
+    let users = dupn.encode_requests(&requests).unwrap();
+    assert_eq!(users.len(), 3);
+    // Candidates: the item fields the head reads, from the first rows of the test part.
+    let rows = r.split.test.range(0, 4);
+    let fields = ["item_id", "brand", "shop", "category", "tags"];
+    let cols = fields
+        .iter()
+        .filter_map(|f| Some((f.to_string(), rows.column(f)?.clone())))
+        .collect();
+    let candidates = user_dupn::serving::Candidates::new(cols).unwrap();
+    let scores = dupn.score(&users.rows(1, 1).unwrap(), &candidates).unwrap();
+    assert_eq!(scores.len(), 4);
+    assert!(scores.iter().all(|s| s.is_finite()));
 }

@@ -786,6 +786,10 @@ impl Model for Dupn {
         "dupn".into()
     }
 
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        Some(self)
+    }
+
     fn schema(&self) -> &Schema {
         &self.schema
     }
