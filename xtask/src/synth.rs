@@ -16,9 +16,10 @@ use rec_data::synth::{Generator, SynthConfig, World, write_dataset};
 /// Options of `cargo xtask data synth`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Preset to start from: tiny, small (model tests) or large (scale benchmarks).
-    #[arg(long, default_value = "small")]
-    pub preset: String,
+    /// Preset to start from: tiny, small (model tests; the default) or large (scale
+    /// benchmarks).
+    #[arg(long)]
+    pub preset: Option<String>,
     /// TOML configuration file instead of --preset (keys it leaves out are the small preset's;
     /// the flags below still apply).
     #[arg(long)]
@@ -39,7 +40,7 @@ pub struct Args {
     #[arg(long)]
     pub chunk_users: Option<u32>,
     /// Generator threads (default: all cores). The output does not depend on it.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub threads: Option<usize>,
     /// Output directory (must not exist unless --overwrite).
     #[arg(long)]
@@ -60,9 +61,13 @@ pub struct Args {
 
 /// The configuration `args` describe.
 pub fn config(args: &Args) -> Result<SynthConfig> {
-    let mut cfg = match &args.config {
-        Some(p) => SynthConfig::from_toml_file(p)?,
-        None => SynthConfig::preset(&args.preset)?,
+    let mut cfg = match (&args.config, &args.preset) {
+        (Some(_), Some(_)) => anyhow::bail!(
+            "give --config or --preset, not both (a configuration file starts from the small \
+             preset for the keys it leaves out)"
+        ),
+        (Some(p), None) => SynthConfig::from_toml_file(p)?,
+        (None, p) => SynthConfig::preset(p.as_deref().unwrap_or("small"))?,
     };
     if let Some(v) = args.users {
         cfg.users = v;
@@ -246,6 +251,31 @@ pub fn run(args: Args) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn parse(argv: &[&str]) -> Result<Args, clap::Error> {
+        Cmd::try_parse_from(std::iter::once("synth").chain(argv.iter().copied())).map(|c| c.args)
+    }
+
+    #[test]
+    fn a_preset_and_a_configuration_file_together_are_refused_and_zero_threads_too() {
+        let both = parse(&["--config", "my.toml", "--preset", "tiny", "--out", "x"]).unwrap();
+        let e = config(&both).unwrap_err().to_string();
+        assert!(e.contains("--config or --preset, not both"), "{e}");
+        // Neither: the small preset.
+        let none = parse(&["--out", "x"]).unwrap();
+        assert_eq!(config(&none).unwrap().items, SynthConfig::small().items);
+        let tiny = parse(&["--preset", "tiny", "--out", "x"]).unwrap();
+        assert_eq!(config(&tiny).unwrap().items, SynthConfig::tiny().items);
+        assert!(parse(&["--threads", "0", "--out", "x"]).is_err());
+        assert!(parse(&["--threads", "2", "--out", "x"]).is_ok());
+    }
 
     #[test]
     fn a_catalogue_beyond_the_available_memory_is_refused_with_the_numbers() {
