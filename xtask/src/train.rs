@@ -315,6 +315,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
         return Ok(());
     }
     let cfg = build_config(&args)?;
+    if let (Some(given), false) = (&args.config, matches!(args.resume, Some(None))) {
+        refuse_overwriting(given, &cfg.run_dir())?;
+    }
     if args.is_quickstart() && args.resume.is_none() {
         return quickstart(&args, cfg);
     }
@@ -348,6 +351,25 @@ pub fn run(args: TrainArgs) -> Result<()> {
     println!("report: {}", outcome.run_dir.join("report.md").display());
     if args.json {
         println!("{}", serde_json::to_string(&outcome.test)?);
+    }
+    Ok(())
+}
+
+/// A new run writes its own `config.toml` into its directory: refused when that is the file
+/// the configuration was read from, which would lose its comments and layout (a resume reads
+/// and rewrites the run's own file, as it should).
+fn refuse_overwriting(config: &std::path::Path, run_dir: &std::path::Path) -> Result<()> {
+    let target = run_dir.join("config.toml");
+    if let (Ok(a), Ok(b)) = (config.canonicalize(), target.canonicalize())
+        && a == b
+    {
+        anyhow::bail!(
+            "{} is where the run writes its own config.toml: keep your configuration outside \
+             the run directory {} (or resume that run with --out {} --resume)",
+            config.display(),
+            run_dir.display(),
+            run_dir.display()
+        );
     }
     Ok(())
 }
@@ -525,6 +547,28 @@ mod tests {
                 .to_string()
                 .contains("--model")
         );
+    }
+
+    #[test]
+    fn a_new_run_refuses_to_overwrite_the_configuration_it_was_given() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run = tmp.path().join("run");
+        std::fs::create_dir_all(&run).unwrap();
+        let mine = run.join("config.toml");
+        std::fs::write(&mine, "# my notes\n").unwrap();
+        let e = refuse_overwriting(&mine, &run).unwrap_err().to_string();
+        assert!(
+            e.contains("where the run writes its own config.toml"),
+            "{e}"
+        );
+        // The same file by another path is the same file.
+        let e = refuse_overwriting(&run.join("../run/config.toml"), &run).unwrap_err();
+        assert!(e.to_string().contains("outside"), "{e}");
+        // Elsewhere, or into a directory that does not exist yet, is fine.
+        let other = tmp.path().join("mine.toml");
+        std::fs::write(&other, "").unwrap();
+        refuse_overwriting(&other, &run).unwrap();
+        refuse_overwriting(&mine, &tmp.path().join("new")).unwrap();
     }
 
     #[test]
