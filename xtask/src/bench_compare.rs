@@ -269,6 +269,22 @@ struct Figures {
     infer: f64,
 }
 
+/// Refuses to start when `python` cannot import what the PyTorch references need.
+fn check_python(python: &str) -> Result<()> {
+    let out = std::process::Command::new(python)
+        .args(["-c", "import torch, numpy"])
+        .output()
+        .with_context(|| format!("cannot run {python} (the PyTorch references need it)"))?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "{python} cannot import torch and numpy, which the PyTorch references need \
+             (`pip install torch numpy`, or name another interpreter with --python):\n{}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
 /// Runs the comparison `args.model` asks for.
 pub fn run(args: &BenchArgs) -> Result<()> {
     let threads = args.threads.to_string();
@@ -278,6 +294,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         std::env::set_var("CANDLE_NUM_THREADS", &threads);
         std::env::set_var("RAYON_NUM_THREADS", &threads);
     }
+    // Before any timing: a missing package would otherwise fail after the rec-rs side has
+    // run, and its figures would be lost.
+    check_python(&args.python)?;
     let model = args.model;
     if matches!(model, CompareModel::All | CompareModel::Deepfm) {
         crate::bench::compare(args)?;
@@ -552,6 +571,18 @@ fn percentiles(mut times: Vec<f64>) -> (f64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_comparison_refuses_to_start_without_its_python_packages() {
+        let e = check_python("no-such-python-interpreter").unwrap_err();
+        assert!(
+            format!("{e:#}").contains("cannot run no-such-python-interpreter"),
+            "{e:#}"
+        );
+        // An interpreter that fails the import (`false` fails whatever it is given).
+        let e = check_python("false").unwrap_err().to_string();
+        assert!(e.contains("pip install torch numpy"), "{e}");
+    }
 
     /// Reads a little-endian `.npy` file written by `write_npy`: (descr, shape, payload).
     fn read_npy(path: &Path) -> (String, Vec<usize>, Vec<u8>) {
