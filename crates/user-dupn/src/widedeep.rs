@@ -70,9 +70,9 @@ impl TaskWideDeep {
     ) -> Result<Self> {
         schema
             .validate()
-            .map_err(|e| candle_core::Error::Msg(format!("task_wide_deep: invalid schema: {e}")))?;
+            .map_err(|e| candle_core::Error::Msg(format!("task_widedeep: invalid schema: {e}")))?;
         if schema.tasks.is_empty() {
-            candle_core::bail!("task_wide_deep: the schema has no task to predict");
+            candle_core::bail!("task_widedeep: the schema has no task to predict");
         }
         let widths: Vec<usize> = schema
             .tasks
@@ -117,7 +117,7 @@ impl TaskWideDeep {
 
 impl Model for TaskWideDeep {
     fn name(&self) -> String {
-        "task_wide_deep".into()
+        "task_widedeep".into()
     }
 
     fn schema(&self) -> &Schema {
