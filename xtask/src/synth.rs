@@ -42,9 +42,10 @@ pub struct Args {
     /// Generator threads (default: all cores). The output does not depend on it.
     #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub threads: Option<usize>,
-    /// Output directory (must not exist unless --overwrite).
-    #[arg(long)]
-    pub out: PathBuf,
+    /// Output directory (must not exist unless --overwrite); needed unless --print-config or
+    /// --dry-run.
+    #[arg(long, required_unless_present_any = ["print_config", "dry_run"])]
+    pub out: Option<PathBuf>,
     /// Replace the output directory if it holds an earlier generated data set (or nothing).
     #[arg(long)]
     pub overwrite: bool,
@@ -200,9 +201,13 @@ pub fn run(args: Args) -> Result<()> {
         }
         return Ok(());
     }
+    let out = args
+        .out
+        .clone()
+        .context("--out names the directory to write the data set into")?;
     let summary = write_dataset(
         world,
-        &args.out,
+        &out,
         threads,
         cfg.chunk_users as u64,
         args.overwrite,
@@ -221,11 +226,11 @@ pub fn run(args: Args) -> Result<()> {
             bar.set_message(format!("{events} events"));
         },
     )
-    .with_context(|| format!("writing {}", args.out.display()))?;
+    .with_context(|| format!("writing {}", out.display()))?;
     bar.finish_and_clear();
     let secs = t1.elapsed().as_secs_f64();
     let b = summary.behaviours;
-    println!("wrote {}", args.out.display());
+    println!("wrote {}", out.display());
     println!(
         "users {}  items {}  events (impressions) {}  clicks {}  favs {}  carts {}  purchases {}",
         summary.users, summary.items, summary.events, b[0], b[1], b[2], b[3]
@@ -234,7 +239,7 @@ pub fn run(args: Args) -> Result<()> {
         "{} chunks of {} users, {:.1} MiB on disk",
         summary.chunks,
         summary.chunk_users,
-        dir_bytes(&args.out) as f64 / (1024.0 * 1024.0)
+        dir_bytes(&out) as f64 / (1024.0 * 1024.0)
     );
     println!(
         "generation + writing: {secs:.2} s on {threads} threads = {:.0} events/s ({:.0} users/s); \
@@ -275,6 +280,10 @@ mod tests {
         assert_eq!(config(&tiny).unwrap().items, SynthConfig::tiny().items);
         assert!(parse(&["--threads", "0", "--out", "x"]).is_err());
         assert!(parse(&["--threads", "2", "--out", "x"]).is_ok());
+        // --out only where something is written.
+        assert!(parse(&["--preset", "tiny"]).is_err());
+        assert!(parse(&["--print-config"]).is_ok());
+        assert!(parse(&["--dry-run"]).is_ok());
     }
 
     #[test]
