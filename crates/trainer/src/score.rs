@@ -59,8 +59,22 @@ pub fn resolve(p: &Path) -> Result<PathBuf> {
         );
         return Ok(d);
     }
+    // A directory of runs (the quickstart's `runs/quickstart` holds `full` and `cel`).
+    let mut runs: Vec<String> = std::fs::read_dir(p)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join("checkpoints").is_dir())
+        .map(|e| e.path().display().to_string())
+        .collect();
+    runs.sort();
+    let hint = if runs.is_empty() {
+        String::new()
+    } else {
+        format!(" (it holds the runs {})", runs.join(", "))
+    };
     bail!(
-        "{} is neither a checkpoint nor a run directory with checkpoints",
+        "{} is neither a checkpoint nor a run directory with checkpoints{hint}",
         p.display()
     )
 }

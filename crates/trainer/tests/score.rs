@@ -180,6 +180,14 @@ fn a_restored_dupn_run_serves_and_evaluates_as_it_trained() {
     }
     let ck = rec_trainer::score::resolve(&tmp.path().join("run")).unwrap();
     assert_eq!(ck, saved);
+    // The directory above the run is not one; the error names the run it holds.
+    let e = rec_trainer::score::resolve(tmp.path())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("neither a checkpoint nor a run directory") && e.contains("holds the runs"),
+        "{e}"
+    );
 
     let mut r = restore(&ck).unwrap();
     let bs = r.config.train.eval_batch_size;
