@@ -47,6 +47,9 @@ pub fn write(run_dir: &Path, cfg: &Config, outcome: &Outcome) -> Result<()> {
         outcome.samples_per_sec,
         outcome.train_seconds
     )?;
+    if let Some(from) = &outcome.warm_start {
+        writeln!(md, "Warm-started from the checkpoint {}.\n", from.display())?;
+    }
     writeln!(md, "{}\n", thread_note())?;
     writeln!(
         md,

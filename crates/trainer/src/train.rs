@@ -64,6 +64,9 @@ struct LoopState {
     best: Option<Best>,
     bad_epochs: usize,
     history: Vec<EpochRecord>,
+    /// The checkpoint a warm-started run started from (kept through resumes).
+    #[serde(default)]
+    warm_start: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -94,6 +97,9 @@ pub struct Outcome {
     pub train_seconds: f64,
     /// Training samples processed per second.
     pub samples_per_sec: f64,
+    /// The checkpoint the run was warm-started from (`--resume CHECKPOINT`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_start: Option<PathBuf>,
 }
 
 impl Outcome {
@@ -213,6 +219,10 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
         best: None,
         bad_epochs: 0,
         history: Vec::new(),
+        warm_start: match &start {
+            Start::WarmStart(dir) => Some(dir.clone()),
+            _ => None,
+        },
     };
     match &start {
         Start::Fresh => {}
@@ -445,6 +455,7 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
         stopped_early,
         train_seconds,
         samples_per_sec: samples_done as f64 / train_seconds.max(1e-9),
+        warm_start: st.warm_start.clone(),
     };
     checkpoint::write_atomic(
         &run_dir.join("results.json"),

@@ -737,7 +737,21 @@ fn a_warm_start_on_a_new_csv_keeps_the_checkpoints_vocabularies() {
     // Refused before the run directory is made.
     assert!(!tmp.path().join("day2").exists());
 
-    rec_trainer::run(&c2, Start::WarmStart(ck1)).unwrap();
+    let day2_out = rec_trainer::run(&c2, Start::WarmStart(ck1.clone())).unwrap();
+    // The run records where it started, in results.json and report.md, also after a resume.
+    assert_eq!(day2_out.warm_start.as_ref(), Some(&ck1));
+    let report = std::fs::read_to_string(tmp.path().join("day2/report.md")).unwrap();
+    assert!(
+        report.contains(&format!(
+            "Warm-started from the checkpoint {}",
+            ck1.display()
+        )),
+        "{report}"
+    );
+    let mut longer = c2.clone();
+    longer.train.epochs = 2;
+    let resumed = rec_trainer::run(&longer, Start::Resume).unwrap();
+    assert_eq!(resumed.warm_start.as_ref(), Some(&ck1));
     let ck2 = checkpoint::resolve_pointer(&tmp.path().join("day2/checkpoints"), "latest")
         .unwrap()
         .unwrap();
