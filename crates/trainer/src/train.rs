@@ -299,6 +299,7 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
                 break;
             }
             let t0 = Instant::now();
+            let rows = batch.len() as u64;
             // P-SEQ's next-item rows are all positive: each step adds one sampled unrated
             // item per row, drawn from the step number, so a resumed run draws the same.
             let batch = match negatives {
@@ -327,8 +328,9 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
             embedding_cel::exact::reassign_due(model, &split.train, EXACT_CEL_CHUNK)
                 .with_context(|| format!("exact CEL reassignment after step {}", st.step))?;
             train_seconds += t0.elapsed().as_secs_f64();
-            samples_done += batch.len() as u64;
-            epoch_samples += batch.len() as u64;
+            // The data's rows, not the added negatives.
+            samples_done += rows;
+            epoch_samples += rows;
             st.epoch_loss_sum += loss as f64;
             st.epoch_loss_count += 1;
             st.batch_in_epoch += 1;
@@ -821,7 +823,8 @@ pub fn check_data(state: &serde_json::Value, data: &str, dir: &Path) -> Result<(
     match state.get("data").and_then(|v| v.as_str()) {
         Some(saved) if saved != data => bail!(
             "{} was trained on other data than its configuration now gives (a data file \
-             changed, or its generator did): the split and the batch order differ, so it \
+             changed, or its generator or the protocol's sampling did, with a new version): \
+             the split and the batch order differ, so it \
              cannot be resumed or evaluated as that run; to train on the new data, start a new \
              run from it (`cargo xtask train --config CONFIG --resume CHECKPOINT --out \
              NEW_RUN`)",
@@ -1051,17 +1054,23 @@ pub(crate) fn resume_point_with(cfg: &Config, warn: bool) -> Result<PathBuf> {
     let state = checkpoint::read_state(&dir)?;
     // A budget below what the checkpoint has already trained cannot be met: refused before the
     // run directory is touched (its config.toml would otherwise record the smaller budget).
-    let done_epochs = state["loop"]["epoch"].as_u64().unwrap_or(0);
+    // An epoch begun counts: a checkpoint inside epoch 2 has trained into it.
+    let done_epochs = state["loop"]["epoch"].as_u64().unwrap_or(0)
+        + u64::from(state["loop"]["batch_in_epoch"].as_u64().unwrap_or(0) > 0);
     let done_steps = state["loop"]["step"].as_u64().unwrap_or(0);
     if done_epochs > cfg.train.epochs as u64 {
+        let trained = if state["loop"]["batch_in_epoch"].as_u64().unwrap_or(0) > 0 {
+            format!("has already trained into epoch {done_epochs}")
+        } else {
+            format!("has already trained {done_epochs} epochs")
+        };
         bail!(
-            "cannot resume {} with train.epochs = {}: its checkpoint {} has already trained {} \
-             epochs; give --epochs {} or more to train on (`cargo xtask eval --checkpoint {}` \
-             evaluates it as it is)",
+            "cannot resume {} with train.epochs = {}: its checkpoint {} {trained}; give \
+             --epochs {} or more to train on (`cargo xtask eval --checkpoint {}` evaluates it \
+             as it is)",
             cfg.run_dir().display(),
             cfg.train.epochs,
             dir.display(),
-            done_epochs,
             done_epochs,
             cfg.run_dir().display()
         );

@@ -500,13 +500,8 @@ fn a_resume_with_another_configuration_is_refused_naming_the_keys() {
     assert_eq!(done.history.len(), 3);
 }
 
-/// P-SEQ's next-item rows are all positive (the item rated next): the trainer adds one sampled
-/// unrated item per row, in every training step and once in the validation and test parts, so
-/// the task learns something and its AUC means something. Needs MovieLens-100k (CI fetches
-/// it first).
-#[test]
-fn p_seq_next_item_trains_against_sampled_negatives_and_learns() {
-    let dir = tempfile::tempdir().unwrap();
+/// A small DUPN on P-SEQ's next-item task alone (MovieLens-100k), into `dir`.
+fn p_seq_config(dir: &std::path::Path) -> Config {
     let mut cfg = Config::new("dupn", "ml-100k", "seq");
     cfg.data.seed = 1;
     cfg.data.tasks = Some(vec!["next_item".into()]);
@@ -522,7 +517,37 @@ fn p_seq_next_item_trains_against_sampled_negatives_and_learns() {
     cfg.train.batch_size = 256;
     cfg.train.progress = false;
     cfg.train.early_stopping = None;
-    cfg.output.dir = Some(dir.path().join("run"));
+    cfg.output.dir = Some(dir.join("run"));
+    cfg
+}
+
+/// The next-item negatives are drawn from the seed and the step: a run stopped and resumed
+/// draws the same ones and ends as the uninterrupted run. Needs MovieLens-100k.
+#[test]
+fn a_resumed_p_seq_run_draws_the_same_negatives() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut whole = p_seq_config(a.path());
+    whole.train.max_steps = Some(24);
+    let full = rec_trainer::run(&whole, Start::Fresh).unwrap();
+    let mut first = p_seq_config(b.path());
+    first.train.max_steps = Some(11);
+    rec_trainer::run(&first, Start::Fresh).unwrap();
+    let mut rest = p_seq_config(b.path());
+    rest.train.max_steps = Some(24);
+    let resumed = rec_trainer::run(&rest, Start::Resume).unwrap();
+    assert_eq!(resumed.steps, 24);
+    assert_eq!(resumed.test, full.test);
+    assert_eq!(resumed.valid, full.valid);
+}
+
+/// P-SEQ's next-item rows are all positive (the item rated next): the trainer adds one sampled
+/// unrated item per row, in every training step and once in the validation and test parts, so
+/// the task learns something and its AUC means something. Needs MovieLens-100k (CI fetches
+/// it first).
+#[test]
+fn p_seq_next_item_trains_against_sampled_negatives_and_learns() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = p_seq_config(dir.path());
 
     let split = rec_trainer::data::load_split(&cfg.data).unwrap();
     let t = split.schema.task_index("next_item").unwrap();
@@ -603,6 +628,22 @@ fn a_resume_with_a_budget_below_what_was_trained_is_refused_and_writes_nothing()
     let again = train(&cfg, &split, Start::Resume);
     assert_eq!(again.steps, full.steps);
     assert_eq!(again.test, full.test);
+
+    // A checkpoint inside epoch 2 (a step budget ended there) has trained into it: one epoch
+    // is below that too.
+    let mid = tempfile::tempdir().unwrap();
+    let mut part = config(mid.path(), "fm");
+    part.train.early_stopping = None;
+    part.train.epochs = 2;
+    part.train.max_steps = Some(full.steps / 2 + 3);
+    train(&part, &split, Start::Fresh);
+    let mut one = part.clone();
+    one.train.max_steps = None;
+    one.train.epochs = 1;
+    let e = fit(model.as_mut(), &split, &one, Start::Resume)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("has already trained into epoch 2"), "{e}");
 }
 
 #[test]
