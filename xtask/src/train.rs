@@ -420,7 +420,8 @@ pub struct PredictArgs {
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// The file to score, in the run's format. With a header, its label and rating columns
-    /// may be left out; when all are there, the metrics on the file are printed too.
+    /// may be left out; when it has those of every task the run kept, the metrics on the file
+    /// are printed too.
     #[arg(long)]
     pub input: PathBuf,
     /// Where to write the scores (CSV: `line` of the input, then one column per task:

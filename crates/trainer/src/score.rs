@@ -8,7 +8,8 @@
 //! [`score_file`] then scores the rows of another file of a CSV run, read with the run's
 //! interaction schema: IDs never seen in training take each table's rule for unknown IDs, an
 //! unknown scenario is an error naming its line, and label or rating columns may be left out
-//! (with a header): when every one is there, the file is also evaluated.
+//! (with a header): when the file has the labels of every task the model predicts, it is also
+//! evaluated.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -116,7 +117,7 @@ pub struct Scores {
     /// Per ID field (user, item, categorical) with any, the number of rows whose ID the
     /// training data never had.
     pub unknown_ids: Vec<(String, usize)>,
-    /// The metrics on the file, when it has every label and rating column.
+    /// The metrics on the file, when it has the labels of every task the model predicts.
     pub evaluation: Option<Evaluation>,
 }
 
@@ -185,28 +186,20 @@ pub fn score_file(r: &mut Restored, input: &Path, schema: Option<&Path>) -> Resu
     }
     let n = enc.batch.len();
     let tasks: Vec<String> = model_schema.tasks.iter().map(|t| t.name.clone()).collect();
-    let labels = if labelled {
-        let got: Vec<&str> = enc
-            .batch
-            .schema
-            .tasks
-            .iter()
-            .map(|t| t.name.as_str())
-            .collect();
-        if got != tasks {
-            bail!(
-                "{} has the tasks {got:?}, the model {tasks:?}",
-                input.display()
-            );
-        }
-        enc.batch.labels
-    } else {
-        // Not labelled: no metric is computed from NaN labels.
-        vec![vec![f32::NAN; n]; tasks.len()]
-    };
+    // Each model task's labels by name (a run may keep a subset of the file's tasks); a task
+    // whose column the file lacks gets NaN, which no metric counts.
+    let file_tasks = &enc.batch.schema;
+    let labelled = labelled && tasks.iter().all(|t| file_tasks.task_index(t).is_some());
+    let labels: Vec<Vec<f32>> = tasks
+        .iter()
+        .map(|t| match file_tasks.task_index(t) {
+            Some(i) if labelled => enc.batch.labels[i].clone(),
+            _ => vec![f32::NAN; n],
+        })
+        .collect();
     let batch = Batch {
         schema: Arc::new(model_schema),
-        columns: enc.batch.columns,
+        columns: enc.batch.columns.clone(),
         labels,
         weights: None,
         slices: Vec::new(),

@@ -13,16 +13,17 @@ fn click(u: usize, i: usize) -> u8 {
     u8::from(u % 2 == i % 2)
 }
 
-/// Rows `user,item,click` for `pairs`, with or without the click column.
+/// Rows `user,item,click,stars` for `pairs`, or `user,item` without the labels.
 fn rows(pairs: &[(usize, usize)], labelled: bool) -> String {
     let mut text = String::from(if labelled {
-        "user,item,click\n"
+        "user,item,click,stars\n"
     } else {
         "user,item\n"
     });
     for &(u, i) in pairs {
         if labelled {
-            text.push_str(&format!("u{u},i{i},{}\n", click(u, i)));
+            let c = click(u, i);
+            text.push_str(&format!("u{u},i{i},{c},{}\n", 1 + 4 * c));
         } else {
             text.push_str(&format!("u{u},i{i}\n"));
         }
@@ -45,11 +46,13 @@ fn trained_run(dir: &Path) -> std::path::PathBuf {
         dir.join("schema.toml"),
         "[[columns]]\nname = \"user\"\nrole = \"user\"\n\
          [[columns]]\nname = \"item\"\nrole = \"item\"\n\
-         [[columns]]\nname = \"click\"\nrole = \"label\"\n",
+         [[columns]]\nname = \"click\"\nrole = \"label\"\n\
+         [[columns]]\nname = \"stars\"\nrole = \"rating\"\n",
     )
     .unwrap();
+    // The run keeps one of the file's two tasks.
     let text = format!(
-        "[data]\ndataset = \"csv\"\n[data.options]\npath = {:?}\nschema = {:?}\n\
+        "[data]\ndataset = \"csv\"\ntasks = [\"click\"]\n[data.options]\npath = {:?}\nschema = {:?}\n\
          [model]\nname = \"fm\"\n[model.params]\ndim = 8\n\
          [optimizer]\ndense = {{ kind = \"adam\", lr = 0.01 }}\n\
          sparse = {{ kind = \"adam\", lr = 0.05 }}\n\
