@@ -185,7 +185,9 @@ pub fn model_state(model: &dyn Model) -> Result<(TensorMap, Value)> {
 /// model partially loaded (rebuild it before retrying).
 pub fn load_model_state(model: &mut dyn Model, tensors: &TensorMap, meta: &Value) -> Result<()> {
     let name = meta_str(meta, "model", "model")?;
-    if name != model.name() {
+    // Names a model has had before (checkpoints saved under them still load).
+    let renamed = name == "task_wide_deep" && model.name() == "task_widedeep";
+    if name != model.name() && !renamed {
         candle_core::bail!("saved model is `{name}`, this model is `{}`", model.name());
     }
     let mut known: Vec<String> = Vec::new();

@@ -821,6 +821,22 @@ fn task_wide_deep_predicts_multiclass_and_learns() -> Result<()> {
     Ok(())
 }
 
+/// The model was once named `task_wide_deep`; checkpoints saved under that name still load,
+/// and another model's name is still refused.
+#[test]
+fn task_widedeep_loads_checkpoints_saved_under_its_former_name() -> Result<()> {
+    let (m, _) = ppp_wide_deep(rec_nn::layers::Norm::None)?;
+    assert_eq!(m.name(), "task_widedeep");
+    let (tensors, mut meta) = rec_nn::io::model_state(&m)?;
+    let (mut fresh, _) = ppp_wide_deep(rec_nn::layers::Norm::None)?;
+    meta["model"] = "task_wide_deep".into();
+    rec_nn::io::load_model_state(&mut fresh, &tensors, &meta)?;
+    meta["model"] = "dupn".into();
+    let e = rec_nn::io::load_model_state(&mut fresh, &tensors, &meta).unwrap_err();
+    assert!(e.to_string().contains("saved model is `dupn`"), "{e}");
+    Ok(())
+}
+
 #[test]
 fn batch_norm_statistics_are_saved_and_a_dupn_head_norm_is_refused() -> Result<()> {
     let (mut m, b) = ppp_wide_deep(rec_nn::layers::Norm::Batch)?;
