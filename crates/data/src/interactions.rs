@@ -231,14 +231,21 @@ impl InteractionSchema {
         (s, labelled)
     }
 
-    /// The names in the first line of delimited text (trimmed), or none for an empty text.
-    pub fn header_names(&self, data: &[u8], source: &Path) -> Result<Vec<String>> {
+    /// A reader of delimited text with this schema's delimiter, every line a record (the
+    /// header too), rows of any width; a UTF-8 byte order mark is not part of the first
+    /// column's name.
+    fn reader<'a>(&self, data: &'a [u8]) -> Result<csv::Reader<&'a [u8]>> {
         let data = data.strip_prefix(crate::text::BOM).unwrap_or(data);
-        let mut rdr = csv::ReaderBuilder::new()
+        Ok(csv::ReaderBuilder::new()
             .delimiter(self.delimiter_byte()?)
             .has_headers(false)
             .flexible(true)
-            .from_reader(data);
+            .from_reader(data))
+    }
+
+    /// The names in the first line of delimited text (trimmed), or none for an empty text.
+    pub fn header_names(&self, data: &[u8], source: &Path) -> Result<Vec<String>> {
+        let mut rdr = self.reader(data)?;
         match rdr.byte_records().next() {
             None => Ok(Vec::new()),
             Some(r) => Ok(r
@@ -253,13 +260,7 @@ impl InteractionSchema {
     pub fn read_bytes(&self, data: &[u8], source: impl Into<PathBuf>) -> Result<RawTable> {
         self.validate()?;
         let source = source.into();
-        // A UTF-8 byte order mark is not part of the first column's name.
-        let data = data.strip_prefix(crate::text::BOM).unwrap_or(data);
-        let mut rdr = csv::ReaderBuilder::new()
-            .delimiter(self.delimiter_byte()?)
-            .has_headers(false)
-            .flexible(true)
-            .from_reader(data);
+        let mut rdr = self.reader(data)?;
         let mut records = rdr.byte_records();
         let described: Vec<&ColumnSpec> = self
             .columns
