@@ -260,6 +260,9 @@ impl InteractionSchema {
     pub fn read_bytes(&self, data: &[u8], source: impl Into<PathBuf>) -> Result<RawTable> {
         self.validate()?;
         let source = source.into();
+        // The record positions below (line numbers) are offsets into the text without its
+        // byte order mark, which the reader skips.
+        let data = data.strip_prefix(crate::text::BOM).unwrap_or(data);
         let mut rdr = self.reader(data)?;
         let mut records = rdr.byte_records();
         let described: Vec<&ColumnSpec> = self
