@@ -153,6 +153,12 @@ fn write_into(
     pause_for_tests(tmp, name);
     let state_text = serde_json::to_vec_pretty(state)?;
     write_atomic(&tmp.join(STATE), &state_text)?;
+    // safetensors writes through a temporary file, created readable by its owner only: give
+    // the tensors the permissions of the checkpoint's other files (the user's umask).
+    if let Ok(m) = fs::metadata(tmp.join(STATE)) {
+        fs::set_permissions(&tensors_path, m.permissions())
+            .with_context(|| format!("cannot set the permissions of {}", tensors_path.display()))?;
+    }
     let mut files = BTreeMap::new();
     for f in [TENSORS, STATE] {
         let (sha256, bytes) = sha256_file(&tmp.join(f))?;
@@ -340,6 +346,18 @@ mod tests {
             Tensor::new(&[1f32, 2.0, 3.0], &Device::Cpu).unwrap(),
         );
         (m, serde_json::json!({"step": 7}))
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn every_file_of_a_checkpoint_has_the_same_permissions() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (t, s) = sample();
+        let ck = write(dir.path(), "step-1", &t, &s).unwrap();
+        let mode = |f: &str| fs::metadata(ck.join(f)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(TENSORS), mode(STATE));
+        assert_eq!(mode(MANIFEST), mode(STATE));
     }
 
     #[test]
