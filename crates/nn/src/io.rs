@@ -253,7 +253,7 @@ pub fn load_model_state(model: &mut dyn Model, tensors: &TensorMap, meta: &Value
             .ok_or_else(|| candle_core::Error::Msg(format!("table `{n}` has no metadata")))?;
         table.load(&format!("table/{n}/"), tensors, tmeta)?;
     }
-    Ok(())
+    model.after_load()
 }
 
 /// The metadata file next to a tensors file: `x.safetensors` → `x.json`.

@@ -96,6 +96,13 @@ pub trait Model: Send {
         Ok(())
     }
 
+    /// Called after saved state replaced the model's parameters ([`crate::io::load_model_state`],
+    /// and loaders of parts of a model such as DUPN's transfer). Default nothing; DUPN renews
+    /// the tag of its user encodings here, as after every training step.
+    fn after_load(&mut self) -> Result<()> {
+        Ok(())
+    }
+
     /// The model as [`std::any::Any`], for code that needs its concrete type: a DUPN restored
     /// from a checkpoint as `Box<dyn Model>` downcast to `user_dupn::Dupn` to serve it, a SAML
     /// model to read its affinity. `None` (the default) for models that do not offer it.

@@ -254,12 +254,20 @@ pub struct Dupn {
     log_vars: Vec<Option<Var>>,
     rep_width: usize,
     /// Unique within the process: tags the user encodings this model makes, so that scoring
-    /// refuses another model's encoding.
+    /// refuses another model's encoding, and renewed after every training step and every load
+    /// of saved state, so that it refuses an encoding this model made before it changed.
     pub(crate) serving_id: u64,
 }
 
 /// The next [`Dupn::serving_id`].
 static NEXT_SERVING_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+impl Dupn {
+    /// A new [`Dupn::serving_id`]: the encodings made so far no longer score.
+    fn renew_serving_id(&mut self) {
+        self.serving_id = NEXT_SERVING_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
 
 impl Dupn {
     /// Builds the model for `schema` (one head per task) with tables from `factory`.
@@ -788,6 +796,16 @@ impl Model for Dupn {
 
     fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
         Some(self)
+    }
+
+    fn after_step(&mut self, _step: u64) -> Result<()> {
+        self.renew_serving_id();
+        Ok(())
+    }
+
+    fn after_load(&mut self) -> Result<()> {
+        self.renew_serving_id();
+        Ok(())
     }
 
     fn schema(&self) -> &Schema {

@@ -336,7 +336,8 @@ impl Dupn {
         }
         if user.model != self.serving_id {
             candle_core::bail!(
-                "the user encoding was made by another model; encode the user with this one"
+                "the user encoding was made by another model, or by this one before it trained \
+                 further or loaded saved state; encode the user again with this model as it is"
             );
         }
         if user.rep.dim(0)? == 0 {

@@ -180,5 +180,6 @@ pub fn load_matching(
         }
     }
     report.unused.sort();
+    model.after_load()?;
     Ok(report)
 }

@@ -423,6 +423,16 @@ fn serving_scores_equal_the_full_model() -> Result<()> {
     assert!(e.to_string().contains("another model"), "{e}");
     let own = other.encode_user(&history, &query, &profile)?;
     assert!(other.score(&own, &candidates).is_ok());
+    // After a training step the encoding is stale: refused, and a new one scores.
+    train(&mut other, &narrow(&ctr.range(0, 64), &JOINT), 1, 0.05, 1)?;
+    let e = other.score(&own, &candidates).unwrap_err();
+    assert!(e.to_string().contains("before it trained further"), "{e}");
+    let own = other.encode_user(&history, &query, &profile)?;
+    assert!(other.score(&own, &candidates).is_ok());
+    // So after loading saved state.
+    let (tensors, meta) = rec_nn::io::model_state(&m)?;
+    rec_nn::io::load_model_state(&mut other, &tensors, &meta)?;
+    assert!(other.score(&own, &candidates).is_err());
     Ok(())
 }
 
