@@ -249,6 +249,13 @@ fn is_cel(t: &toml::Table) -> bool {
 pub fn tables_config(cfg: &Config) -> Result<TablesConfig> {
     let parse = |t: &toml::Table, what: &str| -> Result<TableConfig> {
         let kind = table_kind(t).with_context(|| format!("[embeddings] {what}"))?;
+        const KINDS: [&str; 5] = ["full", "hashed", "qr", "frequency", "cel"];
+        if !KINDS.contains(&kind) {
+            bail!(
+                "[embeddings] {what}: unknown table kind `{kind}` (one of {})",
+                KINDS.map(|k| format!("`{k}`")).join(", ")
+            );
+        }
         if is_cel(t) {
             // Built by the CEL factory in `build_model`; a full table stands in here.
             return Ok(TableConfig::Full);
@@ -336,14 +343,36 @@ pub fn build_model(
     let seed = cfg.data.seed;
     let mut default =
         DefaultTableFactory::new(tables, seed, device).with_counts(id_counts(schema, train));
+    // The fields a table was built for: an `[embeddings.fields]` entry no table reads (a
+    // dense field, the scenario field, a field the model leaves out) would be ignored.
+    let built = std::cell::RefCell::new(std::collections::BTreeSet::new());
     let mut factory =
         |f: &rec_data::FieldSpec, dim: usize| -> candle_core::Result<Box<dyn EmbeddingTable>> {
+            built.borrow_mut().insert(f.name.clone());
             let cel = match cel_fields.get(&f.name) {
                 Some(c) => c.clone(),
                 None => cel_default.clone(),
             };
             match cel {
                 Some(c) => {
+                    // Exact reassignment scores each entity on its rows of a categorical
+                    // column: on a bag (multi-hot) field it would fail at its first round.
+                    if matches!(c.reassign, embedding_cel::Reassign::Exact { .. })
+                        && f.kind != rec_data::FieldKind::Categorical
+                    {
+                        let key = if cel_fields.contains_key(&f.name) {
+                            format!("fields.{}", f.name)
+                        } else {
+                            "default".to_string()
+                        };
+                        candle_core::bail!(
+                            "[embeddings] {key}: exact CEL reassignment needs a categorical field, \
+                             and `{}` is {:?}; give it `reassign = {{ kind = \"approx\" }}` \
+                             (or its own [embeddings.fields] entry)",
+                            f.name,
+                            f.kind
+                        );
+                    }
                     use rec_nn::init::{mix64, name_hash, named_rng};
                     let name = format!("table/{}/{dim}", f.name);
                     let mut rng = named_rng(seed, &name);
@@ -373,5 +402,16 @@ pub fn build_model(
         device,
         seed: cfg.data.seed,
     };
-    (entry.build)(&mut ctx).with_context(|| format!("building model `{}`", cfg.model.name))
+    let model =
+        (entry.build)(&mut ctx).with_context(|| format!("building model `{}`", cfg.model.name))?;
+    let built = built.into_inner();
+    if let Some(name) = cfg.embeddings.fields.keys().find(|n| !built.contains(*n)) {
+        bail!(
+            "[embeddings.fields.\"{name}\"]: model `{}` builds no table for `{name}` (its tables: \
+             {}), so the entry would be ignored",
+            cfg.model.name,
+            built.iter().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(model)
 }

@@ -561,6 +561,55 @@ fn p_seq_next_item_trains_against_sampled_negatives_and_learns() {
     assert!(auc > 0.75, "next-item AUC against sampled items {auc}");
 }
 
+/// `[embeddings]` mistakes that used to pass: an entry for a dense field (no table reads it),
+/// exact CEL reassignment on a multi-hot field (it failed at its first round, mid-training),
+/// and an unknown kind (whose message left out `cel`).
+#[test]
+fn embedding_entries_no_table_uses_or_cannot_serve_are_refused_before_training() {
+    let schema = Arc::new(Schema {
+        fields: vec![
+            FieldSpec::categorical("user_id", 11),
+            FieldSpec::categorical("item_id", 9),
+            FieldSpec::multi_hot("tags", 5),
+            FieldSpec::dense("price", 1),
+        ],
+        tasks: vec![TaskSpec::new("like", TaskKind::Binary)],
+        user_field: Some("user_id".into()),
+        item_field: Some("item_id".into()),
+        scenario_field: None,
+        num_scenarios: 1,
+    });
+    let train = Batch::empty(schema.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let build = |entries: &[(&str, &str)]| {
+        let mut cfg = config(dir.path(), "deepfm");
+        for (field, table) in entries {
+            cfg.embeddings
+                .fields
+                .insert(field.to_string(), toml::from_str(table).unwrap());
+        }
+        registry::build_model(&cfg, &schema, &train, &Device::Cpu)
+            .err()
+            .map(|e| format!("{e:#}"))
+    };
+    let cel = "kind = \"cel\"\nmax_clusters = 2\n";
+    assert_eq!(build(&[("tags", cel), ("item_id", cel)]), None);
+    let e = build(&[("price", cel)]).unwrap();
+    assert!(e.contains("builds no table for `price`"), "{e}");
+    let exact = "kind = \"cel\"\nmax_clusters = 2\nreassign = { kind = \"exact\" }\n";
+    assert_eq!(build(&[("item_id", exact)]), None);
+    let e = build(&[("tags", exact)]).unwrap();
+    assert!(
+        e.contains("fields.tags") && e.contains("exact CEL reassignment needs a categorical"),
+        "{e}"
+    );
+    let e = build(&[("item_id", "kind = \"clustered\"\n")]).unwrap();
+    assert!(
+        e.contains("unknown table kind `clustered`") && e.contains("`cel`"),
+        "{e}"
+    );
+}
+
 #[test]
 fn a_wrong_model_parameter_is_named_by_its_key() {
     let split = planted_split(3);
@@ -1021,6 +1070,23 @@ fn saml_scenario_tables_take_their_own_kind() {
         e.contains("price@scenario") && e.contains("no field `price`"),
         "{e}"
     );
+    // An entry for a table the model never builds (a scenario table of the scenario field
+    // itself) would be ignored: refused, naming it.
+    for name in ["country@scenario"] {
+        let mut unused = cfg.clone();
+        unused.embeddings.fields.clear();
+        unused
+            .embeddings
+            .fields
+            .insert(name.into(), toml::from_str("kind = \"full\"\n").unwrap());
+        let e = format!(
+            "{:#}",
+            registry::build_model(&unused, &schema, &train, &Device::Cpu)
+                .err()
+                .unwrap()
+        );
+        assert!(e.contains(&format!("builds no table for `{name}`")), "{e}");
+    }
     // A field that shares another's vocabulary uses the owner's scenario table.
     let mut shared_vocab = (*schema).clone();
     shared_vocab
