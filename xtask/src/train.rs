@@ -440,16 +440,17 @@ pub fn predict(args: PredictArgs) -> Result<()> {
     let scores =
         rec_trainer::score::score_file(&mut restored, &args.input, args.schema.as_deref())?;
     let n = scores.lines.len();
+    let rows = if n == 1 { "row" } else { "rows" };
     eprintln!(
-        "scored {n} rows of {} with `{}` from {}",
+        "scored {n} {rows} of {} with `{}` from {}",
         args.input.display(),
         restored.config.model.name,
         dir.display()
     );
     for (field, k) in &scores.unknown_ids {
         eprintln!(
-            "  {field}: {k} of {n} rows ({:.1}%) have an ID the training data never had (scored \
-             with the table's rule for unknown IDs)",
+            "  {field}: {k} of {n} {rows} ({:.1}%) with an ID outside the checkpoint's \
+             vocabulary (scored with the table's rule for unknown IDs)",
             100.0 * *k as f64 / n as f64
         );
     }

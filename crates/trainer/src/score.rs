@@ -114,8 +114,8 @@ pub struct Scores {
     /// `values[t][i]`: task `t` on row `i` (a probability for a binary task, the predicted
     /// value for a regression task).
     pub values: Vec<Vec<f32>>,
-    /// Per ID field (user, item, categorical) with any, the number of rows whose ID the
-    /// training data never had.
+    /// Per ID field (user, item, categorical, multi-hot) with any, the number of rows with an
+    /// ID outside the checkpoint's vocabulary (for a bag, any of its IDs).
     pub unknown_ids: Vec<(String, usize)>,
     /// The metrics on the file, when it has the labels of every task the model predicts.
     pub evaluation: Option<Evaluation>,
@@ -150,8 +150,18 @@ pub fn score_file(r: &mut Restored, input: &Path, schema: Option<&Path>) -> Resu
             .map(PathBuf::from)
             .context("the run's configuration names no interaction schema: give one")?,
     };
-    let full = InteractionSchema::from_toml_file(&schema_path)
-        .with_context(|| format!("the interaction schema {}", schema_path.display()))?;
+    let full = InteractionSchema::from_toml_file(&schema_path).with_context(|| {
+        if schema.is_none() && schema_path.is_relative() {
+            format!(
+                "the run's interaction schema {} (named by its configuration; a relative path is \
+                 read from the current directory: run from where the run was trained, or give \
+                 --schema)",
+                schema_path.display()
+            )
+        } else {
+            format!("the interaction schema {}", schema_path.display())
+        }
+    })?;
     let bytes = std::fs::read(input).with_context(|| format!("cannot read {}", input.display()))?;
     let names = full.header_names(&bytes, input)?;
     let (reading, labelled) = full.for_scoring(&names);
@@ -219,14 +229,21 @@ pub fn score_file(r: &mut Restored, input: &Path, schema: Option<&Path>) -> Resu
         .filter(|c| c.role != Role::Ignore)
         .zip(&raw.columns)
     {
-        if let (RawColumn::Tokens(t), Some(v)) = (col, vocabs.fields.get(&spec.name)) {
-            let k = t
-                .iter()
-                .filter(|s| !s.is_empty() && v.get(s) == OOV)
-                .count();
-            if k > 0 {
-                unknown_ids.push((spec.name.clone(), k));
-            }
+        let Some(v) = vocabs.fields.get(&spec.name) else {
+            continue;
+        };
+        let unseen = |s: &String| !s.is_empty() && v.get(s) == OOV;
+        let k = match col {
+            RawColumn::Tokens(t) => t.iter().filter(|s| unseen(s)).count(),
+            // A bag counts once when any of its tokens is unseen.
+            RawColumn::TokenLists { values, offsets } => offsets
+                .windows(2)
+                .filter(|w| values[w[0] as usize..w[1] as usize].iter().any(unseen))
+                .count(),
+            _ => 0,
+        };
+        if k > 0 {
+            unknown_ids.push((spec.name.clone(), k));
         }
     }
     Ok(Scores {

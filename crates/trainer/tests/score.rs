@@ -13,19 +13,29 @@ fn click(u: usize, i: usize) -> u8 {
     u8::from(u % 2 == i % 2)
 }
 
-/// Rows `user,item,click,stars` for `pairs`, or `user,item` without the labels.
+/// The tags of item `i`: five tags over the training items, a new one beyond them.
+fn tags(i: usize) -> String {
+    if i < 30 {
+        format!("t{}|t{}", i % 5, (i + 1) % 5)
+    } else {
+        format!("t1|new{i}")
+    }
+}
+
+/// Rows `user,item,tags,click,stars` for `pairs`, or `user,item,tags` without the labels.
 fn rows(pairs: &[(usize, usize)], labelled: bool) -> String {
     let mut text = String::from(if labelled {
-        "user,item,click,stars\n"
+        "user,item,tags,click,stars\n"
     } else {
-        "user,item\n"
+        "user,item,tags\n"
     });
     for &(u, i) in pairs {
+        let t = tags(i);
         if labelled {
             let c = click(u, i);
-            text.push_str(&format!("u{u},i{i},{c},{}\n", 1 + 4 * c));
+            text.push_str(&format!("u{u},i{i},{t},{c},{}\n", 1 + 4 * c));
         } else {
-            text.push_str(&format!("u{u},i{i}\n"));
+            text.push_str(&format!("u{u},i{i},{t}\n"));
         }
     }
     text
@@ -46,6 +56,7 @@ fn trained_run(dir: &Path) -> std::path::PathBuf {
         dir.join("schema.toml"),
         "[[columns]]\nname = \"user\"\nrole = \"user\"\n\
          [[columns]]\nname = \"item\"\nrole = \"item\"\n\
+         [[columns]]\nname = \"tags\"\nrole = \"multi_hot\"\n\
          [[columns]]\nname = \"click\"\nrole = \"label\"\n\
          [[columns]]\nname = \"stars\"\nrole = \"rating\"\n",
     )
@@ -78,7 +89,8 @@ fn a_csv_run_scores_new_rows_with_and_without_labels() {
         "FM does not offer its concrete type"
     );
 
-    // Held-out pairs of known users and items, and two rows with a user never seen.
+    // Held-out pairs of known users and items, two rows with a user never seen, and one with
+    // an item and a tag never seen.
     let mut pairs: Vec<(usize, usize)> = (0..20)
         .flat_map(|u| {
             (0..30)
@@ -86,7 +98,7 @@ fn a_csv_run_scores_new_rows_with_and_without_labels() {
                 .map(move |i| (u, i))
         })
         .collect();
-    pairs.extend([(97, 1), (98, 2)]);
+    pairs.extend([(97, 1), (98, 2), (5, 31)]);
     let labelled = tmp.path().join("labelled.csv");
     let bare = tmp.path().join("bare.csv");
     std::fs::write(&labelled, rows(&pairs, true)).unwrap();
@@ -97,16 +109,23 @@ fn a_csv_run_scores_new_rows_with_and_without_labels() {
     assert_eq!(s.lines.len(), pairs.len());
     assert_eq!(s.lines[0], 2, "line numbers of the input, after its header");
     assert!(s.evaluation.is_none(), "no labels, no metrics");
-    assert_eq!(s.unknown_ids, [("user".to_string(), 2)]);
+    assert_eq!(
+        s.unknown_ids,
+        [
+            ("user".to_string(), 2),
+            ("item".to_string(), 1),
+            ("tags".to_string(), 1)
+        ]
+    );
     let p = &s.values[0];
     assert!(p.iter().all(|v| (0.0..=1.0).contains(v)), "probabilities");
     // The model learned the parity rule for combinations it never saw.
     let hits = pairs
         .iter()
         .zip(p)
-        .filter(|((u, i), v)| *u < 20 && (**v > 0.5) == (click(*u, *i) == 1))
+        .filter(|((u, i), v)| *u < 20 && *i < 30 && (**v > 0.5) == (click(*u, *i) == 1))
         .count();
-    let known = pairs.iter().filter(|(u, _)| *u < 20).count();
+    let known = pairs.iter().filter(|(u, i)| *u < 20 && *i < 30).count();
     assert!(hits as f64 > 0.8 * known as f64, "{hits} of {known} right");
 
     // With its labels the file is also evaluated, and the scores are the same.
@@ -144,7 +163,7 @@ fn scoring_refuses_another_schema_and_a_file_without_rows() {
         e.contains("price (") && e.contains("the model was trained on user (categorical)"),
         "{e}"
     );
-    std::fs::write(&file, "user,item\n").unwrap();
+    std::fs::write(&file, "user,item,tags\n").unwrap();
     let e = format!("{:#}", score_file(&mut r, &file, None).unwrap_err());
     assert!(e.contains("no data rows"), "{e}");
     // A missing ID column is the reader's error, naming the file.
