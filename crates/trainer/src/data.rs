@@ -55,6 +55,15 @@ pub fn load_split_with(cfg: &DataConfig, vocabs: Option<&Vocabs>) -> Result<Spli
                     format!("[data.options] {k} must be a path as a string, got {v}")
                 })
             };
+            // The default protocol stands for "none": a CSV file is split at random.
+            if cfg.protocol != "ctr" {
+                bail!(
+                    "[data] protocol `{}`: the csv data set has no protocols (its split is a \
+                     seeded random 80/10/10 one, its tasks are the schema's); leave `protocol` \
+                     out",
+                    cfg.protocol
+                );
+            }
             let (path, schema_path) = (get("path")?, get("schema")?);
             for k in cfg.options.keys() {
                 if k != "path" && k != "schema" {

@@ -402,6 +402,17 @@ pub fn build_model(
         device,
         seed: cfg.data.seed,
     };
+    if ["saml", "shared", "separate", "mmoe", "star"].contains(&entry.name)
+        && schema.scenario_field.is_none()
+    {
+        // Allowed (one scenario), but most likely a scenario column described with another
+        // role.
+        tracing::warn!(
+            model = entry.name,
+            "a multi-scenario model on data without a scenario field: every sample is scenario \
+             0 (a CSV column needs role = \"scenario\" to be one)"
+        );
+    }
     let model =
         (entry.build)(&mut ctx).with_context(|| format!("building model `{}`", cfg.model.name))?;
     let built = built.into_inner();

@@ -610,6 +610,14 @@ fn a_csv_with_only_a_header_is_refused_before_training() {
     // One row is enough to load.
     std::fs::write(&csv, "user,item,click\nu1,i1,1\n").unwrap();
     rec_trainer::data::load_split(&cfg).unwrap();
+    // A protocol means nothing for a CSV file (it used to be accepted and printed in reports).
+    let mut seq = cfg.clone();
+    seq.protocol = "seq".into();
+    let e = format!("{:#}", rec_trainer::data::load_split(&seq).unwrap_err());
+    assert!(
+        e.contains("protocol `seq`") && e.contains("no protocols"),
+        "{e}"
+    );
     // A path that is not a string is named as such (not as missing).
     let mut bad = cfg.clone();
     bad.options.insert("path".into(), 5.into());
