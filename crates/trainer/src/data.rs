@@ -81,7 +81,17 @@ pub fn load_split_with(cfg: &DataConfig, vocabs: Option<&Vocabs>) -> Result<Spli
                 );
             }
             let table = raw.encode(vocabs)?;
-            table.random_split(&path.display().to_string(), cfg.seed, [0.8, 0.1, 0.1])
+            let split = table.random_split(&path.display().to_string(), cfg.seed, [0.8, 0.1, 0.1]);
+            // A run on a part with no rows would report empty metrics as if it had tested.
+            if let Some((part, _)) = split.parts().into_iter().find(|(_, b)| b.is_empty()) {
+                bail!(
+                    "{}: the random 80/10/10 split of its {} data rows leaves the {part} part \
+                     empty; a file needs at least 10 rows",
+                    path.display(),
+                    table.batch.len()
+                );
+            }
+            split
         }
         "synthetic" => synthetic_split(cfg)?,
         other => bail!("[data] dataset `{other}` is unknown (ml-100k, synthetic, csv)"),

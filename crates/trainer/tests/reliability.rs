@@ -607,8 +607,16 @@ fn a_csv_with_only_a_header_is_refused_before_training() {
         e.contains("clicks.csv") && e.contains("no data rows"),
         "{e}"
     );
-    // One row is enough to load.
+    // One row leaves the validation and test parts empty: refused, not trained and
+    // "tested" on nothing; ten rows load.
     std::fs::write(&csv, "user,item,click\nu1,i1,1\n").unwrap();
+    let e = format!("{:#}", rec_trainer::data::load_split(&cfg).unwrap_err());
+    assert!(
+        e.contains("of its 1 data rows leaves the") && e.contains("empty"),
+        "{e}"
+    );
+    let ten: String = (0..10).map(|k| format!("u{k},i{k},{}\n", k % 2)).collect();
+    std::fs::write(&csv, format!("user,item,click\n{ten}")).unwrap();
     rec_trainer::data::load_split(&cfg).unwrap();
     // A protocol means nothing for a CSV file (it used to be accepted and printed in reports).
     let mut seq = cfg.clone();
