@@ -435,6 +435,15 @@ pub struct PredictArgs {
 
 /// Runs `cargo xtask predict`: scores the rows of a file with a trained model.
 pub fn predict(args: PredictArgs) -> Result<()> {
+    if let Some(out) = &args.out
+        && let (Ok(a), Ok(b)) = (out.canonicalize(), args.input.canonicalize())
+        && a == b
+    {
+        anyhow::bail!(
+            "--out {} is the input file: the scores would replace the rows they score",
+            out.display()
+        );
+    }
     let dir = rec_trainer::score::resolve(&args.checkpoint)?;
     let mut restored = rec_trainer::score::restore(&dir)?;
     let scores =
@@ -548,6 +557,26 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("--model")
+        );
+    }
+
+    #[test]
+    fn predict_refuses_to_write_its_scores_over_its_input() {
+        let tmp = tempfile::tempdir().unwrap();
+        let input = tmp.path().join("new.csv");
+        std::fs::write(&input, "user,item\nu1,i1\n").unwrap();
+        let e = predict(PredictArgs {
+            checkpoint: tmp.path().join("no-run"),
+            input: input.clone(),
+            out: Some(tmp.path().join(".").join("new.csv")),
+            schema: None,
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("is the input file"), "{e}");
+        assert_eq!(
+            std::fs::read_to_string(&input).unwrap(),
+            "user,item\nu1,i1\n"
         );
     }
 
