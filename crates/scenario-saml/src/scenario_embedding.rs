@@ -71,19 +71,30 @@ impl ScenarioEmbedding {
         let mut seen = HashMap::new();
         for name in fields {
             let index = schema.field_index(name).ok_or_else(|| {
+                let names: Vec<&str> = schema
+                    .fields
+                    .iter()
+                    .filter(|f| matches!(f.kind, FieldKind::Categorical | FieldKind::MultiHot))
+                    .filter(|f| Some(&f.name) != schema.scenario_field.as_ref())
+                    .map(|f| f.name.as_str())
+                    .collect();
                 candle_core::Error::Msg(format!(
-                    "scenario embedding: field `{name}` is not in the schema"
+                    "scenario embedding (`scenario_fields`): field `{name}` is not in the schema \
+                     (its categorical and multi-hot fields: {})",
+                    names.join(", ")
                 ))
             })?;
             let field = &schema.fields[index];
             if !matches!(field.kind, FieldKind::Categorical | FieldKind::MultiHot) {
                 candle_core::bail!(
-                    "scenario embedding: field `{name}` is {:?}; only categorical and multi-hot fields get scenario tables",
+                    "scenario embedding (`scenario_fields`): field `{name}` is {:?}; only categorical and multi-hot fields get scenario tables",
                     field.kind
                 );
             }
             if seen.insert(name.clone(), ()).is_some() {
-                candle_core::bail!("scenario embedding: field `{name}` is listed twice");
+                candle_core::bail!(
+                    "scenario embedding (`scenario_fields`): field `{name}` is listed twice"
+                );
             }
             let owner = table_owner(schema, field)?;
             let virtual_vocab = owner

@@ -417,6 +417,24 @@ fn saml_switches_change_the_model_and_bad_configs_are_errors() -> Result<()> {
     ] {
         assert!(build_with("saml", &schema, TablesConfig::default(), &bad, 1).is_err());
     }
+    // A misspelt scenario field is named with the key and the fields it could be.
+    let e = build_with(
+        "saml",
+        &schema,
+        TablesConfig::default(),
+        &SamlConfig {
+            scenario_fields: Some(vec!["itm".into()]),
+            ..small_saml()
+        },
+        1,
+    )
+    .err()
+    .expect("refused")
+    .to_string();
+    assert!(
+        e.contains("`scenario_fields`") && e.contains("`itm`") && e.contains("item_id"),
+        "{e}"
+    );
     // An earlier mutual layer works too.
     let mut m = build_with(
         "saml",
