@@ -231,11 +231,9 @@ impl InteractionSchema {
         (s, labelled)
     }
 
-    /// A reader of delimited text with this schema's delimiter, every line a record (the
-    /// header too), rows of any width; a UTF-8 byte order mark is not part of the first
-    /// column's name.
+    /// A reader of delimited text (its byte order mark already stripped by the caller, once)
+    /// with this schema's delimiter, every line a record (the header too), rows of any width.
     fn reader<'a>(&self, data: &'a [u8]) -> Result<csv::Reader<&'a [u8]>> {
-        let data = data.strip_prefix(crate::text::BOM).unwrap_or(data);
         Ok(csv::ReaderBuilder::new()
             .delimiter(self.delimiter_byte()?)
             .has_headers(false)
@@ -245,6 +243,8 @@ impl InteractionSchema {
 
     /// The names in the first line of delimited text (trimmed), or none for an empty text.
     pub fn header_names(&self, data: &[u8], source: &Path) -> Result<Vec<String>> {
+        // A UTF-8 byte order mark is not part of the first column's name.
+        let data = data.strip_prefix(crate::text::BOM).unwrap_or(data);
         let mut rdr = self.reader(data)?;
         match rdr.byte_records().next() {
             None => Ok(Vec::new()),
@@ -260,8 +260,8 @@ impl InteractionSchema {
     pub fn read_bytes(&self, data: &[u8], source: impl Into<PathBuf>) -> Result<RawTable> {
         self.validate()?;
         let source = source.into();
-        // The record positions below (line numbers) are offsets into the text without its
-        // byte order mark, which the reader skips.
+        // A UTF-8 byte order mark is not part of the first column's name; the record positions
+        // below (line numbers) are offsets into the text without it.
         let data = data.strip_prefix(crate::text::BOM).unwrap_or(data);
         let mut rdr = self.reader(data)?;
         let mut records = rdr.byte_records();

@@ -184,6 +184,13 @@ pub fn model_state(model: &dyn Model) -> Result<(TensorMap, Value)> {
 /// error. Dense variables are all checked before any is written; a failing table may leave the
 /// model partially loaded (rebuild it before retrying).
 pub fn load_model_state(model: &mut dyn Model, tensors: &TensorMap, meta: &Value) -> Result<()> {
+    // `after_load` also when a load fails part-way: the model may have changed.
+    let loaded = load_model_state_inner(model, tensors, meta);
+    let after = model.after_load();
+    loaded.and(after)
+}
+
+fn load_model_state_inner(model: &mut dyn Model, tensors: &TensorMap, meta: &Value) -> Result<()> {
     let name = meta_str(meta, "model", "model")?;
     // Names a model has had before (checkpoints saved under them still load).
     let renamed = name == "task_wide_deep" && model.name() == "task_widedeep";
@@ -253,7 +260,7 @@ pub fn load_model_state(model: &mut dyn Model, tensors: &TensorMap, meta: &Value
             .ok_or_else(|| candle_core::Error::Msg(format!("table `{n}` has no metadata")))?;
         table.load(&format!("table/{n}/"), tensors, tmeta)?;
     }
-    model.after_load()
+    Ok(())
 }
 
 /// The metadata file next to a tensors file: `x.safetensors` → `x.json`.

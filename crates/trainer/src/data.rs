@@ -86,7 +86,7 @@ pub fn load_split_with(cfg: &DataConfig, vocabs: Option<&Vocabs>) -> Result<Spli
             if let Some((part, _)) = split.parts().into_iter().find(|(_, b)| b.is_empty()) {
                 bail!(
                     "{}: the random 80/10/10 split of its {} data rows leaves the {part} part \
-                     empty; a file needs at least 10 rows",
+                     empty; a file needs at least 8 rows",
                     path.display(),
                     table.batch.len()
                 );

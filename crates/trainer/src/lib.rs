@@ -62,6 +62,10 @@ pub fn run(cfg: &Config, start: Start) -> Result<Outcome> {
     };
     let split = data::load_split_with(&cfg.data, vocabs.as_ref())?;
     let device = Device::Cpu;
-    let mut model = registry::build_model(cfg, &split.schema, &split.train, &device)?;
+    let mut model = match start {
+        // The run exists: what its configuration says was accepted when it started.
+        Start::Resume => registry::rebuild_model(cfg, &split.schema, &split.train, &device)?,
+        _ => registry::build_model(cfg, &split.schema, &split.train, &device)?,
+    };
     fit(model.as_mut(), &split, cfg, start)
 }

@@ -297,12 +297,36 @@ fn field_names(schema: &Schema) -> String {
         .join(", ")
 }
 
-/// Builds the model named in `cfg` for `schema`, with the tables `[embeddings]` asks for.
+/// Builds the model named in `cfg` for `schema`, with the tables `[embeddings]` asks for. An
+/// `[embeddings.fields]` entry for which the model builds no table is an error (it would be
+/// ignored).
 pub fn build_model(
     cfg: &Config,
     schema: &Schema,
     train: &Batch,
     device: &Device,
+) -> Result<Box<dyn Model>> {
+    build_model_with(cfg, schema, train, device, true)
+}
+
+/// [`build_model`] for a run that already exists (a resume, a restored checkpoint): an
+/// `[embeddings.fields]` entry no table reads is a warning, so that a run trained before such
+/// entries were refused can still be evaluated and continued.
+pub fn rebuild_model(
+    cfg: &Config,
+    schema: &Schema,
+    train: &Batch,
+    device: &Device,
+) -> Result<Box<dyn Model>> {
+    build_model_with(cfg, schema, train, device, false)
+}
+
+fn build_model_with(
+    cfg: &Config,
+    schema: &Schema,
+    train: &Batch,
+    device: &Device,
+    strict: bool,
 ) -> Result<Box<dyn Model>> {
     for name in cfg.embeddings.fields.keys() {
         // SAML builds a field's scenario tables under `{field}@scenario` (one table over
@@ -357,20 +381,25 @@ pub fn build_model(
                 Some(c) => {
                     // Exact reassignment scores each entity on its rows of a categorical
                     // column: on a bag (multi-hot) field it would fail at its first round.
+                    // (A SAML scenario table `X@scenario` has no column of its own.)
+                    let column = schema.field(&f.name).map(|s| s.kind);
                     if matches!(c.reassign, embedding_cel::Reassign::Exact { .. })
-                        && f.kind != rec_data::FieldKind::Categorical
+                        && column != Some(rec_data::FieldKind::Categorical)
                     {
                         let key = if cel_fields.contains_key(&f.name) {
                             format!("fields.{}", f.name)
                         } else {
                             "default".to_string()
                         };
+                        let what = match column {
+                            Some(k) => format!("{k:?}"),
+                            None => "a table without a column of its own".to_string(),
+                        };
                         candle_core::bail!(
                             "[embeddings] {key}: exact CEL reassignment needs a categorical field, \
-                             and `{}` is {:?}; give it `reassign = {{ kind = \"approx\" }}` \
+                             and `{}` is {what}; give it `reassign = {{ kind = \"approx\" }}` \
                              (or its own [embeddings.fields] entry)",
-                            f.name,
-                            f.kind
+                            f.name
                         );
                     }
                     use rec_nn::init::{mix64, name_hash, named_rng};
@@ -410,19 +439,29 @@ pub fn build_model(
         tracing::warn!(
             model = entry.name,
             "a multi-scenario model on data without a scenario field: every sample is scenario \
-             0 (a CSV column needs role = \"scenario\" to be one)"
+             0 (in your own CSV data, a column with role = \"scenario\" is one)"
         );
     }
     let model =
         (entry.build)(&mut ctx).with_context(|| format!("building model `{}`", cfg.model.name))?;
     let built = built.into_inner();
     if let Some(name) = cfg.embeddings.fields.keys().find(|n| !built.contains(*n)) {
-        bail!(
+        // A field that shares another's vocabulary is served by the owner's table.
+        let owner = schema
+            .field(name)
+            .and_then(|f| f.shares_vocab_with.as_deref())
+            .map(|o| format!("; `{name}` uses the table of `{o}`: configure that one"))
+            .unwrap_or_default();
+        let msg = format!(
             "[embeddings.fields.\"{name}\"]: model `{}` builds no table for `{name}` (its tables: \
-             {}), so the entry would be ignored",
+             {}), so the entry would be ignored{owner}",
             cfg.model.name,
             built.iter().cloned().collect::<Vec<_>>().join(", ")
         );
+        if strict {
+            bail!(msg);
+        }
+        tracing::warn!("{msg}");
     }
     Ok(model)
 }

@@ -93,7 +93,7 @@ pub fn restore(dir: &Path) -> Result<Restored> {
     let split = crate::data::load_split_with(&config.data, vocabs.as_ref())?;
     // Data that changed since training would rebuild another split (and other ID counts).
     train::check_data(&state, &train::data_fingerprint(&split), dir)?;
-    let mut model = registry::build_model(&config, &split.schema, &split.train, &device)?;
+    let mut model = registry::rebuild_model(&config, &split.schema, &split.train, &device)?;
     train::load_training_state(model.as_mut(), None, &tensors, &state["state"])?;
     Ok(Restored {
         dir: dir.to_path_buf(),

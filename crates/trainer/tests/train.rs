@@ -608,6 +608,28 @@ fn embedding_entries_no_table_uses_or_cannot_serve_are_refused_before_training()
         e.contains("unknown table kind `clustered`") && e.contains("`cel`"),
         "{e}"
     );
+    // A run that exists is rebuilt with such an entry, warned about, not refused: it was
+    // accepted (and the entry ignored) when it started.
+    let mut old = config(dir.path(), "deepfm");
+    old.embeddings
+        .fields
+        .insert("price".into(), toml::from_str(cel).unwrap());
+    registry::rebuild_model(&old, &schema, &train, &Device::Cpu).unwrap();
+    // A field sharing another's vocabulary is served by the owner's table: the error says so.
+    let mut shared = (*schema).clone();
+    shared
+        .fields
+        .push(FieldSpec::categorical("prev_item", 9).sharing("item_id"));
+    let shared = Arc::new(shared);
+    let mut cfg = config(dir.path(), "deepfm");
+    cfg.embeddings
+        .fields
+        .insert("prev_item".into(), toml::from_str(cel).unwrap());
+    let e = registry::build_model(&cfg, &shared, &Batch::empty(shared.clone()), &Device::Cpu)
+        .err()
+        .map(|e| format!("{e:#}"))
+        .unwrap();
+    assert!(e.contains("uses the table of `item_id`"), "{e}");
 }
 
 #[test]
@@ -1086,6 +1108,24 @@ fn saml_scenario_tables_take_their_own_kind() {
             .unwrap()
     );
     assert!(e.contains(&format!("builds no table for `{name}`")), "{e}");
+    // Exact CEL reassignment needs a column of the table's own: a scenario table has none.
+    let mut exact = cfg.clone();
+    exact.embeddings.fields.clear();
+    exact.embeddings.fields.insert(
+        "item_id@scenario".into(),
+        toml::from_str("kind = \"cel\"\nmax_clusters = 2\nreassign = { kind = \"exact\" }\n")
+            .unwrap(),
+    );
+    let e = format!(
+        "{:#}",
+        registry::build_model(&exact, &schema, &train, &Device::Cpu)
+            .err()
+            .unwrap()
+    );
+    assert!(
+        e.contains("exact CEL reassignment") && e.contains("item_id@scenario"),
+        "{e}"
+    );
     // A field that shares another's vocabulary uses the owner's scenario table.
     let mut shared_vocab = (*schema).clone();
     shared_vocab

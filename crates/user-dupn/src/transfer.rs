@@ -110,6 +110,19 @@ pub fn load_matching(
     keep: impl Fn(&str) -> bool,
     tables: TableState,
 ) -> Result<LoadReport> {
+    // `after_load` also when a load fails part-way: the model may have changed.
+    let loaded = load_matching_inner(model, tensors, meta, keep, tables);
+    let after = model.after_load();
+    after.and(loaded)
+}
+
+fn load_matching_inner(
+    model: &mut dyn Model,
+    tensors: &TensorMap,
+    meta: &Value,
+    keep: impl Fn(&str) -> bool,
+    tables: TableState,
+) -> Result<LoadReport> {
     let mut report = LoadReport::default();
     let mut vars = model.dense_vars();
     vars.extend(model.buffers());
@@ -180,6 +193,5 @@ pub fn load_matching(
         }
     }
     report.unused.sort();
-    model.after_load()?;
     Ok(report)
 }

@@ -429,9 +429,20 @@ fn serving_scores_equal_the_full_model() -> Result<()> {
     assert!(e.to_string().contains("before it trained further"), "{e}");
     let own = other.encode_user(&history, &query, &profile)?;
     assert!(other.score(&own, &candidates).is_ok());
-    // So after loading saved state.
+    // So after loading saved state, and after a load that failed part-way (the dense
+    // variables are set before a table's tensors turn out to be missing).
     let (tensors, meta) = rec_nn::io::model_state(&m)?;
     rec_nn::io::load_model_state(&mut other, &tensors, &meta)?;
+    assert!(other.score(&own, &candidates).is_err());
+    let own = other.encode_user(&history, &query, &profile)?;
+    let mut broken = tensors.clone();
+    let table = broken
+        .keys()
+        .find(|k| k.starts_with("table/"))
+        .cloned()
+        .unwrap();
+    broken.remove(&table);
+    assert!(rec_nn::io::load_model_state(&mut other, &broken, &meta).is_err());
     assert!(other.score(&own, &candidates).is_err());
     Ok(())
 }
