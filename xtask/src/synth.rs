@@ -91,7 +91,12 @@ pub fn config(args: &Args) -> Result<SynthConfig> {
 
 /// A `/proc/self/status` field in KiB (Linux; `None` elsewhere).
 fn status_kb(field: &str) -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    proc_kb("/proc/self/status", field)
+}
+
+/// A `name: value kB` field of a `/proc` file (Linux; `None` elsewhere).
+fn proc_kb(file: &str, field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(file).ok()?;
     let line = s.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
@@ -122,13 +127,7 @@ const WORLD_BYTES_PER_ITEM: u64 = 127;
 
 /// `MemAvailable` of `/proc/meminfo` in bytes (Linux; `None` elsewhere).
 fn available_memory() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    line.split_whitespace()
-        .nth(1)?
-        .parse::<u64>()
-        .ok()
-        .map(|kb| kb * 1024)
+    proc_kb("/proc/meminfo", "MemAvailable:").map(|kb| kb * 1024)
 }
 
 /// Refuses a catalogue whose world would not fit the memory available now, before minutes of

@@ -355,14 +355,17 @@ pub fn run(args: TrainArgs) -> Result<()> {
     Ok(())
 }
 
+/// Whether two paths name one existing file (by another path, `..` or a link included).
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+}
+
 /// A new run writes its own `config.toml` into its directory: refused when that is the file
 /// the configuration was read from, which would lose its comments and layout (a resume reads
 /// and rewrites the run's own file, as it should).
 fn refuse_overwriting(config: &std::path::Path, run_dir: &std::path::Path) -> Result<()> {
     let target = run_dir.join("config.toml");
-    if let (Ok(a), Ok(b)) = (config.canonicalize(), target.canonicalize())
-        && a == b
-    {
+    if same_file(config, &target) {
         anyhow::bail!(
             "{} is where the run writes its own config.toml: keep your configuration outside \
              the run directory {} (or resume that run with --out {} --resume)",
@@ -436,8 +439,7 @@ pub struct PredictArgs {
 /// Runs `cargo xtask predict`: scores the rows of a file with a trained model.
 pub fn predict(args: PredictArgs) -> Result<()> {
     if let Some(out) = &args.out
-        && let (Ok(a), Ok(b)) = (out.canonicalize(), args.input.canonicalize())
-        && a == b
+        && same_file(out, &args.input)
     {
         anyhow::bail!(
             "--out {} is the input file: the scores would replace the rows they score",
