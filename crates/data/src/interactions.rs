@@ -625,7 +625,8 @@ impl RawTable {
         self.lines.is_empty()
     }
 
-    fn described(&self) -> impl Iterator<Item = (&ColumnSpec, &RawColumn)> {
+    /// Each described column (every one but `ignore`) with its values.
+    pub fn described(&self) -> impl Iterator<Item = (&ColumnSpec, &RawColumn)> {
         self.schema
             .columns
             .iter()

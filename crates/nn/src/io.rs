@@ -184,17 +184,22 @@ pub fn model_state(model: &dyn Model) -> Result<(TensorMap, Value)> {
 /// error. Dense variables are all checked before any is written; a failing table may leave the
 /// model partially loaded (rebuild it before retrying).
 pub fn load_model_state(model: &mut dyn Model, tensors: &TensorMap, meta: &Value) -> Result<()> {
-    // `after_load` also when a load fails part-way: the model may have changed.
     let loaded = load_model_state_inner(model, tensors, meta);
+    with_after_load(model, loaded)
+}
+
+/// `loaded`, the result of loading saved state into `model`, after [`Model::after_load`],
+/// which runs also when the load failed part-way (the model may have changed); the load's
+/// error comes first.
+pub fn with_after_load<T>(model: &mut dyn Model, loaded: Result<T>) -> Result<T> {
     let after = model.after_load();
-    loaded.and(after)
+    let value = loaded?;
+    after.map(|()| value)
 }
 
 fn load_model_state_inner(model: &mut dyn Model, tensors: &TensorMap, meta: &Value) -> Result<()> {
     let name = meta_str(meta, "model", "model")?;
-    // Names a model has had before (checkpoints saved under them still load).
-    let renamed = name == "task_wide_deep" && model.name() == "task_widedeep";
-    if name != model.name() && !renamed {
+    if name != model.name() && !model.former_names().contains(&name) {
         candle_core::bail!("saved model is `{name}`, this model is `{}`", model.name());
     }
     let mut known: Vec<String> = Vec::new();

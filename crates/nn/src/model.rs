@@ -96,6 +96,12 @@ pub trait Model: Send {
         Ok(())
     }
 
+    /// Names this model was saved under before it got its current one: checkpoints saved
+    /// under them still load. Default none.
+    fn former_names(&self) -> &[&str] {
+        &[]
+    }
+
     /// Called after saved state replaced the model's parameters ([`crate::io::load_model_state`],
     /// and loaders of parts of a model such as DUPN's transfer). Default nothing; DUPN renews
     /// the tag of its user encodings here, as after every training step.

@@ -71,17 +71,10 @@ impl ScenarioEmbedding {
         let mut seen = HashMap::new();
         for name in fields {
             let index = schema.field_index(name).ok_or_else(|| {
-                let names: Vec<&str> = schema
-                    .fields
-                    .iter()
-                    .filter(|f| matches!(f.kind, FieldKind::Categorical | FieldKind::MultiHot))
-                    .filter(|f| Some(&f.name) != schema.scenario_field.as_ref())
-                    .map(|f| f.name.as_str())
-                    .collect();
                 candle_core::Error::Msg(format!(
                     "scenario embedding (`scenario_fields`): field `{name}` is not in the schema \
                      (its categorical and multi-hot fields: {})",
-                    names.join(", ")
+                    default_scenario_fields(schema).join(", ")
                 ))
             })?;
             let field = &schema.fields[index];

@@ -309,6 +309,16 @@ pub fn prune(root: &Path, keep: usize, protect: &[PathBuf]) -> Result<()> {
     Ok(())
 }
 
+/// The newest `step-*` checkpoint under `root` whose state reads and verifies, if any (used
+/// when no `latest` pointer names one).
+pub fn newest_complete(root: &Path) -> Option<PathBuf> {
+    step_dirs(root)
+        .ok()?
+        .into_iter()
+        .rev()
+        .find(|p| read_state(p).is_ok())
+}
+
 /// The `step-*` checkpoint directories under `root`, oldest first (name order is step order);
 /// none when `root` does not exist.
 pub fn step_dirs(root: &Path) -> Result<Vec<PathBuf>> {

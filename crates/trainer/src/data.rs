@@ -114,30 +114,42 @@ pub const NEXT_ITEM: &str = "next_item";
 /// Where a split's rows of [`NEXT_ITEM`] get their negatives (P-SEQ with that task): the item
 /// table and the sampler of items each user never rated. Training draws one negative per row
 /// in every step ([`crate::fit`]); the validation and test rows got theirs once, at loading.
-pub fn next_item_sampling(
-    split: &Split,
-) -> Option<(
-    &rec_data::split::ItemTable,
-    &rec_data::ranking::NegativeSampler,
-)> {
+pub struct NextItemSampling<'a> {
+    items: &'a rec_data::split::ItemTable,
+    sampler: &'a rec_data::ranking::NegativeSampler,
+}
+
+impl NextItemSampling<'_> {
+    /// `batch` followed by one negative row per row, drawn from `seed` alone.
+    pub fn add(&self, batch: &rec_data::Batch, seed: u64) -> Result<rec_data::Batch> {
+        use rand::SeedableRng;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        rec_data::ranking::with_negatives(batch, self.items, self.sampler, NEXT_ITEM, 1, &mut rng)
+            .map_err(|e| anyhow::anyhow!("next_item negatives: {e}"))
+    }
+}
+
+/// The [`NextItemSampling`] of `split`, if its rows of [`NEXT_ITEM`] need negatives.
+pub fn next_item_sampling(split: &Split) -> Option<NextItemSampling<'_>> {
     split.schema.task_index(NEXT_ITEM)?;
-    Some((split.items.as_ref()?, &split.seq.as_ref()?.sampler))
+    Some(NextItemSampling {
+        items: split.items.as_ref()?,
+        sampler: &split.seq.as_ref()?.sampler,
+    })
 }
 
 /// One seeded negative per validation and test row of [`NEXT_ITEM`], so that its AUC and
 /// LogLoss are those of the positive against a sampled unrated item (labels 0 there; the
 /// negative rows have no label for the other tasks). Other splits are returned as they are.
 fn with_evaluation_negatives(mut split: Split, seed: u64) -> Result<Split> {
-    use rand::SeedableRng;
-    let Some((items, sampler)) = next_item_sampling(&split) else {
+    let Some(s) = next_item_sampling(&split) else {
         return Ok(split);
     };
-    let add = |b: &rec_data::Batch, salt: u64| {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(rec_data::mix_seed(seed, salt));
-        rec_data::ranking::with_negatives(b, items, sampler, NEXT_ITEM, 1, &mut rng)
-            .map_err(|e| anyhow::anyhow!("next_item negatives: {e}"))
-    };
-    let (valid, test) = (add(&split.valid, 0x4E56)?, add(&split.test, 0x4E54)?);
+    let mix = rec_data::mix_seed;
+    let (valid, test) = (
+        s.add(&split.valid, mix(seed, 0x4E56))?,
+        s.add(&split.test, mix(seed, 0x4E54))?,
+    );
     split.valid = valid;
     split.test = test;
     Ok(split)

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::Result;
-use rec_data::{Batch, TaskKind};
+use rec_data::{Batch, Schema, TaskKind};
 use rec_metrics::Report;
 use rec_nn::Model;
 use serde::{Deserialize, Serialize};
@@ -75,7 +75,16 @@ pub fn predict_all(
 /// they would otherwise all count as one user (see [`gauc_groups`]).
 pub fn evaluate(model: &mut dyn Model, data: &Batch, batch_size: usize) -> Result<Evaluation> {
     let preds = predict_all(model, data, batch_size)?;
-    let schema = model.schema().clone();
+    evaluate_predictions(&model.schema().clone(), data, &preds)
+}
+
+/// [`evaluate`] on predictions already made ([`predict_all`] of a model whose schema is
+/// `schema` on `data`).
+pub fn evaluate_predictions(
+    schema: &Schema,
+    data: &Batch,
+    preds: &[Vec<f32>],
+) -> Result<Evaluation> {
     let users = data.users().map(<[u32]>::to_vec);
     let mut tasks = BTreeMap::new();
     for (t, task) in schema.tasks.iter().enumerate() {

@@ -200,10 +200,18 @@ pub fn id_counts(schema: &Schema, train: &Batch) -> HashMap<String, Vec<u64>> {
     out
 }
 
+/// The kinds an `[embeddings]` table may have.
+const TABLE_KINDS: [&str; 5] = ["full", "hashed", "qr", "frequency", "cel"];
+
 fn table_kind(t: &toml::Table) -> Result<&str> {
     t.get("kind")
         .and_then(toml::Value::as_str)
-        .context("an embedding table needs `kind` (full, hashed, qr, frequency, cel)")
+        .with_context(|| {
+            format!(
+                "an embedding table needs `kind` ({})",
+                TABLE_KINDS.join(", ")
+            )
+        })
 }
 
 /// The CEL settings of an `[embeddings]` section: the default table's (if it is clustered) and
@@ -249,11 +257,10 @@ fn is_cel(t: &toml::Table) -> bool {
 pub fn tables_config(cfg: &Config) -> Result<TablesConfig> {
     let parse = |t: &toml::Table, what: &str| -> Result<TableConfig> {
         let kind = table_kind(t).with_context(|| format!("[embeddings] {what}"))?;
-        const KINDS: [&str; 5] = ["full", "hashed", "qr", "frequency", "cel"];
-        if !KINDS.contains(&kind) {
+        if !TABLE_KINDS.contains(&kind) {
             bail!(
                 "[embeddings] {what}: unknown table kind `{kind}` (one of {})",
-                KINDS.map(|k| format!("`{k}`")).join(", ")
+                TABLE_KINDS.map(|k| format!("`{k}`")).join(", ")
             );
         }
         if is_cel(t) {

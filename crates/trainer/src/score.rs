@@ -16,11 +16,11 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use candle_core::Device;
-use rec_data::interactions::{InteractionSchema, RawColumn, Role, Vocabs};
+use rec_data::interactions::{InteractionSchema, RawColumn, Vocabs};
 use rec_data::{Batch, OOV, Split};
 use rec_nn::Model;
 
-use crate::{Config, Evaluation, checkpoint, evaluate, registry, train};
+use crate::{Config, Evaluation, checkpoint, registry, train};
 
 /// A model restored from a checkpoint, with what it was trained on.
 pub struct Restored {
@@ -53,7 +53,7 @@ pub fn resolve(p: &Path) -> Result<PathBuf> {
             return Ok(d);
         }
     }
-    if let Some(d) = train::newest_complete(&root) {
+    if let Some(d) = checkpoint::newest_complete(&root) {
         tracing::warn!(
             checkpoint = %d.display(),
             "no `best` or `latest` pointer: using the newest complete checkpoint"
@@ -174,7 +174,8 @@ pub fn score_file(r: &mut Restored, input: &Path, schema: Option<&Path>) -> Resu
     let fields = |s: &rec_data::Schema| -> Vec<(String, rec_data::FieldKind)> {
         s.fields.iter().map(|f| (f.name.clone(), f.kind)).collect()
     };
-    if fields(&enc.batch.schema) != fields(&model_schema) {
+    let (file_fields, model_fields) = (fields(&enc.batch.schema), fields(&model_schema));
+    if file_fields != model_fields {
         // The kinds as the configuration's roles write them (`"multi_hot"`, `{"dense":...}`).
         let show = |v: Vec<(String, rec_data::FieldKind)>| {
             v.iter()
@@ -190,8 +191,8 @@ pub fn score_file(r: &mut Restored, input: &Path, schema: Option<&Path>) -> Resu
              the run's own schema",
             input.display(),
             schema_path.display(),
-            show(fields(&enc.batch.schema)),
-            show(fields(&model_schema))
+            show(file_fields),
+            show(model_fields)
         );
     }
     let n = enc.batch.len();
@@ -216,19 +217,18 @@ pub fn score_file(r: &mut Restored, input: &Path, schema: Option<&Path>) -> Resu
     };
     batch.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
     let bs = r.config.train.eval_batch_size;
-    let values = rec_nn::model::predict_in_chunks(r.model.as_mut(), &batch, bs)?;
+    let values = crate::eval::predict_all(r.model.as_mut(), &batch, bs)?;
     let evaluation = if labelled {
-        Some(evaluate(r.model.as_mut(), &batch, bs)?)
+        Some(crate::eval::evaluate_predictions(
+            &batch.schema,
+            &batch,
+            &values,
+        )?)
     } else {
         None
     };
     let mut unknown_ids = Vec::new();
-    for (spec, col) in reading
-        .columns
-        .iter()
-        .filter(|c| c.role != Role::Ignore)
-        .zip(&raw.columns)
-    {
+    for (spec, col) in raw.described() {
         let Some(v) = vocabs.fields.get(&spec.name) else {
             continue;
         };

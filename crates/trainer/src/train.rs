@@ -256,6 +256,7 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
 
     let bs = cfg.train.batch_size;
     let negatives = crate::data::next_item_sampling(split);
+    let negative_stream = mix_seed(cfg.data.seed, 0x4E47);
     let n_train = split.train.len();
     anyhow::ensure!(n_train > 0, "the training split is empty");
     let batches_per_epoch = n_train.div_ceil(bs) as u64;
@@ -302,22 +303,8 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
             let rows = batch.len() as u64;
             // P-SEQ's next-item rows are all positive: each step adds one sampled unrated
             // item per row, drawn from the step number, so a resumed run draws the same.
-            let batch = match negatives {
-                Some((items, sampler)) => {
-                    let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(
-                        mix_seed(cfg.data.seed, 0x4E47),
-                        st.step,
-                    ));
-                    rec_data::ranking::with_negatives(
-                        &batch,
-                        items,
-                        sampler,
-                        crate::data::NEXT_ITEM,
-                        1,
-                        &mut rng,
-                    )
-                    .map_err(|e| anyhow::anyhow!("next_item negatives: {e}"))?
-                }
+            let batch = match &negatives {
+                Some(s) => s.add(&batch, mix_seed(negative_stream, st.step))?,
                 None => batch,
             };
             let loss = train_step(model, &mut opt, &batch, &mut st)?;
@@ -1036,7 +1023,7 @@ pub(crate) fn resume_point_with(cfg: &Config, warn: bool) -> Result<PathBuf> {
         // A run killed after its first checkpoint was in place but before `latest` was
         // written: its newest complete checkpoint is where it stopped.
         None => {
-            let found = newest_complete(&ckpt_root).with_context(|| {
+            let found = checkpoint::newest_complete(&ckpt_root).with_context(|| {
                 format!(
                     "nothing to resume: {} has no checkpoint (start the run without --resume)",
                     ckpt_root.display()
@@ -1055,11 +1042,11 @@ pub(crate) fn resume_point_with(cfg: &Config, warn: bool) -> Result<PathBuf> {
     // A budget below what the checkpoint has already trained cannot be met: refused before the
     // run directory is touched (its config.toml would otherwise record the smaller budget).
     // An epoch begun counts: a checkpoint inside epoch 2 has trained into it.
-    let done_epochs = state["loop"]["epoch"].as_u64().unwrap_or(0)
-        + u64::from(state["loop"]["batch_in_epoch"].as_u64().unwrap_or(0) > 0);
+    let begun = state["loop"]["batch_in_epoch"].as_u64().unwrap_or(0) > 0;
+    let done_epochs = state["loop"]["epoch"].as_u64().unwrap_or(0) + u64::from(begun);
     let done_steps = state["loop"]["step"].as_u64().unwrap_or(0);
     if done_epochs > cfg.train.epochs as u64 {
-        let trained = if state["loop"]["batch_in_epoch"].as_u64().unwrap_or(0) > 0 {
+        let trained = if begun {
             format!("has already trained into epoch {done_epochs}")
         } else {
             format!("has already trained {done_epochs} epochs")
@@ -1138,16 +1125,6 @@ fn config_changes(
             _ => {}
         }
     }
-}
-
-/// The newest `step-*` checkpoint under `root` whose state reads and verifies, if any (used
-/// when no `latest` pointer names one).
-pub(crate) fn newest_complete(root: &Path) -> Option<PathBuf> {
-    checkpoint::step_dirs(root)
-        .ok()?
-        .into_iter()
-        .rev()
-        .find(|p| checkpoint::read_state(p).is_ok())
 }
 
 /// Keeps the `keep` newest checkpoints, the best one and the latest (after every save, so

@@ -262,11 +262,8 @@ pub struct Dupn {
 /// The next [`Dupn::serving_id`].
 static NEXT_SERVING_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
-impl Dupn {
-    /// A new [`Dupn::serving_id`]: the encodings made so far no longer score.
-    fn renew_serving_id(&mut self) {
-        self.serving_id = NEXT_SERVING_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
+fn next_serving_id() -> u64 {
+    NEXT_SERVING_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl Dupn {
@@ -494,7 +491,7 @@ impl Dupn {
             heads,
             log_vars,
             rep_width,
-            serving_id: NEXT_SERVING_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            serving_id: next_serving_id(),
         })
     }
 
@@ -798,13 +795,14 @@ impl Model for Dupn {
         Some(self)
     }
 
+    // A new serving id: the encodings made before no longer score.
     fn after_step(&mut self, _step: u64) -> Result<()> {
-        self.renew_serving_id();
+        self.serving_id = next_serving_id();
         Ok(())
     }
 
     fn after_load(&mut self) -> Result<()> {
-        self.renew_serving_id();
+        self.serving_id = next_serving_id();
         Ok(())
     }
 

@@ -110,10 +110,8 @@ pub fn load_matching(
     keep: impl Fn(&str) -> bool,
     tables: TableState,
 ) -> Result<LoadReport> {
-    // `after_load` also when a load fails part-way: the model may have changed.
     let loaded = load_matching_inner(model, tensors, meta, keep, tables);
-    let after = model.after_load();
-    after.and(loaded)
+    rec_nn::io::with_after_load(model, loaded)
 }
 
 fn load_matching_inner(

@@ -120,6 +120,10 @@ impl Model for TaskWideDeep {
         "task_widedeep".into()
     }
 
+    fn former_names(&self) -> &[&str] {
+        &["task_wide_deep"]
+    }
+
     fn schema(&self) -> &Schema {
         &self.schema
     }
