@@ -338,15 +338,18 @@ pub fn run(args: TrainArgs) -> Result<()> {
     }
     let outcome = rec_trainer::run(&cfg, start)?;
     println!(
-        "\n{} on {} ({}): kept {}; {} epochs evaluated, {} steps, {:.0} samples/s",
+        "\n{} on {} ({}): kept {}; {} epochs evaluated, {} steps, {}",
         cfg.model.name,
         cfg.data.dataset,
         cfg.data.protocol,
         outcome.kept(),
         outcome.history.len(),
         outcome.steps,
-        outcome.samples_per_sec
+        outcome.speed()
     );
+    if let Some(size) = &outcome.size {
+        println!("{}", size.summary());
+    }
     println!("test metrics:\n{}", outcome.test);
     println!("report: {}", outcome.run_dir.join("report.md").display());
     if args.json {

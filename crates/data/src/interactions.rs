@@ -132,6 +132,25 @@ impl InteractionSchema {
             .map_err(|e| DataError::Invalid(format!("{}: {e}", path.display())))
     }
 
+    /// A hint for a header read as one column that holds another common delimiter (a TSV file
+    /// read with `,`, a CSV file read with `tab`): which delimiter the file seems to use, and
+    /// the key that sets it. Empty otherwise.
+    fn delimiter_hint(&self, names: &[String]) -> String {
+        let [name] = names else {
+            return String::new();
+        };
+        let ours = self.delimiter_byte().ok().map(char::from);
+        [('\t', "tab"), (',', ","), (';', ";"), ('|', "|")]
+            .into_iter()
+            .find(|(c, _)| Some(*c) != ours && name.contains(*c))
+            .map(|(c, setting)| {
+                format!(
+                    " (the header was read as one column holding {c:?}: if the file is delimited by {c:?}, set delimiter = {setting:?} in the schema)"
+                )
+            })
+            .unwrap_or_default()
+    }
+
     /// The delimiter as a byte.
     pub fn delimiter_byte(&self) -> Result<u8> {
         match self.delimiter.as_str() {
@@ -314,7 +333,10 @@ impl InteractionSchema {
                             1,
                             &c.name,
                             names.join(","),
-                            "no such column in the header",
+                            format!(
+                                "no such column in the header{}",
+                                self.delimiter_hint(&names)
+                            ),
                         )
                     })
                 })

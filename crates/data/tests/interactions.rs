@@ -202,6 +202,21 @@ fn bad_cells_name_file_line_column_and_value() {
     // A missing column in the header.
     let err = s.read_bytes(b"user,item\nu,i\n", "x.csv").unwrap_err();
     assert!(err.to_string().contains("no such column"), "{err}");
+    assert!(!err.to_string().contains("delimiter"), "{err}");
+    // A tab-separated file read with the default `,`: the header is one column, and the error
+    // says which delimiter the file seems to use and how to set it; the other way round too.
+    let err = s
+        .read_bytes(b"user\titem\tstars\nu\ti\t5\n", "x.tsv")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(r#"set delimiter = "tab""#), "{err}");
+    let mut tsv = s.clone();
+    tsv.delimiter = "tab".into();
+    let err = tsv
+        .read_bytes(b"user,item,stars,country,tags,price,ts\n", "x.csv")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(r#"set delimiter = ",""#), "{err}");
     // A column named twice: which one is meant would be a guess.
     let err = s
         .read_bytes(b"user,item,stars,country,tags,price,ts,user\n", "x.csv")

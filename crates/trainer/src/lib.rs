@@ -26,6 +26,7 @@ pub mod plot;
 pub mod registry;
 pub mod report;
 pub mod score;
+pub mod size;
 pub mod train;
 
 pub use config::Config;

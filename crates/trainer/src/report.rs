@@ -35,7 +35,7 @@ pub fn write(run_dir: &Path, cfg: &Config, outcome: &Outcome) -> Result<()> {
     )?;
     writeln!(
         md,
-        "Seed {}; {} steps; kept {}{}; {:.0} training samples/s ({:.1} s in training steps).\n",
+        "Seed {}; {} steps; kept {}{}; {} ({:.1} s in training steps).\n",
         cfg.data.seed,
         outcome.steps,
         outcome.kept(),
@@ -44,7 +44,7 @@ pub fn write(run_dir: &Path, cfg: &Config, outcome: &Outcome) -> Result<()> {
         } else {
             ""
         },
-        outcome.samples_per_sec,
+        outcome.speed(),
         outcome.train_seconds
     )?;
     if let Some(from) = &outcome.warm_start {
@@ -61,6 +61,13 @@ pub fn write(run_dir: &Path, cfg: &Config, outcome: &Outcome) -> Result<()> {
         "## Validation metrics (kept checkpoint)\n\n```text\n{}```\n",
         outcome.valid
     )?;
+    if let Some(size) = &outcome.size {
+        writeln!(
+            md,
+            "## Model size (kept checkpoint)\n\nBytes to serve: parameters and any ID-to-row map, no optimizer state; a full table holds one `f32` row per ID.\n\n{}",
+            size.markdown()
+        )?;
+    }
 
     let epochs: Vec<f64> = outcome.history.iter().map(|r| r.epoch as f64).collect();
     if !epochs.is_empty() {

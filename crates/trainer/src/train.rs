@@ -100,9 +100,23 @@ pub struct Outcome {
     /// The checkpoint the run was warm-started from (`--resume CHECKPOINT`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warm_start: Option<PathBuf>,
+    /// What the kept model costs to serve, table by table (absent in results written before
+    /// it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<crate::size::ModelSize>,
 }
 
 impl Outcome {
+    /// The training speed of this process in words: `1234 samples/s`, or, for a resumed run
+    /// whose budget was already spent, that no step was trained.
+    pub fn speed(&self) -> String {
+        if self.train_seconds > 0.0 {
+            format!("{:.0} samples/s", self.samples_per_sec)
+        } else {
+            "no step left to train (the budget was already spent; raise train.epochs or train.max_steps to continue)".into()
+        }
+    }
+
     /// What was kept and tested, in words: `epoch 3`, or, where a step budget ended the run
     /// inside an epoch without early stopping, `the state at step 130 (inside epoch 2)`.
     pub fn kept(&self) -> String {
@@ -445,6 +459,7 @@ pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> 
         train_seconds,
         samples_per_sec: samples_done as f64 / train_seconds.max(1e-9),
         warm_start: st.warm_start.clone(),
+        size: Some(crate::size::ModelSize::of(model)),
     };
     checkpoint::write_atomic(
         &run_dir.join("results.json"),
@@ -1189,12 +1204,7 @@ fn prepare_run_dir(run_dir: &Path, start: &Start) -> Result<()> {
 /// Bytes of the model's parameters: dense variables, buffers and tables (without optimizer
 /// state). A checkpoint is at least this large.
 pub fn parameter_bytes(model: &dyn Model) -> u64 {
-    let vars = model.dense_vars().into_iter().chain(model.buffers());
-    let dense: usize = vars
-        .map(|(_, v)| v.elem_count() * v.dtype().size_in_bytes())
-        .sum();
-    let tables: usize = model.tables().iter().map(|(_, t)| t.bytes()).sum();
-    (dense + tables) as u64
+    crate::size::ModelSize::of(model).total_bytes() as u64
 }
 
 /// Refuses to start when the file system of `run_dir` has less free space (`free`, if known)

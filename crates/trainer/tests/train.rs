@@ -119,7 +119,24 @@ fn fm_learns_the_planted_preferences_and_writes_a_report() {
     assert_eq!(log.lines().count(), out.history.len());
     // The speed in the report comes with the thread settings it was measured under.
     let report = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
-    assert!(report.contains("training samples/s"), "{report}");
+    assert!(report.contains(" samples/s ("), "{report}");
+    // What the kept model costs: full tables are as large as full tables, and the parts add
+    // up to the model's parameter count.
+    let size = out.size.as_ref().unwrap();
+    assert!(!size.tables.is_empty());
+    for t in &size.tables {
+        assert_eq!((t.kind.as_str(), t.bytes), ("full", t.full_bytes), "{t:?}");
+        assert_eq!(t.params, t.vocab * t.dim, "{t:?}");
+        assert_eq!(t.clusters, None);
+    }
+    let model = registry::build_model(&cfg, &split.schema, &split.train, &Device::Cpu).unwrap();
+    let params: usize = size.tables.iter().map(|t| t.params).sum();
+    assert_eq!(size.dense_params + params, model.num_params());
+    assert!(report.contains("## Model size"), "{report}");
+    assert!(report.contains(&format!("| table `{}` | full |", size.tables[0].name)));
+    let results = std::fs::read_to_string(dir.path().join("results.json")).unwrap();
+    let saved: rec_trainer::Outcome = serde_json::from_str(&results).unwrap();
+    assert_eq!(saved.size.as_ref(), Some(size));
     for var in ["CANDLE_NUM_THREADS", "RAYON_NUM_THREADS"] {
         let want = match std::env::var(var) {
             Ok(v) => format!("{var}={v} "),
@@ -153,6 +170,16 @@ fn resumed_run_ends_with_exactly_the_same_metrics() {
     assert_eq!(resumed.steps, full.steps);
     assert_eq!(resumed.best_epoch, full.best_epoch);
     assert_eq!(resumed.test, full.test);
+    assert!(
+        resumed.speed().ends_with("samples/s"),
+        "{}",
+        resumed.speed()
+    );
+    // Resuming a run whose budget is spent trains nothing and says so, instead of a speed
+    // of 0 samples/s.
+    let again = train(&config(b.path(), "deepfm"), &split, Start::Resume);
+    assert_eq!(again.test, full.test);
+    assert!(again.speed().contains("no step left"), "{}", again.speed());
     let (h1, h2): (Vec<_>, Vec<_>) = (
         full.history
             .iter()
@@ -893,6 +920,20 @@ fn cel_tables_train_and_resume_exactly() {
         let resumed = train(&rest, &split, Start::Resume);
         assert_eq!(resumed.steps, full.steps, "{mode}");
         assert_eq!(resumed.test, full.test, "{mode}");
+        // The run reports the clusters its tables ended with, and bytes to match: one row per
+        // cluster plus the assignment, well below a full table.
+        let size = full.size.as_ref().unwrap();
+        assert_eq!(resumed.size.as_ref(), Some(size), "{mode}");
+        for t in &size.tables {
+            let c = t.clusters.unwrap_or_else(|| panic!("{mode}: {t:?}"));
+            assert!((2..=6).contains(&c), "{mode}: {t:?}");
+            assert_eq!(t.params, c * t.dim, "{mode}: {t:?}");
+            assert!(t.bytes < t.full_bytes, "{mode}: {t:?}");
+        }
+        assert!(
+            size.summary().contains("smaller than full tables"),
+            "{mode}"
+        );
     }
     // A malformed CEL table is a clear error naming the field and key.
     let split = planted_split(8);
