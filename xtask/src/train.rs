@@ -174,7 +174,7 @@ fn quickstart(args: &TrainArgs, cfg: Config) -> Result<()> {
         cfg.model.name, cfg.data.dataset, cfg.data.protocol, cfg.data.seed
     );
     let _lock = prepare_quickstart(&root, args.out.is_none())?;
-    let split = rec_trainer::data::load_split(&cfg.data)?;
+    let split = rec_trainer::data::load_split_for(&cfg, None)?;
     let device = candle_core::Device::Cpu;
     let mut rows = Vec::new();
     for (name, mut c) in [("full", cfg), ("cel", cel)] {

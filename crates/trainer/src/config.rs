@@ -4,7 +4,8 @@
 //! so a typo never silently falls back to one: unknown keys in the typed sections are rejected
 //! with the file, line and key named; the free-form tables (`[model.params]`, `[data.options]`,
 //! `[embeddings]`) are checked by the model, data set or table they configure when the run is
-//! built, with an error naming the section and the key.
+//! built, with an error naming the section and the key, and the file and line where the
+//! configuration came from a file ([`Origin`]).
 //!
 //! ```toml
 //! [data]
@@ -59,6 +60,67 @@ pub struct Config {
     /// Where results go.
     #[serde(default)]
     pub output: OutputConfig,
+    /// Where this configuration was read from, to give a file and line to the errors found
+    /// after parsing (`[model.params]` and `[embeddings]` are read when the model is built).
+    #[serde(skip)]
+    pub origin: Origin,
+}
+
+/// The file (or other source) and text a [`Config`] was parsed from. Not part of what the
+/// configuration says: it is not saved, and any two compare equal.
+#[derive(Debug, Clone, Default)]
+pub struct Origin(Option<std::sync::Arc<(String, String)>>);
+
+impl PartialEq for Origin {
+    fn eq(&self, _: &Origin) -> bool {
+        true
+    }
+}
+
+impl Origin {
+    /// The source `name` (e.g. a file's path) of the TOML `text`.
+    pub fn new(name: &str, text: &str) -> Origin {
+        Origin(Some(std::sync::Arc::new((name.into(), text.into()))))
+    }
+
+    /// Where the key at `path` (e.g. `["model", "params", "dim"]`) is written, as
+    /// ` (FILE, line N)`; where the text lacks the whole path, the line of its deepest part
+    /// that it has (e.g. the `[model.params]` header for a missing key). Empty for a
+    /// configuration made in code.
+    pub fn at(&self, path: &[&str]) -> String {
+        self.place(path)
+            .map(|p| format!(" ({p})"))
+            .unwrap_or_default()
+    }
+
+    /// [`at`](Self::at) without the parentheses: `FILE, line N` (or `FILE`), `None` for a
+    /// configuration made in code.
+    pub fn place(&self, path: &[&str]) -> Option<String> {
+        let (name, text) = self.0.as_deref()?;
+        Some(match key_line(text, path) {
+            Some(line) => format!("{name}, line {line}"),
+            None => name.clone(),
+        })
+    }
+}
+
+/// The line (from 1) of the deepest key of `path` written in the TOML `text`.
+fn key_line(text: &str, path: &[&str]) -> Option<usize> {
+    use toml::de::{DeTable, DeValue};
+    let doc = DeTable::parse(text).ok()?;
+    let mut table = doc.get_ref();
+    let mut found = None;
+    for part in path {
+        let Some((key, value)) = table.get_key_value(*part) else {
+            break;
+        };
+        found = Some(key.span().start);
+        match value.get_ref() {
+            DeValue::Table(t) => table = t,
+            _ => break,
+        }
+    }
+    found.map(|at| text[..at.min(text.len())].matches('\n').count() + 1)
 }
 
 /// Data set and evaluation protocol.
@@ -410,7 +472,7 @@ impl Config {
     /// to evaluate or to compare with before a resume. Unknown keys and wrong types are still
     /// errors.
     pub fn from_saved_toml(text: &str, origin: &str) -> Result<Config> {
-        let cfg: Config = toml::from_str(text).map_err(|e| {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| {
             let pos = e
                 .span()
                 .map(|s| match error_location(text, s, e.message()) {
@@ -420,6 +482,7 @@ impl Config {
                 .unwrap_or_default();
             anyhow::anyhow!("invalid configuration {origin}{pos}: {}", e.message())
         })?;
+        cfg.origin = Origin::new(origin, text);
         Ok(cfg)
     }
 
@@ -446,6 +509,7 @@ impl Config {
             optimizer: OptimizerConfig::default(),
             train: TrainConfig::default(),
             output: OutputConfig::default(),
+            origin: Origin::default(),
         }
     }
 

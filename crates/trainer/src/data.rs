@@ -27,6 +27,45 @@ pub fn load_split(cfg: &DataConfig) -> Result<Split> {
     load_split_with(cfg, None)
 }
 
+/// [`load_split_with`] for a run's configuration: an error in `[data]` or `[data.options]`
+/// also gives the file and line of the key it names (see [`crate::config::Origin`]).
+pub fn load_split_for(cfg: &crate::Config, vocabs: Option<&Vocabs>) -> Result<Split> {
+    load_split_with(&cfg.data, vocabs).map_err(|e| {
+        let msg = e.to_string();
+        let Some((section, rest)) = ["[data.options]", "[data]"]
+            .into_iter()
+            .find_map(|p| msg.strip_prefix(p).map(|r| (p, r)))
+        else {
+            return e;
+        };
+        if e.chain().count() > 1 {
+            return e;
+        }
+        // The key is the first word after the section (`[data.options] history is ...`,
+        // `[data] protocol ...`) or the first quoted one (`has unknown key `k``).
+        let options = section == "[data.options]";
+        let known = |k: &str| {
+            if options {
+                cfg.data.options.contains_key(k)
+            } else {
+                ["dataset", "protocol", "seed"].contains(&k)
+            }
+        };
+        let first = rest.trim_start().split([' ', ':']).next().unwrap_or("");
+        let quoted = rest.split('`').nth(1).unwrap_or("");
+        let key = [first, quoted].into_iter().find(|k| known(k));
+        let mut path = vec!["data"];
+        if options {
+            path.push("options");
+        }
+        path.extend(key);
+        match cfg.origin.place(&path) {
+            Some(place) => anyhow::anyhow!("{place}: {msg}"),
+            None => e,
+        }
+    })
+}
+
 /// [`load_split`], with the `csv` data set encoded by `vocabs` when given (a checkpoint's,
 /// see [`crate::train::carried_vocabs`]): every raw ID keeps the index it had when the
 /// checkpoint was trained, IDs the checkpoint never saw map to the out-of-vocabulary index 0,

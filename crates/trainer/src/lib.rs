@@ -61,7 +61,7 @@ pub fn run(cfg: &Config, start: Start) -> Result<Outcome> {
         }
         _ => None,
     };
-    let split = data::load_split_with(&cfg.data, vocabs.as_ref())?;
+    let split = data::load_split_for(cfg, vocabs.as_ref())?;
     let device = Device::Cpu;
     let mut model = match start {
         // The run exists: what its configuration says was accepted when it started.

@@ -27,6 +27,8 @@ pub struct BuildContext<'a> {
     pub device: &'a Device,
     /// Seed of the run.
     pub seed: u64,
+    /// Where the configuration was read from, for the line of a wrong `[model.params]` key.
+    pub origin: &'a crate::config::Origin,
 }
 
 /// Builds a model.
@@ -51,9 +53,15 @@ pub fn params<T: DeserializeOwned>(ctx: &BuildContext<'_>, model: &str) -> Resul
         let key = e
             .span()
             .and_then(|s| crate::config::error_location(&text, s, e.message()).1)
-            .map(|k| format!(", key `{k}`"))
-            .unwrap_or_default();
-        anyhow::anyhow!("invalid [model.params] for `{model}`{key}: {}", e.message())
+            .or_else(|| unknown_field(e.message()).map(str::to_string));
+        let mut path = vec!["model", "params"];
+        path.extend(key.as_deref().into_iter().flat_map(|k| k.split('.')));
+        let at = ctx.origin.at(&path);
+        let key = key.map(|k| format!(", key `{k}`")).unwrap_or_default();
+        anyhow::anyhow!(
+            "invalid [model.params] for `{model}`{key}{at}: {}",
+            e.message()
+        )
     })
 }
 
@@ -203,6 +211,36 @@ pub fn id_counts(schema: &Schema, train: &Batch) -> HashMap<String, Vec<u64>> {
 /// The kinds an `[embeddings]` table may have.
 const TABLE_KINDS: [&str; 5] = ["full", "hashed", "qr", "frequency", "cel"];
 
+/// Where `[embeddings] what` (`default` or `fields.NAME`) is written, at its `key` when given,
+/// as ` (FILE, line N)`; empty for a configuration made in code.
+fn embeddings_at(cfg: &Config, what: &str, key: Option<&str>) -> String {
+    let mut path = vec!["embeddings"];
+    path.extend(what.splitn(2, '.'));
+    path.extend(key);
+    cfg.origin.at(&path)
+}
+
+/// The key serde's "unknown field" message names.
+fn unknown_field(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("unknown field `")
+        .and_then(|r| r.split_once('`'))
+        .map(|(k, _)| k)
+}
+
+/// A table of `[embeddings]` read as `T`, its error placed at the unknown key it names.
+fn embeddings_table<T: DeserializeOwned>(
+    cfg: &Config,
+    what: &str,
+    kind: &str,
+    t: toml::Table,
+) -> Result<T> {
+    T::deserialize(toml::Value::Table(t)).map_err(|e| {
+        let at = embeddings_at(cfg, what, unknown_field(e.message()));
+        anyhow::Error::new(e).context(format!("[embeddings] {what}{at}: invalid table `{kind}`"))
+    })
+}
+
 fn table_kind(t: &toml::Table) -> Result<&str> {
     t.get("kind")
         .and_then(toml::Value::as_str)
@@ -226,15 +264,15 @@ pub type CelConfigs = (
 /// [`embedding_cel::CelConfig`] setting.
 pub fn cel_configs(cfg: &Config) -> Result<CelConfigs> {
     let parse = |t: &toml::Table, what: &str| -> Result<Option<embedding_cel::CelConfig>> {
-        if table_kind(t).with_context(|| format!("[embeddings] {what}"))? != "cel" {
+        let at = || embeddings_at(cfg, what, None);
+        if table_kind(t).with_context(|| format!("[embeddings] {what}{}", at()))? != "cel" {
             return Ok(None);
         }
         let mut t = t.clone();
         t.remove("kind");
-        let c = embedding_cel::CelConfig::deserialize(toml::Value::Table(t))
-            .with_context(|| format!("[embeddings] {what}: invalid table `cel`"))?;
+        let c: embedding_cel::CelConfig = embeddings_table(cfg, what, "cel", t)?;
         c.validate()
-            .map_err(|e| anyhow::anyhow!("[embeddings] {what}: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("[embeddings] {what}{}: {e}", at()))?;
         Ok(Some(c))
     };
     let default = match &cfg.embeddings.default {
@@ -256,10 +294,12 @@ fn is_cel(t: &toml::Table) -> bool {
 /// field whose table is unknown or malformed.
 pub fn tables_config(cfg: &Config) -> Result<TablesConfig> {
     let parse = |t: &toml::Table, what: &str| -> Result<TableConfig> {
-        let kind = table_kind(t).with_context(|| format!("[embeddings] {what}"))?;
+        let kind = table_kind(t)
+            .with_context(|| format!("[embeddings] {what}{}", embeddings_at(cfg, what, None)))?;
         if !TABLE_KINDS.contains(&kind) {
             bail!(
-                "[embeddings] {what}: unknown table kind `{kind}` (one of {})",
+                "[embeddings] {what}{}: unknown table kind `{kind}` (one of {})",
+                embeddings_at(cfg, what, Some("kind")),
                 TABLE_KINDS.map(|k| format!("`{k}`")).join(", ")
             );
         }
@@ -267,8 +307,7 @@ pub fn tables_config(cfg: &Config) -> Result<TablesConfig> {
             // Built by the CEL factory in `build_model`; a full table stands in here.
             return Ok(TableConfig::Full);
         }
-        TableConfig::deserialize(toml::Value::Table(t.clone()))
-            .with_context(|| format!("[embeddings] {what}: invalid table `{kind}`"))
+        embeddings_table(cfg, what, kind, t.clone())
     };
     let default = match &cfg.embeddings.default {
         Some(t) => parse(t, "default")?,
@@ -291,8 +330,6 @@ pub fn tables_config(cfg: &Config) -> Result<TablesConfig> {
         options,
     })
 }
-
-use serde::Deserialize as _;
 
 /// The schema's field names, comma separated (for error messages).
 fn field_names(schema: &Schema) -> String {
@@ -336,26 +373,27 @@ fn build_model_with(
     strict: bool,
 ) -> Result<Box<dyn Model>> {
     for name in cfg.embeddings.fields.keys() {
+        let at = embeddings_at(cfg, &format!("fields.{name}"), None);
         // SAML builds a field's scenario tables under `{field}@scenario` (one table over
         // field x scenario), so they can get their own kind.
         if let Some(base) = name.strip_suffix(scenario_saml::scenario_embedding::SCENARIO_SUFFIX) {
             if cfg.model.name != "saml" {
                 bail!(
-                    "[embeddings.fields.\"{name}\"]: only model `saml` has scenario tables \
+                    "[embeddings.fields.\"{name}\"]{at}: only model `saml` has scenario tables \
                      (the model is `{}`)",
                     cfg.model.name
                 );
             }
             let Some(field) = schema.field(base) else {
                 bail!(
-                    "[embeddings.fields.\"{name}\"]: the data has no field `{base}` (fields: {})",
+                    "[embeddings.fields.\"{name}\"]{at}: the data has no field `{base}` (fields: {})",
                     field_names(schema)
                 );
             };
             // Fields sharing a vocabulary share their scenario table, named after the owner.
             if let Some(owner) = &field.shares_vocab_with {
                 bail!(
-                    "[embeddings.fields.\"{name}\"]: `{base}` shares the vocabulary of \
+                    "[embeddings.fields.\"{name}\"]{at}: `{base}` shares the vocabulary of \
                      `{owner}`, whose scenario table it uses; configure \"{owner}@scenario\""
                 );
             }
@@ -363,7 +401,7 @@ fn build_model_with(
         }
         if schema.field(name).is_none() {
             bail!(
-                "[embeddings.fields.{name}]: the data has no field `{name}` (fields: {})",
+                "[embeddings.fields.{name}]{at}: the data has no field `{name}` (fields: {})",
                 field_names(schema)
             );
         }
@@ -377,49 +415,51 @@ fn build_model_with(
     // The fields a table was built for: an `[embeddings.fields]` entry no table reads (a
     // dense field, the scenario field, a field the model leaves out) would be ignored.
     let built = std::cell::RefCell::new(std::collections::BTreeSet::new());
-    let mut factory =
-        |f: &rec_data::FieldSpec, dim: usize| -> candle_core::Result<Box<dyn EmbeddingTable>> {
-            built.borrow_mut().insert(f.name.clone());
-            let cel = match cel_fields.get(&f.name) {
-                Some(c) => c.clone(),
-                None => cel_default.clone(),
-            };
-            match cel {
-                Some(c) => {
-                    // Exact reassignment scores each entity on its rows of a categorical
-                    // column: on a bag (multi-hot) field it would fail at its first round.
-                    // (A SAML scenario table `X@scenario` has no column of its own.)
-                    let column = schema.field(&f.name).map(|s| s.kind);
-                    if matches!(c.reassign, embedding_cel::Reassign::Exact { .. })
-                        && column != Some(rec_data::FieldKind::Categorical)
-                    {
-                        let key = if cel_fields.contains_key(&f.name) {
-                            format!("fields.{}", f.name)
-                        } else {
-                            "default".to_string()
-                        };
-                        let what = match column {
-                            Some(k) => format!("{k:?}"),
-                            None => "a table without a column of its own".to_string(),
-                        };
-                        candle_core::bail!(
-                            "[embeddings] {key}: exact CEL reassignment needs a categorical field, \
+    let mut factory = |f: &rec_data::FieldSpec,
+                       dim: usize|
+     -> candle_core::Result<Box<dyn EmbeddingTable>> {
+        built.borrow_mut().insert(f.name.clone());
+        let cel = match cel_fields.get(&f.name) {
+            Some(c) => c.clone(),
+            None => cel_default.clone(),
+        };
+        match cel {
+            Some(c) => {
+                // Exact reassignment scores each entity on its rows of a categorical
+                // column: on a bag (multi-hot) field it would fail at its first round.
+                // (A SAML scenario table `X@scenario` has no column of its own.)
+                let column = schema.field(&f.name).map(|s| s.kind);
+                if matches!(c.reassign, embedding_cel::Reassign::Exact { .. })
+                    && column != Some(rec_data::FieldKind::Categorical)
+                {
+                    let key = if cel_fields.contains_key(&f.name) {
+                        format!("fields.{}", f.name)
+                    } else {
+                        "default".to_string()
+                    };
+                    let what = match column {
+                        Some(k) => format!("{k:?}"),
+                        None => "a table without a column of its own".to_string(),
+                    };
+                    let at = embeddings_at(cfg, &key, Some("reassign"));
+                    candle_core::bail!(
+                        "[embeddings] {key}{at}: exact CEL reassignment needs a categorical field, \
                              and `{}` is {what}; give it `reassign = {{ kind = \"approx\" }}` \
                              (or its own [embeddings.fields] entry)",
-                            f.name
-                        );
-                    }
-                    use rec_nn::init::{mix64, name_hash, named_rng};
-                    let name = format!("table/{}/{dim}", f.name);
-                    let mut rng = named_rng(seed, &name);
-                    let table_seed = mix64(seed, name_hash(&format!("cel/{}/{dim}", f.name)));
-                    Ok(Box::new(embedding_cel::ClusteredEmbedding::new(
-                        &f.name, f.vocab, dim, c, &options, &mut rng, table_seed, device,
-                    )?))
+                        f.name
+                    );
                 }
-                None => default.build(f, dim),
+                use rec_nn::init::{mix64, name_hash, named_rng};
+                let name = format!("table/{}/{dim}", f.name);
+                let mut rng = named_rng(seed, &name);
+                let table_seed = mix64(seed, name_hash(&format!("cel/{}/{dim}", f.name)));
+                Ok(Box::new(embedding_cel::ClusteredEmbedding::new(
+                    &f.name, f.vocab, dim, c, &options, &mut rng, table_seed, device,
+                )?))
             }
-        };
+            None => default.build(f, dim),
+        }
+    };
     let entries = models();
     let entry = entries
         .iter()
@@ -437,6 +477,7 @@ fn build_model_with(
         factory: &mut factory,
         device,
         seed: cfg.data.seed,
+        origin: &cfg.origin,
     };
     if ["saml", "shared", "separate", "mmoe", "star"].contains(&entry.name)
         && schema.scenario_field.is_none()
@@ -460,8 +501,9 @@ fn build_model_with(
             .map(|o| format!("; `{name}` uses the table of `{o}`: configure that one"))
             .unwrap_or_default();
         let msg = format!(
-            "[embeddings.fields.\"{name}\"]: model `{}` builds no table for `{name}` (its tables: \
+            "[embeddings.fields.\"{name}\"]{}: model `{}` builds no table for `{name}` (its tables: \
              {}), so the entry would be ignored{owner}",
+            embeddings_at(cfg, &format!("fields.{name}"), None),
             cfg.model.name,
             built.iter().cloned().collect::<Vec<_>>().join(", ")
         );

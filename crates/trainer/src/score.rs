@@ -87,10 +87,12 @@ pub fn restore(dir: &Path) -> Result<Restored> {
     let text = state["config"]
         .as_str()
         .with_context(|| format!("{} holds no configuration", dir.display()))?;
-    let config = Config::from_saved_toml(text, &format!("in {}", dir.display()))?;
+    let mut config = Config::from_saved_toml(text, &format!("in {}", dir.display()))?;
+    // Its lines are those of a string inside the checkpoint's state file: no place to point at.
+    config.origin = Default::default();
     // A csv run is rebuilt with the vocabularies it was trained with.
     let vocabs = train::vocabs_for(&config, &state, dir)?;
-    let split = crate::data::load_split_with(&config.data, vocabs.as_ref())?;
+    let split = crate::data::load_split_for(&config, vocabs.as_ref())?;
     // Data that changed since training would rebuild another split (and other ID counts).
     train::check_data(&state, &train::data_fingerprint(&split), dir)?;
     let mut model = registry::rebuild_model(&config, &split.schema, &split.train, &device)?;

@@ -680,6 +680,45 @@ fn a_wrong_model_parameter_is_named_by_its_key() {
             e.contains("invalid [model.params] for `deepfm`, ") && e.contains(key),
             "{e}"
         );
+        // Made in code, the configuration has no file to point into.
+        assert!(!e.contains("line"), "{e}");
+    }
+    // Read from a file, `[model.params]` and `[embeddings]` (read when the model is built)
+    // are wrong at a file and line: at the key, else at the table that lacks it.
+    let head = "[data]\ndataset = \"planted\"\nprotocol = \"none\"\n\n[model]\nname = \"deepfm\"\n";
+    for (rest, want) in [
+        (
+            "\n[model.params]\ndim = 8\ndimm = 3\n",
+            "key `dimm` (run.toml, line 10)",
+        ),
+        (
+            "params = { dim = 8, mlp = { hidden = [8,\n \"a\"] } }\n",
+            "key `mlp.hidden` (run.toml, line 7)",
+        ),
+        (
+            "\n[embeddings.fields.item_id]\nkind = \"cel\"\n\nmax_clusterz = 3\n",
+            "fields.item_id (run.toml, line 11): invalid table `cel`",
+        ),
+        (
+            "\n[embeddings.fields.item_id]\nkind = \"hashed\"\nbuckets = 0\n",
+            "fields.item_id (run.toml, line 10): invalid table `hashed`",
+        ),
+        (
+            "\n[embeddings.fields.itme_id]\nkind = \"full\"\n",
+            "[embeddings.fields.itme_id] (run.toml, line 8): the data has no field",
+        ),
+        (
+            "\n[embeddings.default]\nkind = \"fancy\"\n",
+            "default (run.toml, line 9): unknown table kind `fancy`",
+        ),
+    ] {
+        let mut cfg = rec_trainer::Config::from_toml(&format!("{head}{rest}"), "run.toml").unwrap();
+        cfg.output.dir = Some(dir.path().to_path_buf());
+        let e = registry::build_model(&cfg, &split.schema, &split.train, &Device::Cpu)
+            .err()
+            .expect("refused");
+        let e = format!("{e:#}");
+        assert!(e.contains(want), "{want:?} not in {e}");
     }
 }
 
@@ -1194,4 +1233,43 @@ fn saml_scenario_tables_take_their_own_kind() {
             .unwrap()
     );
     assert!(e.contains("only model `saml`"), "{e}");
+}
+
+#[test]
+fn data_section_errors_name_the_file_and_line() {
+    for (text, want) in [
+        (
+            "[data]\ndataset = \"synthetic\"\nprotocol = \"ctr\"\n\n[data.options]\nusers = 100\nhist = 5\n\n[model]\nname = \"fm\"\n",
+            "run.toml, line 7: [data.options] has unknown key `hist`",
+        ),
+        (
+            "[data]\ndataset = \"synthetic\"\nprotocol = \"ctr\"\noptions = { users = -1 }\n\n[model]\nname = \"fm\"\n",
+            "run.toml, line 4: [data.options] users must be a non-negative integer",
+        ),
+        (
+            "[model]\nname = \"fm\"\n\n[data]\ndataset = \"synthetic\"\nprotocol = \"seq\"\n",
+            "run.toml, line 6: [data] protocol `seq` is unknown",
+        ),
+        (
+            "[data]\ndataset = \"ml-100k\"\n[data.options]\npath = \"x.csv\"\n[model]\nname = \"fm\"\n",
+            "run.toml, line 4: [data.options] has unknown key `path`",
+        ),
+    ] {
+        let cfg = rec_trainer::Config::from_toml(text, "run.toml").unwrap();
+        let e = format!(
+            "{:#}",
+            rec_trainer::data::load_split_for(&cfg, None).err().unwrap()
+        );
+        assert!(e.starts_with(want), "{want:?} not at the start of {e}");
+        // Made in code, the same configuration names no file.
+        let mut bare = cfg.clone();
+        bare.origin = Default::default();
+        let e = format!(
+            "{:#}",
+            rec_trainer::data::load_split_for(&bare, None)
+                .err()
+                .unwrap()
+        );
+        assert!(e.starts_with("[data"), "{e}");
+    }
 }
