@@ -406,6 +406,10 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     let valid = rec_trainer::evaluate(model.as_mut(), &split.valid, bs)?;
     let test = rec_trainer::evaluate(model.as_mut(), &split.test, bs)?;
     println!("checkpoint {}", dir.display());
+    println!(
+        "{}",
+        rec_trainer::size::ModelSize::of(model.as_ref()).summary()
+    );
     println!("validation:\n{valid}");
     println!("test:\n{test}");
     if args.json {

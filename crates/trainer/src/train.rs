@@ -108,10 +108,12 @@ pub struct Outcome {
 
 impl Outcome {
     /// The training speed of this process in words: `1234 samples/s`, or, for a resumed run
-    /// whose budget was already spent, that no step was trained.
+    /// that had already ended (its budget spent, or stopped early), that no step was trained.
     pub fn speed(&self) -> String {
         if self.train_seconds > 0.0 {
             format!("{:.0} samples/s", self.samples_per_sec)
+        } else if self.stopped_early {
+            "no step trained (the run had stopped early; a larger train.early_stopping.patience continues it)".into()
         } else {
             "no step left to train (the budget was already spent; raise train.epochs or train.max_steps to continue)".into()
         }

@@ -179,6 +179,7 @@ fn resumed_run_ends_with_exactly_the_same_metrics() {
     // of 0 samples/s.
     let again = train(&config(b.path(), "deepfm"), &split, Start::Resume);
     assert_eq!(again.test, full.test);
+    assert!(!again.stopped_early, "the budget, not early stopping, ended this run");
     assert!(again.speed().contains("no step left"), "{}", again.speed());
     let (h1, h2): (Vec<_>, Vec<_>) = (
         full.history
@@ -326,6 +327,13 @@ fn a_run_killed_after_its_early_stopping_checkpoint_resumes_to_the_same_end() {
     assert_eq!(resumed.history.len(), full.history.len());
     assert_eq!(resumed.best_epoch, full.best_epoch);
     assert_eq!(resumed.test, full.test);
+    // Nothing trained, and the run says why, with the setting that would continue it.
+    assert!(
+        resumed.speed().contains("the run had stopped early")
+            && resumed.speed().contains("train.early_stopping.patience"),
+        "{}",
+        resumed.speed()
+    );
     let log = std::fs::read_to_string(dir.path().join("log.jsonl")).unwrap();
     assert_eq!(log.lines().count(), full.history.len());
 }
