@@ -51,6 +51,10 @@ pub struct BatchIter<'a> {
 
 impl<'a> BatchIter<'a> {
     /// Iterates over `data` in batches of `batch_size` (the last may be smaller).
+    ///
+    /// # Panics
+    ///
+    /// When `batch_size` is 0 (as `slice::chunks` does).
     pub fn new(data: &'a Batch, batch_size: usize, seed: u64, epoch: u64, shuffle: bool) -> Self {
         assert!(batch_size > 0, "batch_size must be positive");
         Self {

@@ -189,6 +189,8 @@ pub struct ClusteredEmbedding {
     personal: Option<Personal>,
     probe: Option<Vec<u32>>,
     reassign_due: bool,
+    /// Exact reassignments that came due and that no driver ran (not saved).
+    skipped_exact: u64,
     rng: ChaCha8Rng,
     step: u64,
     moves: u64,
@@ -255,6 +257,7 @@ impl ClusteredEmbedding {
             personal: None,
             probe: None,
             reassign_due: false,
+            skipped_exact: 0,
             rng: ChaCha8Rng::seed_from_u64(seed),
             step: 0,
             moves: 0,
@@ -338,6 +341,14 @@ impl ClusteredEmbedding {
     /// Entities moved by reassignment so far (placements after a split are not counted).
     pub fn moves(&self) -> u64 {
         self.moves
+    }
+
+    /// Exact reassignments (`Reassign::Exact`) that came due and were skipped because no
+    /// driver ran [`crate::exact::reassign_due`] before the next step, in this process. The
+    /// first one is also logged as a warning: a training loop that never calls the driver
+    /// trains without reassignment.
+    pub fn skipped_reassignments(&self) -> u64 {
+        self.skipped_exact
     }
 
     /// What the table costs (see [`MemoryReport`]).
@@ -1236,6 +1247,18 @@ impl EmbeddingTable for ClusteredEmbedding {
         self.step = step;
         // An exact reassignment due at an earlier step that no driver ran is skipped, so the
         // window it kept is not kept for ever.
+        if self.reassign_due {
+            if self.skipped_exact == 0 {
+                tracing::warn!(
+                    table = %self.field,
+                    step,
+                    "an exact CEL reassignment came due and nothing ran it: call \
+                     embedding_cel::exact::reassign_due after each training step (the trainer \
+                     does), or use reassign = approx"
+                );
+            }
+            self.skipped_exact += 1;
+        }
         self.reassign_due = false;
         // `>=`, not `==`: a resumed run may set the start below the step it resumes at.
         if self.cfg.personalize_at.is_some_and(|p| step >= p) && self.personal.is_none() {

@@ -1118,3 +1118,52 @@ fn a_table_with_more_initial_clusters_than_entities_is_refused() {
         "{e}"
     );
 }
+
+#[test]
+fn exact_reassignment_without_its_driver_is_counted_as_skipped() -> Result<()> {
+    let data = Planted {
+        users: 40,
+        items: 30,
+        clusters: 3,
+        rank: 3,
+        per_user: 15,
+        seed: 5,
+        ..Default::default()
+    }
+    .generate();
+    let split = &data.split;
+    let cfg = CelConfig {
+        init_clusters: 3,
+        max_clusters: 3,
+        reassign_every: 2,
+        reassign: Reassign::Exact {
+            candidates: 0,
+            curvature: 1.0,
+        },
+        ..Default::default()
+    };
+    // A plain loop: every due reassignment is skipped, and counted (the first is logged).
+    let mut model = nmf_with_cel(&split.schema, cfg.clone(), 3, 1);
+    let mut opt = DenseOptimizer::new(OptimizerConfig::adam(0.01), model.dense_vars())?;
+    let mut ctx = Ctx::new(true, 0, ChaCha8Rng::seed_from_u64(0));
+    for _ in 0..7 {
+        train_step(&mut model, &mut opt, &split.train, &mut ctx)?;
+    }
+    let t = cel_table(&model);
+    assert!(
+        t.skipped_reassignments() >= 2,
+        "{}",
+        t.skipped_reassignments()
+    );
+    assert_eq!(t.moves(), 0);
+    // With the driver after each step, none is skipped.
+    let mut model = nmf_with_cel(&split.schema, cfg, 3, 1);
+    let mut opt = DenseOptimizer::new(OptimizerConfig::adam(0.01), model.dense_vars())?;
+    let mut ctx = Ctx::new(true, 0, ChaCha8Rng::seed_from_u64(0));
+    for _ in 0..7 {
+        train_step(&mut model, &mut opt, &split.train, &mut ctx)?;
+        reassign_due(&mut model, &split.train, 64)?;
+    }
+    assert_eq!(cel_table(&model).skipped_reassignments(), 0);
+    Ok(())
+}

@@ -121,13 +121,7 @@ impl ScenarioEmbedding {
                         ))
                     })?;
                 }
-                if t.dim() != dim {
-                    candle_core::bail!(
-                        "the factory built a table of width {} for `{}`, expected {dim}",
-                        t.dim(),
-                        spec.name
-                    );
-                }
+                rec_nn::embedding::factory::check_built(t.as_ref(), &spec.name, vocab, dim)?;
                 tables.insert(owner.name.clone(), t);
             }
             out.push((name.clone(), index, owner.name.clone()));

@@ -184,6 +184,17 @@ pub fn load_training_state(
 /// else is refused with the differing keys named, since it would silently continue another
 /// run (another split, another batch order) than the one that was interrupted.
 pub fn fit(model: &mut dyn Model, split: &Split, cfg: &Config, start: Start) -> Result<Outcome> {
+    // The run directory records `[model] name`, and a restore rebuilds that model: another
+    // model's checkpoints could never be restored.
+    let name = model.name();
+    if name != cfg.model.name && !model.former_names().contains(&cfg.model.name.as_str()) {
+        bail!(
+            "the model given to fit is `{name}`, but the configuration's [model] name is `{}`: \
+             set it to `{name}` (its registry name), so that the run's checkpoints can be \
+             restored",
+            cfg.model.name
+        );
+    }
     let run_dir = cfg.run_dir();
     let ckpt_root = run_dir.join("checkpoints");
     let resume_from = match &start {
@@ -1168,12 +1179,13 @@ pub(crate) fn check_unused(run_dir: &Path, start: &Start) -> Result<()> {
     if matches!(start, Start::WarmStart(_)) {
         bail!(
             "{} already holds a run; a run started from a checkpoint is a new run: choose \
-             another output directory (--out)",
+             another output directory (--out; output.dir in code)",
             run_dir.display()
         );
     }
     bail!(
-        "{} already holds a run; pass --resume to continue it, or choose another output directory",
+        "{} already holds a run; pass --resume to continue it (Start::Resume in code), or \
+         choose another output directory (--out; output.dir in code)",
         run_dir.display()
     );
 }

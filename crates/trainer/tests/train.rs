@@ -179,7 +179,10 @@ fn resumed_run_ends_with_exactly_the_same_metrics() {
     // of 0 samples/s.
     let again = train(&config(b.path(), "deepfm"), &split, Start::Resume);
     assert_eq!(again.test, full.test);
-    assert!(!again.stopped_early, "the budget, not early stopping, ended this run");
+    assert!(
+        !again.stopped_early,
+        "the budget, not early stopping, ended this run"
+    );
     assert!(again.speed().contains("no step left"), "{}", again.speed());
     let (h1, h2): (Vec<_>, Vec<_>) = (
         full.history
@@ -1280,4 +1283,38 @@ fn data_section_errors_name_the_file_and_line() {
         );
         assert!(e.starts_with("[data"), "{e}");
     }
+}
+
+#[test]
+fn fit_refuses_a_model_the_configuration_does_not_name() {
+    let split = planted_split(4);
+    let dir = tempfile::tempdir().unwrap();
+    let built = config(dir.path(), "fm");
+    let mut model =
+        registry::build_model(&built, &split.schema, &split.train, &Device::Cpu).unwrap();
+    // The run would record `deepfm`, and a restore would rebuild a DeepFM for an FM's state.
+    let cfg = config(dir.path(), "deepfm");
+    let e = fit(model.as_mut(), &split, &cfg, Start::Fresh)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`fm`") && e.contains("`deepfm`"), "{e}");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing written"
+    );
+    // Every registered model's name is its registry name, so a built model always fits.
+    // (Those this data can build: the rating, scenario and sequence models need other data.)
+    let mut checked = Vec::new();
+    for name in registry::model_names() {
+        let cfg = config(dir.path(), name);
+        if let Ok(m) = registry::build_model(&cfg, &split.schema, &split.train, &Device::Cpu) {
+            assert_eq!(m.name(), name);
+            checked.push(name);
+        }
+    }
+    assert!(
+        checked.contains(&"widedeep") && checked.len() >= 4,
+        "{checked:?}"
+    );
 }

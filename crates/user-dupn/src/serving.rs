@@ -186,6 +186,13 @@ impl Dupn {
                 wanted.join(", ")
             );
         }
+        // Query terms for a model that reads no query would be dropped with nothing said.
+        if self.roles().query.is_none() && !query.is_empty() {
+            candle_core::bail!(
+                "this model reads no query (its data has no query field, or `query = \"\"` in \
+                 its configuration); give an empty query"
+            );
+        }
         let mut len = None;
         let mut b = Batch::empty(schema.clone());
         for (f, col) in schema.fields.iter().zip(b.columns.iter_mut()) {

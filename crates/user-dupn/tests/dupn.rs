@@ -378,6 +378,21 @@ fn serving_scores_equal_the_full_model() -> Result<()> {
         .unwrap_err()
         .to_string();
     assert!(e.contains("lacks field `gender`"), "{e}");
+    // A model that reads no query refuses query terms instead of dropping them.
+    let mut no_query = build(
+        &DupnConfig {
+            query: String::new(),
+            ..small_cfg()
+        },
+        &JOINT,
+        4,
+    )?;
+    let e = no_query
+        .encode_user(&history, &[3, 9], &profile)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("reads no query"), "{e}");
+    assert!(no_query.encode_user(&history, &[], &profile).is_ok());
     // A candidate column the head does not read, or one given twice, is an error.
     let mut extra = candidate_columns(&cands);
     extra.push(("price".into(), Column::Ids(vec![1; k])));

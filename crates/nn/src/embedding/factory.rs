@@ -144,6 +144,18 @@ impl DefaultTableFactory {
             .unwrap_or(self.config.default)
     }
 
+    /// The fields of [`TablesConfig::fields`] no table was built for so far: after a model is
+    /// built, entries it never asked for (a misspelt field, a dense one, one the model leaves
+    /// out), which would otherwise be ignored with nothing said. The trainer refuses them.
+    pub fn unused_fields(&self) -> Vec<String> {
+        self.config
+            .fields
+            .keys()
+            .filter(|f| !self.built.keys().any(|(n, _)| n == *f))
+            .cloned()
+            .collect()
+    }
+
     /// Builds the table of `field` with width `dim`.
     pub fn build(&mut self, field: &FieldSpec, dim: usize) -> Result<Box<dyn EmbeddingTable>> {
         if matches!(field.kind, FieldKind::Dense { .. }) {
@@ -223,6 +235,28 @@ pub struct TableSet {
     owner: HashMap<String, String>,
 }
 
+/// Checks a table a [`TableFactory`] built for the field `name` of `vocab` IDs at width `dim`:
+/// it must have that width, and room for every ID of the field (a smaller table would look the
+/// IDs past its end up by its unknown-ID rule, silently sharing their rows). A larger one is
+/// accepted (e.g. room for IDs to come).
+pub fn check_built(t: &dyn EmbeddingTable, name: &str, vocab: usize, dim: usize) -> Result<()> {
+    if t.dim() != dim {
+        candle_core::bail!(
+            "the factory built a table of width {} for `{name}`, expected {dim}",
+            t.dim()
+        );
+    }
+    if t.vocab() < vocab {
+        candle_core::bail!(
+            "the factory built a `{}` table of {} IDs for `{name}`, which has {vocab}: build it \
+             with the vocabulary the factory is given",
+            t.kind(),
+            t.vocab()
+        );
+    }
+    Ok(())
+}
+
 impl TableSet {
     /// Builds the tables of the fields named in `fields` (each must be a categorical, multi-hot
     /// or sequence field of `schema`).
@@ -249,13 +283,7 @@ impl TableSet {
             let owner = table_owner(schema, field)?;
             if !set.tables.contains_key(&owner.name) {
                 let t = factory(owner, dim)?;
-                if t.dim() != dim {
-                    candle_core::bail!(
-                        "the factory built a table of width {} for field `{}`, expected {dim}",
-                        t.dim(),
-                        owner.name
-                    );
-                }
+                check_built(t.as_ref(), &owner.name, owner.vocab, dim)?;
                 set.tables.insert(owner.name.clone(), t);
             }
             set.owner.insert(field.name.clone(), owner.name.clone());

@@ -410,6 +410,7 @@ fn the_default_factory_builds_each_kind_and_table_sets_share() -> Result<()> {
         &mut factory,
     )?;
     assert_eq!(calls, 4, "hist shares the table of item_id");
+    assert!(f.unused_fields().is_empty(), "{:?}", f.unused_fields());
     let kinds: Vec<(String, &str)> = set
         .named()
         .into_iter()
@@ -428,6 +429,17 @@ fn the_default_factory_builds_each_kind_and_table_sets_share() -> Result<()> {
     let b = set.lookup("item_id", &[5], false)?.to_vec2::<f32>()?;
     assert_eq!(a, b);
     assert!(set.lookup("x", &[0], false).is_err());
+    // An entry no table was built for is reported (a misspelt field would be ignored).
+    let mut typo = DefaultTableFactory::new(
+        TablesConfig {
+            fields: [("itemid".to_string(), TableConfig::Hashed { rows: 10 })].into(),
+            ..Default::default()
+        },
+        1,
+        &Device::Cpu,
+    );
+    typo.build(&schema.fields[1], 3)?;
+    assert_eq!(typo.unused_fields(), ["itemid"]);
     // Dense fields and unknown fields are errors.
     let mut f2 = DefaultTableFactory::new(TablesConfig::default(), 1, &Device::Cpu);
     let mut factory2 = |field: &FieldSpec, dim: usize| f2.build(field, dim);
@@ -444,6 +456,33 @@ fn the_default_factory_builds_each_kind_and_table_sets_share() -> Result<()> {
     );
     let e = f3.build(&schema.fields[0], 3).err().expect("no counts");
     assert!(e.to_string().contains("counts"));
+    // A factory's table of another width, or with room for fewer IDs than the field has (IDs
+    // past its end would silently share the unknown-ID row), is refused; a larger one is not.
+    let o = opts(OptimizerConfig::sgd(0.1));
+    for (vocab, dim, refused) in [
+        (10, 4, Some("width 4")),
+        (9, 3, Some("of 9 IDs")),
+        (12, 3, None),
+    ] {
+        let mut rng = named_rng(1, "t");
+        let mut built = |_: &FieldSpec, _: usize| -> Result<Box<dyn EmbeddingTable>> {
+            Ok(Box::new(FullTable::new(
+                vocab,
+                dim,
+                &o,
+                &mut rng,
+                &Device::Cpu,
+            )?))
+        };
+        let got = TableSet::build(&schema, ["user_id"], 3, "", &mut built);
+        match refused {
+            Some(want) => {
+                let e = got.err().expect("refused").to_string();
+                assert!(e.contains(want) && e.contains("`user_id`"), "{e}");
+            }
+            None => assert!(got.is_ok()),
+        }
+    }
     Ok(())
 }
 

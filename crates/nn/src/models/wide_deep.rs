@@ -81,7 +81,11 @@ impl WideDeep {
 
 impl Model for WideDeep {
     fn name(&self) -> String {
-        "wide_deep".into()
+        "widedeep".into()
+    }
+    /// Checkpoints saved before the name became the registry's still load.
+    fn former_names(&self) -> &[&str] {
+        &["wide_deep"]
     }
     fn schema(&self) -> &Schema {
         &self.parts.schema
