@@ -239,28 +239,39 @@ fn cel_table(model: &dyn Model) -> &ClusteredEmbedding {
         .unwrap()
 }
 
-#[test]
-fn exact_reassignment_moves_every_entity_to_its_best_cluster() -> Result<()> {
+/// Small planted data (30 items in 3 clusters) and a 3-cluster table with exact reassignment
+/// every `every` steps.
+fn exact_setup(seed: u64, every: u64) -> (embedding_cel::planted::PlantedData, CelConfig) {
     let data = Planted {
         users: 40,
         items: 30,
         clusters: 3,
         rank: 3,
         per_user: 15,
-        seed: 4,
+        seed,
         ..Default::default()
     }
     .generate();
-    let split = &data.split;
     let cfg = CelConfig {
         init_clusters: 3,
         max_clusters: 3,
-        keep_prob: 0.0,
+        reassign_every: every,
         reassign: Reassign::Exact {
             candidates: 0,
             curvature: 1.0,
         },
         ..Default::default()
+    };
+    (data, cfg)
+}
+
+#[test]
+fn exact_reassignment_moves_every_entity_to_its_best_cluster() -> Result<()> {
+    let (data, cfg) = exact_setup(4, CelConfig::default().reassign_every);
+    let split = &data.split;
+    let cfg = CelConfig {
+        keep_prob: 0.0,
+        ..cfg
     };
     let mut model = nmf_with_cel(&split.schema, cfg, 3, 1);
     let mut opt = DenseOptimizer::new(OptimizerConfig::adam(0.01), model.dense_vars())?;
@@ -1121,27 +1132,8 @@ fn a_table_with_more_initial_clusters_than_entities_is_refused() {
 
 #[test]
 fn exact_reassignment_without_its_driver_is_counted_as_skipped() -> Result<()> {
-    let data = Planted {
-        users: 40,
-        items: 30,
-        clusters: 3,
-        rank: 3,
-        per_user: 15,
-        seed: 5,
-        ..Default::default()
-    }
-    .generate();
+    let (data, cfg) = exact_setup(5, 2);
     let split = &data.split;
-    let cfg = CelConfig {
-        init_clusters: 3,
-        max_clusters: 3,
-        reassign_every: 2,
-        reassign: Reassign::Exact {
-            candidates: 0,
-            curvature: 1.0,
-        },
-        ..Default::default()
-    };
     // A plain loop: every due reassignment is skipped, and counted (the first is logged).
     let mut model = nmf_with_cel(&split.schema, cfg.clone(), 3, 1);
     let mut opt = DenseOptimizer::new(OptimizerConfig::adam(0.01), model.dense_vars())?;
